@@ -1,0 +1,30 @@
+# Two commands set everything up: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
+export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)/.cache/fedclf)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+TEST_WORKERS ?= 2
+
+.PHONY: install demo test bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock overrides.txt setup.cfg
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install --python $(PY) -q -r requirements.lock --override overrides.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m simulations.demo --out_dir=demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,141 @@
+"""Helpers for fedclf's absl binaries (the only place that touches FLAGS).
+
+Binaries stay thin: define flags with these helpers, turn them into config
+dataclasses, call one library entry point, and let `run` convert user errors
+into a one-line message with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable, List, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from fedclf import registry
+from fedclf.errors import UserError
+
+USER_ERROR_EXIT = 2
+
+
+def define_common_flags() -> None:
+  flags.DEFINE_multi_string(
+      "plugin", [], "Python module(s) to import for third-party plugins "
+      "(repeatable); entry points in group 'fedclf.plugins' load too.")
+  flags.DEFINE_bool("list", False,
+                    "Print every registered name per kind and exit.")
+
+
+def define_data_flags(default_dataset: str = "mnist") -> None:
+  flags.DEFINE_string("dataset", default_dataset,
+                      "Registered dataset name (see --list).")
+  flags.DEFINE_string("data_dir", "",
+                      "Data directory (default $FEDCLF_DATA_DIR, else "
+                      "~/.cache/fedclf).")
+  flags.DEFINE_string("dataset_path", "",
+                      "image_folder: folder of class subfolders.")
+  flags.DEFINE_integer("image_size", 0,
+                       "Resize images to this square size (0 = native).")
+  flags.DEFINE_integer("train_limit", 0,
+                       "Use a seeded random slice of this many training "
+                       "examples (0 = all).")
+  flags.DEFINE_integer("test_limit", 0, "Same for the test set (0 = all).")
+  flags.DEFINE_bool("download", True,
+                    "Allow downloads when local files are missing.")
+
+
+def data_config_from_flags(seed: int):
+  from fedclf.data import DataConfig  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  return DataConfig(
+      name=f.dataset, data_dir=f.data_dir, path=f.dataset_path,
+      image_size=f.image_size, train_limit=f.train_limit,
+      test_limit=f.test_limit, seed=seed, download=f.download)
+
+
+def define_optimizer_flags(prefix: str, default_name: str, default_lr: float,
+                           default_momentum: float = 0.9) -> None:
+  """Defines --{prefix}optimizer, --{prefix}lr, ... (prefix '' or 'client_')."""
+  from fedclf.train.optimizers import OPTIMIZERS, SCHEDULES  # pylint: disable=g-import-not-at-top
+  who = prefix.rstrip("_") or "the"
+  flags.DEFINE_enum(f"{prefix}optimizer", default_name, OPTIMIZERS,
+                    f"Optimizer for {who} model updates.")
+  flags.DEFINE_float(f"{prefix}lr", default_lr, "Peak learning rate.")
+  flags.DEFINE_float(f"{prefix}momentum", default_momentum,
+                     "Momentum (momentum/nesterov/rmsprop).")
+  flags.DEFINE_float(f"{prefix}weight_decay", 0.0,
+                     "Decoupled weight decay.")
+  flags.DEFINE_enum(f"{prefix}lr_schedule", "constant", SCHEDULES,
+                    "Learning-rate schedule.")
+  flags.DEFINE_float(f"{prefix}warmup_epochs", 0.0,
+                     "Linear warm-up length in epochs.")
+  flags.DEFINE_float(f"{prefix}step_epochs", 30.0,
+                     "step schedule: decay every this many epochs.")
+  flags.DEFINE_float(f"{prefix}step_gamma", 0.1, "step schedule: factor.")
+
+
+def optimizer_config_from_flags(prefix: str):
+  from fedclf.train.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  return OptimizerConfig(
+      name=f[f"{prefix}optimizer"].value,
+      learning_rate=f[f"{prefix}lr"].value,
+      momentum=f[f"{prefix}momentum"].value,
+      weight_decay=f[f"{prefix}weight_decay"].value,
+      schedule=f[f"{prefix}lr_schedule"].value,
+      warmup_epochs=f[f"{prefix}warmup_epochs"].value,
+      step_epochs=f[f"{prefix}step_epochs"].value,
+      step_gamma=f[f"{prefix}step_gamma"].value)
+
+
+def flag_values_dict() -> dict:
+  """The binary's own flags (not absl's logging/help flags), for config.json."""
+  f = flags.FLAGS
+  values = {}
+  for module, module_flags in f.flags_by_module_dict().items():
+    if module.startswith("absl.") or "absl/" in module:
+      continue
+    for flag in module_flags:
+      values[flag.name] = flag.value
+  return values
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    prog = os.path.basename(argv[0]) if argv else "fedclf"
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
+
+
+def exit_with_user_error(message: str) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(USER_ERROR_EXIT)
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """app.run with one-line user errors (exit 2), plugins and --list."""
+
+  def guarded(argv):
+    if len(argv) > 1:
+      exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      registry.load_plugins(flags.FLAGS.plugin)
+      if flags.FLAGS.list:
+        print(registry.describe_all())
+        return
+      main(argv)
+    except (UserError, registry.RegistryError) as e:
+      logging.flush()
+      exit_with_user_error(str(e))
+
+  app.run(guarded, flags_parser=_parse_flags)
+
+
+def print_json(obj) -> None:
+  print(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,196 @@
+"""Shared pieces of the model zoo: config, parts, seeded layers, heads.
+
+Every builder in `fedclf.models` splits a classifier into an *encoder*
+(image -> flat feature vector) and a *head* (features -> logits), because
+federated and self-supervised methods treat the two differently (personalised
+heads, linear probes, projection heads on the encoder output, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from fedclf.errors import UserError
+
+NORMS = ("batch", "group", "none")
+
+# PyTorch's BatchNorm defaults (momentum 0.1 there == 0.9 here, eps 1e-5):
+# the CIFAR reference ResNets were trained with them, and with the few local
+# steps of a federated round Keras' 0.99 leaves the moving statistics
+# dominated by the random initial state.
+BN_MOMENTUM = 0.9
+NORM_EPSILON = 1e-5
+
+# Wu & He (2018) use 32 groups; narrower layers get fewer (see group_count).
+MAX_GROUPS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture options shared by all models.
+
+  Attributes:
+    norm: "batch", "group" or "none": the normalisation layer of the models
+      that have one (resnets, alexnet, efficientnet). GroupNorm matters
+      because BatchNorm statistics are skewed under non-IID federation.
+    dropout: dropout rate before the head, or in the dense layers of
+      architectures that have dropout there originally (alexnet).
+    width_multiplier: scales every hidden width / filter count (not the
+      feature extractor of efficientnet_b0, which only supports 1.0).
+    seed: seeds the weight initialisers, so the same config builds the same
+      initial weights. It does not seed dropout masks.
+  """
+  norm: str = "batch"
+  dropout: float = 0.0
+  width_multiplier: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.norm not in NORMS:
+      raise UserError(
+          f"unknown norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+    if (isinstance(self.dropout, bool) or
+        not isinstance(self.dropout, numbers.Real) or
+        not 0.0 <= self.dropout < 1.0):
+      raise UserError(f"dropout must be in [0, 1), got {self.dropout!r}")
+    if (isinstance(self.width_multiplier, bool) or
+        not isinstance(self.width_multiplier, numbers.Real) or
+        not math.isfinite(self.width_multiplier) or
+        self.width_multiplier <= 0):
+      raise UserError(
+          f"width_multiplier must be positive, got {self.width_multiplier!r}")
+    if (isinstance(self.seed, bool) or
+        not isinstance(self.seed, numbers.Integral) or self.seed < 0):
+      raise UserError(
+          f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclasses.dataclass
+class ModelParts:
+  """A classifier split into encoder and head.
+
+  Attributes:
+    encoder: image [batch, H, W, C] -> features [batch, feature_dim].
+    head: features [batch, feature_dim] -> logits [batch, num_classes]
+      (no softmax).
+    feature_dim: width of the encoder output.
+  """
+  encoder: tf.keras.Model
+  head: tf.keras.Model
+  feature_dim: int
+
+
+class SeedStream:
+  """Hands out a distinct, reproducible seed per initialiser.
+
+  Seeding each initialiser (rather than calling
+  `tf.keras.utils.set_random_seed`) keeps builds deterministic without
+  resetting the caller's global Python/NumPy/TF random state, which would
+  silently correlate e.g. data shuffling with every model build. A seeded
+  Keras initialiser returns the same values on every call, so each layer
+  must get its own seed; drawing them from one generator keeps seeds of
+  different `config.seed` values from colliding.
+  """
+
+  def __init__(self, seed: int):
+    self._rng = np.random.default_rng(int(seed))
+
+  def next_seed(self) -> int:
+    return int(self._rng.integers(0, 2**31 - 1))
+
+  def glorot_uniform(self) -> tf.keras.initializers.Initializer:
+    """Keras' default kernel initialiser, seeded."""
+    return tf.keras.initializers.GlorotUniform(seed=self.next_seed())
+
+  def he_normal(self) -> tf.keras.initializers.Initializer:
+    """He et al. (2015) initialiser for ReLU conv nets, seeded."""
+    return tf.keras.initializers.HeNormal(seed=self.next_seed())
+
+
+def scaled(width: int, config: ModelConfig) -> int:
+  """`width` times the config's width multiplier, at least 1."""
+  return max(1, int(round(width * config.width_multiplier)))
+
+
+def group_count(channels: int) -> int:
+  """Number of GroupNorm groups for a layer with `channels` channels.
+
+  The largest divisor of `channels` that is at most 32 and leaves at least
+  two channels per group, so narrow layers (e.g. ResNet-20's 16 channels ->
+  8 groups) never degenerate into InstanceNorm, which normalises away
+  per-channel contrast and trains worse (Wu & He 2018, Fig. 1).
+  """
+  if channels <= 1:
+    return 1
+  limit = min(MAX_GROUPS, channels // 2)
+  for groups in range(limit, 0, -1):
+    if channels % groups == 0:
+      return groups
+  return 1
+
+
+def norm_layer(norm: str, channels: int, name: str) -> tf.keras.layers.Layer:
+  """The normalisation layer selected by `ModelConfig.norm`."""
+  if norm == "batch":
+    return tf.keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=NORM_EPSILON, name=name)
+  if norm == "group":
+    return tf.keras.layers.GroupNormalization(
+        groups=group_count(channels), epsilon=NORM_EPSILON, name=name)
+  if norm == "none":
+    return tf.keras.layers.Identity(name=name)
+  raise UserError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
+
+
+def image_input(input_shape: tuple[int, int, int]) -> tf.keras.layers.Layer:
+  """The float32 image input every encoder starts from."""
+  return tf.keras.Input(shape=input_shape, dtype=tf.float32, name="image")
+
+
+def build_head(feature_dim: int, num_classes: int, seeds: SeedStream,
+               dropout: float = 0.0) -> tf.keras.Model:
+  """Optional dropout, then a linear layer to `num_classes` logits."""
+  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                            name="features")
+  x = features
+  if dropout > 0:
+    x = tf.keras.layers.Dropout(dropout, name="dropout")(x)
+  # float32 logits even under a mixed-precision policy: a float16 softmax /
+  # cross-entropy over logits loses precision (Keras mixed-precision guide).
+  logits = tf.keras.layers.Dense(
+      num_classes, kernel_initializer=seeds.glorot_uniform(),
+      dtype=tf.float32, name="logits")(x)
+  return tf.keras.Model(features, logits, name="head")
+
+
+def make_parts(inputs: tf.Tensor, features: tf.Tensor, num_classes: int,
+               seeds: SeedStream,
+               head_dropout: Optional[float] = None,
+               config: Optional[ModelConfig] = None) -> ModelParts:
+  """Wraps an encoder graph and adds the head.
+
+  Args:
+    inputs: the encoder's Keras input tensor.
+    features: its rank-2 output tensor.
+    num_classes: number of logits.
+    seeds: the seed stream the encoder was built from (the head continues it).
+    head_dropout: dropout before the head; defaults to `config.dropout`.
+    config: the model config (needed when `head_dropout` is None).
+
+  Returns:
+    The `ModelParts`.
+  """
+  if features.shape.rank != 2:
+    raise ValueError(f"encoder output must be rank 2, got {features.shape}")
+  if head_dropout is None:
+    head_dropout = config.dropout if config is not None else 0.0
+  encoder = tf.keras.Model(inputs, features, name="encoder")
+  feature_dim = int(features.shape[-1])
+  head = build_head(feature_dim, num_classes, seeds, dropout=head_dropout)
+  return ModelParts(encoder=encoder, head=head, feature_dim=feature_dim)

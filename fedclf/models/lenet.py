@@ -1,0 +1,48 @@
+"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedclf.models import core
+from fedclf.registry import MODELS
+
+KERNEL = 5
+# LeNet-5 was designed for 32x32 inputs (28x28 MNIST digits padded by 2).
+DESIGN_SIDE = 32
+
+
+@MODELS.register("lenet5")
+def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
+                 config: core.ModelConfig) -> core.ModelParts:
+  """conv(6)-pool-conv(16)-pool-Dense(120)-Dense(84) encoder, Dense head.
+
+  Padding reproduces the original geometry where the input allows it and
+  degrades gracefully where it does not:
+    * conv1 is 'valid' only on inputs of at least 32x32; smaller inputs are
+      'same'-padded, which for 28x28 MNIST is exactly the customary pad-by-2
+      (28 -> 28 -> 14 -> 10 -> 5: the paper's 5x5x16 = 400 features).
+    * conv2 is 'valid' only if its output stays at least 5x5 as in the
+      paper; on 16x16 or 8x8 inputs it is 'same' so the model still works.
+    * pools are 'same' so odd sizes round up instead of collapsing.
+  """
+  seeds = core.SeedStream(config.seed)
+  inputs = core.image_input(input_shape)
+  x = inputs
+  for i, filters in enumerate((6, 16), start=1):
+    side = min(int(x.shape[1]), int(x.shape[2]))
+    if i == 1:
+      valid = side >= DESIGN_SIDE
+    else:
+      valid = side - KERNEL + 1 >= 2 * KERNEL
+    x = tf.keras.layers.Conv2D(
+        core.scaled(filters, config), KERNEL,
+        padding="valid" if valid else "same", activation="relu",
+        kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
+    x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"pool{i}")(x)
+  x = tf.keras.layers.Flatten(name="flatten")(x)
+  for i, units in enumerate((120, 84), start=1):
+    x = tf.keras.layers.Dense(
+        core.scaled(units, config), activation="relu",
+        kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
+  return core.make_parts(inputs, x, num_classes, seeds, config=config)

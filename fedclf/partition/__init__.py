@@ -1,0 +1,32 @@
+"""Splitting a dataset across simulated federated clients.
+
+    from fedclf.partition import PartitionConfig, partition
+    parts = partition("dirichlet", labels, PartitionConfig(num_clients=100))
+
+Built-in partitioners (registered in `fedclf.registry.PARTITIONERS`): iid,
+dirichlet, shards, quantity_skew, natural. A plugin registers its own with
+`@PARTITIONERS.register(name)` and the signature
+`fn(labels, config, rng, client_ids) -> list[np.ndarray]`.
+"""
+
+from fedclf.partition.core import PartitionConfig
+from fedclf.partition.core import PartitionInvariantError
+from fedclf.partition.core import partition
+from fedclf.partition.core import validate_config
+# Imported for its registration side effects.
+from fedclf.partition import partitioners  # noqa: F401
+from fedclf.partition.stats import format_histogram
+from fedclf.partition.stats import label_histogram
+from fedclf.partition.stats import partition_summary
+from fedclf.partition.stats import plot_histogram
+
+__all__ = [
+    "PartitionConfig",
+    "PartitionInvariantError",
+    "format_histogram",
+    "label_histogram",
+    "partition",
+    "partition_summary",
+    "plot_histogram",
+    "validate_config",
+]

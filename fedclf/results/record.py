@@ -1,0 +1,161 @@
+"""The results format every fedclf binary writes to its --out_dir.
+
+- config.json: the full configuration, seed, package versions, git commit
+  and command line.
+- metrics.jsonl: one JSON object per evaluation (step/epoch/round, wall
+  seconds since the run started, metrics).
+- summary.json: final metrics, wall time, throughput.
+
+Files are replaced atomically (write to a temporary file, then rename), so
+an interrupted run never leaves a half-written summary or config behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+import fedclf
+
+_VERSIONED_PACKAGES = ("tensorflow", "tensorflow-federated",
+                       "tensorflow-datasets", "tensorflow-similarity", "numpy",
+                       "scikit-learn", "absl-py")
+
+
+def _jsonable(value: Any) -> Any:
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return _jsonable(dataclasses.asdict(value))
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/Inf; keep them visible as strings.
+  return value
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def git_commit() -> Dict[str, Any]:
+  """The commit of the fedclf checkout this code runs from, if any."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(fedclf.__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                            capture_output=True, text=True, timeout=10,
+                            check=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain",
+                                 "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip())
+    return {"commit": commit, "dirty": dirty}
+  except (OSError, subprocess.SubprocessError):
+    return {"commit": None, "dirty": None}
+
+
+def environment_info() -> Dict[str, Any]:
+  versions = {"python": platform.python_version(), "fedclf": fedclf.__version__}
+  for name in _VERSIONED_PACKAGES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  return {
+      "versions": versions,
+      "git": git_commit(),
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "command": sys.argv,
+      "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+
+
+class RunRecorder:
+  """Writes one run's results files under `out_dir`."""
+
+  def __init__(self, out_dir: str, config: Dict[str, Any],
+               resume: bool = False):
+    self.out_dir = out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    self.summary_path = os.path.join(out_dir, "summary.json")
+    self._start = time.time()
+    self._wall_offset = 0.0
+    if resume and os.path.exists(self.metrics_path):
+      # Wall time continues from where the interrupted run stopped.
+      last = self.read_metrics()
+      if last:
+        self._wall_offset = float(last[-1].get("wall_seconds", 0.0))
+    elif not resume and os.path.exists(self.metrics_path):
+      os.remove(self.metrics_path)
+    record = {"config": config, **environment_info(), "resumed": resume}
+    config_path = os.path.join(out_dir, "config.json")
+    if resume and os.path.exists(config_path):
+      # Keep the original record; note each resumption beside it.
+      atomic_write_json(
+          os.path.join(out_dir, f"config.resume-{int(self._start)}.json"),
+          record)
+    else:
+      atomic_write_json(config_path, record)
+
+  @property
+  def wall_seconds(self) -> float:
+    return self._wall_offset + time.time() - self._start
+
+  def log_metrics(self, step: int, metrics: Dict[str, Any],
+                  step_name: str = "step") -> None:
+    row = {step_name: int(step), "wall_seconds": round(self.wall_seconds, 3)}
+    row.update(_jsonable(metrics))
+    with open(self.metrics_path, "a") as f:
+      f.write(json.dumps(row, sort_keys=True) + "\n")
+      f.flush()
+
+  def read_metrics(self):
+    if not os.path.exists(self.metrics_path):
+      return []
+    rows = []
+    with open(self.metrics_path) as f:
+      for line in f:
+        line = line.strip()
+        if line:
+          try:
+            rows.append(json.loads(line))
+          except json.JSONDecodeError:
+            break  # A line cut by a kill; everything before it is intact.
+    return rows
+
+  def write_summary(self, summary: Dict[str, Any]) -> None:
+    summary = dict(summary)
+    summary.setdefault("wall_seconds", round(self.wall_seconds, 3))
+    atomic_write_json(self.summary_path, summary)
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.out_dir, *parts)

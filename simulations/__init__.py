@@ -1,0 +1,1 @@
+"""fedclf's absl binaries: federated simulation, SSL, adaptation, grids."""

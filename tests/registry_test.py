@@ -1,0 +1,59 @@
+"""The shared plugin registry."""
+
+import sys
+import types
+
+import pytest
+
+from fedclf import registry
+
+
+def test_register_get_names_and_duplicates():
+  reg = registry.Registry("widget")
+
+  @reg.register("b")
+  def b():
+    return "b"
+
+  reg.add("a", lambda: "a")
+  assert reg.names() == ["a", "b"]
+  assert reg.get("b") is b and "a" in reg and len(reg) == 2
+  with pytest.raises(registry.DuplicateNameError, match="widget 'b'"):
+    reg.add("b", lambda: None)
+  with pytest.raises(registry.UnknownNameError,
+                     match=r"unknown widget 'c'; choose one of: a, b"):
+    reg.get("c")
+  with pytest.raises(registry.RegistryError):
+    reg.add(" padded ", lambda: None)
+
+
+def test_builtins_and_describe_all():
+  registry.load_builtins()
+  text = registry.describe_all()
+  assert "datasets: cifar10, digits" in text
+  assert "partitioners:" in text and "dirichlet" in text
+  assert "models:" in text and "cnn" in text
+
+
+def test_plugin_module_loads_and_errors_name_plugin(monkeypatch):
+  good = types.ModuleType("fedclf_test_plugin_good")
+  exec("from fedclf.registry import MODELS\n"
+       "MODELS.add('plugin_test_model', lambda *a: None)", good.__dict__)
+  monkeypatch.setitem(sys.modules, "fedclf_test_plugin_good", good)
+  assert registry.load_plugins(["fedclf_test_plugin_good"],
+                               use_entry_points=False) == [
+                                   "fedclf_test_plugin_good"]
+
+  with pytest.raises(registry.PluginImportError,
+                     match="plugin 'fedclf_no_such_module'"):
+    registry.load_plugins(["fedclf_no_such_module"], use_entry_points=False)
+
+
+def test_plugin_name_clash_is_reported(tmp_path, monkeypatch):
+  (tmp_path / "fedclf_test_clash.py").write_text(
+      "from fedclf.registry import DATASETS\n"
+      "DATASETS.add('mnist', lambda config: None)\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(registry.DuplicateNameError,
+                     match="plugin 'fedclf_test_clash'.*dataset 'mnist'"):
+    registry.load_plugins(["fedclf_test_clash"], use_entry_points=False)

@@ -1,0 +1,45 @@
+"""Run records: config, metrics lines, atomic summary, resume."""
+
+import json
+import math
+
+import numpy as np
+
+from fedclf.results import atomic_write_json
+from fedclf.results import RunRecorder
+
+
+def test_run_files(tmp_path):
+  rec = RunRecorder(str(tmp_path), {"lr": 0.1, "shape": (28, 28, 1)})
+  rec.log_metrics(1, {"accuracy": np.float32(0.5), "loss": math.nan})
+  rec.log_metrics(2, {"accuracy": 0.75}, step_name="round")
+  rec.write_summary({"test_accuracy": 0.9})
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["config"] == {"lr": 0.1, "shape": [28, 28, 1]}
+  assert config["versions"]["tensorflow"].startswith("2.14")
+  assert "commit" in config["git"] and config["command"]
+  rows = rec.read_metrics()
+  assert rows[0]["step"] == 1 and rows[0]["accuracy"] == 0.5
+  assert rows[0]["loss"] == "nan"
+  assert rows[1]["round"] == 2 and rows[1]["wall_seconds"] >= 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["test_accuracy"] == 0.9 and "wall_seconds" in summary
+
+
+def test_resume_keeps_metrics_and_original_config(tmp_path):
+  rec = RunRecorder(str(tmp_path), {"a": 1})
+  rec.log_metrics(1, {"x": 1})
+  with open(rec.metrics_path, "a") as f:
+    f.write('{"step": 2, "x"')  # a line cut by a kill
+  resumed = RunRecorder(str(tmp_path), {"a": 2}, resume=True)
+  assert [r["step"] for r in resumed.read_metrics()] == [1]
+  assert json.loads((tmp_path / "config.json").read_text())["config"] == {
+      "a": 1}
+  assert list(tmp_path.glob("config.resume-*.json"))
+  fresh = RunRecorder(str(tmp_path), {"a": 3})
+  assert fresh.read_metrics() == []
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+  atomic_write_json(str(tmp_path / "x.json"), {"a": [1, 2]})
+  assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
