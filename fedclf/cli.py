@@ -120,6 +120,11 @@ def exit_with_user_error(message: str) -> None:
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """app.run with one-line user errors (exit 2), plugins and --list."""
+  # TensorFlow must be imported before absl's app.run: imported inside it,
+  # tf.keras builds functional models from graph placeholders
+  # (SymbolicTensor) instead of KerasTensors and Flatten fails on the
+  # unknown batch size.
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
 
   def guarded(argv):
     if len(argv) > 1:

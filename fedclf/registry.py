@@ -105,6 +105,7 @@ def load_builtins() -> None:
   """Imports fedclf's own modules so their decorators run."""
   # Imported for their registration side effects.
   import fedclf.data  # noqa: F401
+  import fedclf.federated  # noqa: F401
   import fedclf.models  # noqa: F401
   import fedclf.partition  # noqa: F401
 

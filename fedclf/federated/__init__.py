@@ -1,0 +1,27 @@
+"""Federated learning: algorithms (plugins), backends and the simulation loop.
+
+    from fedclf.federated import FederatedRunConfig, run_federated
+
+Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms.py`);
+the `local` backend runs them in-process, the `tff` backend on TensorFlow
+Federated's runtime (imported only when asked for: TFF takes ~50 s to load).
+"""
+
+from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.client_work import ClientOutput
+from fedclf.federated.client_work import LocalSGD
+from fedclf.federated.client_work import Scaffold
+from fedclf.federated.config import AlgorithmConfig
+from fedclf.federated.config import ServerOptimizerConfig
+from fedclf.federated.config import SimulationConfig
+from fedclf.federated.simulation import dp_epsilon
+from fedclf.federated.simulation import FederatedRunConfig
+from fedclf.federated.simulation import run_federated
+from fedclf.federated.simulation import Simulation
+
+__all__ = [
+    "Algorithm", "AlgorithmConfig", "ClientOutput", "FederatedRunConfig",
+    "LocalSGD", "Scaffold", "ServerOptimizerConfig", "Simulation",
+    "SimulationConfig", "build_algorithm", "dp_epsilon", "run_federated"
+]

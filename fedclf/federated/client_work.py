@@ -1,0 +1,175 @@
+"""Client work: what one client does with the broadcast model in a round.
+
+Each algorithm's client side is a `ClientWork`: pure TensorFlow over a
+dataset of (images, labels, mask) batches, so the same code runs inside the
+`local` backend's tf.function and inside a `tff.tf_computation` on TFF's
+runtime. The mask marks padding (0) in the last, short batch so every batch
+has a static shape and padding never contributes to a gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Sequence
+
+import tensorflow as tf
+
+from fedclf.federated.config import AlgorithmConfig
+
+Tensors = List[tf.Tensor]
+
+
+@dataclasses.dataclass
+class ClientOutput:
+  """What a client reports (all tensors)."""
+  delta: Tensors  # broadcast trainable weights minus local ones
+  non_trainable: Tensors  # local values (e.g. BatchNorm statistics)
+  weight: tf.Tensor  # aggregation weight: the client's example count
+  extra_delta: Tensors  # algorithm-specific (SCAFFOLD: control variate step)
+  client_state: Tensors  # the client's new persistent state ([] if none)
+  loss_sum: tf.Tensor
+  correct: tf.Tensor
+  examples: tf.Tensor  # examples processed (epochs x dataset size)
+  steps: tf.Tensor
+
+
+def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask):
+  """Mean cross-entropy over the unmasked examples, and their correct count."""
+  logits = model(images, training=True)
+  per_example = tf.keras.losses.sparse_categorical_crossentropy(
+      labels, logits, from_logits=True)
+  count = tf.reduce_sum(mask)
+  loss = tf.reduce_sum(per_example * mask) / tf.maximum(count, 1.0)
+  hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(labels, tf.int64)),
+                 tf.float32)
+  return loss, tf.reduce_sum(hits * mask), count
+
+
+class LocalSGD:
+  """Local (momentum) SGD epochs from the broadcast model: FedSGD, FedAvg,
+  FedAvgM/FedAdam/FedYogi, DP-FedAvg and Reptile's client side; with
+  `prox_mu > 0` the FedProx proximal term mu/2 |w - w_global|^2 joins the
+  loss (Li et al. 2020)."""
+
+  stateful = False  # keeps no per-client state between rounds
+
+  def __init__(self, config: AlgorithmConfig, prox_mu: float = 0.0):
+    self.lr = float(config.client_lr)
+    self.momentum = (float(config.client_momentum)
+                     if config.client_optimizer == "momentum" else 0.0)
+    self.prox_mu = float(prox_mu)
+
+  # Per-client and server-side extra state: none for plain local SGD.
+  def initial_client_state(self, trainable: Sequence[tf.Tensor]) -> Tensors:
+    return []
+
+  def initial_server_extra(self, trainable: Sequence[tf.Tensor]) -> Tensors:
+    return []
+
+  def update_server_extra(self, extra: Tensors, mean_extra_delta: Tensors,
+                          participation: tf.Tensor) -> Tensors:
+    return extra
+
+  def gradient_correction(self, client_state: Tensors,
+                          server_extra: Tensors) -> Tensors:
+    return []
+
+  def finish(self, global_trainable: Tensors, local_trainable: Tensors,
+             steps: tf.Tensor, client_state: Tensors,
+             server_extra: Tensors):
+    """Returns (extra_delta, new client state)."""
+    return [], client_state
+
+  def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
+            global_trainable: Tensors, global_non_trainable: Tensors,
+            batches: tf.data.Dataset, num_examples: tf.Tensor,
+            client_state: Tensors, server_extra: Tensors) -> ClientOutput:
+    """Trains `model` (its variables are overwritten) on `batches`.
+
+    Call inside tf.function or a tff.tf_computation; `velocity` holds one
+    momentum buffer per trainable variable, reset here.
+    """
+    variables = model.trainable_variables
+    for var, value in zip(variables, global_trainable):
+      var.assign(value)
+    for var, value in zip(model.non_trainable_variables,
+                          global_non_trainable):
+      var.assign(value)
+    for buf in velocity:
+      buf.assign(tf.zeros_like(buf))
+    correction = self.gradient_correction(client_state, server_extra)
+    loss_sum = tf.constant(0.0)
+    correct = tf.constant(0.0)
+    examples = tf.constant(0.0)
+    steps = tf.constant(0, tf.int32)
+    for images, labels, mask in batches:
+      with tf.GradientTape() as tape:
+        loss, hits, count = masked_loss_and_correct(model, images, labels,
+                                                    mask)
+        objective = loss
+        if self.prox_mu > 0:
+          objective += 0.5 * self.prox_mu * tf.add_n([
+              tf.reduce_sum(tf.square(v - g))
+              for v, g in zip(variables, global_trainable)])
+      grads = tape.gradient(objective, variables)
+      if correction:
+        grads = [g + c for g, c in zip(grads, correction)]
+      for var, buf, grad in zip(variables, velocity, grads):
+        if self.momentum:
+          buf.assign(self.momentum * buf + grad)
+          var.assign_sub(self.lr * buf)
+        else:
+          var.assign_sub(self.lr * grad)
+      loss_sum += loss * count
+      correct += hits
+      examples += count
+      steps += 1
+    local = [tf.identity(v) for v in variables]
+    extra_delta, new_state = self.finish(global_trainable, local, steps,
+                                         client_state, server_extra)
+    return ClientOutput(
+        delta=[g - v for g, v in zip(global_trainable, local)],
+        non_trainable=[tf.identity(v) for v in model.non_trainable_variables],
+        weight=tf.cast(num_examples, tf.float32),
+        extra_delta=extra_delta,
+        client_state=new_state,
+        loss_sum=loss_sum,
+        correct=correct,
+        examples=examples,
+        steps=steps)
+
+
+class Scaffold(LocalSGD):
+  """SCAFFOLD (Karimireddy et al. 2020, option II control variates).
+
+  Each local gradient is corrected by c - c_i (server minus client control
+  variate); afterwards c_i+ = c_i - c + (x - y) / (K * lr) for K local steps,
+  and the server moves c by (|S| / N) times the mean control step.
+  """
+
+  stateful = True
+
+  def initial_client_state(self, trainable):
+    return [tf.zeros_like(w) for w in trainable]
+
+  def initial_server_extra(self, trainable):
+    return [tf.zeros_like(w) for w in trainable]
+
+  def update_server_extra(self, extra, mean_extra_delta, participation):
+    return [c + participation * d for c, d in zip(extra, mean_extra_delta)]
+
+  def gradient_correction(self, client_state, server_extra):
+    return [c - ci for c, ci in zip(server_extra, client_state)]
+
+  def finish(self, global_trainable, local_trainable, steps, client_state,
+             server_extra):
+    scale = 1.0 / (tf.maximum(tf.cast(steps, tf.float32), 1.0) * self.lr)
+    new_state = [
+        ci - c + (x - y) * scale for ci, c, x, y in zip(
+            client_state, server_extra, global_trainable, local_trainable)
+    ]
+    # A client that ran no step (a straggler cut to zero) keeps its state.
+    ran = tf.cast(steps > 0, tf.float32)
+    new_state = [ran * n + (1.0 - ran) * ci
+                 for n, ci in zip(new_state, client_state)]
+    return [n - ci for n, ci in zip(new_state, client_state)], new_state

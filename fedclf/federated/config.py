@@ -1,0 +1,140 @@
+"""Typed configuration of federated algorithms and simulations.
+
+Binaries build these from flags; the library takes nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+from fedclf.errors import UserError
+
+CLIENT_OPTIMIZERS = ("sgd", "momentum")
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
+BACKENDS = ("local", "tff")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptimizerConfig:
+  """The server's optimizer, applied to the aggregated model delta as a
+  pseudo-gradient (Reddi et al. 2021). Defaults match tff.learning's."""
+  name: str = "sgd"
+  learning_rate: float = 0.0  # 0: the default for `name` (see resolved())
+  momentum: float = 0.0  # "momentum" only
+  beta_1: float = 0.9
+  beta_2: float = 0.99
+  epsilon: float = 1e-3  # adam/yogi: Reddi et al.'s tau
+  initial_accumulator: float = 0.0  # yogi/adagrad preconditioner start
+
+  def resolved(self) -> "ServerOptimizerConfig":
+    """With the default learning rate filled in: 1.0 for SGD/momentum (plain
+    averaging), 0.01 for adaptive optimizers (Reddi et al.'s range)."""
+    if self.learning_rate:
+      return self
+    default = 1.0 if self.name in ("sgd", "momentum") else 0.01
+    return dataclasses.replace(self, learning_rate=default)
+
+  def validate(self) -> None:
+    if self.name not in SERVER_OPTIMIZERS:
+      raise UserError(f"unknown server optimizer {self.name!r}; choose one "
+                      f"of: {', '.join(SERVER_OPTIMIZERS)}")
+    if self.learning_rate < 0:
+      raise UserError(f"server_lr must be > 0 (0 = default), got "
+                      f"{self.learning_rate}")
+    if not 0.0 <= self.momentum < 1.0:
+      raise UserError(f"server_momentum must be in [0, 1), got "
+                      f"{self.momentum}")
+    if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1):
+      raise UserError("server beta_1 and beta_2 must be in [0, 1)")
+    if self.epsilon < 0 or self.initial_accumulator < 0:
+      raise UserError("server epsilon and initial_accumulator must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmConfig:
+  """Everything an algorithm plugin may read; each uses what applies."""
+  client_optimizer: str = "sgd"
+  client_lr: float = 0.1
+  client_momentum: float = 0.0
+  local_epochs: int = 1
+  local_batch_size: int = 10  # 0: the client's whole dataset is one batch
+  server: ServerOptimizerConfig = ServerOptimizerConfig()
+  prox_mu: float = 0.01  # FedProx
+  dp_noise_multiplier: float = 1.0  # DP-FedAvg
+  dp_clip: float = 0.1  # DP-FedAvg: L2 bound of one client's update
+  personalization_steps: int = 5  # Reptile: local fine-tuning steps at eval
+  personalization_lr: float = 0.0  # 0: client_lr
+
+  def validate(self) -> None:
+    if self.client_optimizer not in CLIENT_OPTIMIZERS:
+      raise UserError(f"unknown client optimizer {self.client_optimizer!r}; "
+                      f"choose one of: {', '.join(CLIENT_OPTIMIZERS)}")
+    if not self.client_lr > 0:
+      raise UserError(f"client_lr must be > 0, got {self.client_lr}")
+    if not 0.0 <= self.client_momentum < 1.0:
+      raise UserError(f"client_momentum must be in [0, 1), got "
+                      f"{self.client_momentum}")
+    if self.local_epochs < 1:
+      raise UserError(f"local_epochs must be >= 1, got {self.local_epochs}")
+    if self.local_batch_size < 0:
+      raise UserError(f"local_batch_size must be >= 0 (0 = full batch), got "
+                      f"{self.local_batch_size}")
+    if self.prox_mu < 0:
+      raise UserError(f"prox_mu must be >= 0, got {self.prox_mu}")
+    if self.dp_noise_multiplier < 0 or not self.dp_clip > 0:
+      raise UserError("dp_noise_multiplier must be >= 0 and dp_clip > 0")
+    if self.personalization_steps < 0 or self.personalization_lr < 0:
+      raise UserError("personalization_steps and personalization_lr must be "
+                      ">= 0")
+    self.server.validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+  """One federated simulation run (what `simulations.federated` does)."""
+  algorithm: str = "fedavg"
+  algorithm_config: AlgorithmConfig = AlgorithmConfig()
+  num_clients: int = 100
+  clients_per_round: int = 10
+  rounds: int = 10
+  client_dropout: float = 0.0  # chance a sampled client fails to report
+  straggler_fraction: float = 0.0  # chance a client stops early this round
+  max_local_steps: int = 0  # cap on any client's steps per round; 0 = none
+  eval_every: int = 1
+  per_client_eval: int = 20  # clients whose local accuracy is measured
+  checkpoint_every: int = 10
+  backend: str = "local"
+  parallel_clients: int = 0  # local backend; 0 = one per CPU core (>= 2)
+  tff_workers: Tuple[str, ...] = ()
+  target_accuracy: float = 0.0  # report the first round reaching it
+  stop_at_target: bool = False
+  seed: int = 0
+
+  def validate(self) -> None:
+    if self.num_clients < 1:
+      raise UserError(f"num_clients must be >= 1, got {self.num_clients}")
+    if not 1 <= self.clients_per_round <= self.num_clients:
+      raise UserError(
+          f"clients_per_round must be in [1, num_clients={self.num_clients}]"
+          f", got {self.clients_per_round}")
+    if self.rounds < 1:
+      raise UserError(f"rounds must be >= 1, got {self.rounds}")
+    for name in ("client_dropout", "straggler_fraction"):
+      value = getattr(self, name)
+      if not 0.0 <= value < 1.0:
+        raise UserError(f"{name} must be in [0, 1), got {value}")
+    if self.max_local_steps < 0 or self.eval_every < 1:
+      raise UserError("max_local_steps must be >= 0 and eval_every >= 1")
+    if self.per_client_eval < 0 or self.checkpoint_every < 0:
+      raise UserError("per_client_eval and checkpoint_every must be >= 0")
+    if self.backend not in BACKENDS:
+      raise UserError(f"unknown backend {self.backend!r}; choose one of: "
+                      f"{', '.join(BACKENDS)}")
+    if self.parallel_clients < 0:
+      raise UserError("parallel_clients must be >= 0")
+    if not 0.0 <= self.target_accuracy <= 1.0:
+      raise UserError("target_accuracy must be in [0, 1]")
+    if self.tff_workers and self.backend != "tff":
+      raise UserError("--tff_workers needs --backend=tff")
+    self.algorithm_config.validate()

@@ -1,0 +1,183 @@
+"""The `local` backend: a fast in-process simulation in plain TensorFlow.
+
+Clients train in groups of `parallel_clients`: one compiled graph holds a
+separate model replica per slot, and TensorFlow's executor runs the
+independent per-client loops concurrently on the available cores. The
+training data lives once in device memory; a client is only a matrix of
+example indices per local step, so there is no per-client Python or tf.data
+setup outside the graph, and the graph is traced once per run.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from fedclf.federated import server_optimizers
+from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.client_work import ClientOutput
+from fedclf.federated.rounds import global_norm
+from fedclf.federated.rounds import ServerState
+
+ClientTask = Tuple[int, np.ndarray, int, int]  # id, batches, steps, examples
+
+
+def _client_dataset(x: tf.Variable, y: tf.Variable, matrix: tf.Tensor,
+                    steps: tf.Tensor) -> tf.data.Dataset:
+  def gather(row):
+    valid = row >= 0
+    safe = tf.where(valid, row, 0)
+    return (tf.gather(x, safe), tf.gather(y, safe), tf.cast(valid, tf.float32))
+
+  return tf.data.Dataset.from_tensor_slices(matrix[:steps]).map(gather)
+
+
+class LocalBackend:
+  """Runs an `Algorithm`'s rounds in this process."""
+
+  name = "local"
+
+  def __init__(self, algorithm: Algorithm,
+               model_fn: Callable[[], tf.keras.Model], x_train: np.ndarray,
+               y_train: np.ndarray, parallel_clients: int,
+               batch_shape: Tuple[int, int], expected_clients: int,
+               num_clients: int, seed: int):
+    self.algorithm = algorithm
+    self.work = algorithm.client_work
+    self.parallel = max(1, parallel_clients)
+    self.batch_shape = batch_shape
+    self.expected_clients = expected_clients
+    self.num_clients = num_clients
+    self.seed = seed
+    self.replicas = [model_fn() for _ in range(self.parallel)]
+    self.velocity = [[
+        tf.Variable(tf.zeros_like(v), trainable=False)
+        for v in m.trainable_variables
+    ] for m in self.replicas]
+    self.x = tf.Variable(x_train, trainable=False, name="x_train")
+    self.y = tf.Variable(y_train.astype(np.int64), trainable=False,
+                         name="y_train")
+    self._train_group = tf.function(self._train_group_impl)
+
+  # -- server side ------------------------------------------------------
+  def initial_state(self, model: tf.keras.Model) -> ServerState:
+    trainable = [v.numpy() for v in model.trainable_variables]
+    return ServerState(
+        trainable=trainable,
+        non_trainable=[v.numpy() for v in model.non_trainable_variables],
+        optimizer=_to_numpy(
+            server_optimizers.initialize(self.algorithm.server,
+                                         [tf.constant(w) for w in trainable])),
+        extra=[t.numpy() for t in self.work.initial_server_extra(trainable)])
+
+  def initial_client_state(self, state: ServerState) -> List[np.ndarray]:
+    return [np.asarray(t) for t in
+            self.work.initial_client_state(state.trainable)]
+
+  # -- client side ------------------------------------------------------
+  def _train_group_impl(self, trainable, non_trainable, extra, matrices,
+                        steps, examples, client_states):
+    outputs = []
+    for slot in range(self.parallel):
+      batches = _client_dataset(self.x, self.y, matrices[slot], steps[slot])
+      out = self.work.train(self.replicas[slot], self.velocity[slot],
+                            trainable, non_trainable, batches, examples[slot],
+                            client_states[slot], extra)
+      outputs.append(vars(out))
+    return outputs
+
+  def train_clients(self, state: ServerState, tasks: Sequence[ClientTask],
+                    client_states: Dict[int, List[np.ndarray]]
+                    ) -> List[ClientOutput]:
+    """Local training of every task's client; outputs in task order."""
+    trainable = [tf.constant(w) for w in state.trainable]
+    non_trainable = [tf.constant(w) for w in state.non_trainable]
+    extra = [tf.constant(w) for w in state.extra]
+    blank = self.initial_client_state(state)
+    outputs = []
+    for start in range(0, len(tasks), self.parallel):
+      group = list(tasks[start:start + self.parallel])
+      real = len(group)
+      # Pad the last group with zero-step clients so the graph is traced once.
+      while len(group) < self.parallel:
+        group.append((-1, np.full(self.batch_shape, -1, np.int32), 0, 0))
+      matrices = tf.constant(np.stack([t[1] for t in group]))
+      steps = tf.constant([t[2] for t in group], tf.int32)
+      examples = tf.constant([t[3] for t in group], tf.float32)
+      cstates = [[tf.constant(v) for v in client_states.get(t[0], blank)]
+                 for t in group]
+      results = self._train_group(trainable, non_trainable, extra, matrices,
+                                  steps, examples, cstates)
+      outputs.extend(ClientOutput(**r) for r in results[:real])
+    return outputs
+
+  # -- aggregation and server update ------------------------------------
+  def aggregate(self, state: ServerState, outputs: Sequence[ClientOutput],
+                round_num: int) -> ServerState:
+    """Aggregates client outputs and applies the server optimizer."""
+    alg = self.algorithm
+    if alg.aggregation == "dp_gaussian":
+      mean_delta = dp_gaussian_mean(
+          [o.delta for o in outputs], alg.dp_clip, alg.dp_noise_multiplier,
+          self.expected_clients, (self.seed, round_num))
+    else:
+      mean_delta = weighted_mean([o.delta for o in outputs],
+                                 [o.weight for o in outputs])
+    mean_non_trainable = weighted_mean([o.non_trainable for o in outputs],
+                                       [o.weight for o in outputs])
+    opt_state = tf.nest.map_structure(tf.constant, state.optimizer)
+    opt_state, trainable = server_optimizers.apply(
+        alg.server, opt_state, [tf.constant(w) for w in state.trainable],
+        mean_delta)
+    extra = state.extra
+    if state.extra:
+      mean_extra = weighted_mean([o.extra_delta for o in outputs],
+                                 [1.0] * len(outputs))
+      participation = tf.constant(len(outputs) / self.num_clients)
+      extra = [t.numpy() for t in self.work.update_server_extra(
+          [tf.constant(e) for e in state.extra], mean_extra, participation)]
+    return ServerState(
+        trainable=[t.numpy() for t in trainable],
+        non_trainable=([t.numpy() for t in mean_non_trainable]
+                       if state.non_trainable else []),
+        optimizer=_to_numpy(opt_state),
+        extra=extra,
+        round_num=round_num)
+
+
+def weighted_mean(values: Sequence[Sequence[tf.Tensor]],
+                  weights: Sequence) -> List[tf.Tensor]:
+  if not values or not values[0]:
+    return []
+  w = tf.cast(tf.stack(weights), tf.float32)
+  total = tf.reduce_sum(w)
+  return [
+      tf.add_n([wi * v[i] for wi, v in zip(tf.unstack(w), values)]) / total
+      for i in range(len(values[0]))
+  ]
+
+
+def dp_gaussian_mean(deltas: Sequence[Sequence[tf.Tensor]], clip: float,
+                     noise_multiplier: float, expected_clients: int,
+                     seed: Tuple[int, int]) -> List[tf.Tensor]:
+  """Clips each client's update to L2 norm `clip`, sums, adds Gaussian noise
+  of std `noise_multiplier * clip` and divides by the expected number of
+  clients (a fixed denominator, so one client's influence stays bounded)."""
+  clipped = []
+  for delta in deltas:
+    scale = tf.minimum(1.0, clip / tf.maximum(global_norm(delta), 1e-12))
+    clipped.append([scale * t for t in delta])
+  sums = [tf.add_n([c[i] for c in clipped]) for i in range(len(deltas[0]))]
+  out = []
+  for i, s in enumerate(sums):
+    noise = tf.random.stateless_normal(
+        tf.shape(s), seed=[seed[0], seed[1] * 1009 + i],
+        stddev=noise_multiplier * clip)
+    out.append((s + noise) / float(expected_clients))
+  return out
+
+
+def _to_numpy(structure):
+  return tf.nest.map_structure(lambda t: np.asarray(t), structure)

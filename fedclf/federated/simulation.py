@@ -1,0 +1,425 @@
+"""The federated simulation loop (what `simulations.federated` runs).
+
+One loop for every algorithm and backend: plan the round (sampling, dropout,
+stragglers), let the backend train the reporting clients and update the
+server, evaluate, record, checkpoint. A killed run resumed from its last
+checkpoint ends with the same weights as an uninterrupted one, because every
+random choice of round r derives from (seed, r).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fedclf.data import DataConfig
+from fedclf.data import ImageDataset
+from fedclf.data import load_dataset
+from fedclf.data.preprocess import Normalization
+from fedclf.errors import DivergenceError
+from fedclf.errors import UserError
+from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.config import SimulationConfig
+from fedclf.federated import rounds as rounds_lib
+from fedclf.federated.local_backend import LocalBackend
+from fedclf.models import build_classifier
+from fedclf.models import count_params
+from fedclf.models import ModelConfig
+from fedclf.partition import partition
+from fedclf.partition import label_histogram
+from fedclf.partition import partition_summary
+from fedclf.partition import PartitionConfig
+from fedclf.partition import plot_histogram
+from fedclf.registry import MODELS
+from fedclf.results import RunRecorder
+from fedclf.results.record import atomic_write_json
+from fedclf.train.loop import evaluate_classifier
+from fedclf.train.loop import predict_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedRunConfig:
+  data: DataConfig
+  partitioner: str = "iid"
+  partition: PartitionConfig = PartitionConfig(num_clients=100)
+  model_name: str = "cnn"
+  model: ModelConfig = ModelConfig()
+  simulation: SimulationConfig = SimulationConfig()
+  eval_batch_size: int = 1000
+  centralized_epochs: int = 0  # >0: train the same model centrally too
+
+  def validate(self) -> None:
+    MODELS.get(self.model_name)
+    self.simulation.validate()
+    if self.partition.num_clients != self.simulation.num_clients:
+      raise UserError("partition and simulation disagree on num_clients")
+    if self.eval_batch_size < 1 or self.centralized_epochs < 0:
+      raise UserError("eval_batch_size must be >= 1, centralized_epochs >= 0")
+
+
+def _percentiles(values: List[float]) -> Dict[str, float]:
+  if not values:
+    return {}
+  v = np.asarray(values)
+  return {"mean": float(v.mean()), "p10": float(np.percentile(v, 10)),
+          "p50": float(np.percentile(v, 50)),
+          "p90": float(np.percentile(v, 90)), "min": float(v.min())}
+
+
+def _all_finite(arrays) -> bool:
+  return all(np.all(np.isfinite(a)) for a in arrays)
+
+
+def _fine_tune_step(model: tf.keras.Model, lr: float):
+  @tf.function
+  def step(images, labels):
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+      loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+          labels, logits, from_logits=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    for v, g in zip(model.trainable_variables, grads):
+      v.assign_sub(lr * g)
+  return step
+
+
+class Simulation:
+  """One federated run: data, clients, backend, results files."""
+
+  def __init__(self, config: FederatedRunConfig, out_dir: str,
+               run_config: Dict, resume: bool = False):
+    config.validate()
+    self.config = config
+    self.sim = config.simulation
+    self.out_dir = out_dir
+    self.resume = resume
+    self.algorithm: Algorithm = build_algorithm(self.sim.algorithm,
+                                                self.sim.algorithm_config)
+    self.ds: ImageDataset = load_dataset(config.data)
+    logging.info("dataset %s", self.ds.describe())
+    self.clients = partition(config.partitioner, self.ds.y_train,
+                             config.partition, self.ds.train_client_ids)
+    self.normalization = Normalization.from_images(self.ds.x_train)
+    self.x_train = self.normalization.apply(self.ds.x_train).astype(np.float32)
+    self.recorder = RunRecorder(out_dir, {
+        "flags": run_config, "resolved": config,
+        "dataset": self.ds.describe()}, resume=resume)
+    self.checkpointer = rounds_lib.Checkpointer(
+        os.path.join(out_dir, "checkpoints"))
+    self.tag = (f"{self.algorithm.name}/{config.model_name}/"
+                f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}")
+    self._write_partition_report()
+    self.eval_model = self._build_model()
+    self.batch_shape = self._batch_shape()
+    self.backend = self._make_backend()
+
+  # -- setup --------------------------------------------------------------
+  def _build_model(self) -> tf.keras.Model:
+    return build_classifier(self.config.model_name, self.ds.input_shape,
+                            self.ds.num_classes, self.config.model)
+
+  def _local_batch_size(self) -> int:
+    return 0 if self.algorithm.full_batch else (
+        self.sim.algorithm_config.local_batch_size)
+
+  def _local_epochs(self) -> int:
+    return 1 if self.algorithm.single_epoch else (
+        self.sim.algorithm_config.local_epochs)
+
+  def _batch_shape(self):
+    batch = self._local_batch_size()
+    largest = max(len(c) for c in self.clients)
+    steps = rounds_lib.local_steps(largest, self._local_epochs(), batch)
+    if self.sim.max_local_steps:
+      steps = min(steps, self.sim.max_local_steps)
+    return (steps, largest if batch == 0 else batch)
+
+  def _make_backend(self):
+    parallel = self.sim.parallel_clients or max(2, os.cpu_count() or 1)
+    parallel = min(parallel, self.sim.clients_per_round)
+    if self.sim.backend == "local":
+      return LocalBackend(self.algorithm, self._build_model, self.x_train,
+                          self.ds.y_train, parallel, self.batch_shape,
+                          self.sim.clients_per_round, self.sim.num_clients,
+                          self.sim.seed)
+    # Imported here: importing TFF takes ~50 s, which `local` runs skip.
+    from fedclf.federated.tff_backend import TffBackend  # pylint: disable=g-import-not-at-top
+    return TffBackend(self.algorithm, self._build_model, self.x_train,
+                      self.ds.y_train, self.batch_shape,
+                      self.sim.clients_per_round, self.sim.num_clients,
+                      self.sim.seed, self.sim.tff_workers)
+
+  def _write_partition_report(self) -> None:
+    hist = label_histogram(self.ds.y_train, self.clients, self.ds.num_classes)
+    atomic_write_json(os.path.join(self.out_dir, "partition.json"),
+                      {"summary": partition_summary(hist),
+                       "client_sizes": [len(c) for c in self.clients]})
+    plot_histogram(hist, os.path.join(self.out_dir, "partition.png"),
+                   f"{self.config.partitioner}: {len(self.clients)} clients")
+    logging.info("partition %s", partition_summary(hist))
+
+  # -- one round ------------------------------------------------------------
+  def _tasks(self, plan: rounds_lib.RoundPlan, round_num: int):
+    tasks = []
+    for cid in plan.reporting:
+      cid = int(cid)
+      rng = rounds_lib.round_rng(self.sim.seed, round_num, 1000 + cid)
+      cap = self.sim.max_local_steps
+      if cid in plan.step_fraction:
+        full = rounds_lib.local_steps(len(self.clients[cid]),
+                                      self._local_epochs(),
+                                      self._local_batch_size())
+        budget = max(1, int(full * plan.step_fraction[cid]))
+        cap = min(cap, budget) if cap else budget
+      matrix, steps = rounds_lib.client_batches(
+          self.clients[cid], self._local_epochs(), self._local_batch_size(),
+          rng, cap, self.batch_shape)
+      tasks.append((cid, matrix, steps, len(self.clients[cid])))
+    return tasks
+
+  def evaluate(self, state: rounds_lib.ServerState,
+               round_num: int) -> Dict[str, float]:
+    self.eval_model.set_weights(state.model_weights())
+    report = evaluate_classifier(self.eval_model,
+                                 (self.ds.x_test, self.ds.y_test),
+                                 self.normalization, self.ds.num_classes,
+                                 batch_size=self.config.eval_batch_size)
+    metrics = {"test_accuracy": report["accuracy"],
+               "test_macro_f1": report["macro_f1"],
+               "test_loss": report["loss"]}
+    if self.sim.per_client_eval:
+      rng = rounds_lib.round_rng(self.sim.seed, round_num, 99)
+      chosen = np.sort(rng.choice(len(self.clients), size=min(
+          self.sim.per_client_eval, len(self.clients)), replace=False))
+      accs = []
+      for cid in chosen:
+        idx = self.clients[cid]
+        logits = predict_logits(self.eval_model, self.ds.x_train[idx],
+                                self.normalization,
+                                self.config.eval_batch_size)
+        accs.append(float(np.mean(logits.argmax(-1) == self.ds.y_train[idx])))
+      metrics.update({f"client_accuracy_{k}": v
+                      for k, v in _percentiles(accs).items()})
+      if self.algorithm.personalization_steps:
+        metrics.update(self._personalized(state, chosen, round_num))
+    return metrics
+
+  def _personalized(self, state, chosen, round_num) -> Dict[str, float]:
+    """Fine-tunes the global model on 80% of each chosen client's data for
+    `personalization_steps` SGD steps and scores it on the other 20%."""
+    alg = self.algorithm
+    batch = self.sim.algorithm_config.local_batch_size or 32
+    step = _fine_tune_step(self.eval_model, alg.personalization_lr)
+    before, after = [], []
+    for cid in chosen:
+      idx = rounds_lib.round_rng(self.sim.seed, 0, 5000 + int(cid)).permutation(
+          self.clients[cid])
+      cut = max(1, int(0.8 * len(idx)))
+      support, query = idx[:cut], idx[cut:]
+      if len(query) == 0:
+        continue
+      self.eval_model.set_weights(state.model_weights())
+      x_query = self.ds.x_train[query]
+      before.append(float(np.mean(predict_logits(
+          self.eval_model, x_query, self.normalization).argmax(-1) ==
+                                  self.ds.y_train[query])))
+      rng = rounds_lib.round_rng(self.sim.seed, round_num, 6000 + int(cid))
+      for _ in range(alg.personalization_steps):
+        pick = rng.choice(support, size=min(batch, len(support)),
+                          replace=False)
+        step(tf.constant(self.x_train[pick]),
+             tf.constant(self.ds.y_train[pick].astype(np.int64)))
+      after.append(float(np.mean(predict_logits(
+          self.eval_model, x_query, self.normalization).argmax(-1) ==
+                                 self.ds.y_train[query])))
+    self.eval_model.set_weights(state.model_weights())
+    return {"personal_query_accuracy_before": float(np.mean(before)),
+            "personal_query_accuracy_after": float(np.mean(after))}
+
+  # -- the loop -------------------------------------------------------------
+  def run(self) -> Dict:
+    sim = self.sim
+    state = self.backend.initial_state(self.eval_model)
+    client_states: Dict[int, List[np.ndarray]] = {}
+    template = state
+    if self.resume and self.checkpointer.latest():
+      path = self.checkpointer.latest()
+      state, client_states = self.checkpointer.restore(path, template,
+                                                       self.tag)
+      self._drop_metrics_after(state.round_num)
+      logging.info("resumed from %s (round %d)", path, state.round_num)
+    tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
+    summary: Dict = {"algorithm": self.algorithm.name,
+                     "backend": sim.backend,
+                     "model": self.config.model_name,
+                     "parameters": count_params(self.eval_model),
+                     "dataset": self.ds.describe(),
+                     "partitioner": self.config.partitioner,
+                     "num_clients": sim.num_clients,
+                     "clients_per_round": sim.clients_per_round}
+    history = self.recorder.read_metrics()
+    reached = next((r["round"] for r in history
+                    if sim.target_accuracy and
+                    r.get("test_accuracy", 0) >= sim.target_accuracy), None)
+    train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
+    examples = sum(r.get("examples", 0.0) for r in history)
+    last_eval: Dict[str, float] = {}
+    for round_num in range(state.round_num + 1, sim.rounds + 1):
+      t0 = time.time()
+      plan = rounds_lib.plan_round(sim.seed, round_num, sim.num_clients,
+                                   sim.clients_per_round, sim.client_dropout,
+                                   sim.straggler_fraction)
+      tasks = self._tasks(plan, round_num)
+      row: Dict[str, float] = {
+          "clients_sampled": len(plan.sampled),
+          "clients_reported": len(plan.reporting),
+          "stragglers": len(plan.step_fraction)}
+      if tasks:
+        outputs = self.backend.train_clients(state, tasks, client_states)
+        loss_sum = float(sum(float(o.loss_sum) for o in outputs))
+        seen = float(sum(float(o.examples) for o in outputs))
+        row["train_loss"] = loss_sum / max(seen, 1.0)
+        row["train_accuracy"] = float(
+            sum(float(o.correct) for o in outputs)) / max(seen, 1.0)
+        row["examples"] = seen
+        if not math.isfinite(row["train_loss"]):
+          self._diverged(round_num, f"client loss {row['train_loss']}")
+        new_state = self.backend.aggregate(state, outputs, round_num)
+        if not _all_finite(new_state.model_weights()):
+          self._diverged(round_num, "non-finite global weights")
+        if self.algorithm.client_work.stateful:
+          for (cid, *_), out in zip(tasks, outputs):
+            client_states[cid] = [np.asarray(t) for t in out.client_state]
+        state = new_state
+      else:
+        logging.warning("round %d: no sampled client reported; the model is "
+                        "unchanged", round_num)
+        state = dataclasses.replace(state, round_num=round_num)
+      row["round_seconds"] = time.time() - t0
+      train_seconds += row["round_seconds"]
+      examples += row.get("examples", 0.0)
+      if round_num % sim.eval_every == 0 or round_num == sim.rounds:
+        last_eval = self.evaluate(state, round_num)
+        row.update(last_eval)
+        if (reached is None and sim.target_accuracy and
+            last_eval["test_accuracy"] >= sim.target_accuracy):
+          reached = round_num
+      self.recorder.log_metrics(round_num, row, "round")
+      with tb.as_default(step=round_num):
+        for key, value in row.items():
+          tf.summary.scalar(key, value)
+      logging.info(
+          "round %d/%d  clients %d/%d  loss %.4f%s  %.1fs", round_num,
+          sim.rounds, len(plan.reporting), len(plan.sampled),
+          row.get("train_loss", float("nan")),
+          f"  test_acc {last_eval['test_accuracy']:.4f}" if "test_accuracy"
+          in row else "", row["round_seconds"])
+      stop = sim.stop_at_target and reached is not None
+      if sim.checkpoint_every and (round_num % sim.checkpoint_every == 0 or
+                                   round_num == sim.rounds or stop):
+        self.checkpointer.save(state, client_states, self.tag)
+      if stop:
+        logging.info("target accuracy %.4f reached at round %d",
+                     sim.target_accuracy, reached)
+        break
+    tb.flush()
+    if not last_eval:
+      last_eval = self.evaluate(state, state.round_num)
+    summary.update({f"final_{k}": v for k, v in last_eval.items()})
+    summary.update({
+        "rounds_run": state.round_num,
+        "target_accuracy": sim.target_accuracy or None,
+        "rounds_to_target": reached,
+        "train_seconds": round(train_seconds, 3),
+        "client_examples_per_second": round(examples /
+                                            max(train_seconds, 1e-9), 1),
+    })
+    if self.algorithm.aggregation == "dp_gaussian":
+      summary["dp"] = dp_epsilon(self.algorithm.dp_noise_multiplier,
+                                 sim.clients_per_round / sim.num_clients,
+                                 state.round_num, sim.num_clients)
+    self.recorder.write_summary(summary)
+    self.final_state = state
+    return summary
+
+  def _diverged(self, round_num: int, what: str) -> None:
+    latest = self.checkpointer.latest()
+    kept = f"; last good checkpoint: {latest}" if latest else ""
+    raise DivergenceError(
+        f"training diverged at round {round_num} ({what}); lower "
+        f"--client_lr or --server_lr{kept}")
+
+  def _drop_metrics_after(self, round_num: int) -> None:
+    """Rows logged after the checkpoint are replayed, so drop them."""
+    rows = [r for r in self.recorder.read_metrics()
+            if r.get("round", 0) <= round_num]
+    with open(self.recorder.metrics_path, "w") as f:
+      for r in rows:
+        f.write(json.dumps(r, sort_keys=True) + "\n")
+
+  def close(self) -> None:
+    close = getattr(self.backend, "close", None)
+    if close:
+      close()
+
+
+def dp_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int,
+               num_clients: int) -> Dict[str, float]:
+  """User-level (epsilon, delta) of DP-FedAvg by RDP accounting of the
+  Poisson-subsampled Gaussian mechanism, delta = 1/num_clients^1.1."""
+  import dp_accounting  # pylint: disable=g-import-not-at-top
+  from dp_accounting import rdp  # pylint: disable=g-import-not-at-top
+  delta = 1.0 / (num_clients ** 1.1)
+  if noise_multiplier <= 0:
+    return {"epsilon": float("inf"), "delta": delta}
+  accountant = rdp.RdpAccountant()
+  accountant.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.PoissonSampledDpEvent(
+          sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)),
+      rounds))
+  return {"epsilon": float(accountant.get_epsilon(delta)), "delta": delta,
+          "noise_multiplier": noise_multiplier, "sampling_rate": sampling_rate,
+          "rounds": rounds}
+
+
+def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
+                  resume: bool = False) -> Dict:
+  """Runs the simulation (and, if asked, the centralized comparison on the
+  same model and training data, into out_dir/centralized)."""
+  simulation = Simulation(config, out_dir, run_config, resume)
+  try:
+    summary = simulation.run()
+  finally:
+    simulation.close()
+  if config.centralized_epochs:
+    from fedclf.train.centralized import CentralizedConfig, run_centralized  # pylint: disable=g-import-not-at-top
+    from fedclf.train.loop import TrainConfig  # pylint: disable=g-import-not-at-top
+    from fedclf.train.optimizers import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    alg = config.simulation.algorithm_config
+    central = CentralizedConfig(
+        data=config.data, model_name=config.model_name, model=config.model,
+        train=TrainConfig(
+            epochs=config.centralized_epochs,
+            batch_size=alg.local_batch_size or 32,
+            optimizer=OptimizerConfig(
+                name="sgd" if alg.client_optimizer == "sgd" else "momentum",
+                learning_rate=alg.client_lr, momentum=alg.client_momentum),
+            seed=config.simulation.seed),
+        val_fraction=0.0)
+    central_summary = run_centralized(central,
+                                      os.path.join(out_dir, "centralized"),
+                                      {"from": "federated comparison"},
+                                      resume=resume)
+    summary["centralized_test_accuracy"] = central_summary["test_accuracy"]
+    summary["centralized_epochs"] = config.centralized_epochs
+    simulation.recorder.write_summary(summary)
+  return summary

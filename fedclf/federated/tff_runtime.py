@@ -1,0 +1,690 @@
+"""TFF execution contexts backed by C++ workers that fedclf owns.
+
+Why this module exists: `import tensorflow_federated` installs a default
+context (`local_cpp_executor_factory`) that starts TFF's C++ `worker_binary`
+lazily, hands it the parent's stdout/stderr and never stops it at interpreter
+exit. The orphan keeps the pipe open, so `python -m ... | cat` hangs, and
+every crashed run leaks a worker. fedclf therefore starts (or connects to)
+workers itself and installs its own context:
+
+  with TffRuntime() as runtime:          # one local worker, owned
+    state = process.initialize()
+    ...
+  with TffRuntime(workers=["hostA:8000", "hostB:8000"]):   # remote workers
+    ...
+
+Remote workers are started with `python -m simulations.tff_worker --port=N`.
+
+Owned workers are killed on every exit path:
+  * `TffRuntime.__exit__` (also on exceptions propagating out of the block);
+  * `atexit` (normal interpreter exit, uncaught exceptions, KeyboardInterrupt);
+  * SIGTERM, SIGINT and SIGHUP handlers, which stop the workers and then
+    defer to the previous handler (SIGINT: KeyboardInterrupt as usual) or die
+    by the same signal, so the exit status stays conventional (128 + signal);
+  * abrupt death of the parent (SIGKILL, segfault): on Linux the worker is
+    started with prctl(PR_SET_PDEATHSIG, SIGKILL), so the kernel kills it.
+Workers never inherit the parent's stdout/stderr: they log to a temporary
+file (deleted when the worker is stopped; its tail goes into error messages).
+
+Several workers: each worker gets its own `AsyncExecutionContext` and they
+are combined with TFF's `create_mergeable_comp_execution_context`. That
+context compiles a computation to "mergeable comp form" (everything up to the
+single aggregation, the merge of partial aggregates, everything after it),
+splits the CLIENTS-placed argument into one contiguous slice per worker, runs
+`up_to_merge` on the workers in parallel, merges the partial aggregates and
+runs `after_merge`. This was checked (tests/federated/tff_runtime_test.py) on
+a FedAvg-style round: `federated_broadcast` of server weights,
+`federated_map` of a `tf_computation` over per-client data, and
+`federated_mean` weighted by the client example counts, plus parallel
+unweighted `federated_mean`/`federated_sum` aggregates; results match the
+single-worker context. A `tff.learning.algorithms.build_weighted_fed_avg`
+process (Keras model, tf.data client datasets) also runs `initialize` and
+`next` through it with the same metrics as one worker. The limit is TFF's:
+a computation may contain any number of *parallel* aggregations but no
+aggregation that depends on the result of another one in the same call
+(e.g. an aggregate that is broadcast back and aggregated again); those raise
+a ValueError at compile time, and such computations must be run with a
+single worker (`TffRuntime(workers=[one_address])`). One more difference:
+a CLIENTS cardinality that cannot be inferred from the arguments
+(`default_num_clients`) is split across the workers so the total number of
+clients stays the same as with one worker.
+
+The TFF context stack is thread-local: the context is the default only in the
+thread that entered the `TffRuntime`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from absl import logging
+import grpc
+import portpicker
+
+from fedclf.errors import UserError
+
+# Same limits as TFF's own local context: model weights travel as one message.
+_GRPC_MAX_MESSAGE_LENGTH_BYTES = 2 * 1000 * 1000 * 1000
+GRPC_CHANNEL_OPTIONS = (
+    ("grpc.max_message_length", _GRPC_MAX_MESSAGE_LENGTH_BYTES),
+    ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_LENGTH_BYTES),
+    ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_LENGTH_BYTES),
+)
+
+DEFAULT_READY_TIMEOUT_S = 60.0
+# How long a worker gets to exit after SIGINT before it is SIGKILLed.
+DEFAULT_STOP_GRACE_S = 2.0
+# Tries with a fresh port when a picked port was taken before the worker bound
+# it (portpicker cannot reserve a port for another process).
+_PORT_RETRIES = 3
+_PR_SET_PDEATHSIG = 1
+_LOG_TAIL_BYTES = 2000
+
+
+class WorkerError(RuntimeError):
+  """A local TFF worker failed to start, or died while it was in use."""
+
+
+def worker_binary_path() -> str:
+  """Returns the path of TFF's C++ `worker_binary` without importing TFF.
+
+  Raises:
+    WorkerError: tensorflow_federated or its worker binary is not installed.
+  """
+  # find_spec locates the package without running its (~50 s) import.
+  spec = importlib.util.find_spec("tensorflow_federated")
+  if spec is None or not spec.submodule_search_locations:
+    raise WorkerError("tensorflow_federated is not installed")
+  package_dir = list(spec.submodule_search_locations)[0]
+  path = os.path.join(package_dir, "data", "worker_binary")
+  if not os.path.isfile(path) or not os.access(path, os.X_OK):
+    raise WorkerError(f"TFF worker binary not found (or not executable) at "
+                      f"{path}")
+  return path
+
+
+def _tail(path: str | None, limit: int = _LOG_TAIL_BYTES) -> str:
+  if not path:
+    return ""
+  try:
+    with open(path, "rb") as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - limit))
+      return f.read().decode("utf-8", "replace").strip()
+  except OSError:
+    return ""
+
+
+class WorkerProcess:
+  """A `worker_binary` child of this process, serving on localhost:port."""
+
+  def __init__(self, process: subprocess.Popen, port: int,
+               log_path: str | None, delete_log: bool):
+    self.process = process
+    self.port = port
+    self.log_path = log_path
+    self._delete_log = delete_log
+    # Forked children (multiprocessing) inherit the registry and atexit
+    # hooks; only the process that started the worker may stop it.
+    self.owner_pid = os.getpid()
+
+  @property
+  def pid(self) -> int:
+    return self.process.pid
+
+  @property
+  def address(self) -> str:
+    return f"localhost:{self.port}"
+
+  def is_running(self) -> bool:
+    return self.process.poll() is None
+
+  def log_tail(self) -> str:
+    return _tail(self.log_path)
+
+  def describe_exit(self) -> str:
+    """One paragraph on why the worker is gone, for error messages."""
+    code = self.process.poll()
+    what = ("is still running" if code is None else
+            f"exited with status {code}" if code >= 0 else
+            f"was killed by signal {-code}")
+    tail = self.log_tail()
+    return (f"TFF worker pid {self.pid} on port {self.port} {what}" +
+            (f"; last log lines:\n{tail}" if tail else ""))
+
+  def send_stop_signal(self) -> None:
+    if self.owner_pid == os.getpid() and self.is_running():
+      try:
+        self.process.send_signal(signal.SIGINT)
+      except ProcessLookupError:
+        pass
+
+  def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
+    """SIGINT, up to `grace_s` seconds to exit, then SIGKILL; idempotent."""
+    _unregister(self)
+    if self.owner_pid != os.getpid():
+      return
+    self.send_stop_signal()
+    try:
+      self.process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+      self.process.wait()
+    if self._delete_log and self.log_path:
+      try:
+        os.remove(self.log_path)
+      except OSError:
+        pass
+      self.log_path = None
+
+  def __enter__(self) -> WorkerProcess:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.stop()
+
+  def __repr__(self) -> str:
+    return f"WorkerProcess(pid={self.pid}, port={self.port})"
+
+
+# ---------------------------------------------------------------------------
+# Registry of owned workers and the exit paths that stop them.
+
+# Re-entrant: the signal handlers run in the main thread, possibly while the
+# main thread itself is inside a locked section.
+_LOCK = threading.RLock()
+_WORKERS: dict[int, WorkerProcess] = {}
+_HOOKS_INSTALLED = False
+_SIGNALS_INSTALLED = False
+_PREVIOUS_HANDLERS: dict[int, Any] = {}
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _register(worker: WorkerProcess) -> None:
+  with _LOCK:
+    _WORKERS[worker.pid] = worker
+  _install_exit_hooks()
+
+
+def _unregister(worker: WorkerProcess) -> None:
+  with _LOCK:
+    _WORKERS.pop(worker.pid, None)
+
+
+def owned_workers() -> list[WorkerProcess]:
+  """The live workers this process started and has not stopped yet."""
+  with _LOCK:
+    return [w for w in _WORKERS.values() if w.owner_pid == os.getpid()]
+
+
+def shutdown_all_workers(grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
+  """Stops every worker this process owns: SIGINT to all, then SIGKILL."""
+  workers = owned_workers()
+  # Signal all first so the grace periods overlap instead of adding up.
+  for worker in workers:
+    worker.send_stop_signal()
+  deadline = time.monotonic() + grace_s
+  for worker in workers:
+    worker.stop(grace_s=max(0.0, deadline - time.monotonic()))
+
+
+def _on_signal(signum: int, frame) -> None:
+  shutdown_all_workers()
+  previous = _PREVIOUS_HANDLERS.get(signum, signal.SIG_DFL)
+  if callable(previous):
+    # E.g. Python's default SIGINT handler, which raises KeyboardInterrupt.
+    previous(signum, frame)
+    return
+  if previous == signal.SIG_IGN:
+    return
+  # SIG_DFL (or a handler installed from C): die by the same signal, so the
+  # parent sees the conventional status instead of a Python exit code.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  signal.signal(signum, signal.SIG_DFL)
+  os.kill(os.getpid(), signum)
+
+
+def _install_exit_hooks() -> None:
+  """Registers atexit once and, from the main thread, the signal handlers."""
+  global _HOOKS_INSTALLED, _SIGNALS_INSTALLED
+  with _LOCK:
+    if not _HOOKS_INSTALLED:
+      atexit.register(shutdown_all_workers)
+      _HOOKS_INSTALLED = True
+    if _SIGNALS_INSTALLED:
+      return
+    if threading.current_thread() is not threading.main_thread():
+      # signal.signal only works in the main thread; atexit and
+      # PR_SET_PDEATHSIG still cover this process until a later call from
+      # the main thread installs the handlers.
+      logging.info("TFF worker started off the main thread: signal handlers "
+                   "are not installed yet")
+      return
+    for signum in _HANDLED_SIGNALS:
+      previous = signal.getsignal(signum)
+      if previous == signal.SIG_IGN:
+        continue  # e.g. nohup: the user asked for this signal to be ignored.
+      _PREVIOUS_HANDLERS[signum] = previous
+      signal.signal(signum, _on_signal)
+    _SIGNALS_INSTALLED = True
+
+
+# ---------------------------------------------------------------------------
+# Starting workers.
+
+def _load_prctl() -> Callable[..., int] | None:
+  if not sys.platform.startswith("linux"):
+    return None
+  try:
+    return ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    return None
+
+
+# Resolved before any fork: preexec_fn runs between fork and exec, where
+# loading a library (taking the loader lock) could deadlock.
+_PRCTL = _load_prctl()
+
+
+def _child_preexec(parent_pid: int) -> Callable[[], None]:
+  """Returns the preexec_fn that ties the worker's life to this process."""
+
+  def preexec() -> None:
+    if _PRCTL is not None:
+      _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+      # The parent may have died between fork and prctl; then nobody would
+      # ever send the death signal.
+      if os.getppid() != parent_pid:
+        os._exit(1)  # pylint: disable=protected-access
+    # A parent started in the background by a non-interactive shell ignores
+    # SIGINT, and exec keeps ignored signals ignored: without this the worker
+    # would only stop on SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+  return preexec
+
+
+class _Spawner:
+  """A daemon thread that lives as long as the process and forks workers.
+
+  PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
+  the process. A worker started from a short-lived thread (a thread pool)
+  would die with that thread, so off the main thread we fork from here.
+  """
+
+  def __init__(self):
+    self._executor = None
+    self._lock = threading.Lock()
+
+  def run(self, fn: Callable[[], Any]) -> Any:
+    if threading.current_thread() is threading.main_thread():
+      return fn()
+    with self._lock:
+      if self._executor is None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="fedclf-tff-spawner")
+    return self._executor.submit(fn).result()
+
+
+_SPAWNER = _Spawner()
+
+
+def _wait_for_channel(channel: grpc.Channel, address: str, timeout_s: float,
+                      worker: WorkerProcess | None) -> None:
+  ready = grpc.channel_ready_future(channel)
+  deadline = time.monotonic() + timeout_s
+  try:
+    while True:
+      # Short waits so a worker that exits (port taken, bad binary) is
+      # reported at once instead of after the whole timeout.
+      try:
+        ready.result(timeout=0.1)
+        return
+      except grpc.FutureTimeoutError:
+        pass
+      if worker is not None and not worker.is_running():
+        raise WorkerError(f"TFF worker exited before it was ready: "
+                          f"{worker.describe_exit()}")
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"no TFF worker answered at {address} within "
+                           f"{timeout_s:g} s")
+  finally:
+    ready.cancel()
+
+
+def wait_until_ready(address: str, timeout_s: float,
+                     worker: WorkerProcess | None = None) -> None:
+  """Blocks until a TFF worker accepts gRPC connections at `address`.
+
+  Args:
+    address: "host:port".
+    timeout_s: Seconds to wait.
+    worker: The local process serving `address`, if any: its exit ends the
+      wait early with the reason.
+
+  Raises:
+    WorkerError: `worker` exited before it was ready.
+    TimeoutError: Not ready after `timeout_s` seconds.
+  """
+  channel = grpc.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
+  try:
+    _wait_for_channel(channel, address, timeout_s, worker)
+  finally:
+    channel.close()
+
+
+def start_local_worker(
+    port: int | None = None,
+    *,
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    max_concurrent_computation_calls: int = -1,
+    log_path: str | None = None,
+) -> WorkerProcess:
+  """Starts `worker_binary` on localhost, owned by (and dying with) us.
+
+  Args:
+    port: Port to serve on; None picks a free one.
+    ready_timeout_s: Seconds to wait for the worker to accept connections.
+    max_concurrent_computation_calls: Passed to the worker; <= 0 is no limit.
+    log_path: Where the worker's stdout/stderr go. None: a temporary file,
+      deleted when the worker is stopped.
+
+  Returns:
+    The running, registered worker. Stop it with `.stop()` (or use it as a
+    context manager); otherwise it is stopped at exit.
+
+  Raises:
+    WorkerError: The worker did not become ready.
+  """
+  binary = worker_binary_path()
+  tries = 1 if port is not None else _PORT_RETRIES
+  for attempt in range(tries):
+    chosen_port = port if port is not None else portpicker.pick_unused_port()
+    delete_log = log_path is None
+    if log_path is None:
+      fd, path = tempfile.mkstemp(prefix=f"tff_worker_{chosen_port}_",
+                                  suffix=".log")
+      os.close(fd)
+    else:
+      path = log_path
+    args = [binary, f"--port={chosen_port}",
+            f"--max_concurrent_computation_calls="
+            f"{max_concurrent_computation_calls}"]
+
+    def spawn(args=args, path=path) -> subprocess.Popen:
+      with open(path, "ab") as log:
+        # The log file, not our stdout: an inherited pipe would stay open as
+        # long as the worker lives, and `... | cat` would never end.
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, close_fds=True,
+            preexec_fn=_child_preexec(os.getpid()))
+
+    with _LOCK:
+      # Registered under the lock so a signal arriving right after the fork
+      # (handled in this thread) already sees the new child.
+      process = _SPAWNER.run(spawn)
+      worker = WorkerProcess(process, chosen_port, path, delete_log)
+      _register(worker)
+    try:
+      wait_until_ready(worker.address, ready_timeout_s, worker)
+    except WorkerError as e:
+      worker.stop()
+      # Most likely someone bound the picked port first: try another one.
+      if attempt + 1 < tries and "Address already in use" in str(e):
+        logging.info("port %d was taken, retrying", chosen_port)
+        continue
+      raise
+    except TimeoutError as e:
+      message = f"{e}: {worker.describe_exit()}"
+      worker.stop()
+      raise WorkerError(message) from None
+    except BaseException:
+      worker.stop()
+      raise
+    logging.info("started TFF worker pid %d on %s (log %s)", worker.pid,
+                 worker.address, path)
+    return worker
+  raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------
+# Execution contexts.
+
+def _parse_workers(workers: Sequence[str] | str) -> list[str]:
+  if isinstance(workers, str):  # e.g. straight from a --workers flag
+    workers = [w for w in workers.split(",") if w.strip()]
+  addresses = []
+  for address in workers:
+    address = address.strip()
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise UserError(f"bad TFF worker address {address!r}; expected "
+                      f"host:port, e.g. localhost:8000")
+    addresses.append(address)
+  return addresses
+
+
+def _split_evenly(total: int, parts: int) -> list[int]:
+  base, extra = divmod(total, parts)
+  return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+class _WorkerConnection:
+  """A gRPC channel to one worker and the TFF executors created on it."""
+
+  def __init__(self, address: str, default_num_clients: int,
+               worker: WorkerProcess | None, ready_timeout_s: float):
+    self.address = address
+    self.default_num_clients = default_num_clients
+    self.worker = worker
+    self.ready_timeout_s = ready_timeout_s
+    self.channel = grpc.insecure_channel(address,
+                                         options=GRPC_CHANNEL_OPTIONS)
+    self._stub = None
+    self._executors = []
+
+  def executor_factory(self):
+    """A TFF executor factory whose executors run on this worker."""
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+    from tensorflow_federated.python.core.impl.executors import remote_executor
+    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+    from tensorflow_federated.python.core.impl.types import placements
+    # pylint: enable=g-import-not-at-top
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(
+        self.channel)
+
+    def stack_fn(cardinalities):
+      # TFF's contexts retry gRPC UNAVAILABLE forever, re-creating the
+      # executor each time. A dead owned worker, or a remote one that stays
+      # unreachable, must end that with a (non-retryable) error instead.
+      if self.worker is not None and not self.worker.is_running():
+        raise WorkerError(f"TFF worker died: {self.worker.describe_exit()}")
+      try:
+        _wait_for_channel(self.channel, self.address, self.ready_timeout_s,
+                          self.worker)
+      except TimeoutError as e:
+        raise WorkerError(f"lost the TFF worker: {e}") from None
+      if cardinalities.get(placements.CLIENTS) is None:
+        cardinalities[placements.CLIENTS] = self.default_num_clients
+      executor = remote_executor.RemoteExecutor(self._stub)
+      executor.set_cardinalities(cardinalities)
+      self._executors.append(executor)
+      return executor
+
+    return python_executor_stacks.ResourceManagingExecutorFactory(stack_fn)
+
+  def close(self) -> None:
+    # Frees the executors' state on long-lived remote workers; harmless (and
+    # quick: no deadline-less waits on a dead channel) for owned ones.
+    for executor in self._executors:
+      try:
+        executor.close()
+      except Exception as e:  # pylint: disable=broad-except
+        logging.debug("closing executor on %s: %s", self.address, e)
+    self._executors = []
+    self.channel.close()
+
+
+class TffRuntime:
+  """Installs a TFF execution context backed by fedclf-managed workers.
+
+  Usage:
+
+    with TffRuntime() as runtime:                 # one owned local worker
+      result = my_federated_computation(data)
+
+    with TffRuntime(workers=["hostA:8000", "hostB:8000"]):
+      ...
+
+  With no `workers` one local worker is started and owned (stopped on exit).
+  With `workers` ("host:port" strings, or one comma-separated string) the
+  runtime connects to workers that are already running, e.g. started by
+  `python -m simulations.tff_worker --port=8000`, and leaves them running.
+  Several workers share each computation through TFF's mergeable-comp
+  context (see the module docstring for what that can run).
+  """
+
+  def __init__(self, workers: Sequence[str] = (), default_num_clients: int = 0,
+               *, ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S):
+    """Configures the runtime; nothing starts before `__enter__`.
+
+    Args:
+      workers: Addresses of running TFF workers; empty starts a local one.
+      default_num_clients: CLIENTS cardinality for computations whose
+        arguments do not determine it (split across several workers).
+      ready_timeout_s: Seconds to wait for each worker to accept connections.
+
+    Raises:
+      UserError: A bad address or a negative `default_num_clients`.
+    """
+    self._addresses = _parse_workers(workers)
+    if default_num_clients < 0:
+      raise UserError(f"default_num_clients must be >= 0, got "
+                      f"{default_num_clients}")
+    self._default_num_clients = default_num_clients
+    self._ready_timeout_s = ready_timeout_s
+    self._owned: list[WorkerProcess] = []
+    self._connections: list[_WorkerConnection] = []
+    self._context = None
+    self._previous_context = None
+    self._active = False
+
+  @property
+  def num_workers(self) -> int:
+    return len(self._addresses) or 1
+
+  @property
+  def addresses(self) -> list[str]:
+    """Worker addresses (known for a local worker only once entered)."""
+    if self._owned:
+      return [w.address for w in self._owned]
+    return list(self._addresses)
+
+  @property
+  def owned_pids(self) -> list[int]:
+    """Pids of the live workers this runtime started (empty for remote)."""
+    return [w.pid for w in self._owned if w.is_running()]
+
+  @property
+  def context(self):
+    """The installed TFF context (None outside the `with` block)."""
+    return self._context
+
+  def __enter__(self) -> TffRuntime:
+    if self._active:
+      raise RuntimeError("this TffRuntime is already active")
+    try:
+      self._start()
+    except BaseException:
+      self._shutdown()
+      raise
+    self._active = True
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._active = False
+    self._shutdown()
+
+  def _start(self) -> None:
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+    # pylint: enable=g-import-not-at-top
+    if self._addresses:
+      workers = [None] * len(self._addresses)
+      for address in self._addresses:
+        try:
+          wait_until_ready(address, self._ready_timeout_s)
+        except TimeoutError as e:
+          raise UserError(f"{e}; start one there with `python -m "
+                          f"simulations.tff_worker --port=PORT`") from None
+      addresses = self._addresses
+    else:
+      self._owned = [start_local_worker(
+          ready_timeout_s=self._ready_timeout_s)]
+      workers = self._owned
+      addresses = [w.address for w in self._owned]
+
+    clients = _split_evenly(self._default_num_clients, len(addresses))
+    self._connections = [
+        _WorkerConnection(address, n, worker, self._ready_timeout_s)
+        for address, n, worker in zip(addresses, clients, workers)]
+    self._context = self._make_context()
+    stack = context_stack_impl.context_stack
+    # TFF has no public getter for the default (bottom) context.
+    self._previous_context = stack._stack[0]  # pylint: disable=protected-access
+    stack.set_default_context(self._context)
+
+  def _make_context(self):
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.backends.native import execution_contexts
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+    from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    # pylint: enable=g-import-not-at-top
+    kwargs = dict(compiler_fn=compiler.desugar_and_transform_to_native,
+                  transform_args=tensorflow_computation.transform_args,
+                  transform_result=tensorflow_computation.transform_result)
+    if len(self._connections) == 1:
+      return sync_execution_context.SyncExecutionContext(
+          executor_fn=self._connections[0].executor_factory(), **kwargs)
+    return execution_contexts.create_mergeable_comp_execution_context([
+        async_execution_context.AsyncExecutionContext(
+            executor_fn=c.executor_factory(), **kwargs)
+        for c in self._connections])
+
+  def _shutdown(self) -> None:
+    if self._context is not None:
+      # pylint: disable=g-import-not-at-top
+      from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+      # pylint: enable=g-import-not-at-top
+      stack = context_stack_impl.context_stack
+      # Only undo our own change: someone may have installed another default
+      # inside the block on purpose.
+      if stack._stack[0] is self._context:  # pylint: disable=protected-access
+        stack.set_default_context(self._previous_context)
+    for connection in self._connections:
+      connection.close()
+    for worker in self._owned:
+      worker.send_stop_signal()
+    for worker in self._owned:
+      worker.stop()
+    self._connections = []
+    self._owned = []
+    self._context = None
+    self._previous_context = None

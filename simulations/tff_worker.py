@@ -1,0 +1,71 @@
+r"""Runs one TFF C++ worker in the foreground, for `--tff_workers` runs.
+
+  python -m simulations.tff_worker --port=8000
+
+On each machine that should take part, start one of these, then point the
+simulation at them (`--backend=tff --tff_workers=hostA:8000,hostB:8000`).
+The process *becomes* TFF's `worker_binary` (exec), so Ctrl-C, `kill` and
+job control act on the worker itself and nothing is left behind. It serves
+on all interfaces without authentication: run it on a trusted network only.
+"""
+
+import os
+import signal
+import socket
+import sys
+
+from absl import app
+from absl import flags
+import portpicker
+
+from fedclf import cli
+
+flags.DEFINE_integer("port", None, "Port to serve on (1-65535).",
+                     lower_bound=1, upper_bound=65535)
+flags.DEFINE_integer("max_concurrent_computation_calls", -1,
+                     "Most parallel calls of one computation (e.g. clients "
+                     "of a federated_map) the worker runs; <= 0: no limit.")
+flags.mark_flag_as_required("port")
+
+FLAGS = flags.FLAGS
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"tff_worker: error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(cli.USER_ERROR_EXIT)
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  port = FLAGS.port
+  # The worker itself only logs a gRPC error and exits 0 on a taken port.
+  if not portpicker.is_port_free(port):
+    cli.exit_with_user_error(f"port {port} is already in use")
+  # Imported only now: fedclf.federated loads TensorFlow (seconds), which a
+  # bad flag or a taken port should not have to wait for.
+  from fedclf.federated import tff_runtime  # pylint: disable=g-import-not-at-top
+  try:
+    binary = tff_runtime.worker_binary_path()
+  except tff_runtime.WorkerError as e:
+    cli.exit_with_user_error(str(e))
+  print(f"tff_worker: serving TFF executor on port {port}; connect with "
+        f"--tff_workers={socket.gethostname()}:{port}", flush=True)
+  sys.stderr.flush()
+  # A shell that starts us in the background ignores SIGINT, and exec keeps
+  # ignored signals ignored; the worker should stop on Ctrl-C / kill -INT.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.execv(binary, [binary, f"--port={port}",
+                    "--max_concurrent_computation_calls="
+                    f"{FLAGS.max_concurrent_computation_calls}"])
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()
