@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
+import weakref
 
 from absl import logging
 import grpc
@@ -488,56 +489,105 @@ class _WorkerConnection:
 
   def __init__(self, address: str, default_num_clients: int,
                worker: WorkerProcess | None, ready_timeout_s: float):
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+    # pylint: enable=g-import-not-at-top
     self.address = address
     self.default_num_clients = default_num_clients
     self.worker = worker
     self.ready_timeout_s = ready_timeout_s
     self.channel = grpc.insecure_channel(address,
                                          options=GRPC_CHANNEL_OPTIONS)
-    self._stub = None
-    self._executors = []
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(
+        self.channel)
+    self._last_connect_request = float("-inf")
+    # Weak: TFF's executor cache drops executors it evicts; we only need to
+    # close the ones still alive at the end.
+    self._executors = weakref.WeakSet()
+
+  def ensure_ready(self) -> None:
+    """Raises WorkerError if the worker is dead or stays unreachable.
+
+    TFF's contexts retry gRPC UNAVAILABLE forever, re-creating the executor
+    each time; this check runs on each creation, so a dead owned worker (or a
+    remote one unreachable for `ready_timeout_s`) ends the retries with an
+    error instead of a silent hang.
+    """
+    if self.worker is not None and not self.worker.is_running():
+      raise WorkerError(f"TFF worker died: {self.worker.describe_exit()}")
+    if self._stub.is_ready:
+      return
+    self._last_connect_request = time.monotonic()
+    try:
+      _wait_for_channel(self.channel, self.address, self.ready_timeout_s,
+                        self.worker)
+    except TimeoutError as e:
+      raise WorkerError(f"lost the TFF worker: {e}") from None
 
   def executor_factory(self):
     """A TFF executor factory whose executors run on this worker."""
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
     from tensorflow_federated.python.core.impl.executors import remote_executor
-    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
     from tensorflow_federated.python.core.impl.types import placements
     # pylint: enable=g-import-not-at-top
-    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(
-        self.channel)
 
     def stack_fn(cardinalities):
-      # TFF's contexts retry gRPC UNAVAILABLE forever, re-creating the
-      # executor each time. A dead owned worker, or a remote one that stays
-      # unreachable, must end that with a (non-retryable) error instead.
-      if self.worker is not None and not self.worker.is_running():
-        raise WorkerError(f"TFF worker died: {self.worker.describe_exit()}")
-      try:
-        _wait_for_channel(self.channel, self.address, self.ready_timeout_s,
-                          self.worker)
-      except TimeoutError as e:
-        raise WorkerError(f"lost the TFF worker: {e}") from None
+      self.ensure_ready()
       if cardinalities.get(placements.CLIENTS) is None:
         cardinalities[placements.CLIENTS] = self.default_num_clients
       executor = remote_executor.RemoteExecutor(self._stub)
       executor.set_cardinalities(cardinalities)
-      self._executors.append(executor)
+      self._executors.add(executor)
       return executor
 
     return python_executor_stacks.ResourceManagingExecutorFactory(stack_fn)
 
+  @property
+  def num_executors(self) -> int:
+    return len(self._executors)
+
   def close(self) -> None:
     # Frees the executors' state on long-lived remote workers; harmless (and
-    # quick: no deadline-less waits on a dead channel) for owned ones.
-    for executor in self._executors:
+    # quick: calls on a broken channel fail fast) for owned ones.
+    for executor in list(self._executors):
       try:
         executor.close()
       except Exception as e:  # pylint: disable=broad-except
         logging.debug("closing executor on %s: %s", self.address, e)
-    self._executors = []
+    # After a readiness wait, grpc's connectivity-polling thread makes one
+    # more call into the channel within its 0.2 s poll period; closing before
+    # that makes the thread die with "Cannot invoke RPC: Channel closed!".
+    wait = 0.3 - (time.monotonic() - self._last_connect_request)
+    if wait > 0:
+      time.sleep(wait)
     self.channel.close()
+
+
+def _explain_split_errors(context, num_workers: int):
+  """Wraps a mergeable-comp context to say why a computation cannot split."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.context_stack import context_base
+  # pylint: enable=g-import-not-at-top
+
+  class ExplainingContext(context_base.SyncContext):
+    """Delegates to `context`; rewrites TFF's (multi-page) split error."""
+
+    def __init__(self):
+      self.wrapped = context
+
+    def invoke(self, comp, arg):
+      try:
+        return context.invoke(comp, arg)
+      except ValueError as e:
+        if "aggregate dependent on another" not in str(e):
+          raise
+        raise ValueError(
+            f"this computation aggregates a value that depends on another "
+            f"aggregate of the same call, so it cannot be split across "
+            f"{num_workers} TFF workers; run it with one worker") from e
+
+  return ExplainingContext()
 
 
 class TffRuntime:
@@ -663,10 +713,11 @@ class TffRuntime:
     if len(self._connections) == 1:
       return sync_execution_context.SyncExecutionContext(
           executor_fn=self._connections[0].executor_factory(), **kwargs)
-    return execution_contexts.create_mergeable_comp_execution_context([
+    mergeable = execution_contexts.create_mergeable_comp_execution_context([
         async_execution_context.AsyncExecutionContext(
             executor_fn=c.executor_factory(), **kwargs)
         for c in self._connections])
+    return _explain_split_errors(mergeable, len(self._connections))
 
   def _shutdown(self) -> None:
     if self._context is not None:

@@ -101,3 +101,42 @@ def test_demo_runs(tmp_path):
   assert (tmp_path / "partition.png").exists()
   assert json.loads((tmp_path / "centralized" / "summary.json").read_text())[
       "test_accuracy"] > 0.1
+
+
+def test_federated_from_flagfile_piped(tmp_path):
+  flagfile = tmp_path / "run.cfg"
+  flagfile.write_text("\n".join([
+      "--dataset=digits", "--model=mlp", "--algorithm=fedprox",
+      "--partition=shards", "--num_clients=10", "--clients_per_round=3",
+      "--rounds=2", "--local_batch_size=20", "--client_lr=0.05",
+      "--client_dropout=0.2", "--per_client_eval=2"]))
+  out = tmp_path / "run"
+  # Through a pipe, as `... | cat` would: the command must return.
+  proc = subprocess.run(
+      f"{sys.executable} -m simulations.federated --flagfile={flagfile} "
+      f"--out_dir={out} 2>&1 | cat", shell=True, cwd=ROOT, timeout=300,
+      capture_output=True, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stdout[-2000:]
+  assert "fedprox: test accuracy" in proc.stdout
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["algorithm"] == "fedprox" and summary["rounds_run"] == 2
+  config = json.loads((out / "config.json").read_text())
+  assert config["config"]["flags"]["partition"] == "shards"
+  assert (out / "tb").is_dir() and (out / "partition.json").exists()
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--algorithm=fedfoo", "unknown algorithm 'fedfoo'; choose one of:"),
+    ("--clients_per_round=50", "clients_per_round must be in [1, num_clients"),
+    ("--partition=zipf", "unknown partitioner 'zipf'"),
+    ("--client_dropout=1.5", "client_dropout must be in [0, 1)"),
+    ("--backend=spark", "value should be one of"),
+])
+def test_federated_bad_flags(tmp_path, flag, message):
+  proc = run("simulations.federated", "--dataset=digits", "--num_clients=20",
+             flag, f"--out_dir={tmp_path}")
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
+  assert "Traceback" not in proc.stderr
