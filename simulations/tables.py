@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from fedclf.results import tables  # pylint: disable=g-import-not-at-top
-  text = tables.centralized_table(tables.load_runs(FLAGS.runs), FLAGS.title)
+  text = tables.results_table(tables.load_runs(FLAGS.runs), FLAGS.title)
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:

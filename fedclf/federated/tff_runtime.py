@@ -20,7 +20,12 @@ Owned workers are killed on every exit path:
   * `atexit` (normal interpreter exit, uncaught exceptions, KeyboardInterrupt);
   * SIGTERM, SIGINT and SIGHUP handlers, which stop the workers and then
     defer to the previous handler (SIGINT: KeyboardInterrupt as usual) or die
-    by the same signal, so the exit status stays conventional (128 + signal);
+    by the same signal, so the exit status stays conventional (128 + signal).
+    So a SIGTERM ends the process at once, without running `finally` blocks;
+    and code that catches the KeyboardInterrupt of a Ctrl-C finds its owned
+    workers gone (the next TFF call raises WorkerError; a terminal's Ctrl-C
+    reaches the workers directly anyway). Handlers are installed only from
+    the main thread and only for signals that are not ignored;
   * abrupt death of the parent (SIGKILL, segfault): on Linux the worker is
     started with prctl(PR_SET_PDEATHSIG, SIGKILL), so the kernel kills it.
 Workers never inherit the parent's stdout/stderr: they log to a temporary
@@ -49,8 +54,12 @@ a CLIENTS cardinality that cannot be inferred from the arguments
 (`default_num_clients`) is split across the workers so the total number of
 clients stays the same as with one worker.
 
-The TFF context stack is thread-local: the context is the default only in the
-thread that entered the `TffRuntime`.
+Caveats: TFF's context stack is thread-local, so the context is the default
+only in the thread that entered the `TffRuntime`; after the block TFF's own
+(leaky) default context is back in effect. Remote workers are not owned: the
+runtime frees its executors on them but leaves them running. A remote worker
+that stays unreachable for `ready_timeout_s` ends the call with WorkerError
+(TFF alone would retry forever).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ import concurrent.futures
 import ctypes
 import importlib.util
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -319,25 +329,42 @@ def _child_preexec(parent_pid: int) -> Callable[[], None]:
 
 
 class _Spawner:
-  """A daemon thread that lives as long as the process and forks workers.
+  """Forks workers from the main thread or from one long-lived daemon thread.
 
   PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
-  the process. A worker started from a short-lived thread (a thread pool)
-  would die with that thread, so off the main thread we fork from here.
+  the process: a worker started from a short-lived thread (a thread pool)
+  would die with that thread. The daemon thread below only ends with the
+  process (it is not joined at exit, so atexit still stops the workers
+  gently first).
   """
 
   def __init__(self):
-    self._executor = None
     self._lock = threading.Lock()
+    self._queue = None
+    self._pid = None
+
+  def _serve(self, requests: queue.SimpleQueue) -> None:
+    while True:
+      fn, future = requests.get()
+      if future.set_running_or_notify_cancel():
+        try:
+          future.set_result(fn())
+        except BaseException as e:  # pylint: disable=broad-except
+          future.set_exception(e)
 
   def run(self, fn: Callable[[], Any]) -> Any:
     if threading.current_thread() is threading.main_thread():
       return fn()
     with self._lock:
-      if self._executor is None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="fedclf-tff-spawner")
-    return self._executor.submit(fn).result()
+      # After a fork the queue is inherited but its thread is not.
+      if self._queue is None or self._pid != os.getpid():
+        self._queue = queue.SimpleQueue()
+        self._pid = os.getpid()
+        threading.Thread(target=self._serve, args=(self._queue,),
+                         name="fedclf-tff-spawner", daemon=True).start()
+      future = concurrent.futures.Future()
+      self._queue.put((fn, future))
+    return future.result()
 
 
 _SPAWNER = _Spawner()
@@ -435,8 +462,9 @@ def start_local_worker(
             preexec_fn=_child_preexec(os.getpid()))
 
     with _LOCK:
-      # Registered under the lock so a signal arriving right after the fork
-      # (handled in this thread) already sees the new child.
+      # Fork and registration are one step for shutdown_all_workers running
+      # in another thread (atexit); a worker forked but not yet registered
+      # when this process dies is still covered by PR_SET_PDEATHSIG.
       process = _SPAWNER.run(spawn)
       worker = WorkerProcess(process, chosen_port, path, delete_log)
       _register(worker)

@@ -46,9 +46,53 @@ def _fmt(value, digits=4):
   return "" if value is None else str(value)
 
 
+def _is_federated(run: Dict) -> bool:
+  return "algorithm" in run["summary"]
+
+
+def results_table(runs: List[Dict], title: str) -> str:
+  """Centralized and federated runs, each kind in its own table."""
+  central = [r for r in runs if not _is_federated(r)]
+  federated = [r for r in runs if _is_federated(r)]
+  parts = [f"# {title}", ""]
+  if central:
+    parts.append(_centralized_rows(central))
+  if federated:
+    parts.append(_federated_rows(federated))
+  parts.append(_commands(runs))
+  return "\n".join(parts)
+
+
 def centralized_table(runs: List[Dict], title: str) -> str:
-  lines = [f"# {title}", "",
-           "| run | dataset | model | test accuracy | macro F1 | epochs | "
+  return "\n".join([f"# {title}", "", _centralized_rows(runs),
+                    _commands(runs)])
+
+
+def _federated_rows(runs: List[Dict]) -> str:
+  lines = ["| run | algorithm | dataset | partition | clients (per round) | "
+           "rounds | test accuracy | macro F1 | rounds to target | client "
+           "accuracy p10 | train seconds |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for run in runs:
+    s = run["summary"]
+    target = s.get("target_accuracy")
+    reached = s.get("rounds_to_target")
+    to_target = ("" if not target else
+                 f"{reached} (to {target:.3f})" if reached else
+                 f"not reached (to {target:.3f})")
+    lines.append(
+        f"| {run['name']} | {s.get('algorithm')} | "
+        f"{s.get('dataset', {}).get('name', '')} | {s.get('partitioner')} | "
+        f"{s.get('num_clients')} ({s.get('clients_per_round')}) | "
+        f"{s.get('rounds_run')} | {_fmt(s.get('final_test_accuracy'))} | "
+        f"{_fmt(s.get('final_test_macro_f1'))} | {to_target} | "
+        f"{_fmt(s.get('final_client_accuracy_p10'))} | "
+        f"{_fmt(s.get('train_seconds'), 0)} |")
+  return "\n".join(lines) + "\n"
+
+
+def _centralized_rows(runs: List[Dict]) -> str:
+  lines = ["| run | dataset | model | test accuracy | macro F1 | epochs | "
            "train seconds | examples/s |",
            "|---|---|---|---|---|---|---|---|"]
   for run in runs:
@@ -59,8 +103,12 @@ def centralized_table(runs: List[Dict], title: str) -> str:
         f"{_fmt(s.get('test_macro_f1'))} | {_fmt(s.get('epochs_run'))} | "
         f"{_fmt(s.get('train_seconds'), 0)} | "
         f"{_fmt(s.get('examples_per_second'), 0)} |")
-  lines += ["", "Commands (each run's exact command line, from its "
-            "config.json):", ""]
+  return "\n".join(lines) + "\n"
+
+
+def _commands(runs: List[Dict]) -> str:
+  lines = ["Commands (each run's exact command line, from its config.json):",
+           ""]
   for run in runs:
     git = run["config"].get("git", {})
     lines.append(f"- `{run['name']}` (commit {git.get('commit') or 'n/a'}"

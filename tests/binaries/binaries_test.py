@@ -96,11 +96,17 @@ def test_tables_renders_runs(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-  proc = run("simulations.demo", f"--out_dir={tmp_path}", "--epochs=1")
+  proc = run("simulations.demo", f"--out_dir={tmp_path}", "--epochs=1",
+             "--rounds=2", "--local_epochs=1")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert (tmp_path / "partition.png").exists()
+  assert (tmp_path / "accuracy.png").stat().st_size > 0
+  assert "fedavg_iid" in (tmp_path / "README.md").read_text()
   assert json.loads((tmp_path / "centralized" / "summary.json").read_text())[
       "test_accuracy"] > 0.1
+  for name in ("fedavg_iid", "fedavg_dirichlet0.3"):
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summary["rounds_run"] == 2
+    assert (tmp_path / name / "partition.png").exists()
 
 
 def test_federated_from_flagfile_piped(tmp_path):

@@ -89,7 +89,9 @@ def test_local_runtime_runs_then_stops_its_worker():
     assert _mean_square([1.0, 2.0, 3.0]) == pytest.approx(14 / 3)
     # Its output goes to a log file: an inherited stdout pipe is what made
     # `... | cat` hang with TFF's own context.
-    assert os.readlink(f"/proc/{pid}/fd/1") != os.readlink("/proc/self/fd/1")
+    worker_stdout = os.readlink(f"/proc/{pid}/fd/1")
+    assert worker_stdout != os.readlink("/proc/self/fd/1")
+    assert not worker_stdout.startswith("pipe:")
   assert not _wait_gone([pid])
   assert runtime.owned_pids == []
   assert _CONTEXT_STACK.current is default_before

@@ -1,0 +1,48 @@
+"""Accuracy-per-round plots of federated runs against centralized lines."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional
+
+
+def read_curve(run_dir: str, key: str = "test_accuracy"):
+  """(rounds, values) of `key` from a run's metrics.jsonl."""
+  rounds, values = [], []
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      row = json.loads(line)
+      if key in row and "round" in row:
+        rounds.append(row["round"])
+        values.append(row[key])
+  return rounds, values
+
+
+def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
+                      references: Optional[Dict[str, float]] = None,
+                      ylabel: str = "test accuracy") -> None:
+  """One line per run (name -> (rounds, values)); `references` are drawn as
+  horizontal dashed lines (e.g. the centralized baseline)."""
+  # Without pyplot: its global state would leak into callers.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(7, 4.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for name, (rounds, values) in curves.items():
+    ax.plot(rounds, values, label=name, linewidth=1.8)
+  for i, (name, value) in enumerate((references or {}).items()):
+    ax.axhline(value, linestyle="--", color=f"C{len(curves) + i}",
+               label=f"{name} ({value:.3f})")
+  ax.set_xlabel("round")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
