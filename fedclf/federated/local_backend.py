@@ -113,6 +113,13 @@ class LocalBackend:
       outputs.extend(ClientOutput(**r) for r in results[:real])
     return outputs
 
+  def run_round(self, state: ServerState, tasks: Sequence[ClientTask],
+                client_states: Dict[int, List[np.ndarray]], round_num: int
+                ) -> Tuple[ServerState, List[ClientOutput]]:
+    """Trains the tasks' clients, aggregates, updates the server."""
+    outputs = self.train_clients(state, tasks, client_states)
+    return self.aggregate(state, outputs, round_num), outputs
+
   # -- aggregation and server update ------------------------------------
   def aggregate(self, state: ServerState, outputs: Sequence[ClientOutput],
                 round_num: int) -> ServerState:

@@ -30,8 +30,10 @@ def initialize(config: ServerOptimizerConfig, weights: Tensors) -> State:
                                           w.dtype)) for w in weights]
   if config.name == "adagrad":
     return {"preconditioner": initial}
+  # Adam's second moment starts at zero (as in tff.learning); Yogi's at
+  # `initial_accumulator`.
   return {"step": tf.constant(0, tf.int64), "accumulator": zeros,
-          "preconditioner": initial}
+          "preconditioner": zeros if config.name == "adam" else initial}
 
 
 def apply(config: ServerOptimizerConfig, state: State, weights: Tensors,

@@ -118,9 +118,11 @@ class Simulation:
     self.tag = (f"{self.algorithm.name}/{config.model_name}/"
                 f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}")
     self._write_partition_report()
-    self.eval_model = self._build_model()
     self.batch_shape = self._batch_shape()
     self.backend = self._make_backend()
+    # Built after the backend: the tff backend traces Keras models in TF1
+    # graphs, which invalidates Keras models made before it.
+    self.eval_model = self._build_model()
 
   # -- setup --------------------------------------------------------------
   def _build_model(self) -> tf.keras.Model:
@@ -284,7 +286,8 @@ class Simulation:
           "clients_reported": len(plan.reporting),
           "stragglers": len(plan.step_fraction)}
       if tasks:
-        outputs = self.backend.train_clients(state, tasks, client_states)
+        new_state, outputs = self.backend.run_round(state, tasks,
+                                                    client_states, round_num)
         loss_sum = float(sum(float(o.loss_sum) for o in outputs))
         seen = float(sum(float(o.examples) for o in outputs))
         row["train_loss"] = loss_sum / max(seen, 1.0)
@@ -293,7 +296,6 @@ class Simulation:
         row["examples"] = seen
         if not math.isfinite(row["train_loss"]):
           self._diverged(round_num, f"client loss {row['train_loss']}")
-        new_state = self.backend.aggregate(state, outputs, round_num)
         if not _all_finite(new_state.model_weights()):
           self._diverged(round_num, "non-finite global weights")
         if self.algorithm.client_work.stateful:

@@ -200,6 +200,11 @@ def test_two_workers_share_each_computation(tff_worker_binary):
   assert not _wait_gone([local.pid])
 
 
+@tff.tensorflow.computation(np.float32, np.float32)
+def _squared_error(x, mean):
+  return (x - mean) * (x - mean)
+
+
 def test_dependent_aggregates_need_one_worker():
   @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
   def variance(values):
@@ -214,11 +219,6 @@ def test_dependent_aggregates_need_one_worker():
         variance([1.0, 2.0, 3.0, 4.0])
     with tff_runtime.TffRuntime(workers=[a.address]):
       assert variance([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.25)
-
-
-@tff.tensorflow.computation(np.float32, np.float32)
-def _squared_error(x, mean):
-  return (x - mean) * (x - mean)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -270,7 +270,9 @@ _EXIT_MODES = {"normal": 0, "exception": 1, "SIGINT": -signal.SIGINT,
 def test_no_worker_outlives_its_parent_on_any_exit_path(tmp_path):
   script = tmp_path / "exit_paths.py"
   script.write_text(_EXIT_SCRIPT)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  # TMPDIR: the SIGKILL case cannot delete its worker's log file.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
+             TMPDIR=str(tmp_path))
   runs = {}
   for mode in _EXIT_MODES:
     # `python exit_paths.py MODE | cat`: cat ends only once every process
