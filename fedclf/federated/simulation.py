@@ -345,6 +345,10 @@ class Simulation:
         "client_examples_per_second": round(examples /
                                             max(train_seconds, 1e-9), 1),
     })
+    runtime = getattr(self.backend, "runtime", None)
+    if runtime is not None:
+      summary["tff_worker_pids"] = list(runtime.owned_pids)
+      summary["tff_workers"] = runtime.num_workers
     if self.algorithm.aggregation == "dp_gaussian":
       summary["dp"] = dp_epsilon(self.algorithm.dp_noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,
