@@ -27,10 +27,13 @@ flags.DEFINE_string("algorithm", "fedavg",
                     "Registered federated algorithm (see --list).")
 flags.DEFINE_string("partition", "iid",
                     "Registered partitioner: iid, dirichlet, shards, "
-                    "quantity_skew, natural, ...")
+                    "labels_per_client, quantity_skew, natural, ...")
 flags.DEFINE_float("dirichlet_alpha", 0.5, "dirichlet: concentration.")
 flags.DEFINE_integer("shards_per_client", 2, "shards: shards per client.")
 flags.DEFINE_float("power_law_exponent", 1.5, "quantity_skew: Pareto shape.")
+flags.DEFINE_integer("labels_per_client", 2,
+                     "labels_per_client: distinct labels per client "
+                     "(NIID-Bench's #C=k).")
 flags.DEFINE_integer("num_clients", 100, "Simulated clients.")
 flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round.")
 flags.DEFINE_integer("rounds", 50, "Communication rounds.")
@@ -127,7 +130,8 @@ def main(argv):
           num_clients=FLAGS.num_clients, seed=FLAGS.seed,
           dirichlet_alpha=FLAGS.dirichlet_alpha,
           shards_per_client=FLAGS.shards_per_client,
-          power_law_exponent=FLAGS.power_law_exponent),
+          power_law_exponent=FLAGS.power_law_exponent,
+          labels_per_client=FLAGS.labels_per_client),
       model_name=FLAGS.model,
       model=ModelConfig(norm=FLAGS.norm, dropout=FLAGS.dropout,
                         seed=FLAGS.seed),

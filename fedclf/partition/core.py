@@ -53,6 +53,7 @@ class PartitionConfig:
   shards_per_client: int = 2
   power_law_exponent: float = 1.5
   min_examples_per_client: int = 1
+  labels_per_client: int = 2  # `labels_per_client`: distinct labels each
 
 
 def _is_int(value) -> bool:
@@ -116,6 +117,9 @@ def validate_config(config: PartitionConfig, num_examples: int) -> None:
   if not _is_positive_finite(config.power_law_exponent):
     raise UserError(f"power_law_exponent must be > 0, got "
                     f"{config.power_law_exponent!r}")
+  if not _is_int(config.labels_per_client) or config.labels_per_client < 1:
+    raise UserError(f"labels_per_client must be an integer >= 1, got "
+                    f"{config.labels_per_client!r}")
   k = config.min_examples_per_client
   if not _is_int(k) or k < 1:
     raise UserError(

@@ -155,6 +155,47 @@ def shards(labels: np.ndarray, config: PartitionConfig,
   return [np.concatenate([shard_list[s] for s in row]) for row in shard_order]
 
 
+@PARTITIONERS.register("labels_per_client")
+def labels_per_client(labels: np.ndarray, config: PartitionConfig,
+                      rng: np.random.Generator,
+                      client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
+  """Label-quantity skew of NIID-Bench (Li et al. 2022, "#C=k").
+
+  Client i owns label i mod K plus `labels_per_client - 1` further
+  distinct labels drawn at random; each label's examples are then shuffled
+  and split evenly among its owners. With num_clients >= K every label has
+  an owner and every client exactly k labels.
+  """
+  del client_ids  # Unused.
+  classes = np.unique(labels)
+  num_classes, k, m = len(classes), config.labels_per_client, config.num_clients
+  if k > num_classes:
+    raise UserError(f"labels_per_client={k} exceeds the {num_classes} "
+                    f"classes of the dataset")
+  owners: List[List[int]] = [[] for _ in classes]
+  for client in range(m):
+    own = [client % num_classes]
+    others = [c for c in rng.permutation(num_classes) if c != own[0]]
+    own.extend(others[:k - 1])
+    for c in own:
+      owners[c].append(client)
+  # With fewer clients than classes some labels have no owner yet; they go
+  # round-robin to the clients (which then hold more than k labels) so
+  # that every example is still covered.
+  for c in range(num_classes):
+    if not owners[c]:
+      owners[c].append(c % m)
+  assignment = np.empty(labels.shape[0], dtype=np.int64)
+  for c, clients in enumerate(owners):
+    members = rng.permutation(np.flatnonzero(labels == classes[c]))
+    if len(members) < len(clients):
+      raise UserError(f"label {classes[c]} has {len(members)} examples for "
+                      f"{len(clients)} owning clients")
+    for client, part in zip(clients, np.array_split(members, len(clients))):
+      assignment[part] = client
+  return _group(assignment, m)
+
+
 @PARTITIONERS.register("quantity_skew")
 def quantity_skew(labels: np.ndarray, config: PartitionConfig,
                   rng: np.random.Generator,

@@ -307,3 +307,20 @@ def test_plot_histogram_writes_png(tmp_path):
   data = path.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n"
   assert len(data) > 1000
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_labels_per_client_gives_k_labels(k):
+  labels = np.repeat(np.arange(10), 60)
+  parts = fp.partition("labels_per_client", labels,
+                       fp.PartitionConfig(num_clients=10, seed=0,
+                                          labels_per_client=k))
+  _assert_valid(parts, labels.size, 10)
+  for part in parts:
+    assert len(np.unique(labels[part])) == k
+
+
+def test_labels_per_client_more_than_classes_is_user_error():
+  with pytest.raises(UserError, match="exceeds"):
+    fp.partition("labels_per_client", np.repeat(np.arange(3), 5),
+                 fp.PartitionConfig(num_clients=3, labels_per_client=4))
