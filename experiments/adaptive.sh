@@ -25,4 +25,4 @@ for alg in fedadam fedyogi; do
   done
 done
 "$PY" -m simulations.tables --runs="$OUT" --out="$OUT/README.md" \
-  --title="Adaptive server optimizers vs FedAvg, Fashion-MNIST Dirichlet(0.1)"
+  --plot="$OUT/accuracy.png" --title="Adaptive server optimizers vs FedAvg, Fashion-MNIST Dirichlet(0.1)"

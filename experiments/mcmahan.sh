@@ -29,4 +29,5 @@ for lr in 0.2 0.1 0.4; do
     --client_lr=$lr --rounds=1000 --eval_every=5
 done
 "$PY" -m simulations.tables --runs="$OUT" --out="$OUT/README.md" \
+  --plot="$OUT/accuracy.png" \
   --title="McMahan et al. 2017 Table 2 (MNIST CNN, 100 clients, C=0.1)"

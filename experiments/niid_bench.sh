@@ -22,4 +22,4 @@ for partition in iid dirichlet labels_per_client; do
   done
 done
 "$PY" -m simulations.tables --runs="$OUT" --out="$OUT/README.md" \
-  --title="NIID-Bench protocol, Fashion-MNIST (compare: Li et al. 2022, Table 3)"
+  --plot="$OUT/accuracy.png" --title="NIID-Bench protocol, Fashion-MNIST (compare: Li et al. 2022, Table 3)"
