@@ -14,10 +14,7 @@ from fedclf import cli
 cli.define_common_flags()
 cli.define_data_flags("mnist")
 cli.define_optimizer_flags("", "momentum", 0.05)
-flags.DEFINE_string("model", "cnn", "Registered model name (see --list).")
-flags.DEFINE_enum("norm", "batch", ["batch", "group", "none"],
-                  "Normalization layers (ResNets).")
-flags.DEFINE_float("dropout", 0.0, "Dropout before the classifier head.")
+cli.define_model_flags("batch", "Normalization layers (ResNets).")
 flags.DEFINE_integer("epochs", 10, "Training epochs.")
 flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
@@ -32,10 +29,8 @@ flags.DEFINE_integer("cv_folds", 0,
                      "k-fold cross-validation on the training set (>= 2).")
 flags.DEFINE_float("label_fraction", 1.0,
                    "Train on this stratified fraction of the labels.")
-flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every N epochs.")
-flags.DEFINE_bool("resume", False, "Resume from --out_dir's checkpoints.")
-flags.DEFINE_integer("seed", 0, "Seed for data slices, init and shuffling.")
-flags.DEFINE_string("out_dir", "runs/centralized", "Output directory.")
+cli.define_run_flags("runs/centralized", "epochs", 1,
+                     "Seed for data slices, init and shuffling.")
 
 FLAGS = flags.FLAGS
 
@@ -44,7 +39,6 @@ def main(argv):
   del argv
   # Imported here so --help and flag errors answer without loading TF.
   from fedclf.data.preprocess import AugmentConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.models import ModelConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train import TrainConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train.centralized import CentralizedConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train.centralized import run_centralized  # pylint: disable=g-import-not-at-top
@@ -55,8 +49,7 @@ def main(argv):
   config = CentralizedConfig(
       data=data,
       model_name=FLAGS.model,
-      model=ModelConfig(norm=FLAGS.norm, dropout=FLAGS.dropout,
-                        seed=FLAGS.seed),
+      model=cli.model_config_from_flags(),
       train=TrainConfig(
           epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
           optimizer=cli.optimizer_config_from_flags(""),

@@ -4,15 +4,9 @@
 # rates from a small grid per optimizer. Resumable like the other scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/adaptive}
-run() {
-  local name=$1; shift
-  if [ -f "$OUT/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""
-  [ -d "$OUT/$name/checkpoints" ] && resume="--resume"
-  "$PY" -m simulations.federated "$@" --out_dir="$OUT/$name" $resume
-}
+. experiments/lib.sh
+run() { run_resumable simulations.federated "$@"; }
 C=experiments/adaptive/fmnist_dir0.1.cfg
 run fedavg --flagfile=$C --algorithm=fedavg
 for lr in 1.0 0.3; do

@@ -4,15 +4,9 @@
 # finished runs (summary.json present) are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/baselines}
-run() {
-  local name=$1; shift
-  if [ -f "$OUT/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""
-  [ -d "$OUT/$name/checkpoints" ] && resume="--resume"
-  "$PY" -m baselines.centralized "$@" --out_dir="$OUT/$name" $resume
-}
+. experiments/lib.sh
+run() { run_resumable baselines.centralized "$@"; }
 run mnist_cnn --dataset=mnist --model=cnn --epochs=10 --batch_size=64 \
   --optimizer=momentum --lr=0.05 --lr_schedule=cosine --weight_decay=0 \
   --val_fraction=0.1 --seed=0

@@ -6,15 +6,9 @@
 # Resumable: rerun to continue (checkpoints every round); finished runs skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/niid_bench}
-run() {
-  local name=$1; shift
-  if [ -f "$OUT/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""
-  [ -d "$OUT/$name/checkpoints" ] && resume="--resume"
-  "$PY" -m simulations.federated "$@" --out_dir="$OUT/$name" $resume
-}
+. experiments/lib.sh
+run() { run_resumable simulations.federated "$@"; }
 for partition in iid dirichlet labels_per_client; do
   for algorithm in fedavg fedprox scaffold; do
     run "${algorithm}_${partition}" --flagfile=experiments/niid_bench/fmnist.cfg \

@@ -48,6 +48,29 @@ def define_data_flags(default_dataset: str = "mnist") -> None:
                     "Allow downloads when local files are missing.")
 
 
+def define_model_flags(default_norm: str, norm_help: str) -> None:
+  flags.DEFINE_string("model", "cnn", "Registered model name (see --list).")
+  flags.DEFINE_enum("norm", default_norm, ["batch", "group", "none"],
+                    norm_help)
+  flags.DEFINE_float("dropout", 0.0, "Dropout before the classifier head.")
+
+
+def model_config_from_flags():
+  from fedclf.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  return ModelConfig(norm=f.norm, dropout=f.dropout, seed=f.seed)
+
+
+def define_run_flags(default_out_dir: str, checkpoint_unit: str,
+                     default_checkpoint_every: int, seed_help: str) -> None:
+  """--checkpoint_every, --resume, --seed, --out_dir (every training binary)."""
+  flags.DEFINE_integer("checkpoint_every", default_checkpoint_every,
+                       f"Checkpoint every N {checkpoint_unit} (0 = never).")
+  flags.DEFINE_bool("resume", False, "Resume from --out_dir's checkpoints.")
+  flags.DEFINE_integer("seed", 0, seed_help)
+  flags.DEFINE_string("out_dir", default_out_dir, "Output directory.")
+
+
 def data_config_from_flags(seed: int):
   from fedclf.data import DataConfig  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS

@@ -17,12 +17,9 @@ from fedclf import cli
 
 cli.define_common_flags()
 cli.define_data_flags("mnist")
-flags.DEFINE_string("model", "cnn", "Registered model name (see --list).")
-flags.DEFINE_enum("norm", "group", ["batch", "group", "none"],
-                  "Normalization layers of models that have them (GroupNorm "
-                  "by default: BatchNorm statistics suffer under non-IID "
-                  "clients).")
-flags.DEFINE_float("dropout", 0.0, "Dropout before the classifier head.")
+cli.define_model_flags(
+    "group", "Normalization layers of models that have them (GroupNorm by "
+    "default: BatchNorm statistics suffer under non-IID clients).")
 flags.DEFINE_string("algorithm", "fedavg",
                     "Registered federated algorithm (see --list).")
 flags.DEFINE_string("partition", "iid",
@@ -88,11 +85,8 @@ flags.DEFINE_list("tff_workers", [],
                   "tff backend: host:port of running TFF workers (start "
                   "them with python -m simulations.tff_worker --port=N); "
                   "empty = one local worker owned by this run.")
-flags.DEFINE_integer("checkpoint_every", 10, "Checkpoint every N rounds.")
-flags.DEFINE_bool("resume", False, "Resume from --out_dir's checkpoints.")
-flags.DEFINE_integer("seed", 0, "Seed for partition, sampling, init, "
-                     "batches and noise.")
-flags.DEFINE_string("out_dir", "runs/federated", "Output directory.")
+cli.define_run_flags("runs/federated", "rounds", 10,
+                     "Seed for partition, sampling, init, batches and noise.")
 
 FLAGS = flags.FLAGS
 
@@ -101,7 +95,6 @@ def main(argv):
   del argv
   # Imported here so --help and flag errors answer without loading TF.
   from fedclf import federated  # pylint: disable=g-import-not-at-top
-  from fedclf.models import ModelConfig  # pylint: disable=g-import-not-at-top
   from fedclf.partition import PartitionConfig  # pylint: disable=g-import-not-at-top
   from fedclf.registry import ALGORITHMS, DATASETS, PARTITIONERS  # pylint: disable=g-import-not-at-top
 
@@ -133,8 +126,7 @@ def main(argv):
           power_law_exponent=FLAGS.power_law_exponent,
           labels_per_client=FLAGS.labels_per_client),
       model_name=FLAGS.model,
-      model=ModelConfig(norm=FLAGS.norm, dropout=FLAGS.dropout,
-                        seed=FLAGS.seed),
+      model=cli.model_config_from_flags(),
       simulation=federated.SimulationConfig(
           algorithm=FLAGS.algorithm,
           algorithm_config=algorithm_config,
