@@ -108,6 +108,7 @@ def load_builtins() -> None:
   import fedclf.federated  # noqa: F401
   import fedclf.models  # noqa: F401
   import fedclf.partition  # noqa: F401
+  import fedclf.ssl  # noqa: F401
 
 
 def load_plugins(modules: Iterable[str] = (),
