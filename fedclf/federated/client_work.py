@@ -10,7 +10,7 @@ has a static shape and padding never contributes to a gradient.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence
+from typing import Callable, List, Sequence
 
 import tensorflow as tf
 
@@ -33,8 +33,15 @@ class ClientOutput:
   steps: tf.Tensor
 
 
-def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask):
-  """Mean cross-entropy over the unmasked examples, and their correct count."""
+def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask,
+                            seed=None):
+  """Mean cross-entropy over the unmasked examples, and their correct count.
+
+  This is the supervised client objective; `seed` (a [2] int tensor, one per
+  local step) is unused here and drives the augmentations of
+  self-supervised objectives, which share this signature.
+  """
+  del seed  # Unused.
   logits = model(images, training=True)
   per_example = tf.keras.losses.sparse_categorical_crossentropy(
       labels, logits, from_logits=True)
@@ -53,7 +60,9 @@ class LocalSGD:
 
   stateful = False  # keeps no per-client state between rounds
 
-  def __init__(self, config: AlgorithmConfig, prox_mu: float = 0.0):
+  def __init__(self, config: AlgorithmConfig, prox_mu: float = 0.0,
+               objective: Callable = masked_loss_and_correct):
+    self.objective = objective
     self.lr = float(config.client_lr)
     self.momentum = (float(config.client_momentum)
                      if config.client_optimizer == "momentum" else 0.0)
@@ -83,11 +92,14 @@ class LocalSGD:
   def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
             global_trainable: Tensors, global_non_trainable: Tensors,
             batches: tf.data.Dataset, num_examples: tf.Tensor,
-            client_state: Tensors, server_extra: Tensors) -> ClientOutput:
+            client_state: Tensors, server_extra: Tensors,
+            seed: tf.Tensor) -> ClientOutput:
     """Trains `model` (its variables are overwritten) on `batches`.
 
     Call inside tf.function or a tff.tf_computation; `velocity` holds one
-    momentum buffer per trainable variable, reset here.
+    momentum buffer per trainable variable, reset here. `seed` ([2] int64,
+    fixed by run seed, round and client) seeds the objective's per-step
+    randomness.
     """
     variables = model.trainable_variables
     for var, value in zip(variables, global_trainable):
@@ -104,8 +116,10 @@ class LocalSGD:
     steps = tf.constant(0, tf.int32)
     for images, labels, mask in batches:
       with tf.GradientTape() as tape:
-        loss, hits, count = masked_loss_and_correct(model, images, labels,
-                                                    mask)
+        step_seed = tf.stack([seed[0], seed[1] * 100_003 +
+                              tf.cast(steps, tf.int64)])
+        loss, hits, count = self.objective(model, images, labels, mask,
+                                           step_seed)
         objective = loss
         if self.prox_mu > 0:
           objective += 0.5 * self.prox_mu * tf.add_n([

@@ -21,7 +21,8 @@ from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.rounds import global_norm
 from fedclf.federated.rounds import ServerState
 
-ClientTask = Tuple[int, np.ndarray, int, int]  # id, batches, steps, examples
+# (client id, step x batch index matrix, steps, examples, [2] int64 seed)
+ClientTask = Tuple[int, np.ndarray, int, int, np.ndarray]
 
 
 def _client_dataset(x: tf.Variable, y: tf.Variable, matrix: tf.Tensor,
@@ -78,13 +79,13 @@ class LocalBackend:
 
   # -- client side ------------------------------------------------------
   def _train_group_impl(self, trainable, non_trainable, extra, matrices,
-                        steps, examples, client_states):
+                        steps, examples, client_states, seeds):
     outputs = []
     for slot in range(self.parallel):
       batches = _client_dataset(self.x, self.y, matrices[slot], steps[slot])
       out = self.work.train(self.replicas[slot], self.velocity[slot],
                             trainable, non_trainable, batches, examples[slot],
-                            client_states[slot], extra)
+                            client_states[slot], extra, seeds[slot])
       outputs.append(vars(out))
     return outputs
 
@@ -102,14 +103,16 @@ class LocalBackend:
       real = len(group)
       # Pad the last group with zero-step clients so the graph is traced once.
       while len(group) < self.parallel:
-        group.append((-1, np.full(self.batch_shape, -1, np.int32), 0, 0))
+        group.append((-1, np.full(self.batch_shape, -1, np.int32), 0, 0,
+                      np.zeros(2, np.int64)))
       matrices = tf.constant(np.stack([t[1] for t in group]))
       steps = tf.constant([t[2] for t in group], tf.int32)
       examples = tf.constant([t[3] for t in group], tf.float32)
       cstates = [[tf.constant(v) for v in client_states.get(t[0], blank)]
                  for t in group]
+      seeds = tf.constant(np.stack([t[4] for t in group]), tf.int64)
       results = self._train_group(trainable, non_trainable, extra, matrices,
-                                  steps, examples, cstates)
+                                  steps, examples, cstates, seeds)
       outputs.extend(ClientOutput(**r) for r in results[:real])
     return outputs
 

@@ -27,6 +27,13 @@ def round_rng(seed: int, round_num: int, stream: int) -> np.random.Generator:
   return np.random.default_rng([seed, round_num, stream])
 
 
+def client_seed(seed: int, round_num: int, client: int) -> np.ndarray:
+  """The [2] int64 seed of one client's local randomness in a round."""
+  return np.asarray([seed % (2**31 - 1),
+                     (round_num * 1_000_003 + client) % (2**31 - 1)],
+                    np.int64)
+
+
 def noise_seed(seed: int, round_num: int) -> Tuple[int, int]:
   """A stateless TF seed for the round's DP noise."""
   return (seed % (2**31 - 1), (round_num * 7919 + _NOISE) % (2**31 - 1))

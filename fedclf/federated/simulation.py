@@ -185,7 +185,8 @@ class Simulation:
       matrix, steps = rounds_lib.client_batches(
           self.clients[cid], self._local_epochs(), self._local_batch_size(),
           rng, cap, self.batch_shape)
-      tasks.append((cid, matrix, steps, len(self.clients[cid])))
+      tasks.append((cid, matrix, steps, len(self.clients[cid]),
+                    rounds_lib.client_seed(self.sim.seed, round_num, cid)))
     return tasks
 
   def evaluate(self, state: rounds_lib.ServerState,

@@ -114,11 +114,12 @@ class TffBackend:
                   tff.TensorType(np.int64, (width,)),
                   tff.TensorType(np.float32, (width,)))
     work, model_fn = self.work, self.model_fn
+    seed_type = tff.TensorType(np.int64, (2,))
 
     @tff.tensorflow.computation(t_type, nt_type, extra_type,
                                 tff.SequenceType(batch_type), np.float32,
-                                state_type)
-    def client_update(w, nt, ex, dataset, num_examples, cstate):
+                                state_type, seed_type)
+    def client_update(w, nt, ex, dataset, num_examples, cstate, seed):
       replica = model_fn()
       velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                   for v in replica.trainable_variables]
@@ -126,7 +127,7 @@ class TffBackend:
       @tf.function
       def train():
         out = work.train(replica, velocity, list(w), list(nt), dataset,
-                         num_examples, list(cstate), list(ex))
+                         num_examples, list(cstate), list(ex), seed)
         return vars(out)
 
       out = train()
@@ -188,12 +189,13 @@ class TffBackend:
         _at_server(t_type), _at_server(nt_type),
         _at_server(extra_type), _at_server(opt_t),
         agg_state_t, _at_clients(tff.SequenceType(batch_type)),
-        _at_clients(np.float32), _at_clients(state_type))
+        _at_clients(np.float32), _at_clients(state_type),
+        _at_clients(seed_type))
     def run_round(w, nt, ex, opt_state, agg_state, data, num_examples,
-                  cstates):
+                  cstates, seeds):
       outs = tff.federated_map(client_update, tff.federated_zip((
           tff.federated_broadcast(w), tff.federated_broadcast(nt),
-          tff.federated_broadcast(ex), data, num_examples, cstates)))
+          tff.federated_broadcast(ex), data, num_examples, cstates, seeds)))
       if weighted:
         agg = aggregator.next(agg_state, outs.delta, outs.weight)
       else:
@@ -233,13 +235,14 @@ class TffBackend:
                 ) -> Tuple[ServerState, List[ClientOutput]]:
     blank = [t.numpy() for t in self.work.initial_client_state(
         state.trainable)]
-    data = [self._dataset(matrix, steps) for _, matrix, steps, _ in tasks]
-    examples = [np.float32(n) for *_, n in tasks]
-    cstates = [client_states.get(cid, blank) for cid, *_ in tasks]
+    data = [self._dataset(matrix, steps) for _, matrix, steps, _, _ in tasks]
+    examples = [np.float32(task[3]) for task in tasks]
+    cstates = [client_states.get(task[0], blank) for task in tasks]
+    seeds = [task[4] for task in tasks]
     w, nt, ex, opt, agg, reports = self._run_round(
         state.trainable, state.non_trainable, state.extra,
         state.optimizer["optimizer"], state.optimizer["aggregator"], data,
-        examples, cstates)
+        examples, cstates, seeds)
     new_state = ServerState(
         trainable=[np.asarray(a) for a in w],
         non_trainable=[np.asarray(a) for a in nt],
