@@ -20,6 +20,7 @@ from fedclf import registry
 from fedclf.errors import UserError
 
 USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
 
 
 def define_common_flags() -> None:
@@ -161,6 +162,9 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     except (UserError, registry.RegistryError) as e:
       logging.flush()
       exit_with_user_error(str(e))
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr)
+      sys.exit(INTERRUPTED_EXIT)
 
   app.run(guarded, flags_parser=_parse_flags)
 

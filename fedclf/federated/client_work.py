@@ -27,6 +27,7 @@ class ClientOutput:
   weight: tf.Tensor  # aggregation weight: the client's example count
   extra_delta: Tensors  # algorithm-specific (SCAFFOLD: control variate step)
   client_state: Tensors  # the client's new persistent state ([] if none)
+  dropped: tf.Tensor  # 1.0 if the client's training became non-finite
   loss_sum: tf.Tensor
   correct: tf.Tensor
   examples: tf.Tensor  # examples processed (epochs x dataset size)
@@ -141,12 +142,27 @@ class LocalSGD:
     local = [tf.identity(v) for v in variables]
     extra_delta, new_state = self.finish(global_trainable, local, steps,
                                          client_state, server_extra)
+    non_trainable = [tf.identity(v) for v in model.non_trainable_variables]
+    # A client whose training blew up (NaN/Inf) is dropped from the round:
+    # zero update and zero weight, state unchanged. If every client blows up
+    # the weighted mean is 0/0 and the driver stops with a divergence error.
+    finite = tf.math.is_finite(loss_sum)
+    for t in local + non_trainable:
+      finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(t)))
+    keep = tf.cast(finite, tf.float32)
+
+    def kept(values, fallback):
+      return [tf.where(finite, v, f) for v, f in zip(values, fallback)]
+
+    delta = [g - v for g, v in zip(global_trainable, local)]
     return ClientOutput(
-        delta=[g - v for g, v in zip(global_trainable, local)],
-        non_trainable=[tf.identity(v) for v in model.non_trainable_variables],
-        weight=tf.cast(num_examples, tf.float32),
-        extra_delta=extra_delta,
-        client_state=new_state,
+        delta=kept(delta, [tf.zeros_like(d) for d in delta]),
+        non_trainable=kept(non_trainable, list(global_non_trainable)),
+        weight=keep * tf.cast(num_examples, tf.float32),
+        extra_delta=kept(extra_delta, [tf.zeros_like(d)
+                                       for d in extra_delta]),
+        client_state=kept(new_state, list(client_state)),
+        dropped=1.0 - keep,
         loss_sum=loss_sum,
         correct=correct,
         examples=examples,

@@ -30,7 +30,12 @@ def _client_dataset(x: tf.Variable, y: tf.Variable, matrix: tf.Tensor,
   def gather(row):
     valid = row >= 0
     safe = tf.where(valid, row, 0)
-    return (tf.gather(x, safe), tf.gather(y, safe), tf.cast(valid, tf.float32))
+    mask = tf.cast(valid, tf.float32)
+    # Padding rows are zero images: a real example there (even a masked one)
+    # could carry NaN into the gradient (NaN * 0 is NaN).
+    valid_images = tf.reshape(valid, [-1] + [1] * (len(x.shape) - 1))
+    images = tf.where(valid_images, tf.gather(x, safe), 0.0)
+    return images, tf.gather(y, safe), mask
 
   return tf.data.Dataset.from_tensor_slices(matrix[:steps]).map(gather)
 

@@ -276,64 +276,79 @@ class Simulation:
     train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
     examples = sum(r.get("examples", 0.0) for r in history)
     last_eval: Dict[str, float] = {}
-    for round_num in range(state.round_num + 1, sim.rounds + 1):
-      t0 = time.time()
-      plan = rounds_lib.plan_round(sim.seed, round_num, sim.num_clients,
-                                   sim.clients_per_round, sim.client_dropout,
-                                   sim.straggler_fraction)
-      tasks = self._tasks(plan, round_num)
-      row: Dict[str, float] = {
-          "clients_sampled": len(plan.sampled),
-          "clients_reported": len(plan.reporting),
-          "stragglers": len(plan.step_fraction)}
-      if tasks:
-        new_state, outputs = self.backend.run_round(state, tasks,
-                                                    client_states, round_num)
-        loss_sum = float(sum(float(o.loss_sum) for o in outputs))
-        seen = float(sum(float(o.examples) for o in outputs))
-        row["train_loss"] = loss_sum / max(seen, 1.0)
-        row["train_accuracy"] = float(
-            sum(float(o.correct) for o in outputs)) / max(seen, 1.0)
-        row["examples"] = seen
-        if not math.isfinite(row["train_loss"]):
-          self._diverged(round_num, f"client loss {row['train_loss']}")
-        if not _all_finite(new_state.model_weights()):
-          self._diverged(round_num, "non-finite global weights")
-        if self.algorithm.client_work.stateful:
-          for (cid, *_), out in zip(tasks, outputs):
-            client_states[cid] = [np.asarray(t) for t in out.client_state]
-        state = new_state
-      else:
-        logging.warning("round %d: no sampled client reported; the model is "
-                        "unchanged", round_num)
-        state = dataclasses.replace(state, round_num=round_num)
-      row["round_seconds"] = time.time() - t0
-      train_seconds += row["round_seconds"]
-      examples += row.get("examples", 0.0)
-      if round_num % sim.eval_every == 0 or round_num == sim.rounds:
-        last_eval = self.evaluate(state, round_num)
-        row.update(last_eval)
-        if (reached is None and sim.target_accuracy and
-            last_eval["test_accuracy"] >= sim.target_accuracy):
-          reached = round_num
-      self.recorder.log_metrics(round_num, row, "round")
-      with tb.as_default(step=round_num):
-        for key, value in row.items():
-          tf.summary.scalar(key, value)
-      logging.info(
-          "round %d/%d  clients %d/%d  loss %.4f%s  %.1fs", round_num,
-          sim.rounds, len(plan.reporting), len(plan.sampled),
-          row.get("train_loss", float("nan")),
-          f"  test_acc {last_eval['test_accuracy']:.4f}" if "test_accuracy"
-          in row else "", row["round_seconds"])
-      stop = sim.stop_at_target and reached is not None
-      if sim.checkpoint_every and (round_num % sim.checkpoint_every == 0 or
-                                   round_num == sim.rounds or stop):
-        self.checkpointer.save(state, client_states, self.tag)
-      if stop:
-        logging.info("target accuracy %.4f reached at round %d",
-                     sim.target_accuracy, reached)
-        break
+    try:
+      for round_num in range(state.round_num + 1, sim.rounds + 1):
+        t0 = time.time()
+        plan = rounds_lib.plan_round(sim.seed, round_num, sim.num_clients,
+                                     sim.clients_per_round, sim.client_dropout,
+                                     sim.straggler_fraction)
+        tasks = self._tasks(plan, round_num)
+        row: Dict[str, float] = {
+            "clients_sampled": len(plan.sampled),
+            "clients_reported": len(plan.reporting),
+            "stragglers": len(plan.step_fraction)}
+        if tasks:
+          new_state, outputs = self.backend.run_round(state, tasks,
+                                                      client_states, round_num)
+          finite = [o for o in outputs if not float(o.dropped)]
+          row["clients_nonfinite"] = len(outputs) - len(finite)
+          if row["clients_nonfinite"]:
+            logging.warning("round %d: %d client(s) produced NaN/Inf and were "
+                            "dropped", round_num, row["clients_nonfinite"])
+          if not finite:
+            self._diverged(round_num, "every client's training became NaN/Inf")
+          loss_sum = float(sum(float(o.loss_sum) for o in finite))
+          seen = float(sum(float(o.examples) for o in finite))
+          row["train_loss"] = loss_sum / max(seen, 1.0)
+          row["train_accuracy"] = float(
+              sum(float(o.correct) for o in finite)) / max(seen, 1.0)
+          row["examples"] = seen
+          if not math.isfinite(row["train_loss"]):
+            self._diverged(round_num, f"client loss {row['train_loss']}")
+          if not _all_finite(new_state.model_weights()):
+            self._diverged(round_num, "non-finite global weights")
+          if self.algorithm.client_work.stateful:
+            for (cid, *_), out in zip(tasks, outputs):
+              client_states[cid] = [np.asarray(t) for t in out.client_state]
+          state = new_state
+        else:
+          logging.warning("round %d: no sampled client reported; the model is "
+                          "unchanged", round_num)
+          state = dataclasses.replace(state, round_num=round_num)
+        row["round_seconds"] = time.time() - t0
+        train_seconds += row["round_seconds"]
+        examples += row.get("examples", 0.0)
+        if round_num % sim.eval_every == 0 or round_num == sim.rounds:
+          last_eval = self.evaluate(state, round_num)
+          row.update(last_eval)
+          if (reached is None and sim.target_accuracy and
+              last_eval["test_accuracy"] >= sim.target_accuracy):
+            reached = round_num
+        self.recorder.log_metrics(round_num, row, "round")
+        with tb.as_default(step=round_num):
+          for key, value in row.items():
+            tf.summary.scalar(key, value)
+        logging.info(
+            "round %d/%d  clients %d/%d  loss %.4f%s  %.1fs", round_num,
+            sim.rounds, len(plan.reporting), len(plan.sampled),
+            row.get("train_loss", float("nan")),
+            f"  test_acc {last_eval['test_accuracy']:.4f}" if "test_accuracy"
+            in row else "", row["round_seconds"])
+        stop = sim.stop_at_target and reached is not None
+        if sim.checkpoint_every and (round_num % sim.checkpoint_every == 0 or
+                                     round_num == sim.rounds or stop):
+          self.checkpointer.save(state, client_states, self.tag)
+        if stop:
+          logging.info("target accuracy %.4f reached at round %d",
+                       sim.target_accuracy, reached)
+          break
+    except KeyboardInterrupt:
+      # Ctrl-C: keep the last completed round so --resume continues there.
+      if sim.checkpoint_every and state.round_num:
+        path = self.checkpointer.save(state, client_states, self.tag)
+        logging.warning("interrupted; saved %s (round %d)", path,
+                        state.round_num)
+      raise
     tb.flush()
     if not last_eval:
       last_eval = self.evaluate(state, state.round_num)

@@ -134,7 +134,8 @@ class TffBackend:
       return collections.OrderedDict(
           delta=out["delta"], non_trainable=out["non_trainable"],
           weight=out["weight"], extra_delta=out["extra_delta"],
-          client_state=out["client_state"], loss_sum=out["loss_sum"],
+          client_state=out["client_state"], dropped=out["dropped"],
+          loss_sum=out["loss_sum"],
           correct=out["correct"], examples=out["examples"],
           steps=out["steps"])
 
@@ -180,8 +181,8 @@ class TffBackend:
     @tff.tensorflow.computation(result_t)
     def report(out):
       return collections.OrderedDict(
-          (key, out[key]) for key in ("client_state", "loss_sum", "correct",
-                                      "examples", "steps"))
+          (key, out[key]) for key in ("client_state", "dropped", "loss_sum",
+                                      "correct", "examples", "steps"))
 
     agg_state_t = aggregator.initialize.type_signature.result
 
@@ -227,9 +228,12 @@ class TffBackend:
 
   def _dataset(self, matrix: np.ndarray, steps: int) -> tf.data.Dataset:
     rows = matrix[:steps]
-    safe = np.where(rows >= 0, rows, 0)
+    valid = rows >= 0
+    safe = np.where(valid, rows, 0)
+    images = self.x[safe]
+    images[~valid] = 0.0  # padding rows are zero images (see local_backend)
     return tf.data.Dataset.from_tensor_slices(
-        (self.x[safe], self.y[safe], (rows >= 0).astype(np.float32)))
+        (images, self.y[safe], valid.astype(np.float32)))
 
   def run_round(self, state: ServerState, tasks, client_states, round_num
                 ) -> Tuple[ServerState, List[ClientOutput]]:
@@ -253,7 +257,7 @@ class TffBackend:
         ClientOutput(delta=[], non_trainable=[], weight=np.float32(n),
                      extra_delta=[],
                      client_state=[np.asarray(a) for a in r["client_state"]],
-                     loss_sum=r["loss_sum"], correct=r["correct"],
+                     dropped=r["dropped"], loss_sum=r["loss_sum"], correct=r["correct"],
                      examples=r["examples"], steps=r["steps"])
         for r, n in zip(reports, examples)
     ]

@@ -146,3 +146,26 @@ def test_federated_bad_flags(tmp_path, flag, message):
   errors = [l for l in proc.stderr.splitlines() if "error" in l]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
   assert "Traceback" not in proc.stderr
+
+
+def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "simulations.federated", "--dataset=digits",
+       "--model=mlp", "--num_clients=10", "--clients_per_round=5",
+       "--rounds=100000", "--checkpoint_every=1000", f"--out_dir={out}"],
+      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = out / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and (
+      not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130, stderr[-2000:]
+  assert "interrupted" in stderr
+  checkpoints = list((out / "checkpoints").glob("round_*.npz"))
+  assert checkpoints  # saved on Ctrl-C although checkpoint_every=1000

@@ -120,3 +120,17 @@ def test_target_accuracy_and_centralized_comparison(tmp_path):
   assert summary["rounds_run"] == 1
   assert 0.0 <= summary["centralized_test_accuracy"] <= 1.0
   assert os.path.exists(tmp_path / "centralized" / "summary.json")
+
+
+def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
+  sim = Simulation(tiny_config(rounds=3, clients_per_round=8), str(tmp_path),
+                   {})
+  poisoned = sim.clients[0]
+  x = sim.backend.x.numpy()
+  x[poisoned] = np.nan
+  sim.backend.x.assign(x)
+  summary = sim.run()
+  rows = read_rows(tmp_path)
+  assert all(r["clients_nonfinite"] == 1 for r in rows)
+  assert all(np.isfinite(w).all() for w in sim.final_state.trainable)
+  assert np.isfinite(summary["final_test_loss"])

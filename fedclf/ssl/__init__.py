@@ -1,0 +1,40 @@
+"""Self-supervised pretraining: augmentations, losses, methods, the
+pretraining loop, representation evaluation and the centralized run.
+
+Methods (SimCLR, SimSiam, Barlow Twins, BYOL) register in
+`fedclf.registry.SSL_METHODS` when this package is imported; add one with
+
+    from fedclf.registry import SSL_METHODS
+    from fedclf.ssl import SslConfig, SslMethod
+
+    @SSL_METHODS.register("my_method")
+    def build_my_method(config: SslConfig, feature_dim: int) -> SslMethod: ...
+
+(This package is `fedclf.ssl`, never a top-level `ssl`, which would shadow
+Python's standard library module; see BUILD_NOTES.md.)
+"""
+
+from fedclf.ssl import methods  # noqa: F401  (registers the methods)
+from fedclf.ssl.augment import augment
+from fedclf.ssl.augment import default_for
+from fedclf.ssl.augment import SslAugmentConfig
+from fedclf.ssl.augment import two_views
+from fedclf.ssl.core import build_method
+from fedclf.ssl.core import encode_views
+from fedclf.ssl.core import normalize_images
+from fedclf.ssl.core import ssl_step_loss
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.core import SslMethod
+from fedclf.ssl.evaluate import knn_accuracy
+from fedclf.ssl.evaluate import label_efficiency
+from fedclf.ssl.evaluate import linear_probe
+from fedclf.ssl.evaluate import plot_embeddings
+from fedclf.ssl.losses import barlow_twins_loss
+from fedclf.ssl.losses import byol_loss
+from fedclf.ssl.losses import nt_xent
+from fedclf.ssl.losses import simsiam_loss
+from fedclf.ssl.pretrain import PretrainConfig
+from fedclf.ssl.pretrain import pretrain_encoder
+from fedclf.ssl.pretrain import PretrainResult
+from fedclf.ssl.run import run_ssl_pretraining
+from fedclf.ssl.run import SslRunConfig

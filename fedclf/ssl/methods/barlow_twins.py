@@ -1,0 +1,39 @@
+"""Barlow Twins (Zbontar et al. 2021): make the cross-correlation of the two
+views' projections the identity."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedclf.models.core import SeedStream
+from fedclf.registry import SSL_METHODS
+from fedclf.ssl import losses
+from fedclf.ssl.core import encode_views
+from fedclf.ssl.core import mlp
+from fedclf.ssl.core import split_views
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.core import SslMethod
+
+
+class BarlowTwins(SslMethod):
+  """Encoder -> 3-layer projector -> cross-correlation loss."""
+
+  def __init__(self, config: SslConfig, feature_dim: int):
+    # The paper's projector has two hidden layers; the loss standardizes z
+    # itself, so its output needs no BN.
+    projector = mlp(feature_dim, (config.hidden_dim, config.hidden_dim),
+                    config.projection_dim, config.projector_norm,
+                    SeedStream(config.seed), "projector")
+    super().__init__(config, projector, name="barlow_twins")
+
+  def loss(self, encoder: tf.keras.Model, view1: tf.Tensor, view2: tf.Tensor,
+           training: bool) -> tf.Tensor:
+    z = self.heads(encode_views(encoder, view1, view2, training),
+                   training=training)
+    z1, z2 = split_views(z)
+    return losses.barlow_twins_loss(z1, z2, self.config.barlow_lambda)
+
+
+@SSL_METHODS.register("barlow_twins")
+def build_barlow_twins(config: SslConfig, feature_dim: int) -> SslMethod:
+  return BarlowTwins(config, feature_dim)

@@ -1,0 +1,88 @@
+"""BYOL (Grill et al. 2020): regress a slow-moving target network's
+projection of the other view."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from fedclf.models.core import SeedStream
+from fedclf.registry import SSL_METHODS
+from fedclf.ssl import losses
+from fedclf.ssl.core import encode_views
+from fedclf.ssl.core import mlp
+from fedclf.ssl.core import split_views
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.core import SslMethod
+
+
+def _copy_of(model: tf.keras.Model) -> tf.keras.Model:
+  """A non-trainable copy of `model` with the same weights."""
+  copy = tf.keras.models.clone_model(model)
+  copy.set_weights(model.get_weights())
+  copy.trainable = False
+  return copy
+
+
+class Byol(SslMethod):
+  """Online encoder -> projector -> predictor; target encoder -> projector.
+
+  The target network is an exponential moving average of the online one
+  (`byol_momentum` per step, constant rather than the paper's cosine
+  ramp to 1). It is state of the method, not of `heads`: a federated
+  trainer that wants BYOL must keep (or average) `target_encoder` and
+  `target_projector` itself.
+  """
+
+  def __init__(self, config: SslConfig, feature_dim: int):
+    seeds = SeedStream(config.seed)
+    projector = mlp(feature_dim, (config.hidden_dim,),
+                    config.projection_dim, config.projector_norm, seeds,
+                    "projector")
+    predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
+                    config.projection_dim, config.projector_norm, seeds,
+                    "predictor")
+    features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                              name="features")
+    z = projector(features)
+    heads = tf.keras.Model(features, [z, predictor(z)], name="heads")
+    super().__init__(config, heads, name="byol")
+    self.projector = projector
+    self.predictor = predictor
+    self.target_encoder: Optional[tf.keras.Model] = None
+    self.target_projector = _copy_of(self.projector)
+
+  def build(self, encoder: tf.keras.Model) -> None:
+    if self.target_encoder is None:
+      self.target_encoder = _copy_of(encoder)
+
+  def loss(self, encoder: tf.keras.Model, view1: tf.Tensor, view2: tf.Tensor,
+           training: bool) -> tf.Tensor:
+    if self.target_encoder is None:
+      raise ValueError("byol: call method.build(encoder) before loss()")
+    _, p = self.heads(encode_views(encoder, view1, view2, training),
+                      training=training)
+    target = self.target_projector(
+        encode_views(self.target_encoder, view1, view2, training),
+        training=training)
+    target = tf.stop_gradient(target)
+    p1, p2 = split_views(p)
+    t1, t2 = split_views(target)
+    return losses.byol_loss(p1, p2, t1, t2)
+
+  def after_step(self, encoder: tf.keras.Model) -> None:
+    if self.target_encoder is None:
+      raise ValueError("byol: call method.build(encoder) before after_step()")
+    m = self.config.byol_momentum
+    # `weights` (not trainable_weights) so BatchNorm statistics follow too;
+    # clones list their weights in the same order as the original.
+    pairs = (list(zip(self.target_encoder.weights, encoder.weights)) +
+             list(zip(self.target_projector.weights, self.projector.weights)))
+    for target, online in pairs:
+      target.assign(m * target + (1.0 - m) * online)
+
+
+@SSL_METHODS.register("byol")
+def build_byol(config: SslConfig, feature_dim: int) -> SslMethod:
+  return Byol(config, feature_dim)

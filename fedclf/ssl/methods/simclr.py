@@ -1,0 +1,35 @@
+"""SimCLR (Chen et al. 2020): contrast two views against the rest of the batch."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedclf.models.core import SeedStream
+from fedclf.registry import SSL_METHODS
+from fedclf.ssl import losses
+from fedclf.ssl.core import encode_views
+from fedclf.ssl.core import mlp
+from fedclf.ssl.core import split_views
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.core import SslMethod
+
+
+class SimClr(SslMethod):
+  """Encoder -> 2-layer projector -> NT-Xent over the 2N projections."""
+
+  def __init__(self, config: SslConfig, feature_dim: int):
+    projector = mlp(feature_dim, (config.hidden_dim,), config.projection_dim,
+                    config.projector_norm, SeedStream(config.seed), "projector")
+    super().__init__(config, projector, name="simclr")
+
+  def loss(self, encoder: tf.keras.Model, view1: tf.Tensor, view2: tf.Tensor,
+           training: bool) -> tf.Tensor:
+    z = self.heads(encode_views(encoder, view1, view2, training),
+                   training=training)
+    z1, z2 = split_views(z)
+    return losses.nt_xent(z1, z2, self.config.temperature)
+
+
+@SSL_METHODS.register("simclr")
+def build_simclr(config: SslConfig, feature_dim: int) -> SslMethod:
+  return SimClr(config, feature_dim)

@@ -1,0 +1,50 @@
+"""SimSiam (Chen & He 2021): predict one view's projection from the other's,
+with a stop-gradient instead of negatives or a momentum encoder."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedclf.models.core import SeedStream
+from fedclf.registry import SSL_METHODS
+from fedclf.ssl import losses
+from fedclf.ssl.core import encode_views
+from fedclf.ssl.core import mlp
+from fedclf.ssl.core import split_views
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.core import SslMethod
+
+
+class SimSiam(SslMethod):
+  """Encoder -> projector (BN on its output) -> bottleneck predictor."""
+
+  def __init__(self, config: SslConfig, feature_dim: int):
+    seeds = SeedStream(config.seed)
+    # As in the paper: BN on the projector's output too, and a predictor
+    # whose hidden layer is a bottleneck (predictor_hidden_dim).
+    projector = mlp(feature_dim, (config.hidden_dim,),
+                    config.projection_dim, config.projector_norm, seeds,
+                    "projector", output_norm=True)
+    predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
+                    config.projection_dim, config.projector_norm, seeds,
+                    "predictor")
+    features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                              name="features")
+    z = projector(features)
+    heads = tf.keras.Model(features, [z, predictor(z)], name="heads")
+    super().__init__(config, heads, name="simsiam")
+    self.projector = projector
+    self.predictor = predictor
+
+  def loss(self, encoder: tf.keras.Model, view1: tf.Tensor, view2: tf.Tensor,
+           training: bool) -> tf.Tensor:
+    z, p = self.heads(encode_views(encoder, view1, view2, training),
+                      training=training)
+    z1, z2 = split_views(z)
+    p1, p2 = split_views(p)
+    return losses.simsiam_loss(p1, p2, z1, z2)
+
+
+@SSL_METHODS.register("simsiam")
+def build_simsiam(config: SslConfig, feature_dim: int) -> SslMethod:
+  return SimSiam(config, feature_dim)

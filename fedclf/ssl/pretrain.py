@@ -1,0 +1,224 @@
+"""The one centralized self-supervised pretraining loop.
+
+Like `fedclf.train.loop`, a tf.function step over per-epoch batches: each
+epoch's shuffle derives from (seed, epoch) and each step's augmentation seed
+from (seed, epoch, step), so a run resumed from a checkpoint replays exactly
+the views the uninterrupted run would have seen. Checkpoints hold the
+encoder, the method (heads and any extra state), the optimizer and the
+epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Dict, List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fedclf.data.preprocess import Normalization
+from fedclf.errors import DivergenceError
+from fedclf.errors import UserError
+from fedclf.results import RunRecorder
+from fedclf.ssl.augment import default_for
+from fedclf.ssl.augment import SslAugmentConfig
+from fedclf.ssl.core import ssl_step_loss
+from fedclf.ssl.core import SslMethod
+from fedclf.train.loop import predict_logits
+from fedclf.train.optimizers import build_optimizer
+from fedclf.train.optimizers import OptimizerConfig
+
+# Examples used for the per-epoch collapse diagnostic (representation_std).
+_DIAGNOSTIC_EXAMPLES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  """Attributes:
+    epochs: passes over the unlabelled data.
+    batch_size: images per step (each gives two views). The last partial
+      batch is dropped: contrastive and Barlow losses need a full batch of
+      negatives / statistics, and a batch of one has neither.
+    optimizer: the optimizer and its schedule (cosine decay is usual).
+    augment: the views' augmentations; None picks `default_for` the
+      images' channel count.
+    checkpoint_every: epochs between checkpoints (0 = never).
+    seed: shuffles and augmentations.
+  """
+  epochs: int = 100
+  batch_size: int = 256
+  optimizer: OptimizerConfig = OptimizerConfig(
+      name="adam", learning_rate=1e-3, schedule="cosine")
+  augment: Optional[SslAugmentConfig] = None
+  checkpoint_every: int = 1
+  seed: int = 0
+
+  def validate(self) -> None:
+    if self.epochs < 1:
+      raise UserError(f"epochs must be >= 1, got {self.epochs}")
+    if self.batch_size < 2:
+      raise UserError(f"SSL batch size must be >= 2 (a pair of views needs "
+                      f"other examples to contrast with), got "
+                      f"{self.batch_size}")
+    if self.checkpoint_every < 0:
+      raise UserError("checkpoint_every must be >= 0")
+    if self.seed < 0:
+      raise UserError(f"seed must be >= 0, got {self.seed}")
+    self.optimizer.validate()
+    if self.augment is not None:
+      self.augment.validate()
+
+
+@dataclasses.dataclass
+class PretrainResult:
+  epochs_run: int
+  train_seconds: float
+  examples_per_second: float
+  history: List[Dict[str, float]]
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  # Same derivation as fedclf.train.loop, offset so that the SSL shuffle of
+  # epoch e differs from a supervised run's shuffle with the same seed.
+  return (seed * 1_000_003 + epoch * 7919 + 104_729) % (2**31 - 1)
+
+
+def representation_std(encoder: tf.keras.Model, images: np.ndarray,
+                       normalization: Normalization) -> float:
+  """Mean per-dimension std of L2-normalized features, times sqrt(dim).
+
+  About 1 for well-spread features and 0 for a collapsed encoder (SimSiam,
+  Chen & He 2021, Fig. 2), so collapse shows up in metrics.jsonl.
+  """
+  features = predict_logits(encoder, images, normalization, batch_size=256)
+  features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True),
+                         1e-12)
+  return float(features.std(axis=0).mean() * math.sqrt(features.shape[1]))
+
+
+def pretrain_encoder(encoder: tf.keras.Model,
+                     method: SslMethod,
+                     x_unlabelled: np.ndarray,
+                     config: PretrainConfig,
+                     recorder: Optional[RunRecorder] = None,
+                     checkpoint_dir: Optional[str] = None,
+                     resume: bool = False,
+                     normalization: Optional[Normalization] = None,
+                     log_prefix: str = "ssl_") -> PretrainResult:
+  """Trains `encoder` and `method.heads` on `method`'s loss.
+
+  Args:
+    encoder: image -> features model, trained in place.
+    method: the SSL method (its heads are trained in place).
+    x_unlabelled: float32 [N, H, W, C] images in [0, 1]; labels unused.
+    config: epochs, batch size, optimizer, augmentations, seed.
+    recorder: gets one metrics row per epoch (keys prefixed `log_prefix`).
+    checkpoint_dir: where checkpoints go (None: no checkpoints).
+    resume: continue from the latest checkpoint in `checkpoint_dir`.
+    normalization: applied to the views before the encoder; use the same
+      statistics for probes and fine-tuning. None: computed from
+      `x_unlabelled`.
+    log_prefix: prefix of the metric names and log lines.
+
+  Returns:
+    The `PretrainResult` (one history row per epoch run in this call).
+
+  Raises:
+    DivergenceError: the loss became NaN or infinite (checkpoints written
+      so far are kept).
+    UserError: bad config or too few images.
+  """
+  config.validate()
+  x = np.asarray(x_unlabelled, np.float32)
+  if x.ndim != 4:
+    raise UserError(f"expected images [N, H, W, C], got shape {x.shape}")
+  if len(x) < 2:
+    raise UserError(f"SSL pretraining needs at least 2 images, got {len(x)}")
+  batch_size = min(config.batch_size, len(x))
+  if batch_size < config.batch_size:
+    logging.warning("%sbatch size %d > %d images; using %d", log_prefix,
+                    config.batch_size, len(x), batch_size)
+  steps_per_epoch = len(x) // batch_size
+  augment = config.augment or default_for(int(x.shape[-1]))
+  if normalization is None:
+    normalization = Normalization.from_images(x)
+  optimizer = build_optimizer(config.optimizer, steps_per_epoch, config.epochs)
+  method.build(encoder)
+  variables = encoder.trainable_variables + method.heads.trainable_variables
+
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  ckpt = tf.train.Checkpoint(encoder=encoder, method=method,
+                             optimizer=optimizer, epoch=epoch_var)
+  manager = None
+  if checkpoint_dir and config.checkpoint_every:
+    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+      ckpt.restore(manager.latest_checkpoint)
+      logging.info("%sresumed from %s (epoch %d)", log_prefix,
+                   manager.latest_checkpoint, int(epoch_var.numpy()))
+
+  @tf.function
+  def train_step(images, seed):
+    with tf.GradientTape() as tape:
+      loss = ssl_step_loss(method, encoder, images, seed, augment,
+                           normalization, training=True)
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    method.after_step(encoder)
+    return loss
+
+  diagnostic = x[np.random.default_rng(config.seed).permutation(len(x))
+                 [:_DIAGNOSTIC_EXAMPLES]]
+  history = []
+  train_seconds = 0.0
+  examples_seen = 0
+  for epoch in range(int(epoch_var.numpy()) + 1, config.epochs + 1):
+    epoch_seed = _epoch_seed(config.seed, epoch)
+    order = np.random.default_rng(epoch_seed).permutation(len(x))
+    order = order[:steps_per_epoch * batch_size]
+    batches = tf.data.Dataset.from_tensor_slices(x[order]).batch(
+        batch_size, drop_remainder=True).prefetch(2)
+    t0 = time.time()
+    loss_sum = 0.0
+    for step, images in enumerate(batches):
+      seed = tf.constant([epoch_seed, step], tf.int64)
+      loss_sum += float(train_step(images, seed))
+    epoch_seconds = time.time() - t0
+    train_seconds += epoch_seconds
+    examples_seen += steps_per_epoch * batch_size
+    mean_loss = loss_sum / steps_per_epoch
+    if not math.isfinite(mean_loss):
+      where = (f"; last good checkpoint in {checkpoint_dir}"
+               if manager and manager.latest_checkpoint else "")
+      raise DivergenceError(
+          f"{log_prefix}pretraining diverged at epoch {epoch} (loss "
+          f"{mean_loss}); lower the learning rate{where}")
+    lr = optimizer.learning_rate
+    row = {
+        "loss": mean_loss,
+        "learning_rate": float(lr(optimizer.iterations) if callable(lr)
+                               else lr),
+        "representation_std": representation_std(encoder, diagnostic,
+                                                 normalization),
+        "epoch_seconds": epoch_seconds,
+    }
+    history.append({"epoch": epoch, **row})
+    if recorder is not None:
+      recorder.log_metrics(epoch, {f"{log_prefix}{k}": v
+                                   for k, v in row.items()}, "epoch")
+    logging.info("%sepoch %d/%d  loss %.4f  repr_std %.3f  lr %.2e  %.1fs",
+                 log_prefix, epoch, config.epochs, mean_loss,
+                 row["representation_std"], row["learning_rate"],
+                 epoch_seconds)
+    epoch_var.assign(epoch)
+    if manager and (epoch % config.checkpoint_every == 0 or
+                    epoch == config.epochs):
+      manager.save(checkpoint_number=epoch)
+  return PretrainResult(
+      epochs_run=int(epoch_var.numpy()),
+      train_seconds=train_seconds,
+      examples_per_second=examples_seen / max(train_seconds, 1e-9),
+      history=history)

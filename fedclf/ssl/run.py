@@ -1,0 +1,187 @@
+"""A complete centralized SSL run: pretrain, then evaluate the encoder.
+
+`run_ssl_pretraining` pretrains an encoder of the model zoo on the training
+images (labels unused), then reports what the representation is worth:
+linear-probe and kNN accuracy against the same architecture left at its
+random initialisation, fine-tuning on a few labels against training from
+scratch on the same labels, and a t-SNE picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Tuple
+
+from absl import logging
+
+from fedclf.data import DataConfig
+from fedclf.data import load_dataset
+from fedclf.data.preprocess import Normalization
+from fedclf.errors import UserError
+from fedclf.models import build_model_parts
+from fedclf.models import count_params
+from fedclf.models import ModelConfig
+from fedclf.models import ModelParts
+from fedclf.registry import MODELS
+from fedclf.results import RunRecorder
+from fedclf.ssl.augment import default_for
+from fedclf.ssl.core import build_method
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.evaluate import DEFAULT_FINETUNE
+from fedclf.ssl.evaluate import DEFAULT_PROBE
+from fedclf.ssl.evaluate import knn_accuracy
+from fedclf.ssl.evaluate import label_efficiency
+from fedclf.ssl.evaluate import linear_probe
+from fedclf.ssl.evaluate import plot_embeddings
+from fedclf.ssl.pretrain import PretrainConfig
+from fedclf.ssl.pretrain import pretrain_encoder
+from fedclf.train.loop import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SslRunConfig:
+  """Attributes:
+    data: the dataset; its training images are the unlabelled pool.
+    model_name: zoo model whose encoder is pretrained.
+    model: its architecture options and initialiser seed.
+    ssl: the SSL method and its heads.
+    pretrain: the pretraining schedule (augment None: `default_for` the
+      dataset).
+    probe: linear-probe training (on frozen features).
+    knn_k: neighbours of the kNN evaluation.
+    label_fractions: label shares for fine-tuning vs from-scratch; empty
+      skips the comparison.
+    finetune: fine-tuning and from-scratch training settings.
+    embedding_points: t-SNE points in embeddings.png (0 = no plot).
+  """
+  data: DataConfig
+  model_name: str = "cnn"
+  model: ModelConfig = ModelConfig()
+  ssl: SslConfig = SslConfig()
+  pretrain: PretrainConfig = PretrainConfig()
+  probe: TrainConfig = DEFAULT_PROBE
+  knn_k: int = 20
+  label_fractions: Tuple[float, ...] = (0.01, 0.1)
+  finetune: TrainConfig = DEFAULT_FINETUNE
+  embedding_points: int = 2000
+
+  def validate(self) -> None:
+    MODELS.get(self.model_name)  # unknown model: the error lists the names
+    self.ssl.validate()
+    self.pretrain.validate()
+    self.probe.validate()
+    self.finetune.validate()
+    if self.knn_k < 1:
+      raise UserError(f"knn_k must be >= 1, got {self.knn_k}")
+    for fraction in self.label_fractions:
+      if not 0.0 < fraction <= 1.0:
+        raise UserError(f"label fractions must be in (0, 1], got {fraction}")
+    if self.embedding_points < 0 or 0 < self.embedding_points < 4:
+      raise UserError(f"embedding_points must be 0 (no plot) or >= 4, got "
+                      f"{self.embedding_points}")
+
+
+def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
+                        resume: bool = False) -> Dict:
+  """Pretrains, evaluates and writes the run's results files.
+
+  Writes config.json, metrics.jsonl (one row per pretraining, probe and
+  fine-tuning epoch, plus a final row), summary.json, embeddings.png,
+  encoder.keras and checkpoints/ to `out_dir`. `run_config` is what the
+  user asked for (flags), recorded beside the resolved config.
+
+  Returns:
+    The summary: `linear_probe_accuracy`, `knn_accuracy`,
+    `random_init_linear_probe_accuracy`, `random_init_knn_accuracy`,
+    `finetune_accuracy_{pct}` / `supervised_accuracy_{pct}` per label
+    fraction, the pretraining loss and timing.
+  """
+  config.validate()
+  ds = load_dataset(config.data)
+  logging.info("dataset %s", ds.describe())
+  augment = config.pretrain.augment or default_for(ds.name,
+                                                   ds.input_shape[-1])
+  config = dataclasses.replace(
+      config, pretrain=dataclasses.replace(config.pretrain, augment=augment))
+  recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
+                                   "dataset": ds.describe()}, resume=resume)
+  # Statistics of the (unlabelled) training images: the pretraining views,
+  # the probes and fine-tuning all see inputs normalized the same way.
+  normalization = Normalization.from_images(ds.x_train)
+
+  def build_parts() -> ModelParts:
+    # Deterministic from config.model.seed: every call gives the same
+    # initial weights, so "random init" and "from scratch" are the encoder
+    # the pretraining started from.
+    return build_model_parts(config.model_name, ds.input_shape,
+                             ds.num_classes, config.model)
+
+  parts = build_parts()
+  method = build_method(config.ssl, parts.feature_dim)
+  result = pretrain_encoder(parts.encoder, method, ds.x_train, config.pretrain,
+                            recorder, os.path.join(out_dir, "checkpoints"),
+                            resume, normalization)
+  parts.encoder.save(os.path.join(out_dir, "encoder.keras"))
+
+  train = (ds.x_train, ds.y_train)
+  test = (ds.x_test, ds.y_test)
+  probe = linear_probe(parts.encoder, train, test, normalization,
+                       ds.num_classes, config.probe, recorder, "probe_")
+  knn = knn_accuracy(parts.encoder, train, test, normalization, config.knn_k)
+  random_encoder = build_parts().encoder
+  random_probe = linear_probe(random_encoder, train, test, normalization,
+                              ds.num_classes, config.probe, recorder,
+                              "random_probe_")
+  random_knn = knn_accuracy(random_encoder, train, test, normalization,
+                            config.knn_k)
+  logging.info("linear probe %.4f (random init %.4f)  kNN %.4f (random init "
+               "%.4f)", probe["accuracy"], random_probe["accuracy"], knn,
+               random_knn)
+  efficiency = label_efficiency(build_parts, parts.encoder, ds, normalization,
+                                config.label_fractions, config.finetune,
+                                config.data.seed, recorder)
+  embedding_points = 0
+  if config.embedding_points:
+    embedding_points = plot_embeddings(
+        parts.encoder, ds.x_test, ds.y_test,
+        os.path.join(out_dir, "embeddings.png"), normalization,
+        config.embedding_points, config.pretrain.seed,
+        f"{config.ssl.method} {config.model_name} on {ds.name}: "
+        f"probe {probe['accuracy']:.4f}", ds.class_names)
+
+  final = {
+      "linear_probe_accuracy": probe["accuracy"],
+      "linear_probe_macro_f1": probe["macro_f1"],
+      "linear_probe_train_accuracy": probe["train_accuracy"],
+      "knn_accuracy": knn,
+      "random_init_linear_probe_accuracy": random_probe["accuracy"],
+      "random_init_knn_accuracy": random_knn,
+      **efficiency,
+  }
+  recorder.log_metrics(result.epochs_run, final, "epoch")
+  history = result.history
+  summary = {
+      "dataset": ds.describe(),
+      "model": config.model_name,
+      "method": config.ssl.method,
+      "encoder_parameters": count_params(parts.encoder),
+      "head_parameters": count_params(method.heads),
+      "feature_dim": parts.feature_dim,
+      **final,
+      "knn_k": config.knn_k,
+      "label_fractions": list(config.label_fractions),
+      "epochs_run": result.epochs_run,
+      # Empty history: a resumed run that had already finished.
+      "final_ssl_loss": history[-1]["loss"] if history else None,
+      "final_representation_std": (history[-1]["representation_std"]
+                                   if history else None),
+      "pretrain_seconds": round(result.train_seconds, 3),
+      "pretrain_examples_per_second": round(result.examples_per_second, 1),
+      "embedding_points": embedding_points,
+      "normalization": dataclasses.asdict(normalization),
+  }
+  recorder.write_summary(summary)
+  logging.info("%s: linear probe %.4f, kNN %.4f (%s)", config.ssl.method,
+               probe["accuracy"], knn, out_dir)
+  return summary
