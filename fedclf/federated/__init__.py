@@ -9,6 +9,8 @@ Federated's runtime (imported only when asked for: TFF takes ~50 s to load).
 
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.aggregators import Aggregator
+from fedclf.federated.aggregators import DpGaussian
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import Scaffold
@@ -21,7 +23,7 @@ from fedclf.federated.simulation import run_federated
 from fedclf.federated.simulation import Simulation
 
 __all__ = [
-    "Algorithm", "AlgorithmConfig", "ClientOutput", "FederatedRunConfig",
+    "Aggregator", "Algorithm", "AlgorithmConfig", "ClientOutput", "DpGaussian", "FederatedRunConfig",
     "LocalSGD", "Scaffold", "ServerOptimizerConfig", "Simulation",
     "SimulationConfig", "build_algorithm", "dp_epsilon", "run_federated"
 ]

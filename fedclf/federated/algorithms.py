@@ -1,7 +1,8 @@
 """The table of federated algorithms, each a plugin in `ALGORITHMS`.
 
-An algorithm is data: which client work, how client deltas are aggregated
-and which server optimizer applies the result. Backends (`local`, `tff`)
+An algorithm is data: which client work, which aggregator combines the
+client deltas (`aggregators.py`) and which server optimizer applies the
+result. Backends (`local`, `tff`)
 run any `Algorithm`, so a new one is a factory registered here or in a
 plugin module:
 
@@ -15,31 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 
+from fedclf.federated.aggregators import Aggregator
+from fedclf.federated.aggregators import DpGaussian
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import Scaffold
 from fedclf.federated.config import AlgorithmConfig
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.registry import ALGORITHMS
 
-AGGREGATIONS = ("weighted_mean", "dp_gaussian")
-
-
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
   name: str
   client_work: LocalSGD
   server: ServerOptimizerConfig
-  aggregation: str = "weighted_mean"
+  aggregator: Aggregator = Aggregator()
   full_batch: bool = False  # each client's whole dataset is one batch
   single_epoch: bool = False
-  dp_noise_multiplier: float = 0.0
-  dp_clip: float = 0.0
   personalization_steps: int = 0  # >0: evaluate after local fine-tuning
   personalization_lr: float = 0.0
 
   def __post_init__(self):
-    if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f"aggregation must be one of {AGGREGATIONS}")
     # The server learning rate's default depends on the optimizer chosen.
     object.__setattr__(self, "server", self.server.resolved())
 
@@ -116,9 +112,8 @@ def dp_fedavg(config: AlgorithmConfig) -> Algorithm:
   Gaussian noise of std `dp_noise_multiplier * dp_clip` on the sum, divided
   by the expected number of clients (user-level DP)."""
   return Algorithm("dp_fedavg", LocalSGD(config), config.server,
-                   aggregation="dp_gaussian",
-                   dp_noise_multiplier=config.dp_noise_multiplier,
-                   dp_clip=config.dp_clip)
+                   aggregator=DpGaussian(config.dp_clip,
+                                         config.dp_noise_multiplier))
 
 
 @ALGORITHMS.register("reptile")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from fedclf.federated import server_optimizers
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.client_work import ClientOutput
-from fedclf.federated.rounds import global_norm
+from fedclf.federated.aggregators import weighted_mean
 from fedclf.federated.rounds import ServerState
 
 # (client id, step x batch index matrix, steps, examples, [2] int64 seed)
@@ -133,13 +133,9 @@ class LocalBackend:
                 round_num: int) -> ServerState:
     """Aggregates client outputs and applies the server optimizer."""
     alg = self.algorithm
-    if alg.aggregation == "dp_gaussian":
-      mean_delta = dp_gaussian_mean(
-          [o.delta for o in outputs], alg.dp_clip, alg.dp_noise_multiplier,
-          self.expected_clients, (self.seed, round_num))
-    else:
-      mean_delta = weighted_mean([o.delta for o in outputs],
-                                 [o.weight for o in outputs])
+    mean_delta = alg.aggregator.combine(
+        [o.delta for o in outputs], [o.weight for o in outputs],
+        self.expected_clients, (self.seed, round_num))
     mean_non_trainable = weighted_mean([o.non_trainable for o in outputs],
                                        [o.weight for o in outputs])
     opt_state = tf.nest.map_structure(tf.constant, state.optimizer)
@@ -148,8 +144,9 @@ class LocalBackend:
         mean_delta)
     extra = state.extra
     if state.extra:
+      # An unweighted mean over the clients that trained (not dropped).
       mean_extra = weighted_mean([o.extra_delta for o in outputs],
-                                 [1.0] * len(outputs))
+                                 [1.0 - o.dropped for o in outputs])
       participation = tf.constant(len(outputs) / self.num_clients)
       extra = [t.numpy() for t in self.work.update_server_extra(
           [tf.constant(e) for e in state.extra], mean_extra, participation)]
@@ -160,38 +157,6 @@ class LocalBackend:
         optimizer=_to_numpy(opt_state),
         extra=extra,
         round_num=round_num)
-
-
-def weighted_mean(values: Sequence[Sequence[tf.Tensor]],
-                  weights: Sequence) -> List[tf.Tensor]:
-  if not values or not values[0]:
-    return []
-  w = tf.cast(tf.stack(weights), tf.float32)
-  total = tf.reduce_sum(w)
-  return [
-      tf.add_n([wi * v[i] for wi, v in zip(tf.unstack(w), values)]) / total
-      for i in range(len(values[0]))
-  ]
-
-
-def dp_gaussian_mean(deltas: Sequence[Sequence[tf.Tensor]], clip: float,
-                     noise_multiplier: float, expected_clients: int,
-                     seed: Tuple[int, int]) -> List[tf.Tensor]:
-  """Clips each client's update to L2 norm `clip`, sums, adds Gaussian noise
-  of std `noise_multiplier * clip` and divides by the expected number of
-  clients (a fixed denominator, so one client's influence stays bounded)."""
-  clipped = []
-  for delta in deltas:
-    scale = tf.minimum(1.0, clip / tf.maximum(global_norm(delta), 1e-12))
-    clipped.append([scale * t for t in delta])
-  sums = [tf.add_n([c[i] for c in clipped]) for i in range(len(deltas[0]))]
-  out = []
-  for i, s in enumerate(sums):
-    noise = tf.random.stateless_normal(
-        tf.shape(s), seed=[seed[0], seed[1] * 1009 + i],
-        stddev=noise_multiplier * clip)
-    out.append((s + noise) / float(expected_clients))
-  return out
 
 
 def _to_numpy(structure):

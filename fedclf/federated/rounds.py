@@ -187,7 +187,3 @@ class Checkpointer:
         for cid, values in client_states.items()
     }
     return state, client_states
-
-
-def global_norm(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
-  return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))

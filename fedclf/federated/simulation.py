@@ -365,8 +365,8 @@ class Simulation:
     if runtime is not None:
       summary["tff_worker_pids"] = list(runtime.owned_pids)
       summary["tff_workers"] = runtime.num_workers
-    if self.algorithm.aggregation == "dp_gaussian":
-      summary["dp"] = dp_epsilon(self.algorithm.dp_noise_multiplier,
+    if self.algorithm.aggregator.differentially_private:
+      summary["dp"] = dp_epsilon(self.algorithm.aggregator.noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,
                                  state.round_num, sim.num_clients)
     self.recorder.write_summary(summary)

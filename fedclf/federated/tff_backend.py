@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedclf.errors import UserError
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.config import ServerOptimizerConfig
@@ -141,17 +142,15 @@ class TffBackend:
 
     result_t = client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
-    if self.algorithm.aggregation == "dp_gaussian":
-      factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-          noise_multiplier=self.algorithm.dp_noise_multiplier,
-          clients_per_round=float(expected_clients),
-          clip=self.algorithm.dp_clip)
-      self._aggregator = factory.create(delta_t)
-      weighted = False
-    else:
-      self._aggregator = tff.aggregators.MeanFactory().create(delta_t,
-                                                              weight_t)
-      weighted = True
+    factory = self.algorithm.aggregator.tff_factory(expected_clients)
+    if factory is None:
+      raise UserError(
+          f"algorithm {self.algorithm.name!r} aggregates with "
+          f"{self.algorithm.aggregator.name!r}, which has no TFF form; use "
+          f"--backend=local")
+    weighted = self.algorithm.aggregator.weighted
+    self._aggregator = (factory.create(delta_t, weight_t) if weighted else
+                        factory.create(delta_t))
     aggregator = self._aggregator
     optimizer = tff_server_optimizer(self.algorithm.server)
     self._optimizer = optimizer
@@ -175,8 +174,8 @@ class TffBackend:
                                       count / num_clients)
 
     @tff.tensorflow.computation(np.float32)
-    def one(_):
-      return tf.constant(1.0)
+    def kept(dropped):
+      return 1.0 - dropped
 
     @tff.tensorflow.computation(result_t)
     def report(out):
@@ -206,9 +205,10 @@ class TffBackend:
       new_nt = (tff.federated_mean(outs.non_trainable, outs.weight)
                 if self._has_nt else nt)
       if self._has_extra:
-        count = tff.federated_sum(tff.federated_map(one, num_examples))
+        trained = tff.federated_map(kept, outs.dropped)
         new_ex = tff.federated_map(update_extra, tff.federated_zip((
-            ex, tff.federated_mean(outs.extra_delta), count)))
+            ex, tff.federated_mean(outs.extra_delta, trained),
+            tff.federated_sum(trained))))
       else:
         new_ex = ex
       return (new_w, new_nt, new_ex, new_opt, agg.state,

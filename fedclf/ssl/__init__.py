@@ -15,7 +15,7 @@ Python's standard library module; see BUILD_NOTES.md.)
 """
 
 from fedclf.ssl import methods  # noqa: F401  (registers the methods)
-from fedclf.ssl.augment import augment
+from fedclf.ssl.augment import augment_batch
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.augment import two_views

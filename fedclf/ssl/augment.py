@@ -272,8 +272,8 @@ def _blur(images: tf.Tensor, seeds: tf.Tensor,
                  images)
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor,
-            config: SslAugmentConfig) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, seed: tf.Tensor,
+                  config: SslAugmentConfig) -> tf.Tensor:
   """One augmented view of a [B, H, W, C] batch in [0, 1]."""
   images = tf.convert_to_tensor(images, tf.float32)
   if images.shape.rank != 4:
@@ -309,4 +309,5 @@ def two_views(images: tf.Tensor, seed: tf.Tensor,
   if seed.dtype not in (tf.int32, tf.int64):
     seed = tf.cast(seed, tf.int64)
   seeds = tf.random.experimental.stateless_split(seed, 2)
-  return augment(images, seeds[0], config), augment(images, seeds[1], config)
+  return (augment_batch(images, seeds[0], config),
+          augment_batch(images, seeds[1], config))

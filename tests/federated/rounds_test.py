@@ -8,8 +8,8 @@ from fedclf.federated import dp_epsilon
 from fedclf.federated import rounds
 from fedclf.federated import server_optimizers
 from fedclf.federated.config import ServerOptimizerConfig
-from fedclf.federated.local_backend import dp_gaussian_mean
-from fedclf.federated.local_backend import weighted_mean
+from fedclf.federated.aggregators import DpGaussian
+from fedclf.federated.aggregators import weighted_mean
 
 
 def test_plan_is_seeded_and_respects_sizes():
@@ -82,12 +82,13 @@ def test_weighted_mean_and_dp_clipping():
   b = [tf.constant([4.0, 4.0])]
   (mean,) = weighted_mean([a, b], [1.0, 3.0])
   np.testing.assert_allclose(mean.numpy(), [3.25, 3.25])
-  (dp,) = dp_gaussian_mean([[tf.constant([300.0, 400.0])]], clip=1.0,
-                           noise_multiplier=0.0, expected_clients=2,
-                           seed=(0, 1))
+  (dp,) = DpGaussian(clip=1.0, noise_multiplier=0.0).combine(
+      [[tf.constant([300.0, 400.0])]], [1.0], expected_clients=2,
+      seed=(0, 1))
   np.testing.assert_allclose(dp.numpy(), [0.3, 0.4], rtol=1e-6)
-  noisy_1 = dp_gaussian_mean([a], 1.0, 1.0, 1, (0, 1))[0].numpy()
-  noisy_2 = dp_gaussian_mean([a], 1.0, 1.0, 1, (0, 1))[0].numpy()
+  noisy = DpGaussian(clip=1.0, noise_multiplier=1.0)
+  noisy_1 = noisy.combine([a], [1.0], 1, (0, 1))[0].numpy()
+  noisy_2 = noisy.combine([a], [1.0], 1, (0, 1))[0].numpy()
   np.testing.assert_array_equal(noisy_1, noisy_2)  # seeded noise
 
 

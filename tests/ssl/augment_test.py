@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from fedclf.errors import UserError
-from fedclf.ssl import augment as augment_lib
 from fedclf.ssl import default_for
 from fedclf.ssl import SslAugmentConfig
 from fedclf.ssl import two_views
@@ -108,7 +107,7 @@ def test_blur_keeps_constant_images_and_smooths_noise():
   # Zero padding darkens the border; the interior stays constant.
   np.testing.assert_allclose(v1.numpy()[:, 2:-2, 2:-2], 0.5, atol=1e-5)
   noise = images((3, 32, 32, 3))
-  v1, _ = augment_lib.two_views(noise, tf.constant([2, 3]), blur)
+  v1, _ = two_views(noise, tf.constant([2, 3]), blur)
   assert v1.numpy()[:, 4:-4, 4:-4].std() < noise[:, 4:-4, 4:-4].std() * 0.8
 
 

@@ -1,4 +1,4 @@
-"""SimCLR (Chen et al. 2020): contrast two views against the rest of the batch."""
+"""SimCLR (Chen et al. 2020): contrast two views against the whole batch."""
 
 from __future__ import annotations
 
