@@ -37,6 +37,7 @@ class Aggregator:
   """Example-weighted mean (FedAvg's aggregation)."""
 
   name = "weighted_mean"
+  has_tff_form = True  # False: tff_factory returns None (local backend only)
   weighted = True  # the tff factory takes client weights
   differentially_private = False
 

@@ -153,6 +153,11 @@ class Simulation:
                           self.ds.y_train, parallel, self.batch_shape,
                           self.sim.clients_per_round, self.sim.num_clients,
                           self.sim.seed)
+    aggregator = self.algorithm.aggregator
+    if not aggregator.has_tff_form:
+      raise UserError(
+          f"algorithm {self.algorithm.name!r} aggregates with "
+          f"{aggregator.name!r}, which has no TFF form; use --backend=local")
     # Imported here: importing TFF takes ~50 s, which `local` runs skip.
     from fedclf.federated.tff_backend import TffBackend  # pylint: disable=g-import-not-at-top
     return TffBackend(self.algorithm, self._build_model, self.x_train,

@@ -90,8 +90,11 @@ def representation_std(encoder: tf.keras.Model, images: np.ndarray,
                        normalization: Normalization) -> float:
   """Mean per-dimension std of L2-normalized features, times sqrt(dim).
 
-  About 1 for well-spread features and 0 for a collapsed encoder (SimSiam,
-  Chen & He 2021, Fig. 2), so collapse shows up in metrics.jsonl.
+  The collapse monitor of SimSiam (Chen & He 2021, Fig. 2): 0 for a
+  collapsed encoder, 1 for isotropic features. ReLU features share a
+  positive mean direction and sit well below 1 even when healthy (about
+  0.1-0.4 for the zoo's encoders), so watch for a fall towards 0 in
+  metrics.jsonl rather than the level.
   """
   features = predict_logits(encoder, images, normalization, batch_size=256)
   features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True),
