@@ -9,6 +9,7 @@ has a static shape and padding never contributes to a gradient.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable, List, Sequence
 
@@ -68,6 +69,12 @@ class LocalSGD:
     self.momentum = (float(config.client_momentum)
                      if config.client_optimizer == "momentum" else 0.0)
     self.prox_mu = float(prox_mu)
+
+  def with_objective(self, objective: Callable) -> "LocalSGD":
+    """A copy training `objective` instead (e.g. a self-supervised loss)."""
+    clone = copy.copy(self)
+    clone.objective = objective
+    return clone
 
   # Per-client and server-side extra state: none for plain local SGD.
   def initial_client_state(self, trainable: Sequence[tf.Tensor]) -> Tensors:

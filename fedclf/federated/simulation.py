@@ -31,6 +31,8 @@ from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.local_backend import LocalBackend
+from fedclf.federated.ssl_objective import build_ssl_trainable
+from fedclf.federated.ssl_objective import ssl_objective
 from fedclf.models import build_classifier
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
@@ -40,8 +42,13 @@ from fedclf.partition import partition_summary
 from fedclf.partition import PartitionConfig
 from fedclf.partition import plot_histogram
 from fedclf.registry import MODELS
+from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
 from fedclf.results.record import atomic_write_json
+from fedclf.ssl.augment import default_for
+from fedclf.ssl.core import SslConfig
+from fedclf.ssl.evaluate import knn_accuracy
+from fedclf.ssl.evaluate import linear_probe
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
 
@@ -56,6 +63,11 @@ class FederatedRunConfig:
   simulation: SimulationConfig = SimulationConfig()
   eval_batch_size: int = 1000
   centralized_epochs: int = 0  # >0: train the same model centrally too
+  # "supervised", or an SSL method (simclr, simsiam, barlow_twins): clients
+  # then pretrain an encoder without labels (see ssl_objective.py).
+  objective: str = "supervised"
+  ssl: SslConfig = SslConfig()
+  knn_train_examples: int = 10000  # SSL: labelled references for kNN
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
@@ -64,6 +76,13 @@ class FederatedRunConfig:
       raise UserError("partition and simulation disagree on num_clients")
     if self.eval_batch_size < 1 or self.centralized_epochs < 0:
       raise UserError("eval_batch_size must be >= 1, centralized_epochs >= 0")
+    if self.objective != "supervised":
+      SSL_METHODS.get(self.objective)  # unknown: the error lists the names
+      if self.ssl.method != self.objective:
+        raise UserError("ssl.method must equal the objective")
+      if self.centralized_epochs:
+        raise UserError("--centralized_epochs compares supervised training; "
+                        "run simulations.ssl_pretrain for centralized SSL")
 
 
 def _percentiles(values: List[float]) -> Dict[str, float]:
@@ -77,6 +96,15 @@ def _percentiles(values: List[float]) -> Dict[str, float]:
 
 def _all_finite(arrays) -> bool:
   return all(np.all(np.isfinite(a)) for a in arrays)
+
+
+def _load_state(model: tf.keras.Model, state: rounds_lib.ServerState) -> None:
+  """Assigns the server state's weights in the order the backends read them
+  (trainable_variables, then non_trainable_variables)."""
+  for var, value in zip(model.trainable_variables, state.trainable):
+    var.assign(value)
+  for var, value in zip(model.non_trainable_variables, state.non_trainable):
+    var.assign(value)
 
 
 def _fine_tune_step(model: tf.keras.Model, lr: float):
@@ -109,14 +137,27 @@ class Simulation:
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
     self.normalization = Normalization.from_images(self.ds.x_train)
-    self.x_train = self.normalization.apply(self.ds.x_train).astype(np.float32)
+    self.is_ssl = config.objective != "supervised"
+    if self.is_ssl:
+      # SSL augments in pixel space and normalizes the views itself.
+      self.x_train = self.ds.x_train.astype(np.float32)
+      self.algorithm = dataclasses.replace(
+          self.algorithm,
+          client_work=self.algorithm.client_work.with_objective(
+              ssl_objective(default_for(self.ds.name,
+                                        self.ds.input_shape[-1]),
+                            self.normalization)))
+    else:
+      self.x_train = self.normalization.apply(self.ds.x_train).astype(
+          np.float32)
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,
         "dataset": self.ds.describe()}, resume=resume)
     self.checkpointer = rounds_lib.Checkpointer(
         os.path.join(out_dir, "checkpoints"))
     self.tag = (f"{self.algorithm.name}/{config.model_name}/"
-                f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}")
+                f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}/"
+                f"{config.objective}")
     self._write_partition_report()
     self.batch_shape = self._batch_shape()
     self.backend = self._make_backend()
@@ -126,6 +167,10 @@ class Simulation:
 
   # -- setup --------------------------------------------------------------
   def _build_model(self) -> tf.keras.Model:
+    if self.is_ssl:
+      return build_ssl_trainable(self.config.model_name, self.ds.input_shape,
+                                 self.ds.num_classes, self.config.model,
+                                 self.config.ssl)
     return build_classifier(self.config.model_name, self.ds.input_shape,
                             self.ds.num_classes, self.config.model)
 
@@ -194,9 +239,26 @@ class Simulation:
                     rounds_lib.client_seed(self.sim.seed, round_num, cid)))
     return tasks
 
+  def _knn_references(self):
+    """A seeded labelled subset of the training set for kNN evaluation."""
+    n = len(self.ds.y_train)
+    keep = np.sort(np.random.default_rng(self.sim.seed).permutation(n)[
+        :min(n, self.config.knn_train_examples)])
+    return self.ds.x_train[keep], self.ds.y_train[keep]
+
+  def _evaluate_ssl(self, state) -> Dict[str, float]:
+    _load_state(self.eval_model, state)
+    accuracy = knn_accuracy(self.eval_model.encoder, self._knn_references(),
+                            (self.ds.x_test, self.ds.y_test),
+                            self.normalization)
+    # "test_accuracy" is the kNN accuracy of the frozen features here.
+    return {"test_accuracy": accuracy, "knn_accuracy": accuracy}
+
   def evaluate(self, state: rounds_lib.ServerState,
                round_num: int) -> Dict[str, float]:
-    self.eval_model.set_weights(state.model_weights())
+    if self.is_ssl:
+      return self._evaluate_ssl(state)
+    _load_state(self.eval_model, state)
     report = evaluate_classifier(self.eval_model,
                                  (self.ds.x_test, self.ds.y_test),
                                  self.normalization, self.ds.num_classes,
@@ -235,7 +297,7 @@ class Simulation:
       support, query = idx[:cut], idx[cut:]
       if len(query) == 0:
         continue
-      self.eval_model.set_weights(state.model_weights())
+      _load_state(self.eval_model, state)
       x_query = self.ds.x_train[query]
       before.append(float(np.mean(predict_logits(
           self.eval_model, x_query, self.normalization).argmax(-1) ==
@@ -249,7 +311,7 @@ class Simulation:
       after.append(float(np.mean(predict_logits(
           self.eval_model, x_query, self.normalization).argmax(-1) ==
                                  self.ds.y_train[query])))
-    self.eval_model.set_weights(state.model_weights())
+    _load_state(self.eval_model, state)
     return {"personal_query_accuracy_before": float(np.mean(before)),
             "personal_query_accuracy_after": float(np.mean(after))}
 
@@ -366,6 +428,18 @@ class Simulation:
         "client_examples_per_second": round(examples /
                                             max(train_seconds, 1e-9), 1),
     })
+    if self.is_ssl:
+      _load_state(self.eval_model, state)
+      probe = linear_probe(self.eval_model.encoder,
+                           (self.ds.x_train, self.ds.y_train),
+                           (self.ds.x_test, self.ds.y_test),
+                           self.normalization, self.ds.num_classes)
+      summary.update({"objective": self.config.objective,
+                      "evaluation": "knn during training, linear probe at "
+                                    "the end",
+                      "linear_probe_accuracy": probe["accuracy"],
+                      "linear_probe_macro_f1": probe["macro_f1"]})
+      logging.info("linear probe test accuracy %.4f", probe["accuracy"])
     runtime = getattr(self.backend, "runtime", None)
     if runtime is not None:
       summary["tff_worker_pids"] = list(runtime.owned_pids)

@@ -134,3 +134,28 @@ def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
   assert all(r["clients_nonfinite"] == 1 for r in rows)
   assert all(np.isfinite(w).all() for w in sim.final_state.trainable)
   assert np.isfinite(summary["final_test_loss"])
+
+
+@pytest.mark.parametrize("method", ["simclr", "simsiam", "barlow_twins"])
+def test_federated_ssl_objective(tmp_path, method):
+  from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(
+      tiny_config(rounds=2), objective=method,
+      ssl=SslConfig(method=method, projection_dim=16, hidden_dim=32,
+                    predictor_hidden_dim=8), knn_train_examples=200)
+  sim, summary = run(config, tmp_path)
+  assert summary["objective"] == method
+  assert 0.0 <= summary["linear_probe_accuracy"] <= 1.0
+  assert 0.0 <= summary["final_knn_accuracy"] <= 1.0
+  # Encoder and heads weights are what the server aggregates.
+  assert len(sim.final_state.trainable) == len(
+      sim.eval_model.trainable_variables)
+
+
+def test_byol_is_not_federated_yet(tmp_path):
+  from fedclf.errors import UserError  # pylint: disable=g-import-not-at-top
+  from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(tiny_config(), objective="byol",
+                               ssl=SslConfig(method="byol"))
+  with pytest.raises(UserError, match="cannot be federated"):
+    run(config, tmp_path)

@@ -109,3 +109,19 @@ def test_binary_with_tff_backend_leaves_no_worker(tmp_path):
   assert pids
   for pid in pids:
     assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} left running"
+
+
+def test_federated_simclr_backends_agree(tmp_path):
+  from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+
+  def ssl(backend):
+    return dataclasses.replace(
+        config("fedavg", backend, rounds=2), objective="simclr",
+        ssl=SslConfig(method="simclr", projection_dim=16, hidden_dim=32,
+                      projector_norm="none"), knn_train_examples=200)
+
+  local, _ = final_weights(ssl("local"), tmp_path / "local")
+  tff_state, summary = final_weights(ssl("tff"), tmp_path / "tff")
+  assert "linear_probe_accuracy" in summary
+  for a, b in zip(local.trainable, tff_state.trainable):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
