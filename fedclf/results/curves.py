@@ -46,3 +46,36 @@ def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
+
+
+def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
+                    key: str = "test_accuracy") -> None:
+  """Mean curve per group of run folders with a shaded ±1 std band over
+  seeds (rounds every seed evaluated)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(7, 4.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, (label, run_dirs) in enumerate(groups.items()):
+    series = [dict(zip(*read_curve(d, key))) for d in run_dirs]
+    common = sorted(set.intersection(*(set(s) for s in series))) if series \
+        else []
+    if not common:
+      continue
+    values = np.array([[s[r] for r in common] for s in series])
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    ax.plot(common, mean, label=f"{label} (n={len(run_dirs)})",
+            color=f"C{i}", linewidth=1.8)
+    if len(run_dirs) > 1:
+      ax.fill_between(common, mean - std, mean + std, color=f"C{i}",
+                      alpha=0.2)
+  ax.set_xlabel("round")
+  ax.set_ylabel(key.replace("_", " "))
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right", fontsize="small")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)

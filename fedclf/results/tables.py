@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from fedclf.errors import UserError
 
@@ -114,4 +114,114 @@ def _commands(runs: List[Dict]) -> str:
     lines.append(f"- `{run['name']}` (commit {git.get('commit') or 'n/a'}"
                  f"{', dirty tree' if git.get('dirty') else ''}):")
     lines.append(f"  `{_command(run['config'])}`")
+  return "\n".join(lines) + "\n"
+
+
+# -- tables over seeds ------------------------------------------------------
+
+_IGNORED_FLAGS = ("seed", "out_dir", "resume", "flagfile", "plugin", "list",
+                  "data_dir", "checkpoint_every")
+
+
+def run_flags(run: Dict) -> Dict:
+  return dict(run["config"].get("config", {}).get("flags", {}))
+
+
+def group_by_setting(runs: List[Dict]) -> Dict[str, List[Dict]]:
+  """Runs that differ only in seed (and output paths) share a group; the
+  label lists the flags that vary between groups."""
+  keyed = []
+  for run in runs:
+    flags = {k: v for k, v in run_flags(run).items() if k not in _IGNORED_FLAGS}
+    keyed.append((flags, run))
+  varying = sorted({k for flags, _ in keyed for k in flags
+                    if len({json.dumps(f.get(k), sort_keys=True)
+                            for f, _ in keyed}) > 1})
+  groups: Dict[str, List[Dict]] = {}
+  for flags, run in keyed:
+    label = ", ".join(f"{k}={flags.get(k)}" for k in varying) or run["name"]
+    groups.setdefault(label, []).append(run)
+  return groups
+
+
+def _mean_std(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return ""
+  mean = sum(values) / len(values)
+  if len(values) == 1:
+    return f"{mean:.4f}" if mean < 10 else f"{mean:.0f}"
+  std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+  if mean < 10:
+    return f"{mean:.4f} ± {std:.4f}"
+  return f"{mean:.1f} ± {std:.1f}"
+
+
+SEED_COLUMNS = (
+    ("final accuracy", ("final_test_accuracy", "test_accuracy")),
+    ("linear probe", ("linear_probe_accuracy",)),
+    ("rounds to target", ("rounds_to_target",)),
+    ("macro F1", ("final_test_macro_f1", "test_macro_f1")),
+)
+
+
+def _value(summary: Dict, keys) -> Optional[float]:
+  for key in keys:
+    if summary.get(key) is not None:
+      return float(summary[key])
+  return None
+
+
+def seed_rows(runs: List[Dict]):
+  """(header, rows) of mean ± std per setting; columns without any value
+  are left out, and a FedSGD row (if any reached the target) gives the
+  McMahan-style speed-up in rounds."""
+  groups = group_by_setting(runs)
+  columns = [(title, keys) for title, keys in SEED_COLUMNS
+             if any(_value(r["summary"], keys) is not None for r in runs)]
+  fedsgd = [_value(r["summary"], ("rounds_to_target",)) for r in runs
+            if r["summary"].get("algorithm") == "fedsgd"]
+  fedsgd = [v for v in fedsgd if v]
+  base = min(fedsgd) if fedsgd else None
+  header = ["setting", "seeds"] + [t for t, _ in columns]
+  if base:
+    header.append("speed-up vs FedSGD")
+  rows = []
+  for label, members in groups.items():
+    row = [label, str(len(members))]
+    for _, keys in columns:
+      row.append(_mean_std([_value(m["summary"], keys) for m in members]))
+    if base:
+      reached = [_value(m["summary"], ("rounds_to_target",))
+                 for m in members]
+      reached = [v for v in reached if v]
+      row.append(f"{base / (sum(reached) / len(reached)):.1f}×"
+                 if reached else "")
+    rows.append(row)
+  return header, rows
+
+
+def seed_table(runs: List[Dict], title: str) -> str:
+  header, rows = seed_rows(runs)
+  lines = [f"# {title}", "", "Mean ± standard deviation over seeds.", "",
+           "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(lines) + "\n\n" + _commands(runs)
+
+
+def latex_table(runs: List[Dict], title: str) -> str:
+  header, rows = seed_rows(runs)
+
+  def esc(text: str) -> str:
+    return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_")
+            .replace("%", "\\%").replace("&", "\\&").replace("±", "$\\pm$")
+            .replace("×", "$\\times$"))
+
+  lines = ["\\begin{table}[t]", "\\centering",
+           f"\\caption{{{esc(title)}}}",
+           "\\begin{tabular}{" + "l" * len(header) + "}", "\\toprule",
+           " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+  lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in rows]
+  lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
   return "\n".join(lines) + "\n"

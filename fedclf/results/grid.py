@@ -1,0 +1,207 @@
+"""Experiment grids: a spec file expands into runs of fedclf's binaries.
+
+A spec (YAML, or CSV with one run per row) names the binary, the common
+flags and a grid; every combination becomes one run folder under the spec's
+`out_dir`:
+
+    binary: simulations.federated
+    out_dir: results/mcmahan
+    flagfile: experiments/mcmahan/cnn_iid.cfg   # optional
+    common: {rounds: 60, target_accuracy: 0.99}
+    grid:                                        # cartesian product
+      algorithm: [fedavg, fedsgd]
+      client_lr: [0.05, 0.1]
+      seed: [0, 1, 2]
+    runs:                                        # optional extra runs
+      - {name: fedavg_shards, partition: shards, rounds: 400}
+    table: {title: "McMahan et al. 2017", plot: accuracy.png}
+
+Runs execute as subprocesses (a failing run does not stop the grid), are
+skipped when finished (summary.json) and resumed when checkpoints exist, so
+rerunning an interrupted grid continues it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from absl import logging
+import yaml
+
+from fedclf.errors import UserError
+
+BINARIES = ("simulations.federated", "simulations.ssl_pretrain",
+            "simulations.domain_adaptation", "baselines.centralized")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  name: str
+  flags: Dict[str, object]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+  binary: str
+  out_dir: str
+  runs: List[RunSpec]
+  flagfile: str = ""
+  table: Dict[str, object] = dataclasses.field(default_factory=dict)
+
+
+def _flag_text(value) -> str:
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value)
+
+
+def _short(value) -> str:
+  return _flag_text(value).replace(",", "+").replace("/", "-")
+
+
+def _load(path: str) -> Dict:
+  if not os.path.exists(path):
+    raise UserError(f"spec file {path} does not exist")
+  try:
+    if path.endswith(".csv"):
+      with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+      if not rows or "binary" not in rows[0]:
+        raise UserError(f"{path}: a CSV spec needs a header with 'binary', "
+                        f"'out_dir', 'name' and flag columns")
+      first = rows[0]
+      return {"binary": first["binary"], "out_dir": first["out_dir"],
+              "runs": [{k: v for k, v in r.items()
+                        if k not in ("binary", "out_dir") and v != ""}
+                       for r in rows]}
+    with open(path) as f:
+      spec = yaml.safe_load(f)
+  except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as e:
+    raise UserError(f"cannot parse spec {path}: {e}".splitlines()[0]) from None
+  if not isinstance(spec, dict):
+    raise UserError(f"spec {path} must be a mapping")
+  return spec
+
+
+def load_spec(path: str) -> GridSpec:
+  """Parses and expands a spec file; errors are `UserError`s."""
+  spec = _load(path)
+  unknown = sorted(set(spec) - {"binary", "out_dir", "flagfile", "common",
+                                "grid", "runs", "table", "name_template"})
+  if unknown:
+    raise UserError(f"{path}: unknown spec key {unknown[0]!r}")
+  binary = spec.get("binary")
+  if binary not in BINARIES:
+    raise UserError(f"{path}: binary must be one of: {', '.join(BINARIES)}; "
+                    f"got {binary!r}")
+  if not spec.get("out_dir"):
+    raise UserError(f"{path}: out_dir is required")
+  common = dict(spec.get("common") or {})
+  grid = dict(spec.get("grid") or {})
+  for key, values in grid.items():
+    if not isinstance(values, list) or not values:
+      raise UserError(f"{path}: grid entry {key!r} must be a non-empty list")
+  template = spec.get("name_template")
+  runs: List[RunSpec] = []
+  if grid:
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+      values = dict(zip(keys, combo))
+      name = (template.format(**values) if template else "_".join(
+          f"{k}{_short(v)}" if k != "algorithm" else _short(v)
+          for k, v in values.items()))
+      runs.append(RunSpec(name, {**common, **values}))
+  for extra in spec.get("runs") or []:
+    extra = dict(extra)
+    name = extra.pop("name", None)
+    if not name:
+      raise UserError(f"{path}: every entry of 'runs' needs a name")
+    runs.append(RunSpec(str(name), {**common, **extra}))
+  if not runs:
+    raise UserError(f"{path}: the spec defines no runs (grid or runs)")
+  names = [r.name for r in runs]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise UserError(f"{path}: run name {duplicates[0]!r} occurs twice; add "
+                    f"the differing flag to name_template")
+  for run in runs:
+    if "out_dir" in run.flags:
+      raise UserError(f"{path}: run {run.name}: out_dir is set by the spec")
+  return GridSpec(binary=binary, out_dir=str(spec["out_dir"]), runs=runs,
+                  flagfile=str(spec.get("flagfile") or ""),
+                  table=dict(spec.get("table") or {}))
+
+
+def command(spec: GridSpec, run: RunSpec, python: str = sys.executable
+            ) -> List[str]:
+  """The command line of one run (resuming if it has checkpoints)."""
+  out = os.path.join(spec.out_dir, run.name)
+  argv = [python, "-m", spec.binary]
+  if spec.flagfile:
+    argv.append(f"--flagfile={spec.flagfile}")
+  argv += [f"--{k}={_flag_text(v)}" for k, v in run.flags.items()]
+  argv.append(f"--out_dir={out}")
+  if os.path.isdir(os.path.join(out, "checkpoints")):
+    argv.append("--resume")
+  return argv
+
+
+def status(spec: GridSpec, run: RunSpec) -> str:
+  out = os.path.join(spec.out_dir, run.name)
+  if os.path.exists(os.path.join(out, "summary.json")):
+    return "done"
+  if os.path.isdir(os.path.join(out, "checkpoints")):
+    return "partial"
+  return "todo"
+
+
+def run_grid(spec: GridSpec, only: Sequence[str] = (), dry_run: bool = False,
+             python: str = sys.executable) -> Dict[str, str]:
+  """Runs every unfinished run; returns name -> outcome."""
+  outcomes: Dict[str, str] = {}
+  selected = [r for r in spec.runs if not only or r.name in only]
+  missing = sorted(set(only) - {r.name for r in spec.runs})
+  if missing:
+    raise UserError(f"no run named {missing[0]!r} in the spec; runs: "
+                    f"{', '.join(r.name for r in spec.runs)}")
+  for i, run in enumerate(selected, start=1):
+    state = status(spec, run)
+    if state == "done":
+      outcomes[run.name] = "skipped (done)"
+      continue
+    argv = command(spec, run, python)
+    logging.info("[%d/%d] %s: %s", i, len(selected), run.name,
+                 " ".join(argv[1:]))
+    if dry_run:
+      outcomes[run.name] = "dry run"
+      continue
+    proc = subprocess.run(argv, check=False)
+    outcomes[run.name] = ("ok" if proc.returncode == 0 else
+                          f"failed (exit {proc.returncode})")
+  return outcomes
+
+
+def seed_group_key(flags: Dict[str, object]) -> str:
+  """Runs that differ only in seed (and output) form one table row."""
+  ignore = {"seed", "out_dir", "resume", "flagfile", "plugin", "list"}
+  return ", ".join(f"{k}={_flag_text(v)}" for k, v in sorted(flags.items())
+                   if k not in ignore)
+
+
+def run_names_by_group(spec: GridSpec) -> Dict[str, List[str]]:
+  groups: Dict[str, List[str]] = {}
+  for run in spec.runs:
+    groups.setdefault(seed_group_key(run.flags), []).append(run.name)
+  return groups
+
+
+def relative(path: str, start: Optional[str]) -> str:
+  return os.path.relpath(path, start) if start else path

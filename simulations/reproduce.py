@@ -1,0 +1,71 @@
+r"""Runs an experiment grid from a spec and renders its tables and plots.
+
+  python -m simulations.reproduce --spec=experiments/mcmahan.yaml
+  python -m simulations.reproduce --spec=... --only=fedavg_iid --dry_run
+
+Finished runs are skipped and interrupted ones resumed, so rerunning a grid
+continues it. Writes <out_dir>/README.md (mean ± std over seeds and the
+exact commands), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
+runs: test accuracy per round, shaded over seeds). See fedclf/results/grid.py
+for the spec format.
+"""
+
+import os
+
+from absl import flags
+
+from fedclf import cli
+
+cli.define_common_flags()
+flags.DEFINE_string("spec", None, "Experiment spec (.yaml or .csv).")
+flags.DEFINE_list("only", [], "Run only these run names.")
+flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+flags.DEFINE_bool("tables_only", False,
+                  "Render tables from finished runs, run nothing.")
+flags.mark_flag_as_required("spec")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  # pylint: disable=g-import-not-at-top
+  from fedclf.results import curves
+  from fedclf.results import grid
+  from fedclf.results import tables
+  # pylint: enable=g-import-not-at-top
+  spec = grid.load_spec(FLAGS.spec)
+  if not FLAGS.tables_only:
+    outcomes = grid.run_grid(spec, FLAGS.only, FLAGS.dry_run)
+    for name, outcome in outcomes.items():
+      print(f"{name}: {outcome}")
+    if FLAGS.dry_run:
+      return
+  runs = [r for r in tables.load_runs(spec.out_dir)
+          if r["name"] in {s.name for s in spec.runs}]
+  if not runs:
+    cli.exit_with_user_error(f"no finished runs under {spec.out_dir}")
+  title = str(spec.table.get("title", os.path.basename(spec.out_dir)))
+  text = tables.seed_table(runs, title)
+  federated = [r for r in runs if "rounds_run" in r["summary"]]
+  if federated:
+    groups = {label: [m["dir"] for m in members] for label, members in
+              tables.group_by_setting(federated).items()}
+    curves.plot_seed_bands(groups, os.path.join(spec.out_dir,
+                                                "accuracy.png"), title)
+    text += "\n![test accuracy per round](accuracy.png)\n"
+  with open(os.path.join(spec.out_dir, "README.md"), "w") as f:
+    f.write(text + f"\nRegenerate: `python -m simulations.reproduce "
+            f"--spec={FLAGS.spec}`\n")
+  with open(os.path.join(spec.out_dir, "table.tex"), "w") as f:
+    f.write(tables.latex_table(runs, title))
+  print(f"wrote {spec.out_dir}/README.md, table.tex"
+        f"{', accuracy.png' if federated else ''}")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

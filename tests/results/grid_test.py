@@ -1,0 +1,107 @@
+"""Experiment grids: spec expansion, errors, and one tiny grid end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fedclf.errors import UserError
+from fedclf.results import grid
+from fedclf.results import tables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def write(tmp_path, text, name="spec.yaml"):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def test_grid_expands_cartesian_product_and_extra_runs(tmp_path):
+  spec = grid.load_spec(write(tmp_path, f"""
+binary: simulations.federated
+out_dir: {tmp_path}/out
+common: {{dataset: digits, rounds: 2}}
+grid:
+  algorithm: [fedavg, fedprox]
+  seed: [0, 1]
+runs:
+  - {{name: extra, algorithm: scaffold}}
+"""))
+  assert [r.name for r in spec.runs] == [
+      "fedavg_seed0", "fedavg_seed1", "fedprox_seed0", "fedprox_seed1",
+      "extra"]
+  assert spec.runs[2].flags == {"dataset": "digits", "rounds": 2,
+                                "algorithm": "fedprox", "seed": 0}
+  argv = grid.command(spec, spec.runs[0], python="py")
+  assert argv[:3] == ["py", "-m", "simulations.federated"]
+  assert f"--out_dir={tmp_path}/out/fedavg_seed0" in argv
+  assert "--resume" not in argv
+  os.makedirs(tmp_path / "out" / "fedavg_seed0" / "checkpoints")
+  assert "--resume" in grid.command(spec, spec.runs[0])
+  groups = grid.run_names_by_group(spec)
+  assert groups["algorithm=fedavg, dataset=digits, rounds=2"] == [
+      "fedavg_seed0", "fedavg_seed1"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("binary: nope\nout_dir: x\nruns: [{name: a}]", "binary must be one of"),
+    ("binary: baselines.centralized\nruns: [{name: a}]", "out_dir is required"),
+    ("binary: baselines.centralized\nout_dir: x", "defines no runs"),
+    ("binary: baselines.centralized\nout_dir: x\ngrid: {seed: []}",
+     "non-empty list"),
+    ("binary: baselines.centralized\nout_dir: x\nruns: [{name: a}, {name: a}]",
+     "occurs twice"),
+    ("binary: baselines.centralized\nout_dir: x\nbogus: 1", "unknown spec key"),
+    ("binary: [unclosed", "cannot parse"),
+])
+def test_bad_specs_are_one_line_user_errors(tmp_path, text, message):
+  with pytest.raises(UserError, match=message):
+    grid.load_spec(write(tmp_path, text))
+
+
+def test_csv_spec(tmp_path):
+  spec = grid.load_spec(write(
+      tmp_path, "binary,out_dir,name,epochs\n"
+      f"baselines.centralized,{tmp_path},a,1\n"
+      f"baselines.centralized,{tmp_path},b,2\n", "spec.csv"))
+  assert [(r.name, r.flags) for r in spec.runs] == [
+      ("a", {"epochs": "1"}), ("b", {"epochs": "2"})]
+
+
+def test_tiny_grid_runs_resumes_and_renders(tmp_path):
+  out = tmp_path / "out"
+  path = write(tmp_path, f"""
+binary: simulations.federated
+out_dir: {out}
+common: {{dataset: digits, model: mlp, num_clients: 6, clients_per_round: 3,
+          rounds: 2, per_client_eval: 0, target_accuracy: 0.2}}
+grid:
+  algorithm: [fedavg, fedsgd]
+  seed: [0, 1]
+table: {{title: tiny grid}}
+""")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, "-m", "simulations.reproduce",
+                         f"--spec={path}"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  readme = (out / "README.md").read_text()
+  assert "| algorithm=fedavg | 2 |" in readme
+  assert "±" in readme
+  assert "\\pm" in (out / "table.tex").read_text()
+  assert (out / "accuracy.png").stat().st_size > 0
+  # A second invocation skips finished runs.
+  again = subprocess.run([sys.executable, "-m", "simulations.reproduce",
+                          f"--spec={path}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert again.stdout.count("skipped (done)") == 4, again.stdout
+  runs = tables.load_runs(str(out))
+  assert {r["name"] for r in runs} == {"fedavg_seed0", "fedavg_seed1",
+                                       "fedsgd_seed0", "fedsgd_seed1"}
+  summary = json.loads((out / "fedavg_seed0" / "summary.json").read_text())
+  assert summary["rounds_run"] == 2
