@@ -141,7 +141,9 @@ def group_by_setting(runs: List[Dict]) -> Dict[str, List[Dict]]:
   for flags, run in keyed:
     label = ", ".join(f"{k}={flags.get(k)}" for k in varying) or run["name"]
     groups.setdefault(label, []).append(run)
-  return groups
+  # A setting run with one seed reads best under its run name.
+  return {(members[0]["name"] if len(members) == 1 else label): members
+          for label, members in groups.items()}
 
 
 def _mean_std(values) -> str:
