@@ -316,6 +316,48 @@ class Simulation:
             "personal_query_accuracy_after": float(np.mean(after))}
 
   # -- the loop -------------------------------------------------------------
+  def train_round(self, state: rounds_lib.ServerState,
+                  client_states: Dict[int, List[np.ndarray]],
+                  round_num: int):
+    """Plans round `round_num`, trains its reporting clients and updates
+    the server; updates `client_states` in place. Returns (state, row)."""
+    sim = self.sim
+    plan = rounds_lib.plan_round(sim.seed, round_num, sim.num_clients,
+                                 sim.clients_per_round, sim.client_dropout,
+                                 sim.straggler_fraction)
+    tasks = self._tasks(plan, round_num)
+    row: Dict[str, float] = {
+        "clients_sampled": len(plan.sampled),
+        "clients_reported": len(plan.reporting),
+        "stragglers": len(plan.step_fraction)}
+    if not tasks:
+      logging.warning("round %d: no sampled client reported; the model is "
+                      "unchanged", round_num)
+      return dataclasses.replace(state, round_num=round_num), row
+    new_state, outputs = self.backend.run_round(state, tasks, client_states,
+                                                round_num)
+    finite = [o for o in outputs if not float(o.dropped)]
+    row["clients_nonfinite"] = len(outputs) - len(finite)
+    if row["clients_nonfinite"]:
+      logging.warning("round %d: %d client(s) produced NaN/Inf and were "
+                      "dropped", round_num, row["clients_nonfinite"])
+    if not finite:
+      self._diverged(round_num, "every client's training became NaN/Inf")
+    loss_sum = float(sum(float(o.loss_sum) for o in finite))
+    seen = float(sum(float(o.examples) for o in finite))
+    row["train_loss"] = loss_sum / max(seen, 1.0)
+    row["train_accuracy"] = float(
+        sum(float(o.correct) for o in finite)) / max(seen, 1.0)
+    row["examples"] = seen
+    if not math.isfinite(row["train_loss"]):
+      self._diverged(round_num, f"client loss {row['train_loss']}")
+    if not _all_finite(new_state.model_weights()):
+      self._diverged(round_num, "non-finite global weights")
+    if self.algorithm.client_work.stateful:
+      for (cid, *_), out in zip(tasks, outputs):
+        client_states[cid] = [np.asarray(t) for t in out.client_state]
+    return new_state, row
+
   def run(self) -> Dict:
     sim = self.sim
     state = self.backend.initial_state(self.eval_model)
@@ -346,42 +388,7 @@ class Simulation:
     try:
       for round_num in range(state.round_num + 1, sim.rounds + 1):
         t0 = time.time()
-        plan = rounds_lib.plan_round(sim.seed, round_num, sim.num_clients,
-                                     sim.clients_per_round, sim.client_dropout,
-                                     sim.straggler_fraction)
-        tasks = self._tasks(plan, round_num)
-        row: Dict[str, float] = {
-            "clients_sampled": len(plan.sampled),
-            "clients_reported": len(plan.reporting),
-            "stragglers": len(plan.step_fraction)}
-        if tasks:
-          new_state, outputs = self.backend.run_round(state, tasks,
-                                                      client_states, round_num)
-          finite = [o for o in outputs if not float(o.dropped)]
-          row["clients_nonfinite"] = len(outputs) - len(finite)
-          if row["clients_nonfinite"]:
-            logging.warning("round %d: %d client(s) produced NaN/Inf and were "
-                            "dropped", round_num, row["clients_nonfinite"])
-          if not finite:
-            self._diverged(round_num, "every client's training became NaN/Inf")
-          loss_sum = float(sum(float(o.loss_sum) for o in finite))
-          seen = float(sum(float(o.examples) for o in finite))
-          row["train_loss"] = loss_sum / max(seen, 1.0)
-          row["train_accuracy"] = float(
-              sum(float(o.correct) for o in finite)) / max(seen, 1.0)
-          row["examples"] = seen
-          if not math.isfinite(row["train_loss"]):
-            self._diverged(round_num, f"client loss {row['train_loss']}")
-          if not _all_finite(new_state.model_weights()):
-            self._diverged(round_num, "non-finite global weights")
-          if self.algorithm.client_work.stateful:
-            for (cid, *_), out in zip(tasks, outputs):
-              client_states[cid] = [np.asarray(t) for t in out.client_state]
-          state = new_state
-        else:
-          logging.warning("round %d: no sampled client reported; the model is "
-                          "unchanged", round_num)
-          state = dataclasses.replace(state, round_num=round_num)
+        state, row = self.train_round(state, client_states, round_num)
         row["round_seconds"] = time.time() - t0
         train_seconds += row["round_seconds"]
         examples += row.get("examples", 0.0)
@@ -397,7 +404,7 @@ class Simulation:
             tf.summary.scalar(key, value)
         logging.info(
             "round %d/%d  clients %d/%d  loss %.4f%s  %.1fs", round_num,
-            sim.rounds, len(plan.reporting), len(plan.sampled),
+            sim.rounds, row["clients_reported"], row["clients_sampled"],
             row.get("train_loss", float("nan")),
             f"  test_acc {last_eval['test_accuracy']:.4f}" if "test_accuracy"
             in row else "", row["round_seconds"])
