@@ -26,5 +26,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
+bench: $(STAMP)
+	$(PY) -m benchmarks.federation_bench --out=results/benchmarks.md
+
 clean-venv:
 	rm -rf $(VENV)

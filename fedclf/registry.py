@@ -104,6 +104,7 @@ _loaded_plugins: set = set()
 def load_builtins() -> None:
   """Imports fedclf's own modules so their decorators run."""
   # Imported for their registration side effects.
+  import fedclf.adapt  # noqa: F401
   import fedclf.data  # noqa: F401
   import fedclf.federated  # noqa: F401
   import fedclf.models  # noqa: F401

@@ -54,6 +54,26 @@ def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask,
   return loss, tf.reduce_sum(hits * mask), count
 
 
+class IndexedBatches:
+  """A client's batches as rows of example indices into data held once:
+  row i of `matrix` (-1 = padding) selects batch i from `x` and `y`."""
+
+  def __init__(self, x, y, matrix: tf.Tensor, num_steps: tf.Tensor):
+    self.x, self.y = x, y
+    self.matrix = matrix
+    self.num_steps = num_steps
+
+  def get(self, i):
+    row = self.matrix[i]
+    valid = row >= 0
+    safe = tf.where(valid, row, 0)
+    # Padding rows are zero images: a real example there (even a masked
+    # one) could carry NaN into the gradient (NaN * 0 is NaN).
+    valid_images = tf.reshape(valid, [-1] + [1] * (len(self.x.shape) - 1))
+    images = tf.where(valid_images, tf.gather(self.x, safe), 0.0)
+    return images, tf.gather(self.y, safe), tf.cast(valid, tf.float32)
+
+
 class LocalSGD:
   """Local (momentum) SGD epochs from the broadcast model: FedSGD, FedAvg,
   FedAvgM/FedAdam/FedYogi, DP-FedAvg and Reptile's client side; with
@@ -99,10 +119,11 @@ class LocalSGD:
 
   def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
             global_trainable: Tensors, global_non_trainable: Tensors,
-            batches: tf.data.Dataset, num_examples: tf.Tensor,
+            batches, num_examples: tf.Tensor,
             client_state: Tensors, server_extra: Tensors,
             seed: tf.Tensor) -> ClientOutput:
-    """Trains `model` (its variables are overwritten) on `batches`.
+    """Trains `model` (its variables are overwritten) on `batches`: a
+    tf.data.Dataset of (images, labels, mask) or `IndexedBatches`.
 
     Call inside tf.function or a tff.tf_computation; `velocity` holds one
     momentum buffer per trainable variable, reset here. `seed` ([2] int64,
@@ -118,11 +139,8 @@ class LocalSGD:
     for buf in velocity:
       buf.assign(tf.zeros_like(buf))
     correction = self.gradient_correction(client_state, server_extra)
-    loss_sum = tf.constant(0.0)
-    correct = tf.constant(0.0)
-    examples = tf.constant(0.0)
-    steps = tf.constant(0, tf.int32)
-    for images, labels, mask in batches:
+    def step(images, labels, mask, totals):
+      loss_sum, correct, examples, steps = totals
       with tf.GradientTape() as tape:
         step_seed = tf.stack([seed[0], seed[1] * 100_003 +
                               tf.cast(steps, tf.int64)])
@@ -142,10 +160,21 @@ class LocalSGD:
           var.assign_sub(self.lr * buf)
         else:
           var.assign_sub(self.lr * grad)
-      loss_sum += loss * count
-      correct += hits
-      examples += count
-      steps += 1
+      return (loss_sum + loss * count, correct + hits, examples + count,
+              steps + 1)
+
+    totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0),
+              tf.constant(0, tf.int32))
+    if isinstance(batches, IndexedBatches):
+      # A while loop over index rows: no per-client tf.data pipeline, which
+      # costs tens of milliseconds per client inside a graph.
+      for i in tf.range(batches.num_steps):
+        images, labels, mask = batches.get(i)
+        totals = step(images, labels, mask, totals)
+    else:
+      for images, labels, mask in batches:
+        totals = step(images, labels, mask, totals)
+    loss_sum, correct, examples, steps = totals
     local = [tf.identity(v) for v in variables]
     extra_delta, new_state = self.finish(global_trainable, local, steps,
                                          client_state, server_extra)

@@ -1,0 +1,50 @@
+"""Domain adaptation: how a classifier trained on one domain does on
+another, and how adaptation closes the gap.
+
+    from fedclf.adapt import AdaptRunConfig, run_adaptation
+    summary = run_adaptation(AdaptRunConfig(source="mnist", target="usps",
+                                            method="dann"), "runs/x", {})
+
+Domains (`DOMAINS`): mnist, usps, mnist_m (generated, see mnist_m.py),
+mnist_corrupted[/corruption] (tensorflow-datasets, when prepared). Methods
+register in `fedclf.registry.ADAPTATION_METHODS` (one module each under
+`fedclf/adapt/methods/`): source_only, target_oracle, dann, finetune. Add
+one with
+
+    from fedclf.adapt import AdaptationResult, AdaptationTask
+    from fedclf.registry import ADAPTATION_METHODS
+
+    @ADAPTATION_METHODS.register("my_method")
+    def my_method(task: AdaptationTask) -> AdaptationResult: ...
+
+Federated runs across domains (clients holding different domains) use the
+`domains:a+b` datasets and the `per_domain` partitioner
+(`fedclf.adapt.federated`).
+"""
+
+from fedclf.adapt import methods  # noqa: F401  (registers the methods)
+from fedclf.adapt.core import AdaptationResult
+from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.core import AdaptConfig
+from fedclf.adapt.core import DannConfig
+from fedclf.adapt.core import few_shot_indices
+from fedclf.adapt.domains import align
+from fedclf.adapt.domains import DOMAINS
+from fedclf.adapt.domains import DomainLimits
+from fedclf.adapt.domains import DomainOptions
+from fedclf.adapt.domains import DomainPair
+from fedclf.adapt.domains import DomainSpec
+from fedclf.adapt.domains import load_domain
+from fedclf.adapt.domains import load_domain_pair
+from fedclf.adapt.domains import load_domains
+from fedclf.adapt.domains import mixture_name
+from fedclf.adapt.federated import per_domain
+from fedclf.adapt.federated import federated_domain_config
+from fedclf.adapt.federated import run_federated_adaptation
+from fedclf.adapt.grl import dann_lambda
+from fedclf.adapt.grl import gradient_reversal
+from fedclf.adapt.mnist_m import make_mnist_m
+from fedclf.adapt.run import AdaptRunConfig
+from fedclf.adapt.run import evaluate_pair
+from fedclf.adapt.run import run_adaptation
+from fedclf.adapt.run import run_adaptation_seeds

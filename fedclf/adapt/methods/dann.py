@@ -1,0 +1,259 @@
+"""DANN: domain-adversarial training (Ganin et al. 2016, JMLR 17(59)).
+
+The zoo encoder feeds two heads: the zoo classifier head, trained on the
+labelled source, and a domain classifier (an MLP, one logit: source or
+target), trained on source and unlabelled target features that pass through
+a gradient-reversal layer. One backward pass of
+
+    L = CE(head(f(x_s)), y_s) + BCE(domain(GRL_lambda(f([x_s, x_t]))), d)
+
+teaches the domain classifier to separate the domains and the encoder, via
+the reversed gradient, to make them inseparable while staying
+discriminative for the labels. lambda follows the paper's schedule
+2 / (1 + exp(-10 p)) - 1 over the training progress p in [0, 1]; the
+paper's learning-rate annealing lr / (1 + 10 p)^0.75 is optional.
+
+Its own loop (the shared supervised loop trains one loss on one dataset),
+built like `fedclf.train.loop`: each epoch's batch order derives from
+(seed, epoch), checkpoints hold the models, the optimizer and the epoch,
+so `--resume` replays the uninterrupted run's batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Dict, List, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fedclf.adapt.core import AdaptationResult
+from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.grl import dann_lambda
+from fedclf.adapt.grl import gradient_reversal
+from fedclf.errors import DivergenceError
+from fedclf.errors import UserError
+from fedclf.models.core import SeedStream
+from fedclf.registry import ADAPTATION_METHODS
+from fedclf.train.loop import classification_loss
+from fedclf.train.loop import evaluate_classifier
+from fedclf.train.optimizers import build_optimizer
+
+# Offsets the domain classifier's initialiser seeds from the zoo model's,
+# which is built from the same ModelConfig.seed.
+_DOMAIN_SEED_OFFSET = 7919
+
+
+class AnnealedLearningRate(tf.keras.optimizers.schedules.LearningRateSchedule):
+  """lr / (1 + alpha p)^beta with p = step / total_steps (Ganin et al. 2016,
+  section 5.2.2)."""
+
+  def __init__(self, initial: float, total_steps: int, alpha: float,
+               beta: float):
+    super().__init__()
+    self.initial = float(initial)
+    self.total_steps = max(1, int(total_steps))
+    self.alpha = float(alpha)
+    self.beta = float(beta)
+
+  def __call__(self, step):
+    progress = tf.minimum(tf.cast(step, tf.float32) / self.total_steps, 1.0)
+    return self.initial / tf.pow(1.0 + self.alpha * progress, self.beta)
+
+  def get_config(self):
+    return {"initial": self.initial, "total_steps": self.total_steps,
+            "alpha": self.alpha, "beta": self.beta}
+
+
+def build_domain_classifier(feature_dim: int, hidden: Sequence[int],
+                            seed: int) -> tf.keras.Model:
+  """features -> ReLU MLP -> one logit (positive: target domain)."""
+  seeds = SeedStream(seed + _DOMAIN_SEED_OFFSET)
+  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                            name="features")
+  x = features
+  for i, width in enumerate(hidden, start=1):
+    x = tf.keras.layers.Dense(int(width), activation="relu",
+                              kernel_initializer=seeds.glorot_uniform(),
+                              name=f"fc{i}")(x)
+  logit = tf.keras.layers.Dense(1, kernel_initializer=seeds.glorot_uniform(),
+                                dtype=tf.float32, name="domain_logit")(x)
+  return tf.keras.Model(features, logit, name="domain_classifier")
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  # fedclf.train.loop's derivation, offset so DANN's order is its own.
+  return (seed * 1_000_003 + epoch * 7919 + 524_287) % (2**31 - 1)
+
+
+def _epoch_order(n_source: int, n_target: int, batch: int, steps: int,
+                 seed: int, epoch: int):
+  """This epoch's source permutation and enough target indices for it.
+
+  The target set is usually of a different size: its indices are a chain of
+  fresh permutations, so every target image is used about equally often.
+  """
+  rng = np.random.default_rng(_epoch_seed(seed, epoch))
+  source = rng.permutation(n_source)
+  needed = steps * batch
+  target = np.concatenate([rng.permutation(n_target)
+                           for _ in range(math.ceil(needed / n_target))])
+  return source, target[:needed]
+
+
+@ADAPTATION_METHODS.register("dann")
+def dann(task: AdaptationTask) -> AdaptationResult:
+  config = task.config
+  train_config = config.train
+  dann_config = config.dann
+  pair = task.pair
+  normalization = task.source_normalization()
+  x_source = normalization.apply(pair.source.x_train).astype(np.float32)
+  y_source = pair.source.y_train.astype(np.int64)
+  x_target = normalization.apply(pair.target.x_train).astype(np.float32)
+  if not len(y_source) or not len(x_target):
+    raise UserError("dann needs source and target training images")
+  batch = min(train_config.batch_size, len(y_source))
+  steps_per_epoch = math.ceil(len(y_source) / batch)
+  total_steps = steps_per_epoch * train_config.epochs
+
+  model = task.build_classifier()
+  encoder = model.get_layer("encoder")
+  head = model.get_layer("head")
+  feature_dim = int(encoder.output_shape[-1])
+  domain_classifier = build_domain_classifier(
+      feature_dim, dann_config.domain_hidden, task.model_config.seed)
+  optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
+                              train_config.epochs)
+  if dann_config.anneal_lr:
+    if (train_config.optimizer.schedule != "constant" or
+        train_config.optimizer.warmup_epochs):
+      raise UserError("dann's lr annealing replaces the lr schedule; use "
+                      "the constant schedule without warm-up with it")
+    # A schedule may replace a schedule on Keras optimizers (not a float).
+    optimizer.learning_rate = AnnealedLearningRate(
+        train_config.optimizer.learning_rate, total_steps, dann_config.alpha,
+        dann_config.beta)
+  loss_fn = classification_loss(pair.num_classes, train_config.label_smoothing)
+  variables = model.trainable_variables + domain_classifier.trainable_variables
+
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  ckpt = tf.train.Checkpoint(model=model, domain_classifier=domain_classifier,
+                             optimizer=optimizer, epoch=epoch_var)
+  manager = None
+  checkpoint_dir = task.checkpoint_subdir("dann")
+  if checkpoint_dir and train_config.checkpoint_every:
+    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
+    if task.resume and manager.latest_checkpoint:
+      ckpt.restore(manager.latest_checkpoint)
+      logging.info("dann: resumed from %s (epoch %d)",
+                   manager.latest_checkpoint, int(epoch_var.numpy()))
+
+  # The last, shorter batch of an epoch traces once more; no further.
+  @tf.function(reduce_retracing=True)
+  def train_step(images_s, labels_s, images_t, lambda_):
+    n_s = tf.shape(images_s)[0]
+    n_t = tf.shape(images_t)[0]
+    with tf.GradientTape() as tape:
+      # One encoder pass over both domains: normalization layers (if any)
+      # then see the mixed batch, as in the paper's implementation.
+      features = encoder(tf.concat([images_s, images_t], 0), training=True)
+      logits = head(features[:n_s], training=True)
+      class_loss = loss_fn(labels_s, logits)
+      domain_logits = domain_classifier(
+          gradient_reversal(features, lambda_), training=True)[:, 0]
+      domain_labels = tf.concat([tf.zeros([n_s]), tf.ones([n_t])], 0)
+      domain_loss = tf.reduce_mean(
+          tf.nn.sigmoid_cross_entropy_with_logits(domain_labels,
+                                                  domain_logits))
+      loss = class_loss + domain_loss
+      if model.losses:
+        loss += tf.add_n(model.losses)
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(logits, -1), labels_s), tf.float32))
+    domain_correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.cast(domain_logits > 0, tf.float32), domain_labels),
+        tf.float32))
+    return class_loss, domain_loss, correct, domain_correct
+
+  target_test = (pair.target.x_test, pair.target.y_test)
+  history: List[Dict[str, float]] = []
+  train_seconds = 0.0
+  examples_seen = 0
+  for epoch in range(int(epoch_var.numpy()) + 1, train_config.epochs + 1):
+    order_s, order_t = _epoch_order(len(y_source), len(x_target), batch,
+                                    steps_per_epoch, train_config.seed, epoch)
+    t0 = time.time()
+    sums = np.zeros(4)
+    lambda_ = 0.0
+    for step in range(steps_per_epoch):
+      idx_s = order_s[step * batch:(step + 1) * batch]
+      idx_t = order_t[step * batch:step * batch + len(idx_s)]
+      progress = ((epoch - 1) * steps_per_epoch + step) / max(total_steps, 1)
+      lambda_ = dann_lambda(progress, dann_config.gamma,
+                            dann_config.domain_weight)
+      out = train_step(tf.constant(x_source[idx_s]),
+                       tf.constant(y_source[idx_s]),
+                       tf.constant(x_target[idx_t]),
+                       tf.constant(lambda_, tf.float32))
+      sums[0] += float(out[0]) * len(idx_s)
+      sums[1] += float(out[1]) * 2 * len(idx_s)
+      sums[2] += float(out[2])
+      sums[3] += float(out[3])
+    epoch_seconds = time.time() - t0
+    train_seconds += epoch_seconds
+    examples_seen += 2 * len(y_source)
+    lr = optimizer.learning_rate
+    row = {
+        "train_loss": sums[0] / len(y_source),
+        "train_accuracy": sums[2] / len(y_source),
+        "domain_loss": sums[1] / (2 * len(y_source)),
+        # Near 0.5 once the encoder's features confuse the domains.
+        "domain_accuracy": sums[3] / (2 * len(y_source)),
+        "lambda": lambda_,
+        "learning_rate": float(lr(optimizer.iterations) if callable(lr)
+                               else lr),
+        "epoch_seconds": epoch_seconds,
+    }
+    if not (math.isfinite(row["train_loss"]) and
+            math.isfinite(row["domain_loss"])):
+      where = (f"; last good checkpoint in {checkpoint_dir}"
+               if manager and manager.latest_checkpoint else "")
+      raise DivergenceError(
+          f"dann diverged at epoch {epoch} (class loss {row['train_loss']}, "
+          f"domain loss {row['domain_loss']}); lower the learning rate or "
+          f"--dann_weight{where}")
+    if config.eval_every and epoch % config.eval_every == 0:
+      report = evaluate_classifier(model, target_test, normalization,
+                                   pair.num_classes,
+                                   batch_size=train_config.eval_batch_size)
+      row["target_test_accuracy"] = report["accuracy"]
+    history.append({"epoch": epoch, **row})
+    if task.recorder is not None:
+      task.recorder.log_metrics(epoch, row, "epoch")
+    logging.info(
+        "dann epoch %d/%d  loss %.4f  acc %.4f  domain loss %.4f  domain acc "
+        "%.4f  lambda %.3f%s  %.1fs", epoch, train_config.epochs,
+        row["train_loss"], row["train_accuracy"], row["domain_loss"],
+        row["domain_accuracy"], lambda_,
+        (f"  target acc {row['target_test_accuracy']:.4f}"
+         if "target_test_accuracy" in row else ""), epoch_seconds)
+    epoch_var.assign(epoch)
+    if manager and (epoch % train_config.checkpoint_every == 0 or
+                    epoch == train_config.epochs):
+      manager.save(checkpoint_number=epoch)
+  details = {"dann": dataclasses.asdict(dann_config),
+             "domain_classifier_parameters": int(
+                 domain_classifier.count_params())}
+  if history:
+    details.update({"final_domain_accuracy": history[-1]["domain_accuracy"],
+                    "final_domain_loss": history[-1]["domain_loss"],
+                    "final_lambda": history[-1]["lambda"]})
+  return AdaptationResult(model, normalization, int(epoch_var.numpy()),
+                          train_seconds,
+                          examples_seen / max(train_seconds, 1e-9), details)

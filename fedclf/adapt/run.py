@@ -1,0 +1,208 @@
+"""A complete domain-adaptation run: load the pair, adapt, score both domains.
+
+`run_adaptation` writes the usual results files (config.json,
+metrics.jsonl, summary.json) plus the target confusion matrix and the
+model; `run_adaptation_seeds` repeats it over seeds (one folder each) and
+summarizes mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Sequence
+
+from absl import logging
+import numpy as np
+
+from fedclf import metrics as metrics_lib
+from fedclf.adapt.core import AdaptationResult
+from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.core import AdaptConfig
+from fedclf.adapt.domains import DEFAULT_IMAGE_SIZE
+from fedclf.adapt.domains import DomainLimits
+from fedclf.adapt.domains import DomainPair
+from fedclf.adapt.domains import load_domain_pair
+from fedclf.adapt.domains import parse_domain
+from fedclf.errors import UserError
+from fedclf.models import count_params
+from fedclf.models import ModelConfig
+from fedclf.registry import ADAPTATION_METHODS
+from fedclf.registry import MODELS
+from fedclf.results import RunRecorder
+from fedclf.train.loop import evaluate_classifier
+
+# Averaged over seeds by run_adaptation_seeds.
+SEED_METRICS = ("target_accuracy", "target_macro_f1", "source_accuracy",
+                "source_macro_f1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptRunConfig:
+  """One adaptation run.
+
+  Attributes:
+    source, target: domain names (`fedclf.adapt.DOMAINS`).
+    method: a registered adaptation method.
+    image_size: the common square image size.
+    channels: 1, 3, or 0 for 3 when either domain is colour, else 1.
+    limits: per-domain train/test slice sizes (0 = all).
+    data_dir, download: as `DataConfig`.
+    mnist_m_seed: the MNIST-M generator's seed (fixed across run seeds).
+    model_name, model: the zoo model.
+    adapt: the training settings.
+    seed: the limit slices' seed (model and training seeds are in `model`
+      and `adapt`; `with_seed` sets all of them).
+  """
+  source: str = "mnist"
+  target: str = "usps"
+  method: str = "source_only"
+  image_size: int = DEFAULT_IMAGE_SIZE
+  channels: int = 0
+  limits: DomainLimits = DomainLimits()
+  data_dir: str = ""
+  download: bool = True
+  mnist_m_seed: int = 0
+  model_name: str = "cnn"
+  model: ModelConfig = ModelConfig()
+  adapt: AdaptConfig = AdaptConfig()
+  seed: int = 0
+
+  def validate(self) -> None:
+    parse_domain(self.source)  # unknown: the error lists the domains
+    parse_domain(self.target)
+    ADAPTATION_METHODS.get(self.method)
+    MODELS.get(self.model_name)
+    if self.image_size < 1:
+      raise UserError(f"image_size must be >= 1, got {self.image_size}")
+    if self.seed < 0 or self.mnist_m_seed < 0:
+      raise UserError("seeds must be >= 0")
+    self.limits.validate()
+    self.adapt.validate()
+    if self.method == "finetune" and self.adapt.target_labels_per_class < 1:
+      raise UserError("finetune needs target_labels_per_class >= 1")
+
+  def with_seed(self, seed: int) -> "AdaptRunConfig":
+    """This config with `seed` for the slices, the model and training."""
+    adapt = dataclasses.replace(
+        self.adapt, train=dataclasses.replace(self.adapt.train, seed=seed),
+        finetune=dataclasses.replace(self.adapt.finetune, seed=seed))
+    return dataclasses.replace(
+        self, seed=seed, model=dataclasses.replace(self.model, seed=seed),
+        adapt=adapt)
+
+  def load_pair(self) -> DomainPair:
+    return load_domain_pair(self.source, self.target, self.image_size,
+                            self.channels, self.seed, self.limits,
+                            self.data_dir, self.download, self.mnist_m_seed)
+
+
+def evaluate_pair(result: AdaptationResult, pair: DomainPair,
+                  batch_size: int = 512) -> Dict[str, Dict]:
+  """Classification reports of `result.model` on both test sets."""
+  return {
+      domain: evaluate_classifier(result.model, (ds.x_test, ds.y_test),
+                                  result.normalization, pair.num_classes,
+                                  pair.class_names, batch_size)
+      for domain, ds in (("target", pair.target), ("source", pair.source))
+  }
+
+
+def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
+                   resume: bool = False) -> Dict:
+  """Adapts, evaluates and writes the run's results files.
+
+  Args:
+    config: the run.
+    out_dir: results folder (config.json, metrics.jsonl, summary.json,
+      confusion_matrix.png with the target test set, model.keras,
+      checkpoints/).
+    run_config: what the user asked for (flags), recorded in config.json.
+    resume: continue from the checkpoints in `out_dir`.
+
+  Returns:
+    The summary: `method`, `source`, `target`, `target_accuracy`,
+    `target_macro_f1`, `source_accuracy`, `source_macro_f1`, per-class
+    target metrics and confusion matrix, timings and the method's details.
+    `test_accuracy` / `test_macro_f1` repeat the target's, for tables.
+  """
+  config.validate()
+  pair = config.load_pair()
+  logging.info("domains %s", pair.describe())
+  recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
+                                   "domains": pair.describe()},
+                         resume=resume)
+  task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
+                        recorder, os.path.join(out_dir, "checkpoints"),
+                        resume)
+  result = ADAPTATION_METHODS.get(config.method)(task)
+  reports = evaluate_pair(result, pair, config.adapt.train.eval_batch_size)
+  target, source = reports["target"], reports["source"]
+  title = f"{config.method}: {config.source} -> {config.target}"
+  metrics_lib.plot_confusion_matrix(
+      np.asarray(target["confusion_matrix"]),
+      os.path.join(out_dir, "confusion_matrix.png"), pair.class_names,
+      f"{title}: target test accuracy {target['accuracy']:.4f}")
+  result.model.save(os.path.join(out_dir, "model.keras"))
+  final = {"target_accuracy": target["accuracy"],
+           "target_macro_f1": target["macro_f1"],
+           "target_loss": target["loss"],
+           "source_accuracy": source["accuracy"],
+           "source_macro_f1": source["macro_f1"]}
+  recorder.log_metrics(result.epochs_run, final, "epoch")
+  summary = {
+      "method": config.method,
+      "source": config.source,
+      "target": config.target,
+      "model": config.model_name,
+      "parameters": count_params(result.model),
+      "dataset": {"name": f"{config.source}->{config.target}",
+                  **pair.describe()},
+      **final,
+      "test_accuracy": target["accuracy"],
+      "test_macro_f1": target["macro_f1"],
+      "target_per_class": target["per_class"],
+      "target_confusion_matrix": target["confusion_matrix"],
+      "source_loss": source["loss"],
+      "epochs_run": result.epochs_run,
+      "train_seconds": round(result.train_seconds, 3),
+      "examples_per_second": round(result.examples_per_second, 1),
+      "normalization": dataclasses.asdict(result.normalization),
+      **result.details,
+  }
+  recorder.write_summary(summary)
+  logging.info("%s: target accuracy %.4f, source accuracy %.4f (%s)", title,
+               target["accuracy"], source["accuracy"], out_dir)
+  return summary
+
+
+def run_adaptation_seeds(config: AdaptRunConfig, seeds: Sequence[int],
+                         out_dir: str, run_config: Dict,
+                         resume: bool = False) -> Dict:
+  """`run_adaptation` once per seed (into `out_dir/seed_<s>`), then a
+  summary in `out_dir` with the mean and std over seeds of
+  `SEED_METRICS` (e.g. `target_accuracy_mean`) and every seed's values."""
+  seeds = [int(s) for s in seeds]
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise UserError(f"seeds must be distinct and >= 0, got {seeds}")
+  config.validate()
+  recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
+                                   "seeds": seeds}, resume=resume)
+  per_seed = []
+  for seed in seeds:
+    summary = run_adaptation(config.with_seed(seed),
+                             os.path.join(out_dir, f"seed_{seed}"),
+                             run_config, resume)
+    row = {key: summary[key] for key in SEED_METRICS}
+    recorder.log_metrics(seed, row, "seed")
+    per_seed.append({"seed": seed, **row})
+  aggregate = {"method": config.method, "source": config.source,
+               "target": config.target, "model": config.model_name,
+               "seeds": seeds, "per_seed": per_seed}
+  for key in SEED_METRICS:
+    values = np.asarray([row[key] for row in per_seed])
+    aggregate[key] = float(values.mean())
+    aggregate[f"{key}_mean"] = float(values.mean())
+    aggregate[f"{key}_std"] = float(values.std())
+  recorder.write_summary(aggregate)
+  return aggregate
