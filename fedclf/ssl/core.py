@@ -180,6 +180,27 @@ def mlp(input_dim: int, hidden_dims: Tuple[int, ...], output_dim: int,
   return tf.keras.Model(features, out, name=name)
 
 
+def projector_and_predictor(config: "SslConfig", feature_dim: int,
+                            projector_output_norm: bool):
+  """SimSiam's and BYOL's heads: projector z = g(h) and predictor p = q(z).
+
+  Returns (projector, predictor, heads) where `heads` maps features to
+  [z, p] and holds every trainable weight of both.
+  """
+  seeds = SeedStream(config.seed)
+  projector = mlp(feature_dim, (config.hidden_dim,), config.projection_dim,
+                  config.projector_norm, seeds, "projector",
+                  output_norm=projector_output_norm)
+  predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
+                  config.projection_dim, config.projector_norm, seeds,
+                  "predictor")
+  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                            name="features")
+  z = projector(features)
+  heads = tf.keras.Model(features, [z, predictor(z)], name="heads")
+  return projector, predictor, heads
+
+
 def encode_views(encoder: tf.keras.Model, view1: tf.Tensor, view2: tf.Tensor,
                  training: bool) -> tf.Tensor:
   """Encoder features of both views in one pass: [2N, feature_dim].

@@ -27,6 +27,7 @@ from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.core import ssl_step_loss
 from fedclf.ssl.core import SslMethod
+from fedclf.train.loop import checkpoint_manager
 from fedclf.train.loop import predict_logits
 from fedclf.train.optimizers import build_optimizer
 from fedclf.train.optimizers import OptimizerConfig
@@ -155,13 +156,8 @@ def pretrain_encoder(encoder: tf.keras.Model,
   epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   ckpt = tf.train.Checkpoint(encoder=encoder, method=method,
                              optimizer=optimizer, epoch=epoch_var)
-  manager = None
-  if checkpoint_dir and config.checkpoint_every:
-    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-      ckpt.restore(manager.latest_checkpoint)
-      logging.info("%sresumed from %s (epoch %d)", log_prefix,
-                   manager.latest_checkpoint, int(epoch_var.numpy()))
+  manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
+                               resume, epoch_var, log_prefix)
 
   @tf.function
   def train_step(images, seed):

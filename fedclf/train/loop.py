@@ -120,6 +120,23 @@ def _epoch_seed(seed: int, epoch: int) -> int:
   return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
 
 
+def checkpoint_manager(ckpt: tf.train.Checkpoint,
+                       checkpoint_dir: Optional[str], every: int,
+                       resume: bool, epoch: tf.Variable,
+                       log_prefix: str = ""
+                       ) -> Optional[tf.train.CheckpointManager]:
+  """A manager keeping the last two checkpoints (None when checkpoints are
+  off); with `resume`, restores the latest into `ckpt` first."""
+  if not checkpoint_dir or not every:
+    return None
+  manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
+  if resume and manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint)
+    logging.info("%sresumed from %s (epoch %d)", log_prefix,
+                 manager.latest_checkpoint, int(epoch.numpy()))
+  return manager
+
+
 def train_classifier(model: tf.keras.Model,
                      train: Arrays,
                      val: Optional[Arrays],
@@ -148,13 +165,8 @@ def train_classifier(model: tf.keras.Model,
   ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer,
                              epoch=epoch_var, best_val=best_val,
                              best_epoch=best_epoch)
-  manager = None
-  if checkpoint_dir and config.checkpoint_every:
-    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-      ckpt.restore(manager.latest_checkpoint)
-      logging.info("%sresumed from %s (epoch %d)", log_prefix,
-                   manager.latest_checkpoint, int(epoch_var.numpy()))
+  manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
+                               resume, epoch_var, log_prefix)
   best_weights = model.get_weights() if best_epoch.numpy() > 0 else None
 
   @tf.function

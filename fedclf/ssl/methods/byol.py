@@ -7,11 +7,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from fedclf.models.core import SeedStream
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
 from fedclf.ssl.core import encode_views
-from fedclf.ssl.core import mlp
+from fedclf.ssl.core import projector_and_predictor
 from fedclf.ssl.core import split_views
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.core import SslMethod
@@ -36,17 +35,8 @@ class Byol(SslMethod):
   """
 
   def __init__(self, config: SslConfig, feature_dim: int):
-    seeds = SeedStream(config.seed)
-    projector = mlp(feature_dim, (config.hidden_dim,),
-                    config.projection_dim, config.projector_norm, seeds,
-                    "projector")
-    predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
-                    config.projection_dim, config.projector_norm, seeds,
-                    "predictor")
-    features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
-                              name="features")
-    z = projector(features)
-    heads = tf.keras.Model(features, [z, predictor(z)], name="heads")
+    projector, predictor, heads = projector_and_predictor(
+        config, feature_dim, projector_output_norm=False)
     super().__init__(config, heads, name="byol")
     self.projector = projector
     self.predictor = predictor

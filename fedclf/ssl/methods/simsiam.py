@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from fedclf.models.core import SeedStream
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
 from fedclf.ssl.core import encode_views
-from fedclf.ssl.core import mlp
+from fedclf.ssl.core import projector_and_predictor
 from fedclf.ssl.core import split_views
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.core import SslMethod
@@ -19,19 +18,10 @@ class SimSiam(SslMethod):
   """Encoder -> projector (BN on its output) -> bottleneck predictor."""
 
   def __init__(self, config: SslConfig, feature_dim: int):
-    seeds = SeedStream(config.seed)
     # As in the paper: BN on the projector's output too, and a predictor
     # whose hidden layer is a bottleneck (predictor_hidden_dim).
-    projector = mlp(feature_dim, (config.hidden_dim,),
-                    config.projection_dim, config.projector_norm, seeds,
-                    "projector", output_norm=True)
-    predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
-                    config.projection_dim, config.projector_norm, seeds,
-                    "predictor")
-    features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
-                              name="features")
-    z = projector(features)
-    heads = tf.keras.Model(features, [z, predictor(z)], name="heads")
+    projector, predictor, heads = projector_and_predictor(
+        config, feature_dim, projector_output_norm=True)
     super().__init__(config, heads, name="simsiam")
     self.projector = projector
     self.predictor = predictor
