@@ -162,6 +162,12 @@ def _mean_std(values) -> str:
 SEED_COLUMNS = (
     ("final accuracy", ("final_test_accuracy", "test_accuracy")),
     ("linear probe", ("linear_probe_accuracy",)),
+    ("random-init probe", ("random_init_linear_probe_accuracy",)),
+    ("kNN", ("knn_accuracy",)),
+    ("1% labels: fine-tune", ("finetune_accuracy_1",)),
+    ("1% labels: supervised", ("supervised_accuracy_1",)),
+    ("10% labels: fine-tune", ("finetune_accuracy_10",)),
+    ("10% labels: supervised", ("supervised_accuracy_10",)),
     ("rounds to target", ("rounds_to_target",)),
     ("macro F1", ("final_test_macro_f1", "test_macro_f1")),
 )
