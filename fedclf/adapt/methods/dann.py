@@ -38,6 +38,7 @@ from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.models.core import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
+from fedclf.train.loop import checkpoint_manager
 from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.optimizers import build_optimizer
@@ -143,14 +144,10 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   ckpt = tf.train.Checkpoint(model=model, domain_classifier=domain_classifier,
                              optimizer=optimizer, epoch=epoch_var)
-  manager = None
   checkpoint_dir = task.checkpoint_subdir("dann")
-  if checkpoint_dir and train_config.checkpoint_every:
-    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
-    if task.resume and manager.latest_checkpoint:
-      ckpt.restore(manager.latest_checkpoint)
-      logging.info("dann: resumed from %s (epoch %d)",
-                   manager.latest_checkpoint, int(epoch_var.numpy()))
+  manager = checkpoint_manager(ckpt, checkpoint_dir,
+                               train_config.checkpoint_every, task.resume,
+                               epoch_var, "dann: ")
 
   # The last, shorter batch of an epoch traces once more; no further.
   @tf.function(reduce_retracing=True)
