@@ -1,0 +1,217 @@
+r"""Domain adaptation: train on a source domain, score on a target domain.
+
+  python -m simulations.domain_adaptation --source=mnist --target=usps \
+      --method=dann --model=cnn --epochs=10 --lr=0.01 --out_dir=runs/da
+
+Methods (--method, see --list): source_only (lower bound), target_oracle
+(trained on the labelled target: upper bound), dann (domain-adversarial
+training), finetune (source model fine-tuned on --target_labels_per_class
+labelled target examples per class). Writes config.json, metrics.jsonl,
+summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
+(target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
+repeats the run into out_dir/seed_<s> and summarizes mean and std.
+
+--federated instead trains FedAvg (or --algorithm) across clients that each
+hold one domain (--source's or --target's) and reports the global model's
+accuracy per domain.
+"""
+
+from absl import flags
+
+from fedclf import cli
+from fedclf.errors import UserError
+
+cli.define_common_flags()
+flags.DEFINE_string("source", "mnist",
+                    "Source domain: mnist, usps, mnist_m, "
+                    "mnist_corrupted[/corruption].")
+flags.DEFINE_string("target", "usps", "Target domain (as --source).")
+flags.DEFINE_string("method", "source_only",
+                    "Registered adaptation method: source_only, "
+                    "target_oracle, dann, finetune (see --list).")
+flags.DEFINE_string("data_dir", "",
+                    "Data directory (default $FEDCLF_DATA_DIR, else "
+                    "~/.cache/fedclf).")
+flags.DEFINE_bool("download", True,
+                  "Allow downloads when local files are missing.")
+flags.DEFINE_integer("image_size", 28, "Common square image size.")
+flags.DEFINE_enum("channels", "auto", ["auto", "1", "3"],
+                  "Common channel count; auto: 3 when either domain is "
+                  "colour (grayscale is replicated), else 1.")
+flags.DEFINE_integer("train_limit", 0,
+                     "Seeded slice of each domain's training set (0 = all).")
+flags.DEFINE_integer("test_limit", 0,
+                     "Seeded slice of each domain's test set (0 = all).")
+flags.DEFINE_integer("mnist_m_seed", 0,
+                     "Seed of the MNIST-M generator (fixed across --seeds).")
+cli.define_model_flags("batch", "Normalization layers (ResNets).")
+cli.define_optimizer_flags("", "momentum", 0.01)
+flags.DEFINE_integer("epochs", 10, "Training epochs (over the source).")
+flags.DEFINE_integer("batch_size", 64,
+                     "Batch size (dann: this many source plus this many "
+                     "target images per step).")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
+flags.DEFINE_integer("target_labels_per_class", 10,
+                     "finetune: labelled target examples per class.")
+flags.DEFINE_integer("finetune_epochs", 20, "finetune: epochs on them.")
+flags.DEFINE_float("finetune_lr", 0.001,
+                   "finetune: learning rate (same optimizer as --optimizer, "
+                   "constant).")
+flags.DEFINE_integer("finetune_batch_size", 32, "finetune: batch size.")
+flags.DEFINE_list("dann_hidden", ["500", "500"],
+                  "dann: hidden widths of the domain classifier MLP.")
+flags.DEFINE_float("dann_weight", 1.0,
+                   "dann: largest adaptation factor lambda (the schedule "
+                   "2/(1+exp(-gamma p))-1 is scaled by it).")
+flags.DEFINE_float("dann_gamma", 10.0, "dann: the lambda schedule's gamma.")
+flags.DEFINE_bool("dann_anneal_lr", False,
+                  "dann: the paper's lr annealing lr/(1+alpha p)^beta "
+                  "(replaces --lr_schedule, which must stay constant).")
+flags.DEFINE_float("dann_alpha", 10.0, "dann: annealing alpha.")
+flags.DEFINE_float("dann_beta", 0.75, "dann: annealing beta.")
+flags.DEFINE_integer("eval_every", 1,
+                     "dann: log the target test accuracy every N epochs "
+                     "(a learning curve only; 0 = at the end only).")
+flags.DEFINE_list("seeds", [],
+                  "Run once per seed (into out_dir/seed_<s>) and report "
+                  "mean and std; empty: one run with --seed.")
+flags.DEFINE_bool("federated", False,
+                  "Federated mode: FedAvg across clients that each hold "
+                  "the --source or the --target domain; reports each "
+                  "domain's test accuracy of the global model.")
+flags.DEFINE_string("algorithm", "fedavg",
+                    "--federated: registered federated algorithm.")
+flags.DEFINE_integer("num_clients", 10,
+                     "--federated: clients (split evenly between domains).")
+flags.DEFINE_integer("clients_per_round", 10,
+                     "--federated: clients sampled per round.")
+flags.DEFINE_integer("rounds", 20, "--federated: communication rounds.")
+flags.DEFINE_integer("local_epochs", 1, "--federated: local epochs.")
+flags.DEFINE_integer("local_batch_size", 32, "--federated: local batch size.")
+flags.DEFINE_float("client_lr", 0.05, "--federated: client learning rate.")
+cli.define_run_flags("runs/domain_adaptation", "epochs (rounds with "
+                     "--federated)", 1,
+                     "Seed for data slices, init, shuffles and partition.")
+
+FLAGS = flags.FLAGS
+
+
+def _int_list(name: str, values) -> tuple:
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise UserError(f"--{name}: expected integers, got "
+                    f"{','.join(values)}") from None
+
+
+def _adapt_config():
+  from fedclf.adapt import AdaptConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import DannConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.train import OptimizerConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.train import TrainConfig  # pylint: disable=g-import-not-at-top
+  optimizer = cli.optimizer_config_from_flags("")
+  return AdaptConfig(
+      train=TrainConfig(
+          epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+          optimizer=optimizer, label_smoothing=FLAGS.label_smoothing,
+          checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed),
+      finetune=TrainConfig(
+          epochs=FLAGS.finetune_epochs, batch_size=FLAGS.finetune_batch_size,
+          optimizer=OptimizerConfig(
+              name=optimizer.name, learning_rate=FLAGS.finetune_lr,
+              momentum=optimizer.momentum,
+              weight_decay=optimizer.weight_decay),
+          label_smoothing=FLAGS.label_smoothing,
+          checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed),
+      target_labels_per_class=FLAGS.target_labels_per_class,
+      dann=DannConfig(
+          domain_hidden=_int_list("dann_hidden", FLAGS.dann_hidden),
+          domain_weight=FLAGS.dann_weight, gamma=FLAGS.dann_gamma,
+          anneal_lr=FLAGS.dann_anneal_lr, alpha=FLAGS.dann_alpha,
+          beta=FLAGS.dann_beta),
+      eval_every=FLAGS.eval_every)
+
+
+def _run_federated():
+  from fedclf import federated  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import DomainLimits  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import federated_domain_config  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import run_federated_adaptation  # pylint: disable=g-import-not-at-top
+  from fedclf.registry import ALGORITHMS  # pylint: disable=g-import-not-at-top
+
+  if FLAGS["method"].present or FLAGS.seeds:
+    raise UserError("--federated trains one federated model on every "
+                    "domain's labels; --method and --seeds do not apply")
+  if FLAGS.channels != "auto":
+    raise UserError("--federated picks the channels itself (colour when "
+                    "any domain is); leave --channels=auto")
+  ALGORITHMS.get(FLAGS.algorithm)
+  simulation = federated.SimulationConfig(
+      algorithm=FLAGS.algorithm,
+      algorithm_config=federated.AlgorithmConfig(
+          client_lr=FLAGS.client_lr, local_epochs=FLAGS.local_epochs,
+          local_batch_size=FLAGS.local_batch_size),
+      num_clients=FLAGS.num_clients,
+      clients_per_round=FLAGS.clients_per_round,
+      rounds=FLAGS.rounds,
+      checkpoint_every=FLAGS.checkpoint_every,
+      seed=FLAGS.seed)
+  config = federated_domain_config(
+      (FLAGS.source, FLAGS.target), simulation, FLAGS.model,
+      cli.model_config_from_flags(), FLAGS.image_size,
+      DomainLimits(FLAGS.train_limit, FLAGS.test_limit), FLAGS.data_dir,
+      FLAGS.download, FLAGS.seed)
+  summary = run_federated_adaptation(config, FLAGS.out_dir,
+                                     cli.flag_values_dict(), FLAGS.resume)
+  scores = "  ".join(f"{name} {acc:.4f}" for name, acc in
+                     summary["domain_accuracy"].items())
+  print(f"{FLAGS.algorithm} over {summary['domain_clients']} clients: "
+        f"global model test accuracy {scores}  -> "
+        f"{FLAGS.out_dir}/summary.json")
+
+
+def main(argv):
+  del argv
+  if FLAGS.federated:
+    _run_federated()
+    return
+  # Imported here so --help and flag errors answer without loading fedclf.
+  from fedclf.adapt import AdaptRunConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import DomainLimits  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import run_adaptation  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import run_adaptation_seeds  # pylint: disable=g-import-not-at-top
+
+  config = AdaptRunConfig(
+      source=FLAGS.source, target=FLAGS.target, method=FLAGS.method,
+      image_size=FLAGS.image_size,
+      channels=0 if FLAGS.channels == "auto" else int(FLAGS.channels),
+      limits=DomainLimits(FLAGS.train_limit, FLAGS.test_limit),
+      data_dir=FLAGS.data_dir, download=FLAGS.download,
+      mnist_m_seed=FLAGS.mnist_m_seed, model_name=FLAGS.model,
+      model=cli.model_config_from_flags(), adapt=_adapt_config(),
+      seed=FLAGS.seed)
+  if FLAGS.seeds:
+    summary = run_adaptation_seeds(
+        config, _int_list("seeds", FLAGS.seeds), FLAGS.out_dir,
+        cli.flag_values_dict(), FLAGS.resume)
+    print(f"{FLAGS.method} {FLAGS.source} -> {FLAGS.target} over seeds "
+          f"{summary['seeds']}: target accuracy "
+          f"{summary['target_accuracy_mean']:.4f} +- "
+          f"{summary['target_accuracy_std']:.4f}, source accuracy "
+          f"{summary['source_accuracy_mean']:.4f}  -> "
+          f"{FLAGS.out_dir}/summary.json")
+    return
+  summary = run_adaptation(config, FLAGS.out_dir, cli.flag_values_dict(),
+                           FLAGS.resume)
+  print(f"{FLAGS.method} {FLAGS.source} -> {FLAGS.target}: target accuracy "
+        f"{summary['target_accuracy']:.4f} (macro F1 "
+        f"{summary['target_macro_f1']:.4f}), source accuracy "
+        f"{summary['source_accuracy']:.4f}  -> {FLAGS.out_dir}/summary.json")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

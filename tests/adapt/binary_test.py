@@ -1,0 +1,54 @@
+"""The domain_adaptation binary: a tiny run, and bad input giving one error
+line and exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
+
+
+def run_binary(*args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "simulations.domain_adaptation",
+                         *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REAL_DATA, "usps")),
+                    reason="FEDCLF_DATA_DIR with the real files is not set")
+def test_tiny_run(tmp_path):
+  out = tmp_path / "run"
+  proc = run_binary("--source=usps", "--target=mnist", "--method=finetune",
+                    "--model=mlp", "--epochs=1", "--finetune_epochs=1",
+                    "--target_labels_per_class=2", "--train_limit=300",
+                    "--test_limit=200", "--lr=0.05", f"--out_dir={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "finetune usps -> mnist: target accuracy" in proc.stdout
+  summary = json.loads((out / "summary.json").read_text())
+  for key in ("target_accuracy", "source_accuracy", "method", "source",
+              "target"):
+    assert key in summary
+  assert summary["target_labelled_examples"] == 20
+  config = json.loads((out / "config.json").read_text())
+  assert config["config"]["flags"]["method"] == "finetune"
+  assert config["config"]["resolved"]["adapt"]["finetune"]["optimizer"][
+      "learning_rate"] == 0.001
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--source=svhn"], "unknown domain 'svhn'; choose one of: mnist"),
+    (["--channels=2"], "value should be one of"),
+    (["--federated", "--method=dann"], "--method and --seeds do not apply"),
+])
+def test_bad_flags(tmp_path, flags, message):
+  proc = run_binary(*flags, f"--out_dir={tmp_path}")
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-1000:]
+  assert "Traceback" not in proc.stderr

@@ -1,0 +1,168 @@
+"""One tiny run per adaptation method, DANN's resume and schedules, seeds,
+few-shot selection and the federated run across domains."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedclf import federated
+from fedclf.adapt import AdaptConfig
+from fedclf.adapt import AdaptRunConfig
+from fedclf.adapt import DannConfig
+from fedclf.adapt import DomainLimits
+from fedclf.adapt import federated_domain_config
+from fedclf.adapt import few_shot_indices
+from fedclf.adapt import run_adaptation
+from fedclf.adapt import run_adaptation_seeds
+from fedclf.adapt import run_federated_adaptation
+from fedclf.adapt.methods.dann import AnnealedLearningRate
+from fedclf.errors import UserError
+from fedclf.models import ModelConfig
+from fedclf.registry import ADAPTATION_METHODS
+from fedclf.train import OptimizerConfig
+from fedclf.train import TrainConfig
+
+REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
+pytestmark = pytest.mark.skipif(
+    not all(os.path.isdir(os.path.join(REAL_DATA, d))
+            for d in ("mnist", "usps", "cifar10")),
+    reason="FEDCLF_DATA_DIR with the real files is not set")
+
+SUMMARY_KEYS = ("target_accuracy", "source_accuracy", "target_macro_f1",
+                "source_macro_f1", "method", "source", "target",
+                "test_accuracy", "target_confusion_matrix", "train_seconds")
+
+
+def tiny(method, epochs=1, dann=DannConfig(domain_hidden=(32,))):
+  momentum = OptimizerConfig("momentum", 0.05)
+  return AdaptRunConfig(
+      source="mnist", target="usps", method=method, model_name="mlp",
+      model=ModelConfig(width_multiplier=0.5),
+      limits=DomainLimits(train=300, test=200),
+      adapt=AdaptConfig(
+          train=TrainConfig(epochs=epochs, batch_size=32, optimizer=momentum),
+          finetune=TrainConfig(epochs=1, batch_size=16, optimizer=momentum),
+          target_labels_per_class=3, dann=dann))
+
+
+@pytest.mark.parametrize("method", ["source_only", "target_oracle", "dann",
+                                    "finetune"])
+def test_tiny_run_per_method(method, tmp_path):
+  assert method in ADAPTATION_METHODS
+  summary = run_adaptation(tiny(method), str(tmp_path), {"method": method})
+  for key in SUMMARY_KEYS:
+    assert key in summary, key
+  assert summary["method"] == method and summary["target"] == "usps"
+  # Ten steps on 300 digits: clear of chance (0.1), nothing more.
+  assert summary["source_accuracy"] > 0.15 or method == "target_oracle"
+  assert summary["target_accuracy"] > 0.12
+  assert summary["test_accuracy"] == summary["target_accuracy"]
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk["target_accuracy"] == summary["target_accuracy"]
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["config"]["resolved"]["method"] == method
+  rows = [json.loads(line) for line in
+          (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert "target_accuracy" in rows[-1]
+  for name in ("confusion_matrix.png", "model.keras"):
+    assert (tmp_path / name).stat().st_size > 0
+  if method == "dann":
+    assert any("domain_accuracy" in r and "target_test_accuracy" in r
+               for r in rows)
+    assert 0.0 <= summary["final_lambda"] <= 1.0
+  if method == "finetune":
+    assert summary["target_labelled_examples"] == 30
+    assert 0.0 <= summary["source_model_target_accuracy"] <= 1.0
+    assert any("finetune_train_loss" in r for r in rows)
+
+
+def test_dann_resume_replays_the_uninterrupted_run(tmp_path):
+  config = tiny("dann", epochs=2)
+  full = run_adaptation(config, str(tmp_path / "full"), {})
+  cut = tmp_path / "cut"
+  run_adaptation(config, str(cut), {})
+  # Pretend the run was killed after epoch 1: drop the epoch-2 checkpoint.
+  ckpt_dir = cut / "checkpoints" / "dann"
+  for name in os.listdir(ckpt_dir):
+    if name.startswith("ckpt-2"):
+      os.remove(ckpt_dir / name)
+  tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir),
+                                   str(ckpt_dir / "ckpt-1"))
+  resumed = run_adaptation(config, str(cut), {}, resume=True)
+  assert resumed["epochs_run"] == 2
+  assert resumed["target_accuracy"] == pytest.approx(full["target_accuracy"])
+  assert resumed["final_domain_loss"] == pytest.approx(
+      full["final_domain_loss"], rel=1e-4)
+
+
+def test_dann_annealing_schedule():
+  schedule = AnnealedLearningRate(0.01, 100, 10.0, 0.75)
+  assert float(schedule(0)) == pytest.approx(0.01)
+  assert float(schedule(100)) == pytest.approx(0.01 / 11 ** 0.75)
+  assert float(schedule(500)) == pytest.approx(float(schedule(100)))
+  with pytest.raises(UserError, match="replaces the lr schedule"):
+    bad = tiny("dann", dann=DannConfig(domain_hidden=(8,), anneal_lr=True))
+    bad = dataclasses.replace(bad, adapt=dataclasses.replace(
+        bad.adapt, train=dataclasses.replace(
+            bad.adapt.train, optimizer=OptimizerConfig(
+                "momentum", 0.01, schedule="cosine"))))
+    run_adaptation(bad, "/nonexistent-not-written", {})
+
+
+def test_seeds_summarized(tmp_path):
+  summary = run_adaptation_seeds(tiny("source_only"), [0, 1], str(tmp_path),
+                                 {})
+  assert summary["seeds"] == [0, 1] and len(summary["per_seed"]) == 2
+  values = [row["target_accuracy"] for row in summary["per_seed"]]
+  assert summary["target_accuracy_mean"] == pytest.approx(np.mean(values))
+  assert summary["target_accuracy_std"] == pytest.approx(np.std(values))
+  for seed in (0, 1):
+    assert (tmp_path / f"seed_{seed}" / "summary.json").exists()
+  with pytest.raises(UserError, match="distinct"):
+    run_adaptation_seeds(tiny("source_only"), [1, 1], str(tmp_path), {})
+
+
+def test_few_shot_indices():
+  labels = np.repeat(np.arange(4), [5, 1, 5, 5])
+  chosen = few_shot_indices(labels, 3, 4, seed=0)
+  assert np.bincount(labels[chosen]).tolist() == [3, 1, 3, 3]
+  np.testing.assert_array_equal(chosen, few_shot_indices(labels, 3, 4, 0))
+  assert not np.array_equal(chosen, few_shot_indices(labels, 3, 4, 1))
+  with pytest.raises(UserError, match=">= 1"):
+    few_shot_indices(labels, 0, 4, 0)
+
+
+def test_config_errors():
+  with pytest.raises(UserError, match="finetune needs"):
+    dataclasses.replace(tiny("finetune"), adapt=AdaptConfig(
+        target_labels_per_class=0)).validate()
+  with pytest.raises(UserError, match="dann domain classifier"):
+    dataclasses.replace(tiny("dann"), adapt=AdaptConfig(
+        dann=DannConfig(domain_hidden=(0,)))).validate()
+
+
+def test_federated_across_domains_reports_each_domain(tmp_path):
+  simulation = federated.SimulationConfig(
+      algorithm="fedavg",
+      algorithm_config=federated.AlgorithmConfig(client_lr=0.05,
+                                                 local_batch_size=32),
+      num_clients=4, clients_per_round=4, rounds=2, per_client_eval=2,
+      parallel_clients=2, checkpoint_every=0)
+  config = federated_domain_config(
+      ("mnist", "usps"), simulation, "mlp", ModelConfig(width_multiplier=0.5),
+      limits=DomainLimits(train=400, test=200))
+  summary = run_federated_adaptation(config, str(tmp_path), {})
+  assert summary["domains"] == ["mnist", "usps"]
+  assert summary["domain_clients"] == {"mnist": 2, "usps": 2}
+  for name in ("mnist", "usps"):
+    assert 0.0 <= summary["domain_accuracy"][name] <= 1.0
+  assert summary["domain_accuracy"]["mnist"] > 0.3
+  assert summary["rounds_run"] == 2
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk["domain_accuracy"] == summary["domain_accuracy"]
+  with pytest.raises(UserError, match="two or more distinct domains"):
+    federated_domain_config(("mnist", "mnist"), simulation)
