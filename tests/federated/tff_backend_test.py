@@ -57,7 +57,10 @@ PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
 
 
 def test_parity_covers_every_builtin_algorithm():
-  assert set(PARITY) >= {n for n in ALGORITHMS.names()}
+  # Plugins other tests loaded into this process (fedmedian) do not count.
+  builtin = {n for n in ALGORITHMS.names()
+             if ALGORITHMS.get(n).__module__.startswith("fedclf.")}
+  assert set(PARITY) >= builtin
 
 
 @pytest.mark.parametrize("algorithm", PARITY)
