@@ -39,9 +39,11 @@ flags.DEFINE_enum("channels", "auto", ["auto", "1", "3"],
                   "Common channel count; auto: 3 when either domain is "
                   "colour (grayscale is replicated), else 1.")
 flags.DEFINE_integer("train_limit", 0,
-                     "Seeded slice of each domain's training set (0 = all).")
+                     "Seeded slice of each domain's training set (0 = all; "
+                     "--federated: of the mixed training set).")
 flags.DEFINE_integer("test_limit", 0,
-                     "Seeded slice of each domain's test set (0 = all).")
+                     "Seeded slice of each domain's test set (0 = all; "
+                     "--federated: also of the mixed test set).")
 flags.DEFINE_integer("mnist_m_seed", 0,
                      "Seed of the MNIST-M generator (fixed across --seeds).")
 cli.define_model_flags("batch", "Normalization layers (ResNets).")

@@ -105,6 +105,11 @@ class AdaptConfig:
                       f"{self.target_labels_per_class}")
     if self.eval_every < 0:
       raise UserError(f"eval_every must be >= 0, got {self.eval_every}")
+    optimizer = self.train.optimizer
+    if self.dann.anneal_lr and (optimizer.schedule != "constant" or
+                                optimizer.warmup_epochs):
+      raise UserError("dann's lr annealing replaces the lr schedule; use "
+                      "the constant schedule without warm-up with it")
 
 
 @dataclasses.dataclass

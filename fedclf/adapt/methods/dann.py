@@ -130,11 +130,8 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
                               train_config.epochs)
   if dann_config.anneal_lr:
-    if (train_config.optimizer.schedule != "constant" or
-        train_config.optimizer.warmup_epochs):
-      raise UserError("dann's lr annealing replaces the lr schedule; use "
-                      "the constant schedule without warm-up with it")
-    # A schedule may replace a schedule on Keras optimizers (not a float).
+    # AdaptConfig.validate made sure no other schedule is asked for. A
+    # schedule may replace a schedule on Keras optimizers (not a float).
     optimizer.learning_rate = AnnealedLearningRate(
         train_config.optimizer.learning_rate, total_steps, dann_config.alpha,
         dann_config.beta)
