@@ -85,6 +85,11 @@ flags.DEFINE_bool("stop_at_target", False,
 flags.DEFINE_integer("centralized_epochs", 0,
                      "Also train the same model centrally for this many "
                      "epochs (into out_dir/centralized) and compare.")
+flags.DEFINE_float("val_fraction", 0.0,
+                   "Hold out this share of the training set (stratified) "
+                   "before partitioning and report val_accuracy at each "
+                   "evaluation, for choosing hyper-parameters without the "
+                   "test set.")
 flags.DEFINE_enum("backend", "local", ["local", "tff"],
                   "local: in-process TensorFlow; tff: TFF's runtime.")
 flags.DEFINE_integer("parallel_clients", 0,
@@ -156,6 +161,7 @@ def main(argv):
           stop_at_target=FLAGS.stop_at_target,
           seed=FLAGS.seed),
       centralized_epochs=FLAGS.centralized_epochs,
+      val_fraction=FLAGS.val_fraction,
       objective=FLAGS.objective,
       ssl=SslConfig(
           method=(FLAGS.objective if FLAGS.objective != "supervised" else

@@ -5,7 +5,8 @@ r"""Runs an experiment grid from a spec and renders its tables and plots.
 
 Finished runs are skipped and interrupted ones resumed, so rerunning a grid
 continues it. Writes <out_dir>/README.md (mean ± std over seeds and the
-exact commands), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
+exact commands; with a `search` section also the trials and the values
+chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
 runs: test accuracy per round, shaded over seeds). See fedclf/results/grid.py
 for the spec format.
 """
@@ -32,6 +33,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from fedclf.results import curves
   from fedclf.results import grid
+  from fedclf.results import search
   from fedclf.results import tables
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
@@ -41,12 +43,19 @@ def main(argv):
       print(f"{name}: {outcome}")
     if FLAGS.dry_run:
       return
-  runs = [r for r in tables.load_runs(spec.out_dir)
-          if r["name"] in {s.name for s in spec.runs}]
+  names = {s.name for s in spec.runs}
+  search_text = ""
+  if spec.search is not None:
+    # The table reports the final runs (chosen values, test set); the
+    # trials, scored on validation only, get their own table.
+    record = grid.choose_and_record(spec)
+    names = {r.name for r in grid.final_runs(spec, record)}
+    search_text = "\n" + search.markdown(record)
+  runs = [r for r in tables.load_runs(spec.out_dir) if r["name"] in names]
   if not runs:
     cli.exit_with_user_error(f"no finished runs under {spec.out_dir}")
   title = str(spec.table.get("title", os.path.basename(spec.out_dir)))
-  text = tables.seed_table(runs, title)
+  text = tables.seed_table(runs, title) + search_text
   federated = [r for r in runs if "rounds_run" in r["summary"]]
   if federated:
     groups = {label: [m["dir"] for m in members] for label, members in

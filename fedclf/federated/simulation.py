@@ -10,11 +10,10 @@ random choice of round r derives from (seed, r).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -26,6 +25,7 @@ from fedclf.data import load_dataset
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
+from fedclf.metrics.splits import holdout_split
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.config import SimulationConfig
@@ -68,6 +68,10 @@ class FederatedRunConfig:
   objective: str = "supervised"
   ssl: SslConfig = SslConfig()
   knn_train_examples: int = 10000  # SSL: labelled references for kNN
+  # Share of the training set held out (stratified, seeded) before
+  # partitioning; the global model is scored on it at every evaluation so
+  # hyper-parameters can be chosen without looking at the test set.
+  val_fraction: float = 0.0
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
@@ -76,6 +80,9 @@ class FederatedRunConfig:
       raise UserError("partition and simulation disagree on num_clients")
     if self.eval_batch_size < 1 or self.centralized_epochs < 0:
       raise UserError("eval_batch_size must be >= 1, centralized_epochs >= 0")
+    if not 0.0 <= self.val_fraction < 1.0:
+      raise UserError(f"val_fraction must be in [0, 1), got "
+                      f"{self.val_fraction}")
     if self.objective != "supervised":
       SSL_METHODS.get(self.objective)  # unknown: the error lists the names
       if self.ssl.method != self.objective:
@@ -120,6 +127,21 @@ def _fine_tune_step(model: tf.keras.Model, lr: float):
   return step
 
 
+def _hold_out_validation(ds: ImageDataset, fraction: float, seed: int
+                         ) -> Tuple[ImageDataset, Optional[Tuple]]:
+  """Splits a stratified validation set off the training images; the
+  clients are then partitioned from the rest only."""
+  if fraction <= 0:
+    return ds, None
+  train_idx, val_idx = holdout_split(len(ds.y_train), fraction, seed,
+                                     ds.y_train)
+  ids = ds.train_client_ids
+  kept = dataclasses.replace(
+      ds, x_train=ds.x_train[train_idx], y_train=ds.y_train[train_idx],
+      train_client_ids=None if ids is None else ids[train_idx])
+  return kept, (ds.x_train[val_idx], ds.y_train[val_idx])
+
+
 class Simulation:
   """One federated run: data, clients, backend, results files."""
 
@@ -132,7 +154,9 @@ class Simulation:
     self.resume = resume
     self.algorithm: Algorithm = build_algorithm(self.sim.algorithm,
                                                 self.sim.algorithm_config)
-    self.ds: ImageDataset = load_dataset(config.data)
+    self.ds, self.validation = _hold_out_validation(
+        load_dataset(config.data), config.val_fraction,
+        config.simulation.seed)
     logging.info("dataset %s", self.ds.describe())
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
@@ -266,6 +290,12 @@ class Simulation:
     metrics = {"test_accuracy": report["accuracy"],
                "test_macro_f1": report["macro_f1"],
                "test_loss": report["loss"]}
+    if self.validation is not None:
+      val = evaluate_classifier(self.eval_model, self.validation,
+                                self.normalization, self.ds.num_classes,
+                                batch_size=self.config.eval_batch_size)
+      metrics.update({"val_accuracy": val["accuracy"],
+                      "val_loss": val["loss"]})
     if self.sim.per_client_eval:
       rng = rounds_lib.round_rng(self.sim.seed, round_num, 99)
       chosen = np.sort(rng.choice(len(self.clients), size=min(
@@ -337,10 +367,17 @@ class Simulation:
     new_state, outputs = self.backend.run_round(state, tasks, client_states,
                                                 round_num)
     finite = [o for o in outputs if not float(o.dropped)]
-    row["clients_nonfinite"] = len(outputs) - len(finite)
+    # Dropped clients: those whose training raised (the backend logged why)
+    # and those whose update became NaN/Inf.
+    row["clients_failed"] = int(sum(float(o.failed) for o in outputs))
+    row["clients_nonfinite"] = (len(outputs) - len(finite) -
+                                row["clients_failed"])
     if row["clients_nonfinite"]:
       logging.warning("round %d: %d client(s) produced NaN/Inf and were "
                       "dropped", round_num, row["clients_nonfinite"])
+    if row["clients_failed"] == len(outputs):
+      raise RuntimeError(f"round {round_num}: the local training of every "
+                         f"client raised (see the log)")
     if not finite:
       self._diverged(round_num, "every client's training became NaN/Inf")
     loss_sum = float(sum(float(o.loss_sum) for o in finite))
@@ -367,8 +404,11 @@ class Simulation:
       path = self.checkpointer.latest()
       state, client_states = self.checkpointer.restore(path, template,
                                                        self.tag)
-      self._drop_metrics_after(state.round_num)
       logging.info("resumed from %s (round %d)", path, state.round_num)
+    if self.resume:
+      # Rounds logged after the checkpoint (all of them if there is none)
+      # are replayed.
+      self.recorder.drop_metrics_after(state.round_num, "round")
     tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
     summary: Dict = {"algorithm": self.algorithm.name,
                      "backend": sim.backend,
@@ -427,6 +467,11 @@ class Simulation:
     if not last_eval:
       last_eval = self.evaluate(state, state.round_num)
     summary.update({f"final_{k}": v for k, v in last_eval.items()})
+    val_history = [r["val_accuracy"] for r in self.recorder.read_metrics()
+                   if "val_accuracy" in r]
+    if val_history:
+      summary["best_val_accuracy"] = max(val_history)
+      summary["validation_examples"] = int(len(self.validation[1]))
     summary.update({
         "rounds_run": state.round_num,
         "target_accuracy": sim.target_accuracy or None,
@@ -465,14 +510,6 @@ class Simulation:
     raise DivergenceError(
         f"training diverged at round {round_num} ({what}); lower "
         f"--client_lr or --server_lr{kept}")
-
-  def _drop_metrics_after(self, round_num: int) -> None:
-    """Rows logged after the checkpoint are replayed, so drop them."""
-    rows = [r for r in self.recorder.read_metrics()
-            if r.get("round", 0) <= round_num]
-    with open(self.recorder.metrics_path, "w") as f:
-      for r in rows:
-        f.write(json.dumps(r, sort_keys=True) + "\n")
 
   def close(self) -> None:
     close = getattr(self.backend, "close", None)

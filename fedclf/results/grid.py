@@ -35,6 +35,8 @@ from absl import logging
 import yaml
 
 from fedclf.errors import UserError
+from fedclf.results import search as search_lib
+from fedclf.results.record import atomic_write_json
 
 BINARIES = ("simulations.federated", "simulations.ssl_pretrain",
             "simulations.domain_adaptation", "baselines.centralized")
@@ -53,6 +55,10 @@ class GridSpec:
   runs: List[RunSpec]
   flagfile: str = ""
   table: Dict[str, object] = dataclasses.field(default_factory=dict)
+  # With a search, `runs` are the trials; the final runs are known only
+  # once the trials are scored (`final_runs`).
+  search: Optional[search_lib.SearchSpec] = None
+  common: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 def _flag_text(value) -> str:
@@ -95,7 +101,8 @@ def load_spec(path: str) -> GridSpec:
   """Parses and expands a spec file; errors are `UserError`s."""
   spec = _load(path)
   unknown = sorted(set(spec) - {"binary", "out_dir", "flagfile", "common",
-                                "grid", "runs", "table", "name_template"})
+                                "grid", "runs", "table", "name_template",
+                                "search"})
   if unknown:
     raise UserError(f"{path}: unknown spec key {unknown[0]!r}")
   binary = spec.get("binary")
@@ -111,6 +118,14 @@ def load_spec(path: str) -> GridSpec:
       raise UserError(f"{path}: grid entry {key!r} must be a non-empty list")
   template = spec.get("name_template")
   runs: List[RunSpec] = []
+  search = None
+  if spec.get("search") is not None:
+    if grid or spec.get("runs"):
+      raise UserError(f"{path}: a spec with a search has no grid or runs; "
+                      f"put fixed flags in common")
+    search = search_lib.parse_search(path, spec["search"])
+    runs = [RunSpec(search_lib.trial_name(i), {**common, **values})
+            for i, values in enumerate(search.trial_values())]
   if grid:
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -137,7 +152,21 @@ def load_spec(path: str) -> GridSpec:
       raise UserError(f"{path}: run {run.name}: out_dir is set by the spec")
   return GridSpec(binary=binary, out_dir=str(spec["out_dir"]), runs=runs,
                   flagfile=str(spec.get("flagfile") or ""),
-                  table=dict(spec.get("table") or {}))
+                  table=dict(spec.get("table") or {}), search=search,
+                  common=common)
+
+
+def choose_and_record(spec: GridSpec) -> Dict:
+  """Scores the search trials, writes <out_dir>/search.json, returns it."""
+  record = search_lib.choose(spec.search, spec.out_dir)
+  atomic_write_json(os.path.join(spec.out_dir, "search.json"), record)
+  return record
+
+
+def final_runs(spec: GridSpec, record: Dict) -> List[RunSpec]:
+  """The chosen values rerun on the search's final seeds."""
+  return [RunSpec(name, flags) for name, flags in search_lib.final_flags(
+      spec.common, record["chosen"], spec.search.final_seeds)]
 
 
 def command(spec: GridSpec, run: RunSpec, python: str = sys.executable
@@ -165,13 +194,29 @@ def status(spec: GridSpec, run: RunSpec) -> str:
 
 def run_grid(spec: GridSpec, only: Sequence[str] = (), dry_run: bool = False,
              python: str = sys.executable) -> Dict[str, str]:
-  """Runs every unfinished run; returns name -> outcome."""
+  """Runs every unfinished run; returns name -> outcome.
+
+  With a search: the trials first, then the chosen values on the final
+  seeds (skipped on a dry run, which cannot know the choice).
+  """
+  outcomes = _run_each(spec, spec.runs, only, dry_run, python)
+  if spec.search is not None and not dry_run and not only:
+    record = choose_and_record(spec)
+    logging.info("search chose %s (%s %.4f)", record["chosen"],
+                 record["objective"], record["best_objective"])
+    outcomes.update(_run_each(spec, final_runs(spec, record), (), False,
+                              python))
+  return outcomes
+
+
+def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
+              dry_run: bool, python: str) -> Dict[str, str]:
   outcomes: Dict[str, str] = {}
-  selected = [r for r in spec.runs if not only or r.name in only]
-  missing = sorted(set(only) - {r.name for r in spec.runs})
+  selected = [r for r in runs if not only or r.name in only]
+  missing = sorted(set(only) - {r.name for r in runs})
   if missing:
     raise UserError(f"no run named {missing[0]!r} in the spec; runs: "
-                    f"{', '.join(r.name for r in spec.runs)}")
+                    f"{', '.join(r.name for r in runs)}")
   for i, run in enumerate(selected, start=1):
     state = status(spec, run)
     if state == "done":
