@@ -2,6 +2,11 @@ r"""Renders a Markdown table from finished runs.
 
   python -m simulations.tables --runs=results/baselines \
       --out=results/baselines/README.md --title="Centralized baselines"
+  python -m simulations.tables --compare=experiments/ssl_comparison.yaml \
+      --out=results/ssl/comparison.md
+
+--compare takes a YAML file of rows {label, run, metric} and puts results of
+different binaries (centralized, federated, SSL) side by side.
 """
 
 import os
@@ -12,12 +17,15 @@ from fedclf import cli
 
 cli.define_common_flags()
 flags.DEFINE_string("runs", None, "Directory holding run folders.")
+flags.DEFINE_string("compare", None,
+                    "YAML file {title, note, rows: [{label, run, metric}]}: "
+                    "a comparison table of named runs.")
 flags.DEFINE_string("out", "", "Markdown file to write (default: print).")
 flags.DEFINE_string("title", "Results", "Table title.")
 flags.DEFINE_string("plot", "",
                     "Also plot test accuracy per round of the federated "
                     "runs to this PNG (linked from the table).")
-flags.mark_flag_as_required("runs")
+flags.mark_flags_as_mutual_exclusive(["runs", "compare"], required=True)
 
 FLAGS = flags.FLAGS
 
@@ -25,9 +33,12 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from fedclf.results import tables  # pylint: disable=g-import-not-at-top
-  runs = tables.load_runs(FLAGS.runs)
-  text = tables.results_table(runs, FLAGS.title)
-  if FLAGS.plot:
+  if FLAGS.compare:
+    text = tables.comparison_table(_read_yaml(FLAGS.compare), FLAGS.compare)
+  else:
+    runs = tables.load_runs(FLAGS.runs)
+    text = tables.results_table(runs, FLAGS.title)
+  if FLAGS.plot and FLAGS.runs:
     from fedclf.results import curves  # pylint: disable=g-import-not-at-top
     lines = {r["name"]: curves.read_curve(r["dir"]) for r in runs
              if "algorithm" in r["summary"]}
@@ -43,6 +54,20 @@ def main(argv):
     print(f"wrote {FLAGS.out}")
   else:
     print(text)
+
+
+def _read_yaml(path: str):
+  import yaml  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(path):
+    cli.exit_with_user_error(f"comparison file {path} does not exist")
+  try:
+    with open(path) as f:
+      spec = yaml.safe_load(f)
+  except yaml.YAMLError as e:
+    cli.exit_with_user_error(f"cannot parse {path}: {e}".splitlines()[0])
+  if not isinstance(spec, dict):
+    cli.exit_with_user_error(f"{path} must be a mapping")
+  return spec
 
 
 def run():

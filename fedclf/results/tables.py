@@ -233,3 +233,48 @@ def latex_table(runs: List[Dict], title: str) -> str:
   lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in rows]
   lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
   return "\n".join(lines) + "\n"
+
+
+# -- comparisons across binaries --------------------------------------------
+
+def _load_run(run_dir: str) -> Dict:
+  summary_path = os.path.join(run_dir, "summary.json")
+  config_path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(summary_path) or not os.path.exists(config_path):
+    raise UserError(f"{run_dir} is not a finished run (no summary.json or "
+                    f"config.json)")
+  with open(summary_path) as f:
+    summary = json.load(f)
+  with open(config_path) as f:
+    config = json.load(f)
+  return {"name": os.path.basename(os.path.normpath(run_dir)), "dir": run_dir,
+          "summary": summary, "config": config}
+
+
+def comparison_table(spec: Dict, spec_path: str) -> str:
+  """One row per (label, run folder, summary metric): results of different
+  binaries (centralized, federated, SSL) side by side on the same data.
+
+  spec: {title: str, note: str (optional), rows: [{label, run, metric}]};
+  run folders are relative to the working directory.
+  """
+  rows = spec.get("rows")
+  if not isinstance(rows, list) or not rows:
+    raise UserError(f"{spec_path}: a comparison needs a non-empty 'rows' "
+                    f"list of {{label, run, metric}}")
+  lines = [f"# {spec.get('title', 'Comparison')}", ""]
+  if spec.get("note"):
+    lines += [str(spec["note"]).strip(), ""]
+  lines += ["| method | test accuracy | metric | run |", "|---|---|---|---|"]
+  runs = []
+  for row in rows:
+    if not isinstance(row, dict) or not {"label", "run", "metric"} <= set(row):
+      raise UserError(f"{spec_path}: every row needs label, run and metric")
+    run = _load_run(str(row["run"]))
+    value = run["summary"].get(row["metric"])
+    if value is None:
+      raise UserError(f"{row['run']}/summary.json has no {row['metric']!r}")
+    lines.append(f"| {row['label']} | {float(value):.4f} | "
+                 f"`{row['metric']}` | {row['run']} |")
+    runs.append({**run, "name": str(row["run"])})
+  return "\n".join(lines) + "\n\n" + _commands(runs)
