@@ -276,5 +276,6 @@ def comparison_table(spec: Dict, spec_path: str) -> str:
       raise UserError(f"{row['run']}/summary.json has no {row['metric']!r}")
     lines.append(f"| {row['label']} | {float(value):.4f} | "
                  f"`{row['metric']}` | {row['run']} |")
-    runs.append({**run, "name": str(row["run"])})
+    if all(r["name"] != str(row["run"]) for r in runs):
+      runs.append({**run, "name": str(row["run"])})
   return "\n".join(lines) + "\n\n" + _commands(runs)

@@ -42,6 +42,7 @@ def test_rows_take_their_metric_from_each_run(tmp_path):
   assert "| random | 0.9000 |" in text
   assert "python -m baselines.centralized --dataset=mnist" in text
   assert "commit abc123" in text
+  assert text.count(f"- `{ssl}`") == 1  # one command per run, not per row
 
 
 @pytest.mark.parametrize("spec, message", [
