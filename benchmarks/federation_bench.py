@@ -3,24 +3,26 @@ r"""Federation benchmarks: writes results/benchmarks.md (not part of tests).
   python -m benchmarks.federation_bench [--quick] [--items=1,2,3,4,5,6]
   make bench
 
-Each figure is a ratio measured within one run on one machine, so noise
-from other load cancels as far as possible:
-  1. federation efficiency: examples/s of one FedAvg round over those of
-     Keras `model.fit` on the same examples (McMahan CNN, MNIST, B=10),
-     10 x 600 and 100 x 60 clients, local and tff backends;
-  2. speed-up over a plain tff.learning `build_weighted_fed_avg` loop at
-     10, 100 and 500 clients per round;
-  3. resident memory (process + children) after round 10 and a later round;
-  4. scale: 10,000 Dirichlet clients, 100 per round: s/round, peak memory;
-  5. scale-out: the same FedAvg rounds on two local TFF workers;
+The six figures of issue #9, each with its target and pass/fail:
+  1. federation efficiency: examples/s of one FedAvg round (every client
+     sampled, B=10, E=1) over those of Keras `model.fit` on the same
+     examples in the same process; McMahan CNN on MNIST, 10 x 600 and
+     100 x 60 clients, local and tff backends; peak memory;
+  2. speed-up of fedclf over a plain tff.learning `build_weighted_fed_avg`
+     loop at 10, 100 and 500 clients per round;
+  3. resident memory (process + children) after round 10 and round 200,
+     small model, 50 clients per round, both backends;
+  4. scale: 10,000 Dirichlet clients, 100 per round: s/round, peak memory
+     (against 1,000 clients, to show memory follows the clients per round);
+  5. scale-out: the same rounds on two TFF workers on localhost;
   6. a per-round time breakdown.
+Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
+the two sides of every ratio are timed alternately in that one process.
 """
 
-import dataclasses
 import os
 import platform
-import tempfile
-import time
+import sys
 from typing import Dict, List
 
 from absl import flags
@@ -28,244 +30,253 @@ from absl import flags
 from fedclf import cli
 
 cli.define_common_flags()
-flags.DEFINE_bool("quick", False, "Smaller settings (a smoke run).")
+flags.DEFINE_bool("quick", False,
+                  "Small settings (a smoke run of every item, minutes).")
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6"],
                   "Which figures to measure.")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
-flags.DEFINE_string("model", "cnn", "Zoo model.")
+flags.DEFINE_integer("repeats", 3,
+                     "Timed repeats per measurement (after a warm-up).")
 
 FLAGS = flags.FLAGS
 
-
-def rss_mb() -> float:
-  """Resident memory of this process and its children (TFF workers)."""
-  import psutil  # pylint: disable=g-import-not-at-top
-  proc = psutil.Process()
-  total = proc.memory_info().rss
-  for child in proc.children(recursive=True):
-    try:
-      total += child.memory_info().rss
-    except psutil.Error:
-      pass
-  return total / 2**20
+MIB_TARGET_100_CLIENTS = 1.5 * 1024
+EFFICIENCY_TARGETS = {(10, 600): 1.2, (100, 60): 1.0}
+SPEEDUP_TARGET = 1.5
+MEMORY_GROWTH_TARGET = 0.05
+SCALE_MEMORY_TOLERANCE = 0.10
 
 
-def make_simulation(num_clients: int, per_round: int, per_client: int,
-                    backend: str, model: str, partitioner: str = "iid",
-                    workers=(), rounds: int = 1):
-  # pylint: disable=g-import-not-at-top
-  from fedclf.data import DataConfig
-  from fedclf.federated import AlgorithmConfig, FederatedRunConfig
-  from fedclf.federated import Simulation, SimulationConfig
-  from fedclf.partition import PartitionConfig
-  # pylint: enable=g-import-not-at-top
-  config = FederatedRunConfig(
-      data=DataConfig(name="mnist",
-                      train_limit=min(60000, num_clients * per_client),
-                      test_limit=1000),
-      partitioner=partitioner,
-      partition=PartitionConfig(num_clients=num_clients, seed=0,
-                                dirichlet_alpha=0.5),
-      model_name=model,
-      simulation=SimulationConfig(
-          algorithm="fedavg",
-          algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
-                                           local_batch_size=10),
-          num_clients=num_clients, clients_per_round=per_round,
-          rounds=rounds, per_client_eval=0, checkpoint_every=0,
-          backend=backend, tff_workers=tuple(workers), seed=0))
-  return Simulation(config, tempfile.mkdtemp(prefix="fedclf_bench_"), {})
+def verdict(ok: bool) -> str:
+  return "**pass**" if ok else "**FAIL**"
 
 
-def time_rounds(sim, rounds: int, start: int = 1):
-  """Seconds per round (after a warm-up round) and examples per round."""
-  state = sim.backend.initial_state(sim.eval_model)
-  client_states = {}
-  state, row = sim.train_round(state, client_states, start)  # warm-up/trace
-  t0 = time.time()
-  examples = 0.0
-  for r in range(start + 1, start + 1 + rounds):
-    state, row = sim.train_round(state, client_states, r)
-    examples += row.get("examples", 0.0)
-  seconds = (time.time() - t0) / rounds
-  return seconds, examples / rounds, state
+def machine_description() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if
+               l.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top
+    memory = f", {psutil.virtual_memory().total / 2**30:.0f} GiB memory"
+  except ImportError:
+    memory = ""
+  return f"{cpu}, {os.cpu_count()} cores{memory}"
 
 
-def keras_fit_rate(model_name: str, x, y, batch: int) -> float:
-  """Examples/s of Keras fit on the same examples (after a warm-up)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fedclf.models import build_classifier  # pylint: disable=g-import-not-at-top
-  model = build_classifier(model_name, x.shape[1:], 10)
-  model.compile(tf.keras.optimizers.SGD(0.05),
-                tf.keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True))
-  model.fit(x[:batch * 20], y[:batch * 20], batch_size=batch, epochs=1,
-            verbose=0)
-  t0 = time.time()
-  model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-  return len(y) / (time.time() - t0)
+class Report:
+  """Collects the markdown and the load average around each item."""
+
+  def __init__(self):
+    self.lines: List[str] = []
+
+  def add(self, *lines: str) -> None:
+    self.lines.extend(lines)
+    print("\n".join(lines), flush=True)
+
+  def load_note(self, before, after) -> None:
+    if before and after:
+      self.add(f"_Load average (1 min) before / after: {before[0]:.1f} / "
+               f"{after[0]:.1f} on {os.cpu_count()} cores._", "")
 
 
-def plain_tff_rate(model_name: str, x, y, clients: int, per_client: int,
-                   batch: int, rounds: int) -> float:
-  """Examples/s of what a TFF tutorial user writes: build_weighted_fed_avg
-  over per-client tf.data datasets, on TFF's default local runtime."""
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
-  import tensorflow_federated as tff
-  from fedclf.models import build_classifier
-  from fedclf.federated.tff_runtime import TffRuntime
-  # pylint: enable=g-import-not-at-top
-  spec = (tf.TensorSpec([None] + list(x.shape[1:]), tf.float32),
-          tf.TensorSpec([None], tf.int64))
+def item_efficiency(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  settings = [(10, 60), (20, 12)] if quick else list(EFFICIENCY_TARGETS)
+  report.add("## 1. Federation efficiency (FedAvg round vs Keras fit)", "",
+             "McMahan CNN on MNIST, every client sampled, B=10, E=1, the "
+             "same examples for both; efficiency = round examples/s over "
+             "Keras `fit` examples/s in the same process (fastest repeat of "
+             "each; median of per-repeat ratios in brackets). Memory: peak "
+             "resident memory of the process and its children (TFF worker) "
+             "during the timed rounds.", "",
+             "| clients x examples | backend | round examples/s | Keras fit "
+             "examples/s | efficiency | target | peak memory | memory "
+             "target |", "|---|---|---|---|---|---|---|---|")
+  before = measure.load_average()
+  best: Dict = {}
+  for clients, per_client in settings:
+    for backend in ("local", "tff"):
+      r = measure.in_fresh_process(measure.measure_efficiency, backend,
+                                   clients, per_client, "cnn", repeats)
+      target = EFFICIENCY_TARGETS.get((clients, per_client))
+      best[(clients, backend)] = r
+      memory_target = ""
+      if clients == 100:
+        memory_target = (f"<= {MIB_TARGET_100_CLIENTS:.0f} MiB "
+                         f"{verdict(r['peak_rss_mib'] <= MIB_TARGET_100_CLIENTS)}")
+      report.add(
+          f"| {clients} x {per_client} | {backend} | "
+          f"{max(r['round_rates']):.0f} | {max(r['fit_rates']):.0f} | "
+          f"{r['efficiency']:.2f} ({r['median_efficiency']:.2f}) | "
+          + (f">= {target} {verdict(r['efficiency'] >= target)}"
+             if target else "-") +
+          f" | {r['peak_rss_mib']:.0f} MiB | {memory_target or '-'} |")
+  report.add("", "Targets apply to fedclf's best backend (`local`).", "")
+  report.load_note(before, measure.load_average())
 
-  def model_fn():
-    return tff.learning.models.from_keras_model(
-        build_classifier(model_name, x.shape[1:], 10), input_spec=spec,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
-  data = [tf.data.Dataset.from_tensor_slices(
-      (x[i * per_client:(i + 1) * per_client],
-       y[i * per_client:(i + 1) * per_client].astype("int64"))).batch(batch)
-          for i in range(clients)]
-  with TffRuntime():
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(
-            0.05))
-    state = process.initialize()
-    state = process.next(state, data).state  # warm-up
-    t0 = time.time()
-    for _ in range(rounds):
-      state = process.next(state, data).state
-    return rounds * clients * per_client / (time.time() - t0)
+def item_plain_tff(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  settings = [(10, 12), (20, 12)] if quick else [(10, 600), (100, 60),
+                                                 (500, 60)]
+  report.add("## 2. Against a plain tff.learning loop", "",
+             "The same rounds (every client trains its examples once, B=10, "
+             "McMahan CNN) with `tff.learning.algorithms."
+             "build_weighted_fed_avg` over one `tf.data` dataset per client "
+             "(Keras model via `from_keras_model`, SGD clients and server), "
+             "on TFF's C++ worker; fedclf's `local` backend timed "
+             "alternately with it in the same process.", "",
+             "| clients per round | plain TFF examples/s | fedclf local "
+             "examples/s | speed-up | target |", "|---|---|---|---|---|")
+  before = measure.load_average()
+  for clients, per_client in settings:
+    r = measure.in_fresh_process(measure.measure_against_plain_tff, clients,
+                                 per_client, "cnn", repeats)
+    target = "-"
+    if clients >= 100 and not quick:
+      target = (f">= {SPEEDUP_TARGET}x "
+                f"{verdict(r['speedup'] >= SPEEDUP_TARGET)}")
+    report.add(f"| {clients} ({per_client} examples each) | "
+               f"{max(r['plain_tff_rates']):.0f} | "
+               f"{max(r['local_rates']):.0f} | {r['speedup']:.2f}x "
+               f"({r['median_speedup']:.2f}x) | {target} |")
+  report.add("")
+  report.load_note(before, measure.load_average())
+
+
+def item_memory(report: Report, quick: bool, repeats: int) -> None:
+  del repeats  # One long run.
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  late = 40 if quick else 200
+  report.add("## 3. Memory over rounds", "",
+             f"MLP (2NN), 500 clients x 60 MNIST examples, 50 per round, "
+             f"{late} rounds of training plus an evaluation every 10 rounds; "
+             f"resident memory of the process and its children.", "",
+             "| backend | after round 10 | after round "
+             f"{late} | growth | target | s/round |", "|---|---|---|---|---|---|")
+  before = measure.load_average()
+  for backend in ("local", "tff"):
+    r = measure.in_fresh_process(measure.measure_memory_over_rounds, backend,
+                                 late, 500, 50, 60, "mlp", 10)
+    series = {int(k): v for k, v in r["rss_mib_by_round"].items()}
+    growth = series[late] / series[10] - 1
+    report.add(f"| {backend} | {series[10]:.0f} MiB | {series[late]:.0f} MiB "
+               f"| {100 * growth:+.1f}% | < {100 * MEMORY_GROWTH_TARGET:.0f}%"
+               f" {verdict(growth < MEMORY_GROWTH_TARGET)} | "
+               f"{r['seconds_per_round']:.2f} |")
+    trend = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(series.items()))
+    report.add(f"<!-- {backend} MiB by round: {trend} -->")
+  report.add("")
+  report.load_note(before, measure.load_average())
+
+
+def item_scale(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  big, small = (2000, 200) if quick else (10000, 1000)
+  report.add(f"## 4. Scale: {big:,} clients, 100 per round", "",
+             "Dirichlet(0.5) label skew over all 60,000 MNIST training "
+             "images, MLP, local backend; the same with "
+             f"{small:,} clients shows what the client count itself costs.",
+             "", "| clients | client sizes (min / median / max) | setup s | "
+             "s per round | peak memory |", "|---|---|---|---|---|")
+  before = measure.load_average()
+  runs = {}
+  for n in (small, big):
+    r = measure.in_fresh_process(measure.measure_scale, n, 100, repeats,
+                                 "mlp")
+    runs[n] = r
+    lo, mid, hi = r["client_sizes"]
+    report.add(f"| {n:,} | {lo} / {mid:.0f} / {hi} | "
+               f"{r['setup_seconds']:.1f} | {r['seconds_per_round']:.2f} | "
+               f"{r['peak_rss_mib']:.0f} MiB |")
+  ratio = runs[big]["peak_rss_mib"] / runs[small]["peak_rss_mib"] - 1
+  report.add("", f"Peak memory with {big:,} clients is {100 * ratio:+.1f}% "
+             f"of that with {small:,} (target: within "
+             f"{100 * SCALE_MEMORY_TOLERANCE:.0f}%, i.e. memory follows the "
+             f"clients per round, not all clients): "
+             f"{verdict(ratio <= SCALE_MEMORY_TOLERANCE)}. Idle clients "
+             f"cost one index array each (the partition); a sampled client "
+             f"is a [steps x B] index matrix into data held once.", "")
+  report.load_note(before, measure.load_average())
+
+
+def item_scale_out(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  clients, per_client = (10, 12) if quick else (10, 600)
+  before = measure.load_average()
+  r = measure.in_fresh_process(measure.measure_scale_out, clients,
+                               per_client, "cnn", repeats)
+  report.add("## 5. Scale-out over TFF workers", "",
+             f"McMahan CNN, {clients} clients x {per_client} examples per "
+             f"round; the two workers were started with `python -m "
+             f"simulations.tff_worker --port=N` on this machine (all on the "
+             f"same {os.cpu_count()} cores, so no speed-up is expected: this "
+             f"shows the path works and what it costs).", "")
+  report.add(*[f"- {k}: {v:.2f} s per round (fastest of {repeats})"
+               for k, v in r["seconds_per_round"].items()])
+  report.add("")
+  report.load_note(before, measure.load_average())
+
+
+def item_breakdown(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  clients, per_round, per_client = (20, 4, 60) if quick else (100, 10, 600)
+  before = measure.load_average()
+  r = measure.in_fresh_process(measure.measure_breakdown, clients, per_round,
+                               per_client, "cnn", repeats)
+  report.add(f"## 6. Where a round's time goes (local backend)", "",
+             f"McMahan's setting: McMahan CNN, {clients} clients x "
+             f"{per_client} MNIST examples, {per_round} per round, B=10, "
+             f"E=1; median of {repeats} rounds.", "",
+             "| part | seconds per round |", "|---|---|")
+  report.add(*[f"| {k} | {v:.3f} |" for k, v in r["parts"].items()])
+  report.add("", f"The first round also traces the client graph: "
+             f"{r['first_round_seconds']:.1f} s in all.", "")
+  report.load_note(before, measure.load_average())
+
+
+ITEMS = ("1", "2", "3", "4", "5", "6")
 
 
 def main(argv):
   del argv
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(FLAGS.items) - set(ITEMS))
+  if unknown:
+    cli.exit_with_user_error(f"unknown item(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(ITEMS)}")
+  if FLAGS.repeats < 1:
+    cli.exit_with_user_error(f"repeats must be >= 1, got {FLAGS.repeats}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from fedclf.results.record import atomic_write_text  # pylint: disable=g-import-not-at-top
   from fedclf.results.record import environment_info  # pylint: disable=g-import-not-at-top
-  items = set(FLAGS.items)
-  quick = FLAGS.quick
-  rounds = 1 if quick else 3
-  lines: List[str] = []
   env = environment_info()
-  lines += ["# fedclf benchmarks", "",
-            f"Machine: {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, GPU: "
-            f"{bool(tf.config.list_physical_devices('GPU'))}; "
-            f"versions: {env.get('versions')}; commit "
-            f"{env.get('git', {}).get('commit')}; quick={quick}.", ""]
-  rates: Dict[str, float] = {}
-
-  def setting(clients, per_client):
-    return f"{clients} x {per_client}"
-
-  settings = [(10, 600), (100, 60)] if not quick else [(10, 60), (20, 12)]
-  if "1" in items or "2" in items:
-    lines += ["## 1. Federation efficiency (FedAvg round vs Keras fit)", "",
-              "| clients x examples | backend | examples/s | Keras fit "
-              "examples/s | efficiency |", "|---|---|---|---|---|"]
-    for clients, per_client in settings:
-      for backend in ("local", "tff"):
-        sim = make_simulation(clients, clients, per_client, backend,
-                              FLAGS.model)
-        seconds, examples, _ = time_rounds(sim, rounds)
-        fit = keras_fit_rate(FLAGS.model, sim.x_train, sim.ds.y_train, 10)
-        sim.close()
-        rate = examples / seconds
-        rates[f"{backend}/{clients}"] = rate
-        lines.append(f"| {setting(clients, per_client)} | {backend} | "
-                     f"{rate:.0f} | {fit:.0f} | {rate / fit:.2f} |")
-    lines.append("")
-  if "2" in items:
-    lines += ["## 2. Against a plain tff.learning loop", "",
-              "| clients per round | plain TFF examples/s | fedclf local "
-              "examples/s | speed-up |", "|---|---|---|---|"]
-    for clients in ([10, 100, 500] if not quick else [10, 20]):
-      per_client = 60 if clients >= 100 else 600
-      if quick:
-        per_client = 12
-      sim = make_simulation(clients, clients, per_client, "local",
-                            FLAGS.model)
-      seconds, examples, _ = time_rounds(sim, rounds)
-      ours = examples / seconds
-      plain = plain_tff_rate(FLAGS.model, sim.x_train, sim.ds.y_train,
-                             clients, per_client, 10, rounds)
-      lines.append(f"| {clients} ({per_client} each) | {plain:.0f} | "
-                   f"{ours:.0f} | {ours / plain:.2f}x |")
-    lines.append("")
-  if "3" in items:
-    late = 60 if quick else 200
-    sim = make_simulation(500, 50, 60, "local", "mlp", rounds=late)
-    state = sim.backend.initial_state(sim.eval_model)
-    memory = {}
-    for r in range(1, late + 1):
-      state, _ = sim.train_round(state, {}, r)
-      if r in (10, late):
-        memory[r] = rss_mb()
-    growth = memory[late] / memory[10] - 1
-    lines += ["## 3. Memory over rounds (mlp, 50 clients per round)", "",
-              f"Resident memory (process + children): {memory[10]:.0f} MiB "
-              f"after round 10, {memory[late]:.0f} MiB after round {late} "
-              f"({100 * growth:+.1f}%).", ""]
-  if "4" in items:
-    n = 2000 if quick else 10000
-    sim = make_simulation(n, 100, 6, "local", "mlp", partitioner="dirichlet")
-    seconds, _, _ = time_rounds(sim, rounds)
-    lines += [f"## 4. Scale: {n} clients, 100 per round (mlp)", "",
-              f"{seconds:.2f} s per round; resident memory {rss_mb():.0f} "
-              f"MiB (the data once plus one index matrix per sampled client;"
-              f" nothing per idle client).", ""]
-  if "5" in items:
-    from fedclf.federated import tff_runtime  # pylint: disable=g-import-not-at-top
-    workers = [tff_runtime.start_local_worker() for _ in range(2)]
-    try:
-      times = {}
-      for label, addrs in (("one owned worker", ()),
-                           ("two workers on localhost",
-                            [w.address for w in workers])):
-        sim = make_simulation(10, 10, 60, "tff", "mlp", workers=addrs)
-        times[label], _, _ = time_rounds(sim, rounds)
-        sim.close()
-    finally:
-      for w in workers:
-        w.stop()
-    lines += ["## 5. Scale-out over TFF workers (mlp, 10 x 60)", ""]
-    lines += [f"- {k}: {v:.2f} s per round" for k, v in times.items()]
-    lines.append("")
-  if "6" in items:
-    sim = make_simulation(100, 10, 600, "local", FLAGS.model)
-    state = sim.backend.initial_state(sim.eval_model)
-    t0 = time.time()
-    state, _ = sim.train_round(state, {}, 1)
-    warm = time.time() - t0
-    plan_t, train_t, eval_t = [], [], []
-    for r in range(2, 2 + rounds):
-      from fedclf.federated import rounds as rounds_lib  # pylint: disable=g-import-not-at-top
-      t0 = time.time()
-      plan = rounds_lib.plan_round(0, r, 100, 10, 0.0, 0.0)
-      sim._tasks(plan, r)  # pylint: disable=protected-access
-      plan_t.append(time.time() - t0)
-      t0 = time.time()
-      state, _ = sim.train_round(state, {}, r)
-      train_t.append(time.time() - t0 - plan_t[-1])
-      t0 = time.time()
-      sim.evaluate(state, r)
-      eval_t.append(time.time() - t0)
-    lines += ["## 6. Where a round's time goes (local backend, 10 of 100 "
-              "clients x 600, cnn)", "",
-              f"- first round (tracing the client graph): {warm:.2f} s",
-              f"- planning + batch index matrices: "
-              f"{np.mean(plan_t) * 1000:.1f} ms",
-              f"- client training + aggregation + server update: "
-              f"{np.mean(train_t):.2f} s",
-              f"- evaluation (1,000 test images): {np.mean(eval_t):.2f} s",
-              ""]
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, "w") as f:
-    f.write("\n".join(lines))
-  print("\n".join(lines))
+  versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+  git = env.get("git", {})
+  command = "python -m benchmarks.federation_bench " + " ".join(
+      a for a in sys.argv[1:])
+  report = Report()
+  report.add("# fedclf benchmarks", "",
+             f"- Machine: {machine_description()}, GPUs visible to "
+             f"TensorFlow: {len(tf.config.list_physical_devices('GPU'))}; "
+             f"shared with other jobs, so only ratios measured back to back "
+             f"are meaningful, and the load average is noted per item.",
+             f"- Versions: {versions}.",
+             f"- Commit: {git.get('commit')}"
+             f"{' (with uncommitted changes)' if git.get('dirty') else ''}; "
+             f"started {env['started_utc']}.",
+             f"- Command: `{command.strip()}` (`make bench`)"
+             f"{'; quick settings' if FLAGS.quick else ''}.", "")
+  items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
+           "4": item_scale, "5": item_scale_out, "6": item_breakdown}
+  for key in sorted(FLAGS.items):
+    items[key](report, FLAGS.quick, FLAGS.repeats)
+    # Written after every item, so a long run keeps what it measured.
+    atomic_write_text(FLAGS.out, "\n".join(report.lines) + "\n")
 
 
 def run():

@@ -133,7 +133,8 @@ def _parse_flags(argv: List[str]) -> List[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     prog = os.path.basename(argv[0]) if argv else "fedclf"
-    print(f"{prog}: error: {e}", file=sys.stderr)
+    # One line even when a value (e.g. from a flagfile) holds a line break.
+    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT)
 
 

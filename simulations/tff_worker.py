@@ -1,12 +1,19 @@
 r"""Runs one TFF C++ worker in the foreground, for `--tff_workers` runs.
 
-  python -m simulations.tff_worker --port=8000
+  python -m simulations.tff_worker --port=8000                 # this machine only
+  python -m simulations.tff_worker --port=8000 --host=10.0.0.7 # one interface
+  python -m simulations.tff_worker --port=8000 --host=0.0.0.0  # every interface
 
 On each machine that should take part, start one of these, then point the
 simulation at them (`--backend=tff --tff_workers=hostA:8000,hostB:8000`).
 The process *becomes* TFF's `worker_binary` (exec), so Ctrl-C, `kill` and
-job control act on the worker itself and nothing is left behind. It serves
-on all interfaces without authentication: run it on a trusted network only.
+job control act on the worker itself and nothing is left behind.
+
+The worker protocol has no authentication: whoever reaches the port can
+run TensorFlow code on this machine. So the worker listens on localhost
+unless told otherwise (`--host`); the binary itself cannot be told, so a
+small preloaded bind() library does it (fedclf/federated/bind_address.py).
+Open it to a network only behind a firewall, to trusted machines.
 """
 
 import os
@@ -22,6 +29,11 @@ from fedclf import cli
 
 flags.DEFINE_integer("port", None, "Port to serve on (1-65535).",
                      lower_bound=1, upper_bound=65535)
+flags.DEFINE_string("host", "localhost",
+                    "Address to serve on: localhost (default: this machine "
+                    "only), an IPv4 address of one interface, or 0.0.0.0 "
+                    "for every interface. The protocol has no "
+                    "authentication; open it only to trusted networks.")
 flags.DEFINE_integer("max_concurrent_computation_calls", -1,
                      "Most parallel calls of one computation (e.g. clients "
                      "of a federated_map) the worker runs; <= 0: no limit.")
@@ -47,20 +59,31 @@ def main(argv):
     cli.exit_with_user_error(f"port {port} is already in use")
   # Imported only now: fedclf.federated loads TensorFlow (seconds), which a
   # bad flag or a taken port should not have to wait for.
-  from fedclf.federated import tff_runtime  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from fedclf.errors import UserError
+  from fedclf.federated import bind_address
+  from fedclf.federated import tff_runtime
+  # pylint: enable=g-import-not-at-top
   try:
+    host = bind_address.parse_host(FLAGS.host)
+    env = dict(os.environ, **bind_address.worker_environment(host))
     binary = tff_runtime.worker_binary_path()
-  except tff_runtime.WorkerError as e:
+  except (UserError, tff_runtime.WorkerError) as e:
     cli.exit_with_user_error(str(e))
-  print(f"tff_worker: serving TFF executor on port {port}; connect with "
-        f"--tff_workers={socket.gethostname()}:{port}", flush=True)
+  where = (f"every interface; connect with --tff_workers="
+           f"{socket.gethostname()}:{port}"
+           if host == bind_address.ALL_INTERFACES else
+           f"{host} only; connect with --tff_workers="
+           f"{'localhost' if host == '127.0.0.1' else host}:{port}")
+  print(f"tff_worker: serving TFF executor on port {port} of {where}",
+        flush=True)
   sys.stderr.flush()
   # A shell that starts us in the background ignores SIGINT, and exec keeps
   # ignored signals ignored; the worker should stop on Ctrl-C / kill -INT.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
-  os.execv(binary, [binary, f"--port={port}",
-                    "--max_concurrent_computation_calls="
-                    f"{FLAGS.max_concurrent_computation_calls}"])
+  os.execve(binary, [binary, f"--port={port}",
+                     "--max_concurrent_computation_calls="
+                     f"{FLAGS.max_concurrent_computation_calls}"], env)
 
 
 def run():

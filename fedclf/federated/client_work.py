@@ -13,6 +13,7 @@ import copy
 import dataclasses
 from typing import Callable, List, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from fedclf.federated.config import AlgorithmConfig
@@ -33,6 +34,35 @@ class ClientOutput:
   correct: tf.Tensor
   examples: tf.Tensor  # examples processed (epochs x dataset size)
   steps: tf.Tensor
+  # 1.0 if the client's local training raised (then `dropped` is 1.0 too);
+  # set by the backend, never by the client work.
+  failed: tf.Tensor = 0.0
+
+
+def failed_output(trainable: Sequence, non_trainable: Sequence,
+                  extra: Sequence, client_state: Sequence) -> ClientOutput:
+  """What a client whose local training raised reports: a zero update with
+  zero weight and its state unchanged, marked dropped and failed. Arrays
+  shaped like the server's weights and extra state (SCAFFOLD's control
+  variate has the weights' shapes)."""
+  zero = np.float32(0.0)
+  return ClientOutput(
+      delta=[np.zeros_like(w) for w in trainable],
+      non_trainable=list(non_trainable), weight=zero,
+      extra_delta=[np.zeros_like(e) for e in extra],
+      client_state=list(client_state), dropped=np.float32(1.0),
+      loss_sum=zero, correct=zero, examples=zero, steps=np.int32(0),
+      failed=np.float32(1.0))
+
+
+def error_summary(message: str) -> str:
+  """The failing op's own message out of a TensorFlow/TFF error text (after
+  'Graph execution error:' TF lists where the node was defined, indented,
+  and the node names follow the message, indented)."""
+  lines = [line for line in (message or "").splitlines()
+           if line.strip() and not line[0].isspace() and
+           not line.startswith(("Graph execution error", "Detected at node"))]
+  return lines[-1] if lines else "no message"
 
 
 def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask,

@@ -6,6 +6,7 @@ Binaries build these from flags; the library takes nothing else.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Tuple
 
 from fedclf.errors import UserError
@@ -13,6 +14,17 @@ from fedclf.errors import UserError
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
 BACKENDS = ("local", "tff")
+
+
+def _require_finite(config, prefix: str = "") -> None:
+  """Refuses NaN and infinite float fields: NaN slips through every range
+  check below (all comparisons with it are false), and no setting means
+  infinity."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f"{prefix}{field.name} must be a finite number, got "
+                      f"{value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +48,7 @@ class ServerOptimizerConfig:
     return dataclasses.replace(self, learning_rate=default)
 
   def validate(self) -> None:
+    _require_finite(self, "server ")
     if self.name not in SERVER_OPTIMIZERS:
       raise UserError(f"unknown server optimizer {self.name!r}; choose one "
                       f"of: {', '.join(SERVER_OPTIMIZERS)}")
@@ -67,6 +80,7 @@ class AlgorithmConfig:
   personalization_lr: float = 0.0  # 0: client_lr
 
   def validate(self) -> None:
+    _require_finite(self)
     if self.client_optimizer not in CLIENT_OPTIMIZERS:
       raise UserError(f"unknown client optimizer {self.client_optimizer!r}; "
                       f"choose one of: {', '.join(CLIENT_OPTIMIZERS)}")
@@ -112,6 +126,7 @@ class SimulationConfig:
   seed: int = 0
 
   def validate(self) -> None:
+    _require_finite(self)
     if self.num_clients < 1:
       raise UserError(f"num_clients must be >= 1, got {self.num_clients}")
     if not 1 <= self.clients_per_round <= self.num_clients:

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.results.record import atomic_output
 
 # Independent random streams per round.
 _SAMPLE, _DROPOUT, _STRAGGLE, _NOISE = 1, 2, 3, 4
@@ -136,9 +137,8 @@ class Checkpointer:
            client_states: Dict[int, List[np.ndarray]], tag: str) -> str:
     os.makedirs(self.directory, exist_ok=True)
     path = os.path.join(self.directory, f"round_{state.round_num:05d}.npz")
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, __tag__=np.asarray(tag), **_flatten(state, client_states))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+      np.savez(tmp, __tag__=np.asarray(tag), **_flatten(state, client_states))
     for old in self.list()[:-self.keep]:
       os.remove(old)
     return path

@@ -8,14 +8,22 @@ own. The computation runs on workers owned by `TffRuntime` (one local
 worker, or remote ones given as host:port), so the C++ worker process is
 stopped on every exit path.
 
+A client whose local training raises on the worker (TFF reports it as a
+gRPC INTERNAL error for the whole round) is found by running each client's
+update alone, dropped with a log line (`failed = 1` in its output, as on
+the `local` backend), and the round is rerun without it.
+
 Importing this module imports TFF (~50 s); `local` runs never do.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from absl import logging
+import grpc
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -23,6 +31,8 @@ import tensorflow_federated as tff
 from fedclf.errors import UserError
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.client_work import ClientOutput
+from fedclf.federated.client_work import error_summary
+from fedclf.federated.client_work import failed_output
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
 from fedclf.federated.tff_runtime import TffRuntime
@@ -215,6 +225,7 @@ class TffBackend:
               tff.federated_map(report, outs))
 
     self._run_round = run_round
+    self._client_update = client_update
 
   # -- the backend interface ------------------------------------------------
   def initial_state(self, model: tf.keras.Model) -> ServerState:
@@ -239,10 +250,53 @@ class TffBackend:
                 ) -> Tuple[ServerState, List[ClientOutput]]:
     blank = [t.numpy() for t in self.work.initial_client_state(
         state.trainable)]
-    data = [self._dataset(matrix, steps) for _, matrix, steps, _, _ in tasks]
-    examples = [np.float32(task[3]) for task in tasks]
-    cstates = [client_states.get(task[0], blank) for task in tasks]
-    seeds = [task[4] for task in tasks]
+    # Per client: (dataset, examples, client state, seed).
+    inputs = [(self._dataset(matrix, steps), np.float32(n),
+               client_states.get(cid, blank), seed)
+              for cid, matrix, steps, n, seed in tasks]
+    try:
+      return self._round(state, inputs, round_num)
+    except grpc.RpcError as e:
+      failing = self._failing_clients(state, tasks, inputs, round_num, e)
+    kept = [i for i in range(len(tasks)) if i not in failing]
+    if kept:
+      new_state, kept_outputs = self._round(state, [inputs[i] for i in kept],
+                                            round_num)
+    else:
+      new_state = dataclasses.replace(state, round_num=round_num)
+      kept_outputs = []
+    outputs = dict(zip(kept, kept_outputs))
+    for i in failing:
+      outputs[i] = failed_output(state.trainable, state.non_trainable,
+                                 state.extra, inputs[i][2])
+    return new_state, [outputs[i] for i in range(len(tasks))]
+
+  def _failing_clients(self, state: ServerState, tasks, inputs,
+                       round_num: int, error: grpc.RpcError) -> List[int]:
+    """Indices of the clients whose update alone raises; re-raises `error`
+    when it was not a client's (no client fails alone)."""
+    if error.code() != grpc.StatusCode.INTERNAL:
+      raise error
+    failing = []
+    for i, (data, examples, cstate, seed) in enumerate(inputs):
+      try:
+        self._client_update(state.trainable, state.non_trainable,
+                            state.extra, data, examples, cstate, seed)
+      except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.INTERNAL:
+          raise
+        logging.warning(
+            "round %d: local training of client %d raised on the TFF "
+            "worker (%s); the client is dropped from the round", round_num,
+            tasks[i][0], error_summary(e.details()))
+        failing.append(i)
+    if not failing:
+      raise error
+    return failing
+
+  def _round(self, state: ServerState, inputs, round_num: int
+             ) -> Tuple[ServerState, List[ClientOutput]]:
+    data, examples, cstates, seeds = (list(x) for x in zip(*inputs))
     w, nt, ex, opt, agg, reports = self._run_round(
         state.trainable, state.non_trainable, state.extra,
         state.optimizer["optimizer"], state.optimizer["aggregator"], data,
@@ -257,8 +311,9 @@ class TffBackend:
         ClientOutput(delta=[], non_trainable=[], weight=np.float32(n),
                      extra_delta=[],
                      client_state=[np.asarray(a) for a in r["client_state"]],
-                     dropped=r["dropped"], loss_sum=r["loss_sum"], correct=r["correct"],
-                     examples=r["examples"], steps=r["steps"])
+                     dropped=r["dropped"], loss_sum=r["loss_sum"],
+                     correct=r["correct"], examples=r["examples"],
+                     steps=r["steps"])
         for r, n in zip(reports, examples)
     ]
     return new_state, outputs

@@ -138,7 +138,9 @@ def _tail(path: str | None, limit: int = _LOG_TAIL_BYTES) -> str:
 
 
 class WorkerProcess:
-  """A `worker_binary` child of this process, serving on localhost:port."""
+  """A `worker_binary` child of this process, serving on localhost:port
+  (127.0.0.1 only where the bind library can be built, see
+  `fedclf.federated.bind_address`)."""
 
   def __init__(self, process: subprocess.Popen, port: int,
                log_path: str | None, delete_log: bool):
@@ -414,6 +416,19 @@ def wait_until_ready(address: str, timeout_s: float,
     channel.close()
 
 
+def _localhost_only_environment() -> dict:
+  """Makes an owned worker serve on 127.0.0.1 only (it takes no bind
+  address and has no authentication); where that cannot be arranged (no C
+  compiler for the bind library) it serves everywhere, with a warning."""
+  from fedclf.federated import bind_address  # pylint: disable=g-import-not-at-top
+  try:
+    return bind_address.worker_environment("127.0.0.1")
+  except bind_address.BindAddressError as e:
+    logging.warning("the TFF worker of this run serves on every interface: "
+                    "%s", e)
+    return {}
+
+
 def start_local_worker(
     port: int | None = None,
     *,
@@ -438,6 +453,7 @@ def start_local_worker(
     WorkerError: The worker did not become ready.
   """
   binary = worker_binary_path()
+  env = dict(os.environ, **_localhost_only_environment())
   tries = 1 if port is not None else _PORT_RETRIES
   for attempt in range(tries):
     chosen_port = port if port is not None else portpicker.pick_unused_port()
@@ -458,7 +474,7 @@ def start_local_worker(
         # long as the worker lives, and `... | cat` would never end.
         return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, close_fds=True,
+            stderr=subprocess.STDOUT, close_fds=True, env=env,
             preexec_fn=_child_preexec(os.getpid()))
 
     with _LOCK:

@@ -12,6 +12,7 @@ an interrupted run never leaves a half-written summary or config behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 
@@ -50,19 +51,38 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def atomic_write_json(path: str, obj: Any) -> None:
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+  """Yields a temporary file name beside `path` to write to; on success it
+  is renamed over `path` (atomic on POSIX), on any error removed.
+
+  For writers that take a file name (np.savez, savefig, Keras save): the
+  temporary name keeps `path`'s extension, which they read the format from.
+  A kill during the write leaves `path` as it was (plus a `.tmp-*` file).
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                             suffix=os.path.splitext(path)[1])
+  os.close(fd)
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
-      f.write("\n")
+    yield tmp
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  with atomic_output(path) as tmp:
+    with open(tmp, "w") as f:
+      f.write(text)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(_jsonable(obj), indent=2,
+                                     sort_keys=True) + "\n")
 
 
 def git_commit() -> Dict[str, Any]:
@@ -114,6 +134,9 @@ class RunRecorder:
       last = self.read_metrics()
       if last:
         self._wall_offset = float(last[-1].get("wall_seconds", 0.0))
+      # A kill during an append can leave a cut last line; new rows must
+      # not be appended to it.
+      self._rewrite_metrics(last)
     elif not resume and os.path.exists(self.metrics_path):
       os.remove(self.metrics_path)
     record = {"config": config, **environment_info(), "resumed": resume}
@@ -151,6 +174,15 @@ class RunRecorder:
           except json.JSONDecodeError:
             break  # A line cut by a kill; everything before it is intact.
     return rows
+
+  def drop_metrics_after(self, step: int, step_name: str = "step") -> None:
+    """Keeps the rows up to `step` (a resumed run replays the later ones)."""
+    self._rewrite_metrics([r for r in self.read_metrics()
+                           if r.get(step_name, 0) <= step])
+
+  def _rewrite_metrics(self, rows) -> None:
+    atomic_write_text(self.metrics_path, "".join(
+        json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
   def write_summary(self, summary: Dict[str, Any]) -> None:
     summary = dict(summary)

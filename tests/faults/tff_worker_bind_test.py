@@ -1,0 +1,76 @@
+"""TFF workers listen on localhost unless told otherwise (the worker
+protocol has no authentication): those started by `simulations.tff_worker`
+and the one a `--backend=tff` run owns."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import portpicker
+import psutil
+import pytest
+
+from fedclf.errors import UserError
+from fedclf.federated import bind_address
+from fedclf.federated import tff_runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
+
+
+def listening_addresses(pid):
+  return [c.laddr for c in psutil.Process(pid).connections("inet")
+          if c.status == psutil.CONN_LISTEN]
+
+
+def test_owned_worker_serves_on_localhost_only():
+  with tff_runtime.start_local_worker() as worker:
+    listening = listening_addresses(worker.pid)
+  assert listening and all(a.ip in LOOPBACK for a in listening), listening
+  assert any(a.port == worker.port for a in listening)
+
+
+def test_worker_serves_on_localhost_only_by_default(tmp_path):
+  port = portpicker.pick_unused_port()
+  # A fresh cache directory: the bind library is built for this test.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+             FEDCLF_CACHE_DIR=str(tmp_path))
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "simulations.tff_worker", f"--port={port}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+      text=True)
+  try:
+    tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=300)
+    assert "127.0.0.1 only" in proc.stdout.readline()
+    # The launcher execs the worker: its pid is the worker's.
+    listening = listening_addresses(proc.pid)
+    assert listening and all(a.ip in LOOPBACK for a in listening), listening
+    assert any(a.port == port for a in listening)
+  finally:
+    proc.send_signal(signal.SIGINT)
+    try:
+      proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+    proc.stdout.close()
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("localhost", "127.0.0.1"), (" 10.1.2.3 ", "10.1.2.3"),
+    ("0.0.0.0", bind_address.ALL_INTERFACES)])
+def test_host_values(host, expected):
+  assert bind_address.parse_host(host) == expected
+
+
+def test_every_interface_needs_no_library():
+  assert bind_address.worker_environment(bind_address.ALL_INTERFACES) == {}
+
+
+@pytest.mark.parametrize("host", ["example.com", "::1", "256.0.0.1", ""])
+def test_bad_host_is_a_one_line_user_error(host):
+  with pytest.raises(UserError, match="bad --host") as e:
+    bind_address.parse_host(host)
+  assert "\n" not in str(e.value)
