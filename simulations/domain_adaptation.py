@@ -11,9 +11,14 @@ summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
 repeats the run into out_dir/seed_<s> and summarizes mean and std.
 
---federated instead trains FedAvg (or --algorithm) across clients that each
-hold one domain (--source's or --target's) and reports the global model's
-accuracy per domain.
+--federated trains across clients that each hold one domain and reports
+the global model's accuracy on each domain's test set. With --method
+(source_only, dann or target_oracle) the target clients are unlabelled:
+FedAvg over the labelled source clients (source_only), FedAvg with DANN's
+domain-adversarial loss on every client (dann), or every client labelled
+(target_oracle); --num_clients are split evenly between the domains.
+Without --method, --algorithm (any registered federated algorithm) runs on
+the project's federated engine with every client labelled.
 """
 
 from absl import flags
@@ -41,9 +46,20 @@ flags.DEFINE_enum("channels", "auto", ["auto", "1", "3"],
 flags.DEFINE_integer("train_limit", 0,
                      "Seeded slice of each domain's training set (0 = all; "
                      "--federated: of the mixed training set).")
+flags.DEFINE_integer("target_train_limit", -1,
+                     "Seeded slice of the target's training set when it "
+                     "differs from --train_limit (ADDA's MNIST -> USPS: "
+                     "2000 and 1800); -1: as --train_limit. Not with "
+                     "--federated.")
 flags.DEFINE_integer("test_limit", 0,
                      "Seeded slice of each domain's test set (0 = all; "
                      "--federated: also of the mixed test set).")
+flags.DEFINE_enum("normalization", "per_domain",
+                  ["source", "pooled", "per_domain"],
+                  "Input standardization: per_domain (each domain with its "
+                  "own training statistics; target labels are not read), "
+                  "pooled (both with the pooled statistics) or source (both "
+                  "with the source's).")
 flags.DEFINE_integer("mnist_m_seed", 0,
                      "Seed of the MNIST-M generator (fixed across --seeds).")
 cli.define_model_flags("batch", "Normalization layers (ResNets).")
@@ -66,6 +82,11 @@ flags.DEFINE_float("dann_weight", 1.0,
                    "dann: largest adaptation factor lambda (the schedule "
                    "2/(1+exp(-gamma p))-1 is scaled by it).")
 flags.DEFINE_float("dann_gamma", 10.0, "dann: the lambda schedule's gamma.")
+flags.DEFINE_string("dann_feature_layer", "",
+                    "dann: the encoder layer the domain classifier reads "
+                    "(through the gradient reversal), e.g. flatten (after "
+                    "the convolutions, as in the paper); empty: the "
+                    "encoder output.")
 flags.DEFINE_bool("dann_anneal_lr", False,
                   "dann: the paper's lr annealing lr/(1+alpha p)^beta "
                   "(replaces --lr_schedule, which must stay constant).")
@@ -78,13 +99,18 @@ flags.DEFINE_list("seeds", [],
                   "Run once per seed (into out_dir/seed_<s>) and report "
                   "mean and std; empty: one run with --seed.")
 flags.DEFINE_bool("federated", False,
-                  "Federated mode: FedAvg across clients that each hold "
-                  "the --source or the --target domain; reports each "
-                  "domain's test accuracy of the global model.")
+                  "Federated mode: clients that each hold the --source or "
+                  "the --target domain; reports each domain's test "
+                  "accuracy of the global model. With --method, target "
+                  "clients are unlabelled (see the module help).")
 flags.DEFINE_string("algorithm", "fedavg",
-                    "--federated: registered federated algorithm.")
+                    "--federated without --method: registered federated "
+                    "algorithm (every client labelled).")
 flags.DEFINE_integer("num_clients", 10,
                      "--federated: clients (split evenly between domains).")
+flags.DEFINE_integer("eval_rounds", 5,
+                     "--federated with --method: score both test sets every "
+                     "N rounds (and after the last).")
 flags.DEFINE_integer("clients_per_round", 10,
                      "--federated: clients sampled per round.")
 flags.DEFINE_integer("rounds", 20, "--federated: communication rounds.")
@@ -130,8 +156,57 @@ def _adapt_config():
           domain_hidden=_int_list("dann_hidden", FLAGS.dann_hidden),
           domain_weight=FLAGS.dann_weight, gamma=FLAGS.dann_gamma,
           anneal_lr=FLAGS.dann_anneal_lr, alpha=FLAGS.dann_alpha,
-          beta=FLAGS.dann_beta),
-      eval_every=FLAGS.eval_every)
+          beta=FLAGS.dann_beta, feature_layer=FLAGS.dann_feature_layer),
+      eval_every=FLAGS.eval_every,
+      normalization=FLAGS.normalization)
+
+
+def _adapt_run_config():
+  from fedclf.adapt import AdaptRunConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import DomainLimits  # pylint: disable=g-import-not-at-top
+  return AdaptRunConfig(
+      source=FLAGS.source, target=FLAGS.target, method=FLAGS.method,
+      image_size=FLAGS.image_size,
+      channels=0 if FLAGS.channels == "auto" else int(FLAGS.channels),
+      limits=DomainLimits(FLAGS.train_limit, FLAGS.test_limit),
+      target_limits=(None if FLAGS.target_train_limit == -1 else
+                     DomainLimits(FLAGS.target_train_limit,
+                                  FLAGS.test_limit)),
+      data_dir=FLAGS.data_dir, download=FLAGS.download,
+      mnist_m_seed=FLAGS.mnist_m_seed, model_name=FLAGS.model,
+      model=cli.model_config_from_flags(), adapt=_adapt_config(),
+      seed=FLAGS.seed)
+
+
+def _run_federated_dann():
+  from fedclf.adapt import FEDERATED_METHODS  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import FederatedAdaptConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import run_federated_dann  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.method not in FEDERATED_METHODS:
+    raise UserError(f"--federated runs --method="
+                    f"{'|'.join(FEDERATED_METHODS)}, got {FLAGS.method!r}")
+  if FLAGS.seeds:
+    raise UserError("--federated runs one seed (--seed); --seeds does not "
+                    "apply")
+  if FLAGS["algorithm"].present and FLAGS.algorithm != "fedavg":
+    raise UserError("--federated with --method federates by FedAvg; "
+                    "--algorithm applies without --method only")
+  federated = FederatedAdaptConfig(
+      source_clients=FLAGS.num_clients - FLAGS.num_clients // 2,
+      target_clients=FLAGS.num_clients // 2,
+      clients_per_round=FLAGS.clients_per_round, rounds=FLAGS.rounds,
+      local_epochs=FLAGS.local_epochs,
+      local_batch_size=FLAGS.local_batch_size, client_lr=FLAGS.client_lr,
+      eval_every=FLAGS.eval_rounds, checkpoint_every=FLAGS.checkpoint_every,
+      seed=FLAGS.seed)
+  summary = run_federated_dann(_adapt_run_config(), federated,
+                               FLAGS.out_dir, cli.flag_values_dict(),
+                               FLAGS.resume)
+  print(f"federated {FLAGS.method} {FLAGS.source} -> {FLAGS.target}: "
+        f"global model test accuracy {FLAGS.target} "
+        f"{summary['target_accuracy']:.4f}, {FLAGS.source} "
+        f"{summary['source_accuracy']:.4f}  -> {FLAGS.out_dir}/summary.json")
 
 
 def _run_federated():
@@ -141,9 +216,12 @@ def _run_federated():
   from fedclf.adapt import run_federated_adaptation  # pylint: disable=g-import-not-at-top
   from fedclf.registry import ALGORITHMS  # pylint: disable=g-import-not-at-top
 
-  if FLAGS["method"].present or FLAGS.seeds:
-    raise UserError("--federated trains one federated model on every "
-                    "domain's labels; --method and --seeds do not apply")
+  if FLAGS.seeds:
+    raise UserError("--federated runs one seed (--seed); --seeds does not "
+                    "apply")
+  if FLAGS["target_train_limit"].present:
+    raise UserError("--federated slices the mixed training set with "
+                    "--train_limit; --target_train_limit does not apply")
   if FLAGS.channels != "auto":
     raise UserError("--federated picks the channels itself (colour when "
                     "any domain is); leave --channels=auto")
@@ -175,23 +253,16 @@ def _run_federated():
 def main(argv):
   del argv
   if FLAGS.federated:
-    _run_federated()
+    if FLAGS["method"].present:
+      _run_federated_dann()
+    else:
+      _run_federated()
     return
   # Imported here so --help and flag errors answer without loading fedclf.
-  from fedclf.adapt import AdaptRunConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.adapt import DomainLimits  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import run_adaptation  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import run_adaptation_seeds  # pylint: disable=g-import-not-at-top
 
-  config = AdaptRunConfig(
-      source=FLAGS.source, target=FLAGS.target, method=FLAGS.method,
-      image_size=FLAGS.image_size,
-      channels=0 if FLAGS.channels == "auto" else int(FLAGS.channels),
-      limits=DomainLimits(FLAGS.train_limit, FLAGS.test_limit),
-      data_dir=FLAGS.data_dir, download=FLAGS.download,
-      mnist_m_seed=FLAGS.mnist_m_seed, model_name=FLAGS.model,
-      model=cli.model_config_from_flags(), adapt=_adapt_config(),
-      seed=FLAGS.seed)
+  config = _adapt_run_config()
   if FLAGS.seeds:
     summary = run_adaptation_seeds(
         config, _int_list("seeds", FLAGS.seeds), FLAGS.out_dir,

@@ -17,9 +17,12 @@ one with
     @ADAPTATION_METHODS.register("my_method")
     def my_method(task: AdaptationTask) -> AdaptationResult: ...
 
-Federated runs across domains (clients holding different domains) use the
-`domains:a+b` datasets and the `per_domain` partitioner
-(`fedclf.adapt.federated`).
+Federated runs across domains: `run_federated_dann`
+(`fedclf.adapt.federated_dann`) federates source_only, dann and
+target_oracle over labelled source clients and unlabelled target clients;
+`run_federated_adaptation` (`fedclf.adapt.federated`) runs any registered
+federated algorithm on clients that all hold labels, through the
+`domains:a+b` datasets and the `per_domain` partitioner.
 """
 
 from fedclf.adapt import methods  # noqa: F401  (registers the methods)
@@ -41,6 +44,9 @@ from fedclf.adapt.domains import mixture_name
 from fedclf.adapt.federated import per_domain
 from fedclf.adapt.federated import federated_domain_config
 from fedclf.adapt.federated import run_federated_adaptation
+from fedclf.adapt.federated_dann import FEDERATED_METHODS
+from fedclf.adapt.federated_dann import FederatedAdaptConfig
+from fedclf.adapt.federated_dann import run_federated_dann
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.grl import gradient_reversal
 from fedclf.adapt.mnist_m import make_mnist_m

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +33,17 @@ from fedclf.models import ModelConfig
 from fedclf.results import RunRecorder
 from fedclf.train.loop import TrainConfig
 from fedclf.train.optimizers import OptimizerConfig
+
+# How inputs are standardized (AdaptConfig.normalization):
+#   source: both domains with the source training statistics, so that
+#     normalization alone never adapts;
+#   pooled: both with the statistics of the two training sets pooled with
+#     equal weight;
+#   per_domain: each domain with its own training statistics (the target's
+#     need no labels). On MNIST -> MNIST-M the source statistics put
+#     MNIST-M's bright photo backgrounds several standard deviations off
+#     and DANN collapses to one class; its own statistics centre it.
+NORMALIZATIONS = ("source", "pooled", "per_domain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +60,11 @@ class DannConfig:
     anneal_lr: the paper's learning-rate annealing
       lr_p = lr / (1 + alpha p)^beta, replacing the optimizer's schedule.
     alpha, beta: the annealing constants (10 and 0.75 in the paper).
+    feature_layer: the encoder layer whose output the domain classifier
+      reads through the gradient-reversal layer ("" = the encoder's output,
+      the head's input). The paper attaches it after the convolutions
+      (e.g. the zoo models' "flatten"), which leaves the dense layers above
+      to the labels alone.
   """
   domain_hidden: Tuple[int, ...] = (500, 500)
   domain_weight: float = 1.0
@@ -56,6 +72,7 @@ class DannConfig:
   anneal_lr: bool = False
   alpha: float = 10.0
   beta: float = 0.75
+  feature_layer: str = ""
 
   def validate(self) -> None:
     if any(int(w) < 1 for w in self.domain_hidden):
@@ -85,6 +102,8 @@ class AdaptConfig:
     eval_every: methods with their own loop (dann) log the target test
       accuracy every this many epochs (0 = only at the end). It is a
       learning curve only: no method selects a model on target labels.
+    normalization: how each domain's inputs are standardized, one of
+      `NORMALIZATIONS` (see there); every method but the oracle follows it.
   """
   train: TrainConfig = TrainConfig(
       epochs=10, batch_size=64,
@@ -95,8 +114,12 @@ class AdaptConfig:
   target_labels_per_class: int = 10
   dann: DannConfig = DannConfig()
   eval_every: int = 1
+  normalization: str = "per_domain"
 
   def validate(self) -> None:
+    if self.normalization not in NORMALIZATIONS:
+      raise UserError(f"unknown normalization {self.normalization!r}; "
+                      f"choose one of: {', '.join(NORMALIZATIONS)}")
     self.train.validate()
     self.finetune.validate()
     self.dann.validate()
@@ -110,6 +133,27 @@ class AdaptConfig:
                                 optimizer.warmup_epochs):
       raise UserError("dann's lr annealing replaces the lr schedule; use "
                       "the constant schedule without warm-up with it")
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainNormalizations:
+  """The input statistics applied to each domain's images."""
+  source: Normalization
+  target: Normalization
+
+
+def pooled_normalization(image_sets: Sequence[np.ndarray]) -> Normalization:
+  """Per-channel statistics of the image sets mixed with equal weight (a
+  large source does not outweigh a small target)."""
+  means = np.stack([x.mean(axis=(0, 1, 2)) for x in image_sets])
+  variances = np.stack([x.var(axis=(0, 1, 2)) for x in image_sets])
+  mean = means.mean(axis=0)
+  # The mixture's variance: mean within-set variance plus the spread of the
+  # set means.
+  variance = (variances + (means - mean) ** 2).mean(axis=0)
+  std = np.maximum(np.sqrt(variance), 1e-6)
+  return Normalization(tuple(float(m) for m in mean),
+                       tuple(float(v) for v in std))
 
 
 @dataclasses.dataclass
@@ -143,11 +187,20 @@ class AdaptationTask:
     return (os.path.join(self.checkpoint_dir, stage)
             if self.checkpoint_dir else None)
 
-  def source_normalization(self) -> Normalization:
-    """Source training statistics: every method that trains on the source
-    normalizes both domains with them, so that normalization alone never
-    adapts (source_only gets exactly what dann gets)."""
-    return Normalization.from_images(self.pair.source.x_train)
+  def normalizations(self) -> DomainNormalizations:
+    """The (source, target) input statistics `config.normalization` asks
+    for, from the training images (target labels are never read). Every
+    method that trains on the source uses them, so source_only gets exactly
+    the inputs dann gets."""
+    source = self.pair.source.x_train
+    target = self.pair.target.x_train
+    kind = self.config.normalization
+    if kind == "per_domain":
+      return DomainNormalizations(Normalization.from_images(source),
+                                  Normalization.from_images(target))
+    shared = (pooled_normalization((source, target)) if kind == "pooled"
+              else Normalization.from_images(source))
+    return DomainNormalizations(shared, shared)
 
 
 @dataclasses.dataclass
@@ -156,15 +209,15 @@ class AdaptationResult:
 
   Attributes:
     model: image -> logits for the pair's classes.
-    normalization: the input statistics the model was trained with (the
-      evaluation applies them to both domains).
+    normalizations: the input statistics of each domain (the evaluation
+      applies them to that domain's test set).
     epochs_run: epochs of the main training stage.
     train_seconds: training time (all stages).
     examples_per_second: training throughput.
     details: method-specific summary entries (JSON-serializable).
   """
   model: tf.keras.Model
-  normalization: Normalization
+  normalizations: DomainNormalizations
   epochs_run: int
   train_seconds: float
   examples_per_second: float

@@ -333,7 +333,9 @@ def load_domain_pair(source: str,
                      limits: DomainLimits = DomainLimits(),
                      data_dir: str = "",
                      download: bool = True,
-                     mnist_m_seed: int = 0) -> DomainPair:
+                     mnist_m_seed: int = 0,
+                     target_limits: Optional[DomainLimits] = None
+                     ) -> DomainPair:
   """Loads `source` and `target` aligned to one shape and label set.
 
   Args:
@@ -346,6 +348,9 @@ def load_domain_pair(source: str,
     limits: train/test slice sizes per domain (0 = all).
     data_dir, download: as `DataConfig`.
     mnist_m_seed: the MNIST-M generator's seed.
+    target_limits: the target's slice sizes when they differ from the
+      source's (ADDA's MNIST -> USPS protocol: 2000 and 1800 training
+      images); None: `limits`.
 
   Returns:
     The `DomainPair`.
@@ -361,7 +366,8 @@ def load_domain_pair(source: str,
     raise UserError(f"image_size must be >= 1, got {image_size}")
   channels = common_channels((source, target), channels)
   source_ds = load_domain(source, options)
-  target_ds = load_domain(target, options)
+  target_ds = load_domain(target, options if target_limits is None else
+                          dataclasses.replace(options, limits=target_limits))
   align([source_ds, target_ds], image_size, channels)
   return DomainPair(source_ds, target_ds)
 

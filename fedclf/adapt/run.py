@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -47,6 +47,7 @@ class AdaptRunConfig:
     image_size: the common square image size.
     channels: 1, 3, or 0 for 3 when either domain is colour, else 1.
     limits: per-domain train/test slice sizes (0 = all).
+    target_limits: the target's, when they differ (None: `limits`).
     data_dir, download: as `DataConfig`.
     mnist_m_seed: the MNIST-M generator's seed (fixed across run seeds).
     model_name, model: the zoo model.
@@ -60,6 +61,7 @@ class AdaptRunConfig:
   image_size: int = DEFAULT_IMAGE_SIZE
   channels: int = 0
   limits: DomainLimits = DomainLimits()
+  target_limits: Optional[DomainLimits] = None
   data_dir: str = ""
   download: bool = True
   mnist_m_seed: int = 0
@@ -78,6 +80,8 @@ class AdaptRunConfig:
     if self.seed < 0 or self.mnist_m_seed < 0:
       raise UserError("seeds must be >= 0")
     self.limits.validate()
+    if self.target_limits is not None:
+      self.target_limits.validate()
     self.adapt.validate()
     if self.method == "finetune" and self.adapt.target_labels_per_class < 1:
       raise UserError("finetune needs target_labels_per_class >= 1")
@@ -94,7 +98,8 @@ class AdaptRunConfig:
   def load_pair(self) -> DomainPair:
     return load_domain_pair(self.source, self.target, self.image_size,
                             self.channels, self.seed, self.limits,
-                            self.data_dir, self.download, self.mnist_m_seed)
+                            self.data_dir, self.download, self.mnist_m_seed,
+                            self.target_limits)
 
 
 def evaluate_pair(result: AdaptationResult, pair: DomainPair,
@@ -102,9 +107,11 @@ def evaluate_pair(result: AdaptationResult, pair: DomainPair,
   """Classification reports of `result.model` on both test sets."""
   return {
       domain: evaluate_classifier(result.model, (ds.x_test, ds.y_test),
-                                  result.normalization, pair.num_classes,
+                                  normalization, pair.num_classes,
                                   pair.class_names, batch_size)
-      for domain, ds in (("target", pair.target), ("source", pair.source))
+      for domain, ds, normalization in (
+          ("target", pair.target, result.normalizations.target),
+          ("source", pair.source, result.normalizations.source))
   }
 
 
@@ -167,7 +174,11 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
       "epochs_run": result.epochs_run,
       "train_seconds": round(result.train_seconds, 3),
       "examples_per_second": round(result.examples_per_second, 1),
-      "normalization": dataclasses.asdict(result.normalization),
+      "normalization": config.adapt.normalization,
+      "source_normalization": dataclasses.asdict(
+          result.normalizations.source),
+      "target_normalization": dataclasses.asdict(
+          result.normalizations.target),
       **result.details,
   }
   recorder.write_summary(summary)

@@ -41,10 +41,37 @@ def test_tiny_run(tmp_path):
       "learning_rate"] == 0.001
 
 
+@pytest.mark.skipif(not os.path.isdir(os.path.join(REAL_DATA, "usps")),
+                    reason="FEDCLF_DATA_DIR with the real files is not set")
+def test_tiny_federated_dann_run(tmp_path):
+  out = tmp_path / "run"
+  proc = run_binary("--federated", "--method=dann", "--model=mlp",
+                    "--num_clients=3", "--clients_per_round=3", "--rounds=2",
+                    "--eval_rounds=1", "--train_limit=150",
+                    "--target_train_limit=90", "--test_limit=100",
+                    "--dann_hidden=16", f"--out_dir={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "federated dann mnist -> usps: global model test accuracy" in (
+      proc.stdout)
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["rounds_run"] == 2 and summary["num_clients"] == 3
+  # Two source clients share 150 images, one target client has 90.
+  assert summary["client_sizes"] == [75, 75, 90]
+  assert set(summary["domain_accuracy"]) == {"mnist", "usps"}
+  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text()
+          .splitlines()]
+  assert [r["round"] for r in rows if "test_accuracy" in r] == [1, 2]
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--source=svhn"], "unknown domain 'svhn'; choose one of: mnist"),
     (["--channels=2"], "value should be one of"),
-    (["--federated", "--method=dann"], "--method and --seeds do not apply"),
+    (["--federated", "--method=finetune"],
+     "--federated runs --method=source_only|dann|target_oracle"),
+    (["--federated", "--method=dann", "--algorithm=fedprox"],
+     "--algorithm applies without --method only"),
+    (["--federated", "--seeds=0,1"], "--seeds does not apply"),
+    (["--normalization=batch"], "value should be one of"),
 ])
 def test_bad_flags(tmp_path, flags, message):
   proc = run_binary(*flags, f"--out_dir={tmp_path}")

@@ -85,6 +85,47 @@ def build_domain_classifier(feature_dim: int, hidden: Sequence[int],
   return tf.keras.Model(features, logit, name="domain_classifier")
 
 
+def build_feature_tap(encoder: tf.keras.Model,
+                      layer_name: str) -> tf.keras.Model:
+  """image -> (domain-classifier features, encoder features), one pass.
+
+  The first output is `layer_name`'s (flattened; "" = the encoder's own
+  output), sharing the encoder's weights.
+
+  Raises:
+    UserError: the encoder has no layer `layer_name`.
+  """
+  if not layer_name:
+    tapped = encoder.output
+  else:
+    names = [layer.name for layer in encoder.layers]
+    if layer_name not in names:
+      raise UserError(f"dann feature layer {layer_name!r} is not in the "
+                      f"{encoder.name}; its layers: {', '.join(names[1:])}")
+    tapped = encoder.get_layer(layer_name).output
+    if tapped.shape.rank > 2:
+      tapped = tf.keras.layers.Flatten(name="domain_features")(tapped)
+  return tf.keras.Model(encoder.input, [tapped, encoder.output],
+                        name="feature_tap")
+
+
+def domain_loss_and_correct(domain_classifier: tf.keras.Model,
+                            features: tf.Tensor, domain_labels: tf.Tensor,
+                            lambda_: tf.Tensor):
+  """The domain classifier's mean binary cross-entropy on `features` seen
+  through the gradient-reversal layer, and its count of correct domains.
+
+  `domain_labels` are floats: 0 for source, 1 for target examples.
+  """
+  logits = domain_classifier(gradient_reversal(features, lambda_),
+                             training=True)[:, 0]
+  loss = tf.reduce_mean(
+      tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, logits))
+  correct = tf.reduce_sum(tf.cast(
+      tf.equal(tf.cast(logits > 0, tf.float32), domain_labels), tf.float32))
+  return loss, correct
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
   # fedclf.train.loop's derivation, offset so DANN's order is its own.
   return (seed * 1_000_003 + epoch * 7919 + 524_287) % (2**31 - 1)
@@ -111,10 +152,12 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   train_config = config.train
   dann_config = config.dann
   pair = task.pair
-  normalization = task.source_normalization()
-  x_source = normalization.apply(pair.source.x_train).astype(np.float32)
+  normalizations = task.normalizations()
+  x_source = normalizations.source.apply(pair.source.x_train).astype(
+      np.float32)
   y_source = pair.source.y_train.astype(np.int64)
-  x_target = normalization.apply(pair.target.x_train).astype(np.float32)
+  x_target = normalizations.target.apply(pair.target.x_train).astype(
+      np.float32)
   if not len(y_source) or not len(x_target):
     raise UserError("dann needs source and target training images")
   batch = min(train_config.batch_size, len(y_source))
@@ -124,9 +167,10 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   model = task.build_classifier()
   encoder = model.get_layer("encoder")
   head = model.get_layer("head")
-  feature_dim = int(encoder.output_shape[-1])
+  tap = build_feature_tap(encoder, dann_config.feature_layer)
   domain_classifier = build_domain_classifier(
-      feature_dim, dann_config.domain_hidden, task.model_config.seed)
+      int(tap.output_shape[0][-1]), dann_config.domain_hidden,
+      task.model_config.seed)
   optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
                               train_config.epochs)
   if dann_config.anneal_lr:
@@ -154,15 +198,13 @@ def dann(task: AdaptationTask) -> AdaptationResult:
     with tf.GradientTape() as tape:
       # One encoder pass over both domains: normalization layers (if any)
       # then see the mixed batch, as in the paper's implementation.
-      features = encoder(tf.concat([images_s, images_t], 0), training=True)
+      domain_features, features = tap(tf.concat([images_s, images_t], 0),
+                                      training=True)
       logits = head(features[:n_s], training=True)
       class_loss = loss_fn(labels_s, logits)
-      domain_logits = domain_classifier(
-          gradient_reversal(features, lambda_), training=True)[:, 0]
-      domain_labels = tf.concat([tf.zeros([n_s]), tf.ones([n_t])], 0)
-      domain_loss = tf.reduce_mean(
-          tf.nn.sigmoid_cross_entropy_with_logits(domain_labels,
-                                                  domain_logits))
+      domain_loss, domain_correct = domain_loss_and_correct(
+          domain_classifier, domain_features,
+          tf.concat([tf.zeros([n_s]), tf.ones([n_t])], 0), lambda_)
       loss = class_loss + domain_loss
       if model.losses:
         loss += tf.add_n(model.losses)
@@ -170,9 +212,6 @@ def dann(task: AdaptationTask) -> AdaptationResult:
     optimizer.apply_gradients(zip(grads, variables))
     correct = tf.reduce_sum(tf.cast(
         tf.equal(tf.argmax(logits, -1), labels_s), tf.float32))
-    domain_correct = tf.reduce_sum(tf.cast(
-        tf.equal(tf.cast(domain_logits > 0, tf.float32), domain_labels),
-        tf.float32))
     return class_loss, domain_loss, correct, domain_correct
 
   target_test = (pair.target.x_test, pair.target.y_test)
@@ -223,7 +262,7 @@ def dann(task: AdaptationTask) -> AdaptationResult:
           f"domain loss {row['domain_loss']}); lower the learning rate or "
           f"--dann_weight{where}")
     if config.eval_every and epoch % config.eval_every == 0:
-      report = evaluate_classifier(model, target_test, normalization,
+      report = evaluate_classifier(model, target_test, normalizations.target,
                                    pair.num_classes,
                                    batch_size=train_config.eval_batch_size)
       row["target_test_accuracy"] = report["accuracy"]
@@ -248,6 +287,6 @@ def dann(task: AdaptationTask) -> AdaptationResult:
     details.update({"final_domain_accuracy": history[-1]["domain_accuracy"],
                     "final_domain_loss": history[-1]["domain_loss"],
                     "final_lambda": history[-1]["lambda"]})
-  return AdaptationResult(model, normalization, int(epoch_var.numpy()),
+  return AdaptationResult(model, normalizations, int(epoch_var.numpy()),
                           train_seconds,
                           examples_seen / max(train_seconds, 1e-9), details)

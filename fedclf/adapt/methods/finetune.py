@@ -27,15 +27,16 @@ def finetune(task: AdaptationTask) -> AdaptationResult:
   # Chosen before any training, so a bad setting fails fast.
   chosen = few_shot_indices(target.y_train, config.target_labels_per_class,
                             task.pair.num_classes, config.train.seed)
-  model, normalization, source_result = train_on_source(task, "source_")
+  model, normalizations, source_result = train_on_source(task, "source_")
   before = evaluate_classifier(model, (target.x_test, target.y_test),
-                               normalization, task.pair.num_classes,
+                               normalizations.target, task.pair.num_classes,
                                batch_size=config.train.eval_batch_size)
   logging.info("source model: target test accuracy %.4f; fine-tuning on %d "
                "labelled target examples", before["accuracy"], len(chosen))
   tuned = train_classifier(
       model, (target.x_train[chosen], target.y_train[chosen]), None,
-      normalization, task.pair.num_classes, config.finetune, task.recorder,
+      normalizations.target, task.pair.num_classes, config.finetune,
+      task.recorder,
       checkpoint_dir=task.checkpoint_subdir("finetune"), resume=task.resume,
       log_prefix="finetune_")
   seconds = source_result.train_seconds + tuned.train_seconds
@@ -43,7 +44,7 @@ def finetune(task: AdaptationTask) -> AdaptationResult:
               source_result.train_seconds +
               tuned.examples_per_second * tuned.train_seconds)
   return AdaptationResult(
-      model, normalization, source_result.epochs_run, seconds,
+      model, normalizations, source_result.epochs_run, seconds,
       examples / max(seconds, 1e-9),
       {"target_labelled_examples": int(len(chosen)),
        "target_labels_per_class": config.target_labels_per_class,

@@ -15,21 +15,21 @@ def train_on_source(task: AdaptationTask, log_prefix: str = ""):
   """The shared supervised loop on the source training set.
 
   Returns:
-    (model, normalization, TrainResult).
+    (model, DomainNormalizations, TrainResult).
   """
   model = task.build_classifier()
-  normalization = task.source_normalization()
+  normalizations = task.normalizations()
   source = task.pair.source
   result = train_classifier(
-      model, (source.x_train, source.y_train), None, normalization,
+      model, (source.x_train, source.y_train), None, normalizations.source,
       task.pair.num_classes, task.config.train, task.recorder,
       checkpoint_dir=task.checkpoint_subdir("source"), resume=task.resume,
       log_prefix=log_prefix)
-  return model, normalization, result
+  return model, normalizations, result
 
 
 @ADAPTATION_METHODS.register("source_only")
 def source_only(task: AdaptationTask) -> AdaptationResult:
-  model, normalization, result = train_on_source(task)
-  return AdaptationResult(model, normalization, result.epochs_run,
+  model, normalizations, result = train_on_source(task)
+  return AdaptationResult(model, normalizations, result.epochs_run,
                           result.train_seconds, result.examples_per_second)
