@@ -1,0 +1,73 @@
+"""The interpretation binary on tiny trained runs (centralized and a
+federated one to compare with), and bad input giving one error line."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.export.tiny_runs import train_centralized
+from tests.export.tiny_runs import train_federated
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def run_binary(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "fedclf.interpret", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  base = tmp_path_factory.mktemp("runs")
+  return (train_centralized(str(base / "centralized")),
+          train_federated(str(base / "federated")))
+
+
+def test_interpret_binary(runs, tmp_path):
+  centralized, federated = runs
+  out = tmp_path / "interpret"
+  proc = run_binary(f"--run_dir={centralized}", "--name=central",
+                    f"--compare_run_dir={federated}", "--compare_name=fed",
+                    "--examples=2", "--misclassified=2", "--ig_steps=32",
+                    "--ig_tolerance=0.05", "--smoothgrad_samples=2",
+                    "--randomization_examples=2",
+                    f"--architecture={shutil.which('dot') is not None}",
+                    f"--out_dir={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "central: integrated gradients completeness" in proc.stdout
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["gradcam_layer"] == "conv2"
+  assert len(summary["misclassified_examples"]) == 2
+  for name in summary["files"]:
+    assert (out / name).stat().st_size > 0, name
+  for name in ("attributions.png", "randomization.png", "compare.png",
+               "filters.png", "activations.png"):
+    assert name in summary["files"]
+  ig = json.loads((out / "ig_completeness.json").read_text())
+  assert set(ig) == {"baseline", "central", "fed"}
+  assert len(ig["central"]["relative_errors"]) == 4
+  randomization = json.loads((out / "randomization.json").read_text())
+  assert randomization["steps"] == ["logits", "fc", "conv2", "conv1"]
+  assert set(randomization["methods"]) == {
+      "gradient", "smoothgrad", "integrated_gradients", "grad_cam"}
+  compare = json.loads((out / "compare.json").read_text())
+  assert set(compare["models"]) == {"central", "fed"}
+  assert -1.0 <= compare["similarity"]["gradient"]["spearman_abs"] <= 1.0
+
+
+def test_bad_method_is_one_error_line(tmp_path):
+  proc = run_binary("--run_dir=/nonexistent", "--methods=lime",
+                    f"--out_dir={tmp_path}")
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1, proc.stderr[-1000:]
+  assert "unknown attribution method 'lime'; choose from: gradient" in (
+      errors[0])
+  assert "Traceback" not in proc.stderr
