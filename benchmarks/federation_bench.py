@@ -182,6 +182,8 @@ def item_scale(report: Report, quick: bool, repeats: int) -> None:
              "Dirichlet(0.5) label skew over all 60,000 MNIST training "
              "images, MLP, local backend; the same with "
              f"{small:,} clients shows what the client count itself costs.",
+             "Setup: loading the data, partitioning, writing the partition "
+             "report and building the backend (after imports).",
              "", "| clients | client sizes (min / median / max) | setup s | "
              "s per round | peak memory |", "|---|---|---|---|---|")
   before = measure.load_average()

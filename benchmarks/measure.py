@@ -276,6 +276,9 @@ def measure_scale(num_clients: int, clients_per_round: int, rounds: int,
                   model: str) -> Dict:
   """Seconds per round and peak memory of a Dirichlet(0.5) MNIST split
   (all 60,000 training images) across `num_clients` clients."""
+  # Imported first, so that setup time is the run's own (data, partition,
+  # graph), not TensorFlow's import.
+  import fedclf.federated  # pylint: disable=g-import-not-at-top,unused-import
   base = rss_mib()
   with PeakMemory() as memory:
     t0 = time.perf_counter()

@@ -228,7 +228,14 @@ class TffBackend:
     self._client_update = client_update
 
   # -- the backend interface ------------------------------------------------
+  def _check_open(self) -> None:
+    # After close() TFF's own default context is back, and a computation
+    # run there would start a worker nobody stops.
+    if self.runtime is None:
+      raise RuntimeError("this TffBackend is closed")
+
   def initial_state(self, model: tf.keras.Model) -> ServerState:
+    self._check_open()
     trainable = [v.numpy() for v in model.trainable_variables]
     return ServerState(
         trainable=trainable,
@@ -248,6 +255,7 @@ class TffBackend:
 
   def run_round(self, state: ServerState, tasks, client_states, round_num
                 ) -> Tuple[ServerState, List[ClientOutput]]:
+    self._check_open()
     blank = [t.numpy() for t in self.work.initial_client_state(
         state.trainable)]
     # Per client: (dataset, examples, client state, seed).
