@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Tuple
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from fedclf.errors import UserError
 from fedclf.export import card as card_lib

@@ -58,6 +58,28 @@ def _clean(ax) -> None:
   ax.set_yticks([])
 
 
+def _show_map(ax, heat: np.ndarray) -> None:
+  """A [H,W] map already scaled to [0,1]."""
+  ax.imshow(heat, cmap="inferno", vmin=0.0, vmax=1.0)
+
+
+def _grid_with_inputs(images: np.ndarray, titles: Sequence[str], cols: int):
+  """A figure with one row per example, its input in the first column;
+  returns (figure, cell) where cell(row, col) makes the axes of a column."""
+  fig = _figure(1.6 * cols, 1.7 * len(images) + 0.6)
+
+  def cell(row: int, col: int):
+    ax = fig.add_subplot(len(images), cols, row * cols + 1 + col)
+    _clean(ax)
+    return ax
+
+  for row, image in enumerate(images):
+    ax = cell(row, 0)
+    _show_image(ax, image)
+    ax.set_title(titles[row], fontsize=7)
+  return fig, cell
+
+
 def plot_attribution_grid(path: str, images: np.ndarray,
                           titles: Sequence[str],
                           maps: Dict[str, np.ndarray],
@@ -65,26 +87,16 @@ def plot_attribution_grid(path: str, images: np.ndarray,
   """Rows: examples; columns: input, then per method its map and the map
   over the input. `images` are display images [N,H,W,C] in [0,1], `maps`
   method -> [N,H,W] magnitudes (each scaled to its own maximum)."""
-  methods = list(maps)
-  cols = 1 + 2 * len(methods)
-  fig = _figure(1.6 * cols, 1.7 * len(images) + 0.6)
-  scaled = {m: unit_scale(v) for m, v in maps.items()}
-  for row, image in enumerate(images):
-    ax = fig.add_subplot(len(images), cols, row * cols + 1)
-    _show_image(ax, image)
-    ax.set_title(titles[row], fontsize=7)
-    _clean(ax)
-    for j, method in enumerate(methods):
-      ax = fig.add_subplot(len(images), cols, row * cols + 2 + 2 * j)
-      ax.imshow(scaled[method][row], cmap="inferno", vmin=0.0, vmax=1.0)
-      _clean(ax)
+  fig, cell = _grid_with_inputs(images, titles, 1 + 2 * len(maps))
+  for j, (method, values) in enumerate(maps.items()):
+    scaled = unit_scale(values)
+    for row, image in enumerate(images):
+      map_ax, overlay_ax = cell(row, 1 + 2 * j), cell(row, 2 + 2 * j)
+      _show_map(map_ax, scaled[row])
+      _overlay(overlay_ax, image, scaled[row])
       if row == 0:
-        ax.set_title(method, fontsize=7)
-      ax = fig.add_subplot(len(images), cols, row * cols + 3 + 2 * j)
-      _overlay(ax, image, scaled[method][row])
-      _clean(ax)
-      if row == 0:
-        ax.set_title("overlay", fontsize=7)
+        map_ax.set_title(method, fontsize=7)
+        overlay_ax.set_title("overlay", fontsize=7)
   if suptitle:
     fig.suptitle(suptitle, fontsize=9)
   _save(fig, path)
@@ -138,7 +150,7 @@ def plot_randomization_maps(path: str, image: np.ndarray, steps: Sequence[str],
     sequence = [original[method]] + list(randomized[method])
     for c, maps in enumerate(sequence):
       ax = fig.add_subplot(len(methods), cols, r * cols + 2 + c)
-      ax.imshow(unit_scale(maps[:1])[0], cmap="inferno", vmin=0.0, vmax=1.0)
+      _show_map(ax, unit_scale(maps[:1])[0])
       _clean(ax)
       if r == 0:
         ax.set_title("trained" if c == 0 else f"-> {steps[c - 1]}",
@@ -151,27 +163,19 @@ def plot_comparison(path: str, images: np.ndarray, titles: Sequence[str],
                     names: Sequence[str], maps_a: Dict[str, np.ndarray],
                     maps_b: Dict[str, np.ndarray],
                     per_example: Dict[str, Dict], suptitle: str) -> None:
-  """Rows: examples; per method two columns (model A, model B) titled with
-  the pair's Spearman rank correlation."""
-  methods = list(maps_a)
-  cols = 1 + 2 * len(methods)
-  fig = _figure(1.6 * cols, 1.7 * len(images) + 0.6)
-  for row, image in enumerate(images):
-    ax = fig.add_subplot(len(images), cols, row * cols + 1)
-    _show_image(ax, image)
-    ax.set_title(titles[row], fontsize=7)
-    _clean(ax)
-    for j, method in enumerate(methods):
-      rho = per_example[method]["per_example"]["spearman_abs"][row]
-      for k, (name, maps) in enumerate(((names[0], maps_a),
-                                        (names[1], maps_b))):
-        ax = fig.add_subplot(len(images), cols, row * cols + 2 + 2 * j + k)
-        ax.imshow(unit_scale(maps[method][row:row + 1])[0], cmap="inferno",
-                  vmin=0.0, vmax=1.0)
-        _clean(ax)
-        label = f"{method}\n{name}" if row == 0 else name
-        ax.set_title(label if k == 0 else f"{label}\nrho={rho:.2f}"
-                     if row == 0 else f"rho={rho:.2f}", fontsize=6)
+  """Rows: examples; per method two columns (model A, model B), B's titled
+  with the pair's Spearman rank correlation."""
+  fig, cell = _grid_with_inputs(images, titles, 1 + 2 * len(maps_a))
+  for j, method in enumerate(maps_a):
+    rhos = per_example[method]["per_example"]["spearman_abs"]
+    for k, maps in enumerate((maps_a, maps_b)):
+      scaled = unit_scale(maps[method])
+      for row in range(len(images)):
+        ax = cell(row, 1 + 2 * j + k)
+        _show_map(ax, scaled[row])
+        header = f"{method}\n{names[k]}\n" if row == 0 else ""
+        ax.set_title(header + (f"rho={rhos[row]:.2f}" if k else ""),
+                     fontsize=6)
   fig.suptitle(suptitle, fontsize=9)
   _save(fig, path)
 

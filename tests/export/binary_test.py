@@ -2,21 +2,14 @@
 one error line and exit status 2."""
 
 import json
-import os
-import subprocess
-import sys
 
+from tests.export.tiny_runs import assert_one_error_line
+from tests.export.tiny_runs import run_module
 from tests.export.tiny_runs import train_centralized
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 def run_binary(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "fedclf.export", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
+  return run_module("fedclf.export", *args)
 
 
 def test_export_binary(tmp_path):
@@ -38,8 +31,5 @@ def test_export_binary(tmp_path):
 def test_bad_run_dir_is_one_error_line(tmp_path):
   proc = run_binary("--run_dir=/nonexistent", "--model_name=m",
                     f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1, proc.stderr[-1000:]
-  assert "run directory /nonexistent does not exist" in errors[0]
-  assert "Traceback" not in proc.stderr
+  assert_one_error_line(proc,
+                        "run directory /nonexistent does not exist")

@@ -1,8 +1,11 @@
-"""Tiny finished runs (scikit-learn's 8x8 digits, the zoo CNN) for the
-export and interpretation tests: a centralized run (model.keras) and a
-federated one (weights only in checkpoints/round_*.npz)."""
+"""Helpers of the export and interpretation tests: tiny finished runs
+(scikit-learn's 8x8 digits, the zoo CNN; a centralized run with
+model.keras and a federated one with its weights only in
+checkpoints/round_*.npz) and running the binaries."""
 
 import os
+import subprocess
+import sys
 
 from fedclf.data import DataConfig
 from fedclf.federated import AlgorithmConfig
@@ -15,6 +18,8 @@ from fedclf.train.centralized import run_centralized
 from fedclf.train.loop import TrainConfig
 from fedclf.train.optimizers import OptimizerConfig
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 DATA = DataConfig(name="digits", train_limit=600, test_limit=200)
 
 
@@ -49,3 +54,19 @@ def train_federated(out_dir: str) -> str:
       out_dir, {"test": "tiny federated run"})
   assert not os.path.exists(os.path.join(out_dir, "model.keras"))
   return out_dir
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, TF quiet."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess,
+                          message: str) -> None:
+  """Exit status 2, one 'error' line containing `message`, no traceback."""
+  assert proc.returncode == 2, proc.stderr[-1000:]
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-1000:]
+  assert "Traceback" not in proc.stderr

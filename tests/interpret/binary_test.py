@@ -2,25 +2,18 @@
 federated one to compare with), and bad input giving one error line."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from tests.export.tiny_runs import assert_one_error_line
+from tests.export.tiny_runs import run_module
 from tests.export.tiny_runs import train_centralized
 from tests.export.tiny_runs import train_federated
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
 
 def run_binary(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "fedclf.interpret", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
+  return run_module("fedclf.interpret", *args)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +58,5 @@ def test_interpret_binary(runs, tmp_path):
 def test_bad_method_is_one_error_line(tmp_path):
   proc = run_binary("--run_dir=/nonexistent", "--methods=lime",
                     f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1, proc.stderr[-1000:]
-  assert "unknown attribution method 'lime'; choose from: gradient" in (
-      errors[0])
-  assert "Traceback" not in proc.stderr
+  assert_one_error_line(
+      proc, "unknown attribution method 'lime'; choose from: gradient")
