@@ -13,10 +13,12 @@ repeats the run into out_dir/seed_<s> and summarizes mean and std.
 
 --federated trains across clients that each hold one domain and reports
 the global model's accuracy on each domain's test set. With --method
-(source_only, dann or target_oracle) the target clients are unlabelled:
-FedAvg over the labelled source clients (source_only), FedAvg with DANN's
-domain-adversarial loss on every client (dann), or every client labelled
-(target_oracle); --num_clients are split evenly between the domains.
+(source_only, dann, self_training or target_oracle) the target clients are
+unlabelled: FedAvg over the labelled source clients (source_only), FedAvg
+with DANN's domain-adversarial loss on every client (dann), FedAvg with the
+target clients training on their confident pseudo-labels after
+--warmup_rounds (self_training), or every client labelled (target_oracle);
+--num_clients are split evenly between the domains.
 Without --method, --algorithm (any registered federated algorithm) runs on
 the project's federated engine with every client labelled.
 """
@@ -111,6 +113,12 @@ flags.DEFINE_integer("num_clients", 10,
 flags.DEFINE_integer("eval_rounds", 5,
                      "--federated with --method: score both test sets every "
                      "N rounds (and after the last).")
+flags.DEFINE_integer("warmup_rounds", 10,
+                     "--federated --method=self_training: source-only "
+                     "rounds before the target clients pseudo-label.")
+flags.DEFINE_float("pseudo_label_threshold", 0.9,
+                   "--federated --method=self_training: softmax probability "
+                   "a prediction needs to become a training label.")
 flags.DEFINE_integer("clients_per_round", 10,
                      "--federated: clients sampled per round.")
 flags.DEFINE_integer("rounds", 20, "--federated: communication rounds.")
@@ -178,10 +186,10 @@ def _adapt_run_config():
       seed=FLAGS.seed)
 
 
-def _run_federated_dann():
+def _run_federated_uda():
   from fedclf.adapt import FEDERATED_METHODS  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import FederatedAdaptConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.adapt import run_federated_dann  # pylint: disable=g-import-not-at-top
+  from fedclf.adapt import run_federated_uda  # pylint: disable=g-import-not-at-top
 
   if FLAGS.method not in FEDERATED_METHODS:
     raise UserError(f"--federated runs --method="
@@ -199,8 +207,9 @@ def _run_federated_dann():
       local_epochs=FLAGS.local_epochs,
       local_batch_size=FLAGS.local_batch_size, client_lr=FLAGS.client_lr,
       eval_every=FLAGS.eval_rounds, checkpoint_every=FLAGS.checkpoint_every,
-      seed=FLAGS.seed)
-  summary = run_federated_dann(_adapt_run_config(), federated,
+      seed=FLAGS.seed, warmup_rounds=FLAGS.warmup_rounds,
+      pseudo_label_threshold=FLAGS.pseudo_label_threshold)
+  summary = run_federated_uda(_adapt_run_config(), federated,
                                FLAGS.out_dir, cli.flag_values_dict(),
                                FLAGS.resume)
   print(f"federated {FLAGS.method} {FLAGS.source} -> {FLAGS.target}: "
@@ -254,7 +263,7 @@ def main(argv):
   del argv
   if FLAGS.federated:
     if FLAGS["method"].present:
-      _run_federated_dann()
+      _run_federated_uda()
     else:
       _run_federated()
     return

@@ -17,8 +17,8 @@ one with
     @ADAPTATION_METHODS.register("my_method")
     def my_method(task: AdaptationTask) -> AdaptationResult: ...
 
-Federated runs across domains: `run_federated_dann`
-(`fedclf.adapt.federated_dann`) federates source_only, dann and
+Federated runs across domains: `run_federated_uda`
+(`fedclf.adapt.federated_uda`) federates source_only, dann and
 target_oracle over labelled source clients and unlabelled target clients;
 `run_federated_adaptation` (`fedclf.adapt.federated`) runs any registered
 federated algorithm on clients that all hold labels, through the
@@ -44,9 +44,9 @@ from fedclf.adapt.domains import mixture_name
 from fedclf.adapt.federated import per_domain
 from fedclf.adapt.federated import federated_domain_config
 from fedclf.adapt.federated import run_federated_adaptation
-from fedclf.adapt.federated_dann import FEDERATED_METHODS
-from fedclf.adapt.federated_dann import FederatedAdaptConfig
-from fedclf.adapt.federated_dann import run_federated_dann
+from fedclf.adapt.federated_uda import FEDERATED_METHODS
+from fedclf.adapt.federated_uda import FederatedAdaptConfig
+from fedclf.adapt.federated_uda import run_federated_uda
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.grl import gradient_reversal
 from fedclf.adapt.mnist_m import make_mnist_m

@@ -170,6 +170,9 @@ SEED_COLUMNS = (
     ("10% labels: supervised", ("supervised_accuracy_10",)),
     ("rounds to target", ("rounds_to_target",)),
     ("macro F1", ("final_test_macro_f1", "test_macro_f1")),
+    # Domain adaptation (simulations.domain_adaptation): "final accuracy"
+    # is the target domain's; this is the source domain's.
+    ("source-domain accuracy", ("source_accuracy",)),
 )
 
 

@@ -67,7 +67,8 @@ def test_tiny_federated_dann_run(tmp_path):
     (["--source=svhn"], "unknown domain 'svhn'; choose one of: mnist"),
     (["--channels=2"], "value should be one of"),
     (["--federated", "--method=finetune"],
-     "--federated runs --method=source_only|dann|target_oracle"),
+     "--federated runs --method=source_only|dann|self_training|"
+     "target_oracle"),
     (["--federated", "--method=dann", "--algorithm=fedprox"],
      "--algorithm applies without --method only"),
     (["--federated", "--seeds=0,1"], "--seeds does not apply"),

@@ -109,6 +109,30 @@ def build_feature_tap(encoder: tf.keras.Model,
                         name="feature_tap")
 
 
+@dataclasses.dataclass
+class DannModels:
+  """The zoo classifier split for DANN, and the domain classifier.
+
+  `tap` maps images to (domain-classifier features, encoder features) in
+  one pass (see `build_feature_tap`); `model` is encoder then head.
+  """
+  model: tf.keras.Model
+  head: tf.keras.Model
+  tap: tf.keras.Model
+  domain_classifier: tf.keras.Model
+
+
+def build_dann_models(task: AdaptationTask) -> DannModels:
+  model = task.build_classifier()
+  dann_config = task.config.dann
+  tap = build_feature_tap(model.get_layer("encoder"),
+                          dann_config.feature_layer)
+  domain_classifier = build_domain_classifier(
+      int(tap.output_shape[0][-1]), dann_config.domain_hidden,
+      task.model_config.seed)
+  return DannModels(model, model.get_layer("head"), tap, domain_classifier)
+
+
 def domain_loss_and_correct(domain_classifier: tf.keras.Model,
                             features: tf.Tensor, domain_labels: tf.Tensor,
                             lambda_: tf.Tensor):
@@ -164,13 +188,9 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   steps_per_epoch = math.ceil(len(y_source) / batch)
   total_steps = steps_per_epoch * train_config.epochs
 
-  model = task.build_classifier()
-  encoder = model.get_layer("encoder")
-  head = model.get_layer("head")
-  tap = build_feature_tap(encoder, dann_config.feature_layer)
-  domain_classifier = build_domain_classifier(
-      int(tap.output_shape[0][-1]), dann_config.domain_hidden,
-      task.model_config.seed)
+  models = build_dann_models(task)
+  model, head, tap = models.model, models.head, models.tap
+  domain_classifier = models.domain_classifier
   optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
                               train_config.epochs)
   if dann_config.anneal_lr:

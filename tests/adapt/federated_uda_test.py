@@ -2,6 +2,7 @@
 tiny run per method, target labels never read, exact resume."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -14,11 +15,11 @@ from fedclf.adapt import AdaptationTask
 from fedclf.adapt import DannConfig
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import FederatedAdaptConfig
-from fedclf.adapt import run_federated_dann
-from fedclf.adapt.federated_dann import SOURCE
-from fedclf.adapt.federated_dann import split_clients
-from fedclf.adapt.federated_dann import TARGET
-from fedclf.adapt.federated_dann import train_federated
+from fedclf.adapt import run_federated_uda
+from fedclf.adapt.federated_uda import SOURCE
+from fedclf.adapt.federated_uda import split_clients
+from fedclf.adapt.federated_uda import TARGET
+from fedclf.adapt.federated_uda import train_federated
 from fedclf.errors import UserError
 from fedclf.models import ModelConfig
 
@@ -31,7 +32,8 @@ needs_real_data = pytest.mark.skipif(
 FEDERATION = FederatedAdaptConfig(source_clients=2, target_clients=2,
                                   clients_per_round=3, rounds=2,
                                   local_batch_size=32, client_lr=0.05,
-                                  eval_every=1, checkpoint_every=1)
+                                  eval_every=1, checkpoint_every=1,
+                                  warmup_rounds=1, pseudo_label_threshold=0.0)
 
 
 def tiny(method):
@@ -61,13 +63,14 @@ def test_config_errors():
   with pytest.raises(UserError, match="clients_per_round"):
     dataclasses.replace(FEDERATION, clients_per_round=5).validate()
   with pytest.raises(UserError, match="federated adaptation runs"):
-    run_federated_dann(tiny("finetune"), FEDERATION, "/nonexistent", {})
+    run_federated_uda(tiny("finetune"), FEDERATION, "/nonexistent", {})
 
 
 @needs_real_data
-@pytest.mark.parametrize("method", ["source_only", "dann", "target_oracle"])
+@pytest.mark.parametrize("method", ["source_only", "dann", "self_training",
+                                    "target_oracle"])
 def test_tiny_run_per_method(method, tmp_path):
-  summary = run_federated_dann(tiny(method), FEDERATION, str(tmp_path),
+  summary = run_federated_uda(tiny(method), FEDERATION, str(tmp_path),
                                {"method": method})
   assert summary["rounds_run"] == 2 and summary["method"] == method
   assert summary["domain_accuracy"] == {
@@ -76,12 +79,20 @@ def test_tiny_run_per_method(method, tmp_path):
   # Two rounds of a few SGD steps: clear of chance on the labelled source.
   assert summary["source_accuracy"] > 0.15
   assert ("final_domain_accuracy" in summary) == (method == "dann")
+  rows = [json.loads(l) for l in
+          (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  if method == "self_training":
+    # Round 1 is the warm-up; in round 2 the sampled target clients (3 of
+    # 4 clients: at least one) label all their images (threshold 0).
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["pseudo_labels"] == 0 and rows[1]["pseudo_labels"] >= 40
   assert (tmp_path / "checkpoints").is_dir()
 
 
 @needs_real_data
-def test_dann_never_reads_target_labels():
-  config = tiny("dann")
+@pytest.mark.parametrize("method", ["dann", "self_training"])
+def test_adaptation_never_reads_target_labels(method):
+  config = tiny(method)
   pair = config.load_pair()
   scrambled = config.load_pair()
   scrambled.target.y_train = np.random.default_rng(0).permutation(
@@ -89,7 +100,7 @@ def test_dann_never_reads_target_labels():
 
   def weights(p):
     task = AdaptationTask(p, config.model_name, config.model, config.adapt)
-    model, _, _ = train_federated(p, task, "dann", FEDERATION)
+    model, _, _ = train_federated(p, task, method, FEDERATION)
     return model.get_weights()
 
   for a, b in zip(weights(pair), weights(scrambled)):
@@ -99,9 +110,9 @@ def test_dann_never_reads_target_labels():
 @needs_real_data
 def test_resume_replays_the_uninterrupted_run(tmp_path):
   config = tiny("dann")
-  full = run_federated_dann(config, FEDERATION, str(tmp_path / "full"), {})
+  full = run_federated_uda(config, FEDERATION, str(tmp_path / "full"), {})
   cut = tmp_path / "cut"
-  run_federated_dann(config, FEDERATION, str(cut), {})
+  run_federated_uda(config, FEDERATION, str(cut), {})
   # Pretend the run was killed after round 1.
   ckpt_dir = cut / "checkpoints"
   for name in os.listdir(ckpt_dir):
@@ -109,7 +120,7 @@ def test_resume_replays_the_uninterrupted_run(tmp_path):
       os.remove(ckpt_dir / name)
   tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir),
                                              str(ckpt_dir / "ckpt-1"))
-  resumed = run_federated_dann(config, FEDERATION, str(cut), {}, resume=True)
+  resumed = run_federated_uda(config, FEDERATION, str(cut), {}, resume=True)
   assert resumed["rounds_run"] == 2
   assert resumed["target_accuracy"] == pytest.approx(full["target_accuracy"])
   assert resumed["source_accuracy"] == pytest.approx(full["source_accuracy"])

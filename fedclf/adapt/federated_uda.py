@@ -1,34 +1,38 @@
-"""Federated adaptation to unlabelled target clients (federated DANN).
+"""Federated unsupervised domain adaptation: labelled source clients,
+unlabelled target clients.
 
 Clients each hold one domain: `source_clients` hold labelled source images,
 `target_clients` hold target images whose labels they do not have (the
-unsupervised setting of Peng et al. 2020, "Federated adversarial domain
-adaptation", whose f-DANN baseline this is). Each round the server samples
-clients and broadcasts the model (zoo encoder and head, plus DANN's domain
-classifier); each sampled client trains it locally with plain SGD for
-`local_epochs` over its images; the server adds the example-weighted mean
-of the clients' changes (FedAvg). Per method:
+setting of Peng et al. 2020, "Federated adversarial domain adaptation").
+Each round the server samples clients and broadcasts the model (zoo
+encoder and head, plus DANN's domain classifier); each sampled client
+trains it locally with plain SGD for `local_epochs` over its images; the
+server adds the weighted mean of the clients' changes (FedAvg). Per method:
 
 - source_only: only the labelled clients train (cross-entropy); the target
   clients, without labels, sit out. FedAvg without adaptation.
 - dann: every client also trains the domain classifier on its own features
   through the gradient-reversal layer (domain 0 on source clients, 1 on
   target clients), so the target clients' unlabelled images shape the
-  shared encoder. A client sees a single domain, but the mean of both
-  sides' updates approximates the centralized domain loss, as FedAvg
-  approximates any sum of client losses; lambda follows DANN's schedule
-  over the rounds.
+  shared encoder (f-DANN, Peng et al.'s baseline). lambda follows DANN's
+  schedule over the rounds. A client sees a single domain, so its local
+  domain classifier can separate "the domains" by its bias alone; the
+  adversarial signal reaching the encoder is correspondingly weak.
+- self_training: after `warmup_rounds` of source-only rounds, each target
+  client labels its own images with the broadcast model and trains on the
+  ones predicted with probability >= `pseudo_label_threshold` (federated
+  pseudo-labelling; nothing but model updates leaves a client).
 - target_oracle: the target clients train on their labels too (the upper
   bound).
 
-The head is averaged over the clients with labels only (the others leave
-it unchanged, and averaging in their zero changes would only shrink its
-step); the encoder and the domain classifier over every client that
-trained. This loop exists beside `fedclf.federated` because its backends
-move one model and one loss; adaptation needs a second model (the domain
-classifier) and a loss that depends on the client's domain. For any other
-federated algorithm on clients that all hold labels, see
-`fedclf.adapt.federated` (`run_federated_adaptation`).
+A client's change is weighted by the images it learned from (for the head:
+the labelled or pseudo-labelled ones; others leave the head unchanged, and
+averaging in their zero changes would only shrink its step). This loop
+exists beside `fedclf.federated` because its backends move one model and
+one loss; adaptation needs a second model (the domain classifier) and a
+loss that depends on the client's domain. For any other federated algorithm
+on clients that all hold labels, see `fedclf.adapt.federated`
+(`run_federated_adaptation`).
 
 Every random choice (client split, sampling, batch order) derives from
 (seed, round, client), and checkpoints hold the global model and the round,
@@ -51,19 +55,21 @@ from fedclf.adapt.core import AdaptationTask
 from fedclf.adapt.core import DomainNormalizations
 from fedclf.adapt.domains import DomainPair
 from fedclf.adapt.grl import dann_lambda
-from fedclf.adapt.methods.dann import build_domain_classifier
-from fedclf.adapt.methods.dann import build_feature_tap
+from fedclf.adapt.methods.dann import build_dann_models
 from fedclf.adapt.methods.dann import domain_loss_and_correct
 from fedclf.adapt.run import AdaptRunConfig
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
+from fedclf.data.preprocess import Normalization
 from fedclf.train.loop import checkpoint_manager
-from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
+from fedclf.train.loop import predict_logits
 
-FEDERATED_METHODS = ("source_only", "dann", "target_oracle")
+FEDERATED_METHODS = ("source_only", "dann", "self_training", "target_oracle")
 SOURCE, TARGET = 0, 1
+# The clients' images are standardized once up front.
+IDENTITY = Normalization((0.0,), (1.0,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +89,10 @@ class FederatedAdaptConfig:
       selected on it.
     checkpoint_every: rounds between checkpoints (0 = none).
     seed: the seed of the client split, the sampling and batch orders.
+    warmup_rounds: self_training: rounds before the target clients start
+      pseudo-labelling (the model learns the source first).
+    pseudo_label_threshold: self_training: the softmax probability a
+      prediction needs to become a training label.
   """
   source_clients: int = 5
   target_clients: int = 5
@@ -94,6 +104,8 @@ class FederatedAdaptConfig:
   eval_every: int = 5
   checkpoint_every: int = 10
   seed: int = 0
+  warmup_rounds: int = 10
+  pseudo_label_threshold: float = 0.9
 
   @property
   def num_clients(self) -> int:
@@ -112,8 +124,13 @@ class FederatedAdaptConfig:
         raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not (math.isfinite(self.client_lr) and self.client_lr > 0):
       raise UserError(f"client_lr must be > 0, got {self.client_lr}")
-    if self.eval_every < 0 or self.checkpoint_every < 0 or self.seed < 0:
-      raise UserError("eval_every, checkpoint_every and seed must be >= 0")
+    if min(self.eval_every, self.checkpoint_every, self.seed,
+           self.warmup_rounds) < 0:
+      raise UserError("eval_every, checkpoint_every, seed and warmup_rounds "
+                      "must be >= 0")
+    if not 0.0 <= self.pseudo_label_threshold <= 1.0:
+      raise UserError(f"pseudo_label_threshold must be in [0, 1], got "
+                      f"{self.pseudo_label_threshold}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,36 +189,35 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
   }
   clients = split_clients(len(data[SOURCE][1]), len(data[TARGET][1]), config)
 
-  model = task.build_classifier()
-  encoder = model.get_layer("encoder")
-  head = model.get_layer("head")
-  tap = build_feature_tap(encoder, dann_config.feature_layer)
-  domain_classifier = build_domain_classifier(
-      int(tap.output_shape[0][-1]), dann_config.domain_hidden,
-      task.model_config.seed)
+  models = build_dann_models(task)
+  model, head, tap = models.model, models.head, models.tap
+  domain_classifier = models.domain_classifier
   # Averaged over every client that trained / over labelled clients only.
-  body = encoder.variables + domain_classifier.variables
+  body = model.get_layer("encoder").variables + domain_classifier.variables
   head_vars = head.variables
   trainable = model.trainable_variables + domain_classifier.trainable_variables
   optimizer = tf.keras.optimizers.SGD(config.client_lr)
-  loss_fn = classification_loss(pair.num_classes, 0.0)
 
   round_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   ckpt = tf.train.Checkpoint(model=model, domain_classifier=domain_classifier,
                              round=round_var)
   manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
-                               resume, round_var, "federated dann: ")
+                               resume, round_var, "federated: ")
 
   @tf.function(reduce_retracing=True)
-  def client_step(images, labels, labelled, domain, lambda_, adversarial):
+  def client_step(images, labels, label_weights, domain, lambda_,
+                  adversarial):
     with tf.GradientTape() as tape:
       domain_features, features = tap(images, training=True)
       logits = head(features, training=True)
-      class_loss = loss_fn(labels, logits)
+      # Mean cross-entropy over the examples with a (pseudo-)label.
+      class_loss = tf.reduce_sum(
+          label_weights * tf.nn.sparse_softmax_cross_entropy_with_logits(
+              labels, logits)) / tf.maximum(tf.reduce_sum(label_weights), 1.0)
       domain_labels = tf.fill([tf.shape(images)[0]], domain)
       domain_loss, domain_correct = domain_loss_and_correct(
           domain_classifier, domain_features, domain_labels, lambda_)
-      loss = labelled * class_loss + adversarial * domain_loss
+      loss = class_loss + adversarial * domain_loss
       if model.losses:
         loss += tf.add_n(model.losses)
     grads = tape.gradient(loss, trainable)
@@ -212,26 +228,46 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
     for var, value in zip(variables, values):
       var.assign(value)
 
-  def train_client(client: Client, client_id: int, round_num: int,
-                   lambda_: float) -> np.ndarray:
-    """Local epochs on one client; returns [class loss, domain loss,
-    domain correct, examples] summed over its batches."""
+  def client_labels(client: Client, round_num: int
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels, weights) of the client's images: its own labels (weight
+    1), confident pseudo-labels of the broadcast model (self_training's
+    target clients after the warm-up; weight 1 where confident), or none
+    (weight 0)."""
     x, y = data[client.domain]
-    labelled = client.domain == SOURCE or method == "target_oracle"
+    idx = client.indices
+    if client.domain == SOURCE or method == "target_oracle":
+      return y[idx], np.ones(len(idx), np.float32)
+    if method == "self_training" and round_num > config.warmup_rounds:
+      logits = predict_logits(model, x[idx], IDENTITY,
+                              task.config.train.eval_batch_size)
+      probs = tf.nn.softmax(logits).numpy()
+      confident = probs.max(-1) >= config.pseudo_label_threshold
+      return probs.argmax(-1).astype(np.int64), confident.astype(np.float32)
+    return np.zeros(len(idx), np.int64), np.zeros(len(idx), np.float32)
+
+  def train_client(client: Client, client_id: int, round_num: int,
+                   lambda_: float, labels: np.ndarray,
+                   weights: np.ndarray) -> np.ndarray:
+    """Local epochs on one client (labels and weights aligned with its
+    indices); returns [weighted class loss, domain loss, domain correct,
+    examples, labelled examples] summed over its batches."""
+    x = data[client.domain][0]
     rng = np.random.default_rng([config.seed, round_num, client_id])
-    sums = np.zeros(4)
+    sums = np.zeros(5)
     batch = config.local_batch_size
     for _ in range(config.local_epochs):
-      order = rng.permutation(client.indices)
+      order = rng.permutation(len(client.indices))
       for start in range(0, len(order), batch):
-        idx = order[start:start + batch]
+        pos = order[start:start + batch]
         out = client_step(
-            tf.constant(x[idx]), tf.constant(y[idx]),
-            tf.constant(float(labelled)), tf.constant(float(client.domain)),
+            tf.constant(x[client.indices[pos]]), tf.constant(labels[pos]),
+            tf.constant(weights[pos]), tf.constant(float(client.domain)),
             tf.constant(lambda_, tf.float32),
             tf.constant(1.0 if method == "dann" else 0.0))
-        sums += [float(out[0]) * len(idx), float(out[1]) * len(idx),
-                 float(out[2]), len(idx)]
+        labelled = float(weights[pos].sum())
+        sums += [float(out[0]) * labelled, float(out[1]) * len(pos),
+                 float(out[2]), len(pos), labelled]
     return sums
 
   history: List[Dict] = []
@@ -248,26 +284,30 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
     body_sum = [np.zeros_like(w) for w in global_body]
     head_sum = [np.zeros_like(w) for w in global_head]
     body_weight = head_weight = 0.0
-    totals = np.zeros(4)
-    labelled_totals = np.zeros(4)
+    totals = np.zeros(5)
+    trained = pseudo_labelled = 0
     for client_id in sampled:
       client = clients[client_id]
-      labelled = client.domain == SOURCE or method == "target_oracle"
-      if not labelled and method == "source_only":
-        continue  # Nothing to learn from without labels or adaptation.
       assign(body, global_body)
       assign(head_vars, global_head)
-      sums = train_client(client, int(client_id), round_num, lambda_)
-      n = float(len(client.indices))
+      labels, weights = client_labels(client, round_num)
+      labelled = float(weights.sum())
+      if client.domain == TARGET and method == "self_training":
+        pseudo_labelled += int(labelled)
+      if not labelled and method != "dann":
+        continue  # Nothing to learn from without labels or adaptation.
+      sums = train_client(client, int(client_id), round_num, lambda_,
+                          labels, weights)
+      trained += 1
       totals += sums
+      n = float(len(client.indices)) if method == "dann" else labelled
       body_weight += n
       for acc, var, old in zip(body_sum, body, global_body):
         acc += n * (var.numpy() - old)
       if labelled:
-        labelled_totals += sums
-        head_weight += n
+        head_weight += labelled
         for acc, var, old in zip(head_sum, head_vars, global_head):
-          acc += n * (var.numpy() - old)
+          acc += labelled * (var.numpy() - old)
     if body_weight:
       global_body = [w + s / body_weight for w, s in zip(global_body,
                                                           body_sum)]
@@ -279,11 +319,11 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
     round_seconds = time.time() - t0
     train_seconds += round_seconds
     row = {"lambda": lambda_, "round_seconds": round_seconds,
-           "clients_trained": int(sum(
-               1 for c in sampled
-               if clients[c].domain == SOURCE or method != "source_only"))}
-    if labelled_totals[3]:
-      row["train_loss"] = labelled_totals[0] / labelled_totals[3]
+           "clients_trained": trained}
+    if totals[4]:
+      row["train_loss"] = totals[0] / totals[4]
+    if method == "self_training":
+      row["pseudo_labels"] = pseudo_labelled
     if method == "dann" and totals[3]:
       row["domain_loss"] = totals[1] / totals[3]
       # Each client's own domain classifier after its local epochs; near
@@ -323,7 +363,7 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
   return model, normalizations, details
 
 
-def run_federated_dann(config: AdaptRunConfig,
+def run_federated_uda(config: AdaptRunConfig,
                        federated: FederatedAdaptConfig, out_dir: str,
                        run_config: Dict, resume: bool = False) -> Dict:
   """A federated adaptation run with the usual results files.
@@ -346,7 +386,9 @@ def run_federated_dann(config: AdaptRunConfig,
   if config.method not in FEDERATED_METHODS:
     raise UserError(f"federated adaptation runs {', '.join(FEDERATED_METHODS)}"
                     f"; got {config.method!r}")
-  config.validate()
+  # Everything but the method (self_training is federated only, so not in
+  # ADAPTATION_METHODS).
+  dataclasses.replace(config, method="source_only").validate()
   federated.validate()
   pair = config.load_pair()
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
