@@ -7,7 +7,8 @@ Finished runs are skipped and interrupted ones resumed, so rerunning a grid
 continues it. Writes <out_dir>/README.md (mean ± std over seeds and the
 exact commands; with a `search` section also the trials and the values
 chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
-runs: test accuracy per round, shaded over seeds). See fedclf/results/grid.py
+runs: test accuracy per round, shaded over seeds) and, where runs measured
+clients (--per_client_eval), <out_dir>/client_accuracy.png. See fedclf/results/grid.py
 for the spec format.
 """
 
@@ -63,6 +64,10 @@ def main(argv):
     curves.plot_seed_bands(groups, os.path.join(spec.out_dir,
                                                 "accuracy.png"), title)
     text += "\n![test accuracy per round](accuracy.png)\n"
+    if curves.plot_client_accuracy(
+        groups, os.path.join(spec.out_dir, "client_accuracy.png"), title):
+      text += ("\n![per-client accuracy of the final model]"
+               "(client_accuracy.png)\n")
   with open(os.path.join(spec.out_dir, "README.md"), "w") as f:
     f.write(text + f"\nRegenerate: `python -m simulations.reproduce "
             f"--spec={FLAGS.spec}`\n")

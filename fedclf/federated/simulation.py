@@ -162,6 +162,7 @@ class Simulation:
                              config.partition, self.ds.train_client_ids)
     self.normalization = Normalization.from_images(self.ds.x_train)
     self.is_ssl = config.objective != "supervised"
+    self.client_accuracies: Optional[Dict] = None
     if self.is_ssl:
       # SSL augments in pixel space and normalizes the views itself.
       self.x_train = self.ds.x_train.astype(np.float32)
@@ -309,6 +310,11 @@ class Simulation:
         accs.append(float(np.mean(logits.argmax(-1) == self.ds.y_train[idx])))
       metrics.update({f"client_accuracy_{k}": v
                       for k, v in _percentiles(accs).items()})
+      # The last evaluation's per-client values are kept for the
+      # distribution plot (client_accuracy.json at the end of the run).
+      self.client_accuracies = {"round": round_num,
+                                "clients": [int(c) for c in chosen],
+                                "accuracy": accs}
       if self.algorithm.personalization_steps:
         metrics.update(self._personalized(state, chosen, round_num))
     return metrics
@@ -467,6 +473,9 @@ class Simulation:
     if not last_eval:
       last_eval = self.evaluate(state, state.round_num)
     summary.update({f"final_{k}": v for k, v in last_eval.items()})
+    if self.client_accuracies is not None:
+      atomic_write_json(os.path.join(self.out_dir, "client_accuracy.json"),
+                        self.client_accuracies)
     val_history = [r["val_accuracy"] for r in self.recorder.read_metrics()
                    if "val_accuracy" in r]
     if val_history:

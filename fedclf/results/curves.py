@@ -79,3 +79,42 @@ def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
+
+
+def read_client_accuracy(run_dir: str) -> Optional[list]:
+  """Per-client accuracies of a run's last evaluation, or None."""
+  path = os.path.join(run_dir, "client_accuracy.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return list(json.load(f)["accuracy"])
+
+
+def plot_client_accuracy(groups: Dict[str, list], path: str,
+                         title: str) -> bool:
+  """Box plot per group of run folders: the accuracy of the final global
+  model on each evaluated client's own data, pooled over seeds. Returns
+  False (and writes nothing) when no run recorded per-client accuracies
+  (--per_client_eval=0)."""
+  data = {}
+  for label, run_dirs in groups.items():
+    values = [v for d in run_dirs for v in (read_client_accuracy(d) or [])]
+    if values:
+      data[label] = values
+  if not data:
+    return False
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(max(5.0, 1.1 * len(data) + 2), 4.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  ax.boxplot(list(data.values()), showmeans=True)
+  ax.set_xticks(range(1, len(data) + 1))
+  ax.set_xticklabels(list(data), rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel("accuracy on the client's own data")
+  ax.set_title(title)
+  ax.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  return True

@@ -79,7 +79,7 @@ def test_tiny_grid_runs_resumes_and_renders(tmp_path):
 binary: simulations.federated
 out_dir: {out}
 common: {{dataset: digits, model: mlp, num_clients: 6, clients_per_round: 3,
-          rounds: 2, per_client_eval: 0, target_accuracy: 0.2}}
+          rounds: 2, per_client_eval: 4, target_accuracy: 0.2}}
 grid:
   algorithm: [fedavg, fedsgd]
   seed: [0, 1]
@@ -88,17 +88,23 @@ table: {{title: tiny grid}}
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run([sys.executable, "-m", "simulations.reproduce",
                          f"--spec={path}"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-2000:]
   readme = (out / "README.md").read_text()
   assert "| algorithm=fedavg | 2 |" in readme
   assert "±" in readme
   assert "\\pm" in (out / "table.tex").read_text()
   assert (out / "accuracy.png").stat().st_size > 0
+  assert (out / "client_accuracy.png").stat().st_size > 0
+  assert "client_accuracy.png" in readme
+  clients = json.loads((out / "fedavg_seed0" / "client_accuracy.json")
+                       .read_text())
+  assert clients["round"] == 2 and len(clients["accuracy"]) == 4
+  assert all(0.0 <= a <= 1.0 for a in clients["accuracy"])
   # A second invocation skips finished runs.
   again = subprocess.run([sys.executable, "-m", "simulations.reproduce",
                           f"--spec={path}"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=900)
   assert again.stdout.count("skipped (done)") == 4, again.stdout
   runs = tables.load_runs(str(out))
   assert {r["name"] for r in runs} == {"fedavg_seed0", "fedavg_seed1",
