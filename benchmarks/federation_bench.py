@@ -35,7 +35,7 @@ flags.DEFINE_bool("quick", False,
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6"],
                   "Which figures to measure.")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
-flags.DEFINE_integer("repeats", 3,
+flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
 FLAGS = flags.FLAGS

@@ -14,12 +14,13 @@ the round like a client whose update is NaN/Inf: its group is rerun one
 client at a time so the others still report, and it contributes zero
 weight, with a log line and `failed = 1` in its output.
 
-With FedAvg's example-weighted mean (the base `Aggregator`), each group's
-updates are folded into running sums as soon as the group finishes, so a
-round holds one model's worth of sums instead of every client's update
-(100 McMahan-CNN clients would otherwise hold 660 MB of deltas, and as
-much again while averaging them); aggregators that need all updates at
-once (DP clipping, medians) get the full list.
+With FedAvg's example-weighted mean (the base `Aggregator`), the group
+graph returns the weighted sum of its clients' updates instead of the
+updates, and the round adds these up: it holds one model's worth of sums
+instead of every client's update (100 McMahan-CNN clients would otherwise
+hold 660 MB of deltas, and as much again while averaging them).
+Aggregators that need all updates at once (DP clipping, medians) get the
+full list.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class LocalBackend:
     # factory) still averages the same way.
     self.streams = type(algorithm.aggregator).combine is Aggregator.combine
     self._train_group = tf.function(self._train_group_impl)
+    self._train_group_summed = tf.function(self._train_group_summed_impl)
 
   # -- server side ------------------------------------------------------
   def initial_state(self, model: tf.keras.Model) -> ServerState:
@@ -91,21 +93,47 @@ class LocalBackend:
             self.work.initial_client_state(state.trainable)]
 
   # -- client side ------------------------------------------------------
-  def _train_group_impl(self, trainable, non_trainable, extra, matrices,
-                        steps, examples, client_states, seeds):
+  def _train_slots(self, trainable, non_trainable, extra, matrices, steps,
+                   examples, client_states, seeds) -> List[ClientOutput]:
     outputs = []
     for slot in range(self.parallel):
       batches = IndexedBatches(self.x, self.y, matrices[slot], steps[slot])
-      out = self.work.train(self.replicas[slot], self.velocity[slot],
-                            trainable, non_trainable, batches, examples[slot],
-                            client_states[slot], extra, seeds[slot])
-      outputs.append(vars(out))
+      outputs.append(self.work.train(
+          self.replicas[slot], self.velocity[slot], trainable, non_trainable,
+          batches, examples[slot], client_states[slot], extra, seeds[slot]))
     return outputs
+
+  def _train_group_impl(self, *args):
+    return [vars(out) for out in self._train_slots(*args)]
+
+  def _train_group_summed_impl(self, *args_and_active):
+    """Like `_train_group_impl`, but the updates come back summed over the
+    active slots (weighted as `WeightedSums` expects), not per client."""
+    *args, active = args_and_active
+    outputs = self._train_slots(*args)
+    weights = [a * out.weight for a, out in zip(tf.unstack(active), outputs)]
+    trained = [a * (1.0 - out.dropped)
+               for a, out in zip(tf.unstack(active), outputs)]
+
+    def total(field, scales):
+      parts = [getattr(out, field) for out in outputs]
+      return [tf.add_n([c * p[i] for c, p in zip(scales, parts)])
+              for i in range(len(parts[0]))]
+
+    group_sums = {"delta": total("delta", weights),
+                  "non_trainable": total("non_trainable", weights),
+                  "extra": total("extra_delta", trained),
+                  "weight": tf.add_n(weights), "trained": tf.add_n(trained)}
+    light = [dict(vars(out), delta=[], non_trainable=[], extra_delta=[])
+             for out in outputs]
+    return light, group_sums
 
   def _train_tasks(self, inputs, group: Sequence[ClientTask],
                    client_states: Dict[int, List[np.ndarray]],
-                   blank: List[np.ndarray]) -> List[ClientOutput]:
-    """One call of the group graph for up to `parallel` tasks."""
+                   blank: List[np.ndarray],
+                   sums: Optional[WeightedSums]) -> List[ClientOutput]:
+    """One call of the group graph for up to `parallel` tasks; with `sums`,
+    their updates are added to `sums` (only if the call succeeds)."""
     real = len(group)
     group = list(group)
     # Pad the last group with zero-step clients so the graph is traced once.
@@ -118,8 +146,13 @@ class LocalBackend:
     cstates = [[tf.constant(v) for v in client_states.get(t[0], blank)]
                for t in group]
     seeds = tf.constant(np.stack([t[4] for t in group]), tf.int64)
-    results = self._train_group(*inputs, matrices, steps, examples, cstates,
-                                seeds)
+    args = (*inputs, matrices, steps, examples, cstates, seeds)
+    if sums is None:
+      results = self._train_group(*args)
+    else:
+      active = tf.constant([1.0] * real + [0.0] * (self.parallel - real))
+      results, group_sums = self._train_group_summed(*args, active)
+      sums.add(group_sums)
     return [ClientOutput(**r) for r in results[:real]]
 
   def train_clients(self, state: ServerState, tasks: Sequence[ClientTask],
@@ -128,7 +161,7 @@ class LocalBackend:
                     sums: Optional[WeightedSums] = None
                     ) -> List[ClientOutput]:
     """Local training of every task's client; outputs in task order. With
-    `sums`, each output's update is folded into them and left out of it."""
+    `sums`, the updates are added to them and left out of the outputs."""
     inputs = ([tf.constant(w) for w in state.trainable],
               [tf.constant(w) for w in state.non_trainable],
               [tf.constant(w) for w in state.extra])
@@ -137,25 +170,28 @@ class LocalBackend:
     for start in range(0, len(tasks), self.parallel):
       group = tasks[start:start + self.parallel]
       try:
-        done = self._train_tasks(inputs, group, client_states, blank)
+        outputs.extend(self._train_tasks(inputs, group, client_states, blank,
+                                         sums))
       except tf.errors.OpError:
         # Some client of the group raised; rerun them one at a time so that
         # only the failing ones are dropped.
-        done = [self._train_alone(inputs, task, state, client_states, blank,
-                                  round_num) for task in group]
-      outputs.extend(sums.fold(o) if sums else o for o in done)
+        outputs.extend(
+            self._train_alone(inputs, task, state, client_states, blank,
+                              round_num, sums) for task in group)
     return outputs
 
   def _train_alone(self, inputs, task: ClientTask, state: ServerState,
                    client_states: Dict[int, List[np.ndarray]],
-                   blank: List[np.ndarray], round_num: int) -> ClientOutput:
+                   blank: List[np.ndarray], round_num: int,
+                   sums: Optional[WeightedSums]) -> ClientOutput:
     try:
-      return self._train_tasks(inputs, [task], client_states, blank)[0]
+      return self._train_tasks(inputs, [task], client_states, blank, sums)[0]
     except tf.errors.OpError as e:
       logging.warning(
           "round %d: local training of client %d raised %s (%s); the client "
           "is dropped from the round", round_num, task[0], type(e).__name__,
           error_summary(e.message))
+      # Weight 0: it adds nothing to `sums`.
       return failed_output(state.trainable, state.non_trainable, state.extra,
                            client_states.get(task[0], blank))
 
@@ -166,6 +202,9 @@ class LocalBackend:
     sums = WeightedSums() if self.streams else None
     outputs = self.train_clients(state, tasks, client_states, round_num,
                                  sums)
+    if sums is not None and not sums.totals:
+      # Every client raised: nothing to average (the caller stops the run).
+      return dataclasses.replace(state, round_num=round_num), outputs
     return self.aggregate(state, outputs, round_num, sums), outputs
 
   # -- aggregation and server update ------------------------------------
@@ -208,38 +247,25 @@ class LocalBackend:
 class WeightedSums:
   """Running sums for the example-weighted mean of the clients' deltas and
   non-trainable weights, and the unweighted mean of the extra deltas of the
-  clients that trained (the means `aggregate` takes otherwise)."""
+  clients that trained (the means `aggregate` computes otherwise)."""
 
   def __init__(self):
-    self.delta: List[tf.Tensor] = []
-    self.non_trainable: List[tf.Tensor] = []
-    self.extra: List[tf.Tensor] = []
-    self.weight = tf.constant(0.0)
-    self.trained = tf.constant(0.0)
+    self.totals: Dict[str, object] = {}
 
-  @staticmethod
-  def _add(total: List[tf.Tensor], values, scale) -> List[tf.Tensor]:
-    scaled = [scale * tf.convert_to_tensor(v) for v in values]
-    return [t + v for t, v in zip(total, scaled)] if total else scaled
-
-  def fold(self, output: ClientOutput) -> ClientOutput:
-    """Adds `output`'s update; returns it without the update tensors."""
-    weight = tf.cast(output.weight, tf.float32)
-    trained = 1.0 - tf.cast(output.dropped, tf.float32)
-    self.delta = self._add(self.delta, output.delta, weight)
-    self.non_trainable = self._add(self.non_trainable, output.non_trainable,
-                                   weight)
-    self.extra = self._add(self.extra, output.extra_delta, trained)
-    self.weight += weight
-    self.trained += trained
-    return dataclasses.replace(output, delta=[], non_trainable=[],
-                               extra_delta=[])
+  def add(self, group_sums: Dict[str, object]) -> None:
+    """Adds one group's sums (as `_train_group_summed_impl` returns)."""
+    if not self.totals:
+      self.totals = dict(group_sums)
+      return
+    self.totals = tf.nest.map_structure(lambda a, b: a + b, self.totals,
+                                        group_sums)
 
   def means(self):
     """(mean delta, mean non-trainable, mean extra delta)."""
-    return ([t / self.weight for t in self.delta],
-            [t / self.weight for t in self.non_trainable],
-            [t / self.trained for t in self.extra])
+    t = self.totals
+    return ([d / t["weight"] for d in t["delta"]],
+            [n / t["weight"] for n in t["non_trainable"]],
+            [e / t["trained"] for e in t["extra"]])
 
 
 def _to_numpy(structure):
