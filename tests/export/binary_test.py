@@ -5,15 +5,15 @@ import json
 
 from tests.export.tiny_runs import assert_one_error_line
 from tests.export.tiny_runs import run_module
-from tests.export.tiny_runs import train_centralized
+from tests.export.tiny_runs import centralized_run
 
 
 def run_binary(*args):
   return run_module("fedclf.export", *args)
 
 
-def test_export_binary(tmp_path):
-  run_dir = train_centralized(str(tmp_path / "run"))
+def test_export_binary(tmp_path, tmp_path_factory):
+  run_dir = centralized_run(tmp_path_factory)
   proc = run_binary(f"--run_dir={run_dir}", "--model_name=tiny",
                     f"--export_dir={tmp_path / 'exports'}",
                     "--formats=saved_model,tflite",

@@ -4,6 +4,7 @@ in Node, the model card, and loading federated runs from checkpoints."""
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -17,28 +18,34 @@ from fedclf.export import runs
 from fedclf.export import serving
 from fedclf.export import tflite
 from fedclf.train.loop import predict_logits
-from tests.export.tiny_runs import train_centralized
-from tests.export.tiny_runs import train_federated
+from tests.export.tiny_runs import centralized_run
+from tests.export.tiny_runs import federated_run
+from tests.export.tiny_runs import session_dir
 
 
 @pytest.fixture(scope="module")
 def centralized_dir(tmp_path_factory):
-  return train_centralized(str(tmp_path_factory.mktemp("centralized")))
+  return centralized_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def federated_dir(tmp_path_factory):
-  return train_federated(str(tmp_path_factory.mktemp("federated")))
+  return federated_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def exported(centralized_dir, tmp_path_factory):
   """Every format of the centralized run, exported and measured once."""
-  base = tmp_path_factory.mktemp("export")
-  config = ExportConfig(run_dir=centralized_dir, model_name="digits_cnn",
-                        export_dir=str(base / "exports"),
-                        representative_examples=100, tfjs_examples=32)
-  summary = run_export(config, str(base / "results"), {"test": True})
+
+  def export(folder):
+    config = ExportConfig(run_dir=centralized_dir, model_name="digits_cnn",
+                          export_dir=os.path.join(folder, "exports"),
+                          representative_examples=100, tfjs_examples=32)
+    run_export(config, os.path.join(folder, "results"), {"test": True})
+
+  base = pathlib.Path(session_dir(tmp_path_factory, "tiny_export", export))
+  summary = json.loads((base / "results" / "digits_cnn" /
+                        "summary.json").read_text())
   return base, summary
 
 

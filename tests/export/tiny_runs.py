@@ -3,9 +3,12 @@
 model.keras and a federated one with its weights only in
 checkpoints/round_*.npz) and running the binaries."""
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+from typing import Callable
 
 from fedclf.data import DataConfig
 from fedclf.federated import AlgorithmConfig
@@ -54,6 +57,33 @@ def train_federated(out_dir: str) -> str:
       out_dir, {"test": "tiny federated run"})
   assert not os.path.exists(os.path.join(out_dir, "model.keras"))
   return out_dir
+
+
+def session_dir(tmp_path_factory, name: str,
+                build: Callable[[str], None]) -> str:
+  """A folder `build` fills once per test session, shared by the
+  pytest-xdist workers (each would otherwise train and export its own
+  copy of the same tiny model)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # the session's folder, above each worker's
+  path = os.path.join(str(base), name)
+  with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(os.path.join(path, ".done")):
+      shutil.rmtree(path, ignore_errors=True)
+      os.makedirs(path)
+      build(path)
+      open(os.path.join(path, ".done"), "w").close()
+  return path
+
+
+def centralized_run(tmp_path_factory) -> str:
+  return session_dir(tmp_path_factory, "tiny_centralized", train_centralized)
+
+
+def federated_run(tmp_path_factory) -> str:
+  return session_dir(tmp_path_factory, "tiny_federated", train_federated)
 
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -4,27 +4,19 @@ federated one to compare with), and bad input giving one error line."""
 import json
 import shutil
 
-import pytest
-
 from tests.export.tiny_runs import assert_one_error_line
 from tests.export.tiny_runs import run_module
-from tests.export.tiny_runs import train_centralized
-from tests.export.tiny_runs import train_federated
+from tests.export.tiny_runs import centralized_run
+from tests.export.tiny_runs import federated_run
 
 
 def run_binary(*args):
   return run_module("fedclf.interpret", *args)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  base = tmp_path_factory.mktemp("runs")
-  return (train_centralized(str(base / "centralized")),
-          train_federated(str(base / "federated")))
-
-
-def test_interpret_binary(runs, tmp_path):
-  centralized, federated = runs
+def test_interpret_binary(tmp_path, tmp_path_factory):
+  centralized = centralized_run(tmp_path_factory)
+  federated = federated_run(tmp_path_factory)
   out = tmp_path / "interpret"
   proc = run_binary(f"--run_dir={centralized}", "--name=central",
                     f"--compare_run_dir={federated}", "--compare_name=fed",
