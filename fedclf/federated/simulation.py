@@ -422,6 +422,8 @@ class Simulation:
                      "parameters": count_params(self.eval_model),
                      "dataset": self.ds.describe(),
                      "partitioner": self.config.partitioner,
+                     # Exporters apply the same input normalization.
+                     "normalization": dataclasses.asdict(self.normalization),
                      "num_clients": sim.num_clients,
                      "clients_per_round": sim.clients_per_round}
     history = self.recorder.read_metrics()
