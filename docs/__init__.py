@@ -1,0 +1,1 @@
+"""Project documentation that runs: `python -m docs.guide.build`."""

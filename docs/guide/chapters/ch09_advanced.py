@@ -1,0 +1,226 @@
+"""Chapter 9: federated learning, self-supervised pretraining, domain
+adaptation and personalization: small runs of the guide's own, and the
+project's full result tables from results/."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Tuple
+
+from docs.guide import core
+from docs.guide.core import Command
+
+# 20 clients on the embedded digits: seconds per round, and skew shows.
+FEDERATED = ("--dataset=digits", "--model=cnn", "--num_clients=20",
+             "--clients_per_round=5", "--rounds=20", "--local_epochs=2",
+             "--local_batch_size=10", "--client_lr=0.05", "--eval_every=2",
+             "--per_client_eval=20")
+SKEW = ("--partition=dirichlet", "--dirichlet_alpha=0.1")
+FEDERATED_RUNS = {
+    "fedavg_iid": ("--algorithm=fedavg", "--partition=iid",
+                   "--centralized_epochs=10"),
+    "fedavg_dirichlet0.1": ("--algorithm=fedavg", *SKEW),
+    "fedprox_dirichlet0.1": ("--algorithm=fedprox", "--prox_mu=0.1", *SKEW),
+    "scaffold_dirichlet0.1": ("--algorithm=scaffold", *SKEW),
+    "fedavgm_dirichlet0.1": ("--algorithm=fedavgm", "--server_lr=1.0",
+                             "--server_momentum=0.9", *SKEW),
+    "fedadam_dirichlet0.1": ("--algorithm=fedadam", "--server_lr=0.03",
+                             *SKEW),
+    "reptile_dirichlet0.1": ("--algorithm=reptile",
+                             "--personalization_steps=5", *SKEW),
+}
+SSL = ("--dataset=mnist", "--train_limit=2000", "--test_limit=1000",
+       "--model=cnn", "--method=simclr", "--epochs=5", "--batch_size=256",
+       "--label_fractions=0.05", "--probe_epochs=20", "--finetune_epochs=20",
+       "--embedding_points=500")
+ADAPTATION_METHODS = ("source_only", "dann", "finetune", "target_oracle")
+# experiments/domain_adaptation.yaml's protocol (ADDA's 2,000 MNIST and
+# 1,800 USPS images, LeNet-5, DANN's annealed learning rate), 15 epochs
+# instead of 60 and a 1,000-image test slice.
+ADAPTATION = ("--source=mnist", "--target=usps", "--model=lenet5",
+              "--train_limit=2000", "--target_train_limit=1800",
+              "--test_limit=1000", "--epochs=15", "--optimizer=momentum",
+              "--lr=0.01", "--dann_anneal_lr")
+
+# The project's result folders, in the order the chapter discusses them;
+# any other results/**/README.md found is embedded after them.
+# Tables chapters 7 and 8 link to instead.
+LINKED_ELSEWHERE = ("interpret/README.md", "export/README.md")
+RESULTS: Tuple[Tuple[str, str, str], ...] = (
+    ("federated", "mcmahan/README.md", "experiments/mcmahan.yaml"),
+    ("federated", "niid_bench/README.md", "experiments/niid_bench.yaml"),
+    ("federated", "adaptive/README.md", "experiments/adaptive.yaml"),
+    ("ssl", "ssl/centralized/README.md", "experiments/ssl_centralized.yaml"),
+    ("ssl", "ssl/federated/README.md", "experiments/ssl_federated.yaml"),
+    ("ssl", "ssl/comparison.md", "experiments/ssl_comparison.yaml"),
+    ("ssl", "ssl/cifar10/README.md", "experiments/ssl_cifar10.yaml"),
+    ("adaptation", "domain_adaptation/README.md",
+     "experiments/domain_adaptation.yaml"),
+    ("adaptation", "domain_adaptation/federated/README.md",
+     "experiments/domain_adaptation_federated.yaml"),
+)
+TOPICS = ("federated", "ssl", "adaptation", "other")
+
+
+def federated_commands(paths: core.Paths):
+  return {name: Command("simulations.federated", (
+      *FEDERATED, *extra, f"--out_dir={paths.run('ch09', 'federated', name)}"))
+          for name, extra in FEDERATED_RUNS.items()}
+
+
+def ssl_command(paths: core.Paths) -> Command:
+  return Command("simulations.ssl_pretrain",
+                 (*SSL, f"--out_dir={paths.run('ch09', 'ssl_simclr')}"))
+
+
+def adaptation_commands(paths: core.Paths):
+  return {m: Command("simulations.domain_adaptation", (
+      *ADAPTATION, f"--method={m}",
+      f"--out_dir={paths.run('ch09', 'adaptation', m)}"))
+          for m in ADAPTATION_METHODS}
+
+
+def _federated(ctx: core.Context) -> None:
+  # pylint: disable=g-import-not-at-top
+  from fedclf.results import curves
+  from fedclf.results import tables
+  # pylint: enable=g-import-not-at-top
+  commands = federated_commands(ctx.paths)
+  ctx.run_all(list(commands.values()))
+  root = ctx.paths.run("ch09", "federated")
+  text = tables.results_table(tables.load_runs(root),
+                              "The guide's federated runs (digits, cnn)")
+  ctx.write_output("ch09_federated.md", core.demote_headings(text))
+  ctx.write_output("ch09_federated_commands.md",
+                   core.bash_block(list(commands.values())[:2]))
+  central = core.read_json(os.path.join(
+      commands["fedavg_iid"].out_dir(), "centralized", "summary.json"))
+  curves.plot_round_curves(
+      {n: curves.read_curve(c.out_dir()) for n, c in commands.items()},
+      ctx.figure("ch09_federated.png"),
+      "cnn on digits, 20 clients, 5 per round",
+      {"centralized": central["test_accuracy"]})
+  reptile = core.read_json(os.path.join(
+      commands["reptile_dirichlet0.1"].out_dir(), "summary.json"))
+  ctx.write_output("ch09_personalization.md", core.markdown_table(
+      ["reptile, Dirichlet(0.1) clients", "accuracy"],
+      [["global model on the pooled test set",
+        f"{reptile['final_test_accuracy']:.4f}"],
+       ["global model on each client's held-out 20% (mean)",
+        f"{reptile['final_personal_query_accuracy_before']:.4f}"],
+       ["after 5 local fine-tuning steps on the client's other 80% (mean)",
+        f"{reptile['final_personal_query_accuracy_after']:.4f}"]]))
+  for name in ("fedavg_iid", "fedavg_dirichlet0.1"):
+    core.copy_figure(os.path.join(commands[name].out_dir(), "partition.png"),
+                     ctx.figure(f"ch09_partition_{name}.png"))
+
+
+def _ssl(ctx: core.Context) -> None:
+  command = ssl_command(ctx.paths)
+  s = ctx.run_shown(command, "ch09_ssl")
+  rows = [["linear probe on the frozen encoder",
+           f"{s['linear_probe_accuracy']:.4f}",
+           f"{s['random_init_linear_probe_accuracy']:.4f}"],
+          ["kNN (k=20) on the frozen encoder's features",
+           f"{s['knn_accuracy']:.4f}", f"{s['random_init_knn_accuracy']:.4f}"],
+          ["5% of the labels (100 images): fine-tuned vs from scratch",
+           f"{s['finetune_accuracy_5']:.4f}",
+           f"{s['supervised_accuracy_5']:.4f}"]]
+  ctx.write_output("ch09_ssl.md", core.markdown_table(
+      ["evaluation (1,000 MNIST test images)", "SimCLR-pretrained encoder",
+       "random-init encoder / from scratch"], rows))
+  core.copy_figure(os.path.join(command.out_dir(), "embeddings.png"),
+                   ctx.figure("ch09_ssl_embeddings.png"))
+
+
+def _adaptation(ctx: core.Context) -> None:
+  commands = adaptation_commands(ctx.paths)
+  ctx.run_all(list(commands.values()))
+  rows = []
+  for method, command in commands.items():
+    s = core.read_json(os.path.join(command.out_dir(), "summary.json"))
+    rows.append([f"`{method}`", f"{s['source_accuracy']:.4f}",
+                 f"{s['target_accuracy']:.4f}", f"{s['target_macro_f1']:.4f}"])
+  ctx.write_output("ch09_adaptation_commands.md",
+                   core.bash_block(list(commands.values())))
+  ctx.write_output("ch09_adaptation.md", core.markdown_table(
+      ["method", "MNIST (source) test accuracy", "USPS (target) test accuracy",
+       "USPS macro F1"], rows))
+
+
+def _embed(rel: str, results_dir: str) -> str:
+  """A results Markdown file, headings demoted and relative links pointing
+  from the guide (docs/guide/) into the repository's results/ folder."""
+  path = os.path.join(results_dir, rel)
+  folder = os.path.dirname(rel)
+
+  def relink(match):
+    text, target = match.group(1), match.group(2)
+    if "://" in target or target.startswith("#"):
+      return match.group(0)
+    inside = os.path.normpath(os.path.join(folder, target))
+    return f"{text}(../../results/{inside})"
+
+  text = core.demote_headings(core.read_text(path).strip())
+  return re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", relink, text)
+
+
+def results_sections(results_dir: str) -> List[Tuple[str, str]]:
+  """(topic, Markdown) per results table, including files not yet listed in
+  RESULTS; a listed table that does not exist yet says how to make it."""
+  sections = []
+  listed = set()
+  for topic, rel, spec in RESULTS:
+    listed.add(rel)
+    if os.path.exists(os.path.join(results_dir, rel)):
+      sections.append((topic, _embed(rel, results_dir)))
+    else:
+      command = ("python -m simulations.tables --compare=" + spec +
+                 f" --out={os.path.join(results_dir, rel)}"
+                 if rel.endswith("comparison.md") else
+                 f"python -m simulations.reproduce --spec={spec}")
+      sections.append((topic, f"*`{os.path.join(results_dir, rel)}` is not "
+                              f"there yet; it comes from `{command}`.*"))
+  others = []
+  for root, _, files in sorted(os.walk(results_dir)):
+    if "README.md" in files:
+      rel = os.path.relpath(os.path.join(root, "README.md"), results_dir)
+      # A table added after this chapter was written.
+      if rel not in listed and rel not in LINKED_ELSEWHERE:
+        others.append(rel)
+  for rel in others:
+    sections.append(("other", _embed(rel, results_dir)))
+  return sections
+
+
+def _results(ctx: core.Context) -> None:
+  by_topic = {}
+  for topic, text in results_sections(ctx.paths.results_dir):
+    by_topic.setdefault(topic, []).append(text)
+  for topic in TOPICS:
+    ctx.write_output(f"ch09_results_{topic}.md", "\n\n".join(
+        by_topic.get(topic, ["*No other result tables yet.*"])) + "\n")
+
+
+CHAPTER = core.Chapter(9, "09-advanced", "Advanced topics", (
+    core.Step("ch09.federated", (
+        "outputs/ch09_federated.md", "outputs/ch09_federated_commands.md",
+        "outputs/ch09_personalization.md",
+        "figures/ch09_federated.png",
+        "figures/ch09_partition_fedavg_iid.png",
+        "figures/ch09_partition_fedavg_dirichlet0.1.png"), _federated,
+              run_dirs=tuple(f"ch09/federated/{n}" for n in FEDERATED_RUNS)),
+    core.Step("ch09.ssl", ("outputs/ch09_ssl_command.md",
+                           "outputs/ch09_ssl_output.txt", "outputs/ch09_ssl.md",
+                           "figures/ch09_ssl_embeddings.png"), _ssl,
+              run_dirs=("ch09/ssl_simclr",)),
+    core.Step("ch09.adaptation", ("outputs/ch09_adaptation_commands.md",
+                                  "outputs/ch09_adaptation.md"), _adaptation,
+              run_dirs=tuple(f"ch09/adaptation/{m}"
+                             for m in ADAPTATION_METHODS)),
+    # Other sessions keep filling results/, so this step reruns every build.
+    core.Step("ch09.results", tuple(f"outputs/ch09_results_{t}.md"
+                                    for t in TOPICS), _results,
+              always=True),
+))
