@@ -17,9 +17,13 @@ one with
     @ADAPTATION_METHODS.register("my_method")
     def my_method(task: AdaptationTask) -> AdaptationResult: ...
 
+Input standardization (`AdaptConfig.normalization`): per_domain (default;
+each domain with its own training statistics), pooled, or source.
+
 Federated runs across domains: `run_federated_uda`
-(`fedclf.adapt.federated_uda`) federates source_only, dann and
-target_oracle over labelled source clients and unlabelled target clients;
+(`fedclf.adapt.federated_uda`) runs source_only, dann (f-DANN),
+self_training (pseudo-labels) and target_oracle over labelled source
+clients and unlabelled target clients;
 `run_federated_adaptation` (`fedclf.adapt.federated`) runs any registered
 federated algorithm on clients that all hold labels, through the
 `domains:a+b` datasets and the `per_domain` partitioner.
