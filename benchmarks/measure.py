@@ -39,17 +39,22 @@ def in_fresh_process(fn: Callable[..., Dict], *args) -> Dict:
     return pool.submit(fn, *args).result()
 
 
-def rss_mib() -> float:
-  """Resident memory of this process and all its children (TFF workers)."""
+def rss_parts_mib() -> Tuple[float, float]:
+  """Resident memory of this process, and of all its children (workers)."""
   import psutil  # pylint: disable=g-import-not-at-top
   proc = psutil.Process()
-  total = proc.memory_info().rss
+  children = 0
   for child in proc.children(recursive=True):
     try:
-      total += child.memory_info().rss
+      children += child.memory_info().rss
     except psutil.Error:
       pass
-  return total / 2**20
+  return proc.memory_info().rss / 2**20, children / 2**20
+
+
+def rss_mib() -> float:
+  """Resident memory of this process and all its children (TFF workers)."""
+  return sum(rss_parts_mib())
 
 
 class PeakMemory:
@@ -260,21 +265,21 @@ def measure_memory_over_rounds(backend: str, rounds: int, num_clients: int,
                                clients_per_round: int,
                                examples_per_client: int, model: str,
                                eval_every: int) -> Dict:
-  """Resident memory (process + children) after each `eval_every` rounds
+  """Resident memory (process, children) after each `eval_every` rounds
   of train + evaluate, up to `rounds`."""
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         backend, model)
   state = sim.backend.initial_state(sim.eval_model)
-  series: Dict[int, float] = {}
+  series: Dict[int, Tuple[float, float]] = {}
   t0 = time.perf_counter()
   for r in range(1, rounds + 1):
     state, _ = sim.train_round(state, {}, r)
     if r % eval_every == 0:
       sim.evaluate(state, r)
-      series[r] = rss_mib()
+      series[r] = rss_parts_mib()
   seconds = time.perf_counter() - t0
   sim.close()
-  return {"backend": backend, "rss_mib_by_round": series,
+  return {"backend": backend, "rss_parts_mib_by_round": series,
           "seconds_per_round": seconds / rounds}
 
 
@@ -367,15 +372,21 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
   state, _ = sim.train_round(state, {}, 1)
   first = time.perf_counter() - t0
   graph_seconds: List[float] = []
-  traced = backend._train_group  # pylint: disable=protected-access
+  # The backend calls one of two compiled group graphs (per-client outputs,
+  # or updates summed inside the graph when it streams); time whichever.
+  names = ("_train_group", "_train_group_summed")
+  traced = {name: getattr(backend, name) for name in names}
 
-  def timed_group(*args):
-    start = time.perf_counter()
-    out = traced(*args)
-    graph_seconds.append(time.perf_counter() - start)
-    return out
+  def timed(graph):
+    def call(*args):
+      start = time.perf_counter()
+      out = graph(*args)
+      graph_seconds.append(time.perf_counter() - start)
+      return out
+    return call
 
-  backend._train_group = timed_group  # pylint: disable=protected-access
+  for name, graph in traced.items():
+    setattr(backend, name, timed(graph))
   parts: Dict[str, List[float]] = {
       "data pipeline (sampling, batch index matrices)": [],
       "client training (the compiled client graph)": [],
@@ -403,7 +414,8 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
     for key, value in zip(keys, (t1 - t0, graph, t2 - t1 - graph, t3 - t2,
                                  t4 - t3)):
       parts[key].append(value)
-  backend._train_group = traced  # pylint: disable=protected-access
+  for name, graph in traced.items():
+    setattr(backend, name, graph)
   return {"first_round_seconds": first,
           "parts": {k: float(np.median(v)) for k, v in parts.items()}}
 

@@ -11,6 +11,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
+needs_real_data = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(REAL_DATA, "usps")),
+    reason="FEDCLF_DATA_DIR with the real files is not set")
 
 
 def run_binary(*args, timeout=300):
@@ -20,8 +23,7 @@ def run_binary(*args, timeout=300):
                         text=True, timeout=timeout)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REAL_DATA, "usps")),
-                    reason="FEDCLF_DATA_DIR with the real files is not set")
+@needs_real_data
 def test_tiny_run(tmp_path):
   out = tmp_path / "run"
   proc = run_binary("--source=usps", "--target=mnist", "--method=finetune",
@@ -41,8 +43,7 @@ def test_tiny_run(tmp_path):
       "learning_rate"] == 0.001
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(REAL_DATA, "usps")),
-                    reason="FEDCLF_DATA_DIR with the real files is not set")
+@needs_real_data
 def test_tiny_federated_dann_run(tmp_path):
   out = tmp_path / "run"
   proc = run_binary("--federated", "--method=dann", "--model=mlp",
