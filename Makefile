@@ -9,7 +9,7 @@ export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test bench guide clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.federation_bench --out=results/benchmarks.md
+
+# Regenerates every figure, table and output the guide's chapters show
+# (steps whose outputs exist are skipped; GUIDE_FLAGS=--force redoes them).
+guide: $(STAMP)
+	$(PY) -m docs.guide.build $(GUIDE_FLAGS)
 
 clean-venv:
 	rm -rf $(VENV)

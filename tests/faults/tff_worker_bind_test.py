@@ -2,21 +2,14 @@
 protocol has no authentication): those started by `simulations.tff_worker`
 and the one a `--backend=tff` run owns."""
 
-import os
-import signal
-import subprocess
-import sys
-
-import portpicker
 import psutil
 import pytest
 
 from fedclf.errors import UserError
 from fedclf.federated import bind_address
 from fedclf.federated import tff_runtime
+from tests.worker_launch import launched_worker
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 
@@ -33,29 +26,14 @@ def test_owned_worker_serves_on_localhost_only():
 
 
 def test_worker_serves_on_localhost_only_by_default(tmp_path):
-  port = portpicker.pick_unused_port()
   # A fresh cache directory: the bind library is built for this test.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-             FEDCLF_CACHE_DIR=str(tmp_path))
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "simulations.tff_worker", f"--port={port}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-      text=True)
-  try:
-    tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=300)
-    assert "127.0.0.1 only" in proc.stdout.readline()
+  with launched_worker({"FEDCLF_CACHE_DIR": str(tmp_path)},
+                       timeout_s=300) as (proc, port, first_line):
+    assert "127.0.0.1 only" in first_line
     # The launcher execs the worker: its pid is the worker's.
     listening = listening_addresses(proc.pid)
     assert listening and all(a.ip in LOOPBACK for a in listening), listening
     assert any(a.port == port for a in listening)
-  finally:
-    proc.send_signal(signal.SIGINT)
-    try:
-      proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-    proc.stdout.close()
 
 
 @pytest.mark.parametrize("host,expected", [

@@ -20,6 +20,7 @@ import tensorflow_federated as tff
 
 from fedclf.errors import UserError
 from fedclf.federated import tff_runtime
+from tests.worker_launch import launched_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -147,23 +148,9 @@ def _one_round(process, client_data):
 @pytest.fixture
 def tff_worker_binary():
   """A worker started the way users start remote ones."""
-  port = portpicker.pick_unused_port()
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "simulations.tff_worker", f"--port={port}"],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  try:
-    tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=180)
-    assert f"port {port}" in proc.stdout.readline().decode()
+  with launched_worker() as (proc, port, first_line):
+    assert f"port {port}" in first_line
     yield proc, f"localhost:{port}"
-  finally:
-    proc.send_signal(signal.SIGINT)
-    try:
-      proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-    proc.stdout.close()
 
 
 def test_two_workers_share_each_computation(tff_worker_binary):

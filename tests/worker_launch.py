@@ -1,0 +1,40 @@
+"""Starts `simulations.tff_worker` the way users start remote workers, for
+the tests that need one outside the test process."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from typing import Dict, Iterator, Optional, Tuple
+
+import portpicker
+
+from fedclf.federated import tff_runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def launched_worker(extra_env: Optional[Dict[str, str]] = None,
+                    timeout_s: float = 180
+                    ) -> Iterator[Tuple[subprocess.Popen, int, str]]:
+  """Yields (process, port, its first line of output) once it serves; stops
+  it with Ctrl-C (killing it if that takes over 10 s) on the way out."""
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "simulations.tff_worker", f"--port={port}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+      text=True)
+  try:
+    tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=timeout_s)
+    yield proc, port, proc.stdout.readline()
+  finally:
+    proc.send_signal(signal.SIGINT)
+    try:
+      proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+    proc.stdout.close()
