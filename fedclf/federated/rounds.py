@@ -125,6 +125,13 @@ def _flatten(state: ServerState, client_states: Dict[int, List[np.ndarray]]):
   return arrays
 
 
+def same_setup(saved_tag: str, tag: str) -> bool:
+  """Whether a checkpoint's tag matches this run's. Tags written before they
+  named the training objective (every run was supervised then) still match,
+  so those runs resume."""
+  return saved_tag == tag or tag == f"{saved_tag}/supervised"
+
+
 class Checkpointer:
   """Atomic `round_NNNNN.npz` files holding the server state and all
   per-client state; keeps the newest `keep`."""
@@ -161,7 +168,7 @@ class Checkpointer:
       saved_tag = str(data["__tag__"])
     except Exception as e:  # pylint: disable=broad-except
       raise UserError(f"cannot read checkpoint {path}: {e}") from None
-    if saved_tag != tag:
+    if not same_setup(saved_tag, tag):
       raise UserError(
           f"checkpoint {path} was written by a different setup ({saved_tag})"
           f"; resume with the same algorithm, model and backend ({tag})")

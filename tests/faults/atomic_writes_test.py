@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from fedclf.errors import UserError
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
@@ -79,6 +80,17 @@ def test_checkpoint_cut_by_an_interrupt_leaves_the_last_good_one(
   assert os.listdir(tmp_path) == ["round_00001.npz"]
   restored, _ = checkpoints.restore(good, state(0, 0.0), "tag")
   assert restored.round_num == 1 and restored.trainable[0][0] == 1.0
+
+
+def test_checkpoints_from_before_the_objective_tag_still_resume(tmp_path):
+  checkpoints = Checkpointer(str(tmp_path))
+  old = checkpoints.save(state(3, 3.0), {}, "fedavg/cnn/mnist/local/100")
+  restored, _ = checkpoints.restore(
+      old, state(0, 0.0), "fedavg/cnn/mnist/local/100/supervised")
+  assert restored.round_num == 3
+  with pytest.raises(UserError, match="different setup"):
+    checkpoints.restore(old, state(0, 0.0),
+                        "fedavg/cnn/mnist/local/100/simclr")
 
 
 def test_resume_after_a_cut_metrics_line_appends_cleanly(tmp_path):
