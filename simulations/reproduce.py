@@ -36,6 +36,7 @@ def main(argv):
   from fedclf.results import grid
   from fedclf.results import search
   from fedclf.results import tables
+  from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
   if not FLAGS.tables_only:
@@ -68,9 +69,10 @@ def main(argv):
         groups, os.path.join(spec.out_dir, "client_accuracy.png"), title):
       text += ("\n![per-client accuracy of the final model]"
                "(client_accuracy.png)\n")
-  with open(os.path.join(spec.out_dir, "README.md"), "w") as f:
-    f.write(text + f"\nRegenerate: `python -m simulations.reproduce "
-            f"--spec={FLAGS.spec}`\n")
+  readme = os.path.join(spec.out_dir, "README.md")
+  atomic_write_text(readme, text + f"\nRegenerate: `python -m "
+                    f"simulations.reproduce --spec={FLAGS.spec}`\n" +
+                    tables.hand_written_part(readme))
   with open(os.path.join(spec.out_dir, "table.tex"), "w") as f:
     f.write(tables.latex_table(runs, title))
   print(f"wrote {spec.out_dir}/README.md, table.tex"

@@ -117,6 +117,24 @@ def _commands(runs: List[Dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+# A results README may end with analysis written by hand, below a line that
+# holds only this rule; regenerating the tables keeps it.
+HAND_WRITTEN_RULE = "---"
+
+
+def hand_written_part(readme_path: str) -> str:
+  """The hand-written tail of an existing results README (from its first
+  line that is only `---`), prefixed with a blank line; "" if none."""
+  if not os.path.exists(readme_path):
+    return ""
+  with open(readme_path) as f:
+    lines = f.read().splitlines(keepends=True)
+  for i, line in enumerate(lines):
+    if line.strip() == HAND_WRITTEN_RULE:
+      return "\n" + "".join(lines[i:])
+  return ""
+
+
 # -- tables over seeds ------------------------------------------------------
 
 _IGNORED_FLAGS = ("seed", "out_dir", "resume", "flagfile", "plugin", "list",

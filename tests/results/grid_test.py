@@ -101,13 +101,26 @@ table: {{title: tiny grid}}
                        .read_text())
   assert clients["round"] == 2 and len(clients["accuracy"]) == 4
   assert all(0.0 <= a <= 1.0 for a in clients["accuracy"])
+  # Analysis written by hand below a `---` line survives regeneration.
+  notes = "\n---\n\nWritten by hand: FedSGD lags here.\n"
+  (out / "README.md").write_text(readme + notes)
   # A second invocation skips finished runs.
   again = subprocess.run([sys.executable, "-m", "simulations.reproduce",
                           f"--spec={path}"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
   assert again.stdout.count("skipped (done)") == 4, again.stdout
+  assert (out / "README.md").read_text() == readme + notes
   runs = tables.load_runs(str(out))
   assert {r["name"] for r in runs} == {"fedavg_seed0", "fedavg_seed1",
                                        "fedsgd_seed0", "fedsgd_seed1"}
   summary = json.loads((out / "fedavg_seed0" / "summary.json").read_text())
   assert summary["rounds_run"] == 2
+
+
+def test_hand_written_part(tmp_path):
+  readme = tmp_path / "README.md"
+  assert tables.hand_written_part(str(readme)) == ""
+  readme.write_text("# t\n\n|---|---|\n| a | b |\n")
+  assert tables.hand_written_part(str(readme)) == ""
+  readme.write_text("# t\n\n|---|\n\n---\n\nnotes\n---\nmore\n")
+  assert tables.hand_written_part(str(readme)) == "\n---\n\nnotes\n---\nmore\n"
