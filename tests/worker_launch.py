@@ -3,7 +3,6 @@ the tests that need one outside the test process."""
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from typing import Dict, Iterator, Optional, Tuple
@@ -31,10 +30,7 @@ def launched_worker(extra_env: Optional[Dict[str, str]] = None,
     tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=timeout_s)
     yield proc, port, proc.stdout.readline()
   finally:
-    proc.send_signal(signal.SIGINT)
-    try:
-      proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
+    # The same stop as for workers fedclf owns, with a longer grace.
+    tff_runtime.WorkerProcess(proc, port, log_path=None,
+                              delete_log=False).stop(grace_s=10)
     proc.stdout.close()
