@@ -82,6 +82,9 @@ flags.DEFINE_float("target_accuracy", 0.0,
                    "Report the first round whose test accuracy reaches this.")
 flags.DEFINE_bool("stop_at_target", False,
                   "Stop once --target_accuracy is reached.")
+flags.DEFINE_float("max_train_loss", 0.0,
+                   "Stop as diverged when the mean client loss of a round "
+                   "exceeds this (0 = only on NaN/Inf).")
 flags.DEFINE_integer("centralized_epochs", 0,
                      "Also train the same model centrally for this many "
                      "epochs (into out_dir/centralized) and compare.")
@@ -159,6 +162,7 @@ def main(argv):
           tff_workers=tuple(FLAGS.tff_workers),
           target_accuracy=FLAGS.target_accuracy,
           stop_at_target=FLAGS.stop_at_target,
+          max_train_loss=FLAGS.max_train_loss,
           seed=FLAGS.seed),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,

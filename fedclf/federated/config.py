@@ -123,6 +123,10 @@ class SimulationConfig:
   tff_workers: Tuple[str, ...] = ()
   target_accuracy: float = 0.0  # report the first round reaching it
   stop_at_target: bool = False
+  # A mean client loss above this stops the run as diverged (0 = only
+  # NaN/Inf does): an exploding run can stay finite (1e14) while its model
+  # is already dead, and would otherwise burn every remaining round.
+  max_train_loss: float = 0.0
   seed: int = 0
 
   def validate(self) -> None:
@@ -150,6 +154,8 @@ class SimulationConfig:
       raise UserError("parallel_clients must be >= 0")
     if not 0.0 <= self.target_accuracy <= 1.0:
       raise UserError("target_accuracy must be in [0, 1]")
+    if self.max_train_loss < 0:
+      raise UserError("max_train_loss must be >= 0 (0 = no ceiling)")
     if self.tff_workers and self.backend != "tff":
       raise UserError("--tff_workers needs --backend=tff")
     self.algorithm_config.validate()

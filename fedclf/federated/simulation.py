@@ -394,6 +394,9 @@ class Simulation:
     row["examples"] = seen
     if not math.isfinite(row["train_loss"]):
       self._diverged(round_num, f"client loss {row['train_loss']}")
+    if sim.max_train_loss and row["train_loss"] > sim.max_train_loss:
+      self._diverged(round_num, f"client loss {row['train_loss']:.4g} is "
+                     f"above --max_train_loss={sim.max_train_loss:g}")
     if not _all_finite(new_state.model_weights()):
       self._diverged(round_num, "non-finite global weights")
     if self.algorithm.client_work.stateful:

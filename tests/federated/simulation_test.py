@@ -111,6 +111,17 @@ def test_divergence_names_round_and_keeps_checkpoint(tmp_path):
   assert os.path.exists(tmp_path / "checkpoints" / "round_00003.npz")
 
 
+def test_finite_but_exploding_loss_stops_at_the_ceiling(tmp_path):
+  # lr 5 keeps the MLP's loss finite but far above any sane value, the
+  # case the NaN/Inf check alone lets run on with a dead model.
+  config = tiny_config(rounds=3, max_train_loss=50.0)
+  config = dataclasses.replace(config, simulation=dataclasses.replace(
+      config.simulation, algorithm_config=dataclasses.replace(
+          config.simulation.algorithm_config, client_lr=5.0)))
+  with pytest.raises(DivergenceError, match=r"round \d+ .*max_train_loss"):
+    run(config, tmp_path)
+
+
 def test_target_accuracy_and_centralized_comparison(tmp_path):
   config = dataclasses.replace(
       tiny_config(rounds=3, target_accuracy=0.05, stop_at_target=True),
