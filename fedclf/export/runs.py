@@ -218,6 +218,10 @@ def load_trained_run(run_dir: str, data_dir: str = "") -> TrainedRun:
     raise UserError(f"run directory {run_dir} does not exist")
   record = _read_json(os.path.join(run_dir, "config.json"))
   summary = _read_json(os.path.join(run_dir, "summary.json"))
+  if summary.get("diverged_at_round"):
+    raise UserError(f"{run_dir} diverged at round "
+                    f"{summary['diverged_at_round']}; it has no trained "
+                    f"model to load")
   try:
     resolved = record["config"]["resolved"]
   except (KeyError, TypeError):

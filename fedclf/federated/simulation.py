@@ -467,6 +467,18 @@ class Simulation:
           logging.info("target accuracy %.4f reached at round %d",
                        sim.target_accuracy, reached)
           break
+    except DivergenceError as e:
+      # A diverged grid point is a result, not a crash: its summary says
+      # so, tables show it and a rerun grid does not repeat it; the run
+      # still stops with the error (and keeps its last good checkpoint).
+      summary.update({"rounds_run": state.round_num,
+                      "diverged_at_round": state.round_num + 1,
+                      "divergence": str(e),
+                      "target_accuracy": sim.target_accuracy or None,
+                      "rounds_to_target": reached,
+                      "train_seconds": round(train_seconds, 3)})
+      self.recorder.write_summary(summary)
+      raise
     except KeyboardInterrupt:
       # Ctrl-C: keep the last completed round so --resume continues there.
       if sim.checkpoint_every and state.round_num:

@@ -80,6 +80,8 @@ def _federated_rows(runs: List[Dict]) -> str:
     to_target = ("" if not target else
                  f"{reached} (to {target:.3f})" if reached else
                  f"not reached (to {target:.3f})")
+    if s.get("diverged_at_round"):
+      to_target = f"diverged at round {s['diverged_at_round']}"
     lines.append(
         f"| {run['name']} | {s.get('algorithm')} | "
         f"{s.get('dataset', {}).get('name', '')} | {s.get('partitioner')} | "
@@ -164,15 +166,16 @@ def group_by_setting(runs: List[Dict]) -> Dict[str, List[Dict]]:
           for label, members in groups.items()}
 
 
-def _mean_std(values) -> str:
+def _mean_std(values, counts: bool = False) -> str:
+  """Mean ± sample std; `counts` (rounds) print whole for one seed."""
   values = [v for v in values if v is not None]
   if not values:
     return ""
   mean = sum(values) / len(values)
   if len(values) == 1:
-    return f"{mean:.4f}" if mean < 10 else f"{mean:.0f}"
+    return f"{mean:.4f}" if mean < 10 and not counts else f"{mean:.0f}"
   std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-  if mean < 10:
+  if mean < 10 and not counts:
     return f"{mean:.4f} ± {std:.4f}"
   return f"{mean:.1f} ± {std:.1f}"
 
@@ -191,7 +194,11 @@ SEED_COLUMNS = (
     # Domain adaptation (simulations.domain_adaptation): "final accuracy"
     # is the target domain's; this is the source domain's.
     ("source-domain accuracy", ("source_accuracy",)),
+    ("diverged at round", ("diverged_at_round",)),
 )
+
+
+COUNT_KEYS = ("rounds_to_target", "diverged_at_round")
 
 
 def _value(summary: Dict, keys) -> Optional[float]:
@@ -219,7 +226,8 @@ def seed_rows(runs: List[Dict]):
   for label, members in groups.items():
     row = [label, str(len(members))]
     for _, keys in columns:
-      row.append(_mean_std([_value(m["summary"], keys) for m in members]))
+      row.append(_mean_std([_value(m["summary"], keys) for m in members],
+                           counts=keys[0] in COUNT_KEYS))
     if base:
       reached = [_value(m["summary"], ("rounds_to_target",))
                  for m in members]

@@ -17,6 +17,7 @@ from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
+from fedclf.results import tables
 
 
 def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
@@ -120,6 +121,13 @@ def test_finite_but_exploding_loss_stops_at_the_ceiling(tmp_path):
           config.simulation.algorithm_config, client_lr=5.0)))
   with pytest.raises(DivergenceError, match=r"round \d+ .*max_train_loss"):
     run(config, tmp_path)
+  # The outcome is recorded, so a grid skips the run and its table says so.
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["diverged_at_round"] == summary["rounds_run"] + 1
+  assert "max_train_loss" in summary["divergence"]
+  table = tables.seed_table(tables.load_runs(str(tmp_path)), "lr grid")
+  assert "diverged at round" in table
+  assert f"| {summary['diverged_at_round']} |" in table
 
 
 def test_target_accuracy_and_centralized_comparison(tmp_path):
