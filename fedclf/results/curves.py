@@ -8,9 +8,13 @@ from typing import Dict, Optional
 
 
 def read_curve(run_dir: str, key: str = "test_accuracy"):
-  """(rounds, values) of `key` from a run's metrics.jsonl."""
+  """(rounds, values) of `key` from a run's metrics.jsonl; empty for a run
+  that logged no round (one that diverged in its first)."""
   rounds, values = [], []
-  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return rounds, values
+  with open(path) as f:
     for line in f:
       line = line.strip()
       if not line:

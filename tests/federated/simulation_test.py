@@ -17,6 +17,7 @@ from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
+from fedclf.results import curves
 from fedclf.results import tables
 
 
@@ -128,6 +129,9 @@ def test_finite_but_exploding_loss_stops_at_the_ceiling(tmp_path):
   table = tables.seed_table(tables.load_runs(str(tmp_path)), "lr grid")
   assert "diverged at round" in table
   assert f"| {summary['diverged_at_round']} |" in table
+  curves.plot_seed_bands({"lr 5": [str(tmp_path)]},
+                         str(tmp_path / "bands.png"), "lr grid")
+  assert (tmp_path / "bands.png").stat().st_size > 0
 
 
 def test_target_accuracy_and_centralized_comparison(tmp_path):
