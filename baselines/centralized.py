@@ -29,6 +29,7 @@ flags.DEFINE_integer("cv_folds", 0,
                      "k-fold cross-validation on the training set (>= 2).")
 flags.DEFINE_float("label_fraction", 1.0,
                    "Train on this stratified fraction of the labels.")
+cli.define_input_scaling_flag()
 cli.define_run_flags("runs/centralized", "epochs", 1,
                      "Seed for data slices, init and shuffling.")
 
@@ -59,7 +60,8 @@ def main(argv):
           checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed),
       val_fraction=FLAGS.val_fraction,
       cv_folds=FLAGS.cv_folds,
-      label_fraction=FLAGS.label_fraction)
+      label_fraction=FLAGS.label_fraction,
+      input_scaling=FLAGS.input_scaling)
   summary = run_centralized(config, FLAGS.out_dir, cli.flag_values_dict(),
                             resume=FLAGS.resume)
   print(f"test accuracy {summary['test_accuracy']:.4f}  macro F1 "

@@ -49,6 +49,15 @@ def define_data_flags(default_dataset: str = "mnist") -> None:
                     "Allow downloads when local files are missing.")
 
 
+def define_input_scaling_flag() -> None:
+  # Only for the binaries that train a plain classifier; the SSL and
+  # adaptation binaries choose their own normalization.
+  flags.DEFINE_enum("input_scaling", "standardize", ["standardize", "unit"],
+                    "standardize: zero mean, unit variance per channel over "
+                    "the training images; unit: pixels in [0, 1] as "
+                    "loaded (recorded in summary.json for the exporters).")
+
+
 def define_model_flags(default_norm: str, norm_help: str) -> None:
   flags.DEFINE_string("model", "cnn", "Registered model name (see --list).")
   flags.DEFINE_enum("norm", default_norm, ["batch", "group", "none"],

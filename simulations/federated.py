@@ -82,6 +82,7 @@ flags.DEFINE_float("target_accuracy", 0.0,
                    "Report the first round whose test accuracy reaches this.")
 flags.DEFINE_bool("stop_at_target", False,
                   "Stop once --target_accuracy is reached.")
+cli.define_input_scaling_flag()
 flags.DEFINE_float("max_train_loss", 0.0,
                    "Stop as diverged when the mean client loss of a round "
                    "exceeds this (0 = only on NaN/Inf).")
@@ -166,6 +167,7 @@ def main(argv):
           seed=FLAGS.seed),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
+      input_scaling=FLAGS.input_scaling,
       objective=FLAGS.objective,
       ssl=SslConfig(
           method=(FLAGS.objective if FLAGS.objective != "supervised" else

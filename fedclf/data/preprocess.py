@@ -95,6 +95,9 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor,
   return tf.clip_by_value(image, 0.0, 1.0)
 
 
+INPUT_SCALINGS = ("standardize", "unit")
+
+
 @dataclasses.dataclass(frozen=True)
 class Normalization:
   """Per-channel statistics of a training set."""
@@ -106,6 +109,18 @@ class Normalization:
     mean = images.mean(axis=(0, 1, 2))
     std = np.maximum(images.std(axis=(0, 1, 2)), 1e-6)
     return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+  @classmethod
+  def for_scaling(cls, scaling: str, images: np.ndarray) -> "Normalization":
+    """`standardize`: zero mean, unit variance per channel over `images`;
+    `unit`: the pixels as loaded, in [0, 1] (as many papers feed them)."""
+    if scaling == "standardize":
+      return cls.from_images(images)
+    if scaling == "unit":
+      channels = images.shape[-1]
+      return cls((0.0,) * channels, (1.0,) * channels)
+    raise UserError(f"unknown input scaling {scaling!r}; choose one of: "
+                    f"{', '.join(INPUT_SCALINGS)}")
 
   def apply(self, images):
     return (images - np.asarray(self.mean, np.float32)) / np.asarray(

@@ -22,6 +22,7 @@ import tensorflow as tf
 from fedclf.data import DataConfig
 from fedclf.data import ImageDataset
 from fedclf.data import load_dataset
+from fedclf.data.preprocess import INPUT_SCALINGS
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
@@ -72,9 +73,13 @@ class FederatedRunConfig:
   # partitioning; the global model is scored on it at every evaluation so
   # hyper-parameters can be chosen without looking at the test set.
   val_fraction: float = 0.0
+  input_scaling: str = "standardize"  # or "unit": pixels in [0, 1]
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
+    if self.input_scaling not in INPUT_SCALINGS:
+      raise UserError(f"unknown input_scaling {self.input_scaling!r}; "
+                      f"choose one of: {', '.join(INPUT_SCALINGS)}")
     self.simulation.validate()
     if self.partition.num_clients != self.simulation.num_clients:
       raise UserError("partition and simulation disagree on num_clients")
@@ -160,7 +165,8 @@ class Simulation:
     logging.info("dataset %s", self.ds.describe())
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
-    self.normalization = Normalization.from_images(self.ds.x_train)
+    self.normalization = Normalization.for_scaling(config.input_scaling,
+                                                   self.ds.x_train)
     self.is_ssl = config.objective != "supervised"
     self.client_accuracies: Optional[Dict] = None
     if self.is_ssl:
@@ -585,7 +591,7 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
                 name="sgd" if alg.client_optimizer == "sgd" else "momentum",
                 learning_rate=alg.client_lr, momentum=alg.client_momentum),
             seed=config.simulation.seed),
-        val_fraction=0.0)
+        val_fraction=0.0, input_scaling=config.input_scaling)
     central_summary = run_centralized(central,
                                       os.path.join(out_dir, "centralized"),
                                       {"from": "federated comparison"},

@@ -15,6 +15,7 @@ from fedclf import metrics as metrics_lib
 from fedclf.data import DataConfig
 from fedclf.data import ImageDataset
 from fedclf.data import load_dataset
+from fedclf.data.preprocess import INPUT_SCALINGS
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
@@ -36,6 +37,7 @@ class CentralizedConfig:
   val_fraction: float = 0.1  # holdout from train for early stopping/selection
   cv_folds: int = 0  # >= 2 adds k-fold cross-validation on the training set
   label_fraction: float = 1.0  # train on a stratified fraction of the labels
+  input_scaling: str = "standardize"  # or "unit": pixels in [0, 1]
 
   def validate(self) -> None:
     MODELS.get(self.model_name)  # unknown model: error lists the names
@@ -47,6 +49,9 @@ class CentralizedConfig:
     if not 0.0 < self.label_fraction <= 1.0:
       raise UserError(f"label_fraction must be in (0, 1], got "
                       f"{self.label_fraction}")
+    if self.input_scaling not in INPUT_SCALINGS:
+      raise UserError(f"unknown input_scaling {self.input_scaling!r}; "
+                      f"choose one of: {', '.join(INPUT_SCALINGS)}")
     self.train.validate()
 
 
@@ -124,7 +129,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
                                    "resolved": config,
                                    "dataset": ds.describe()}, resume=resume)
   train, val = _split_train_val(ds, config)
-  normalization = Normalization.from_images(train[0])
+  normalization = Normalization.for_scaling(config.input_scaling, train[0])
   summary: Dict = {"dataset": ds.describe(), "model": config.model_name,
                    "train_examples": int(len(train[1])),
                    "val_examples": 0 if val is None else int(len(val[1]))}

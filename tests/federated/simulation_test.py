@@ -10,6 +10,7 @@ import pytest
 
 from fedclf.data import DataConfig
 from fedclf.errors import DivergenceError
+from fedclf.errors import UserError
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import FederatedRunConfig
 from fedclf.federated import run_federated
@@ -132,6 +133,21 @@ def test_finite_but_exploding_loss_stops_at_the_ceiling(tmp_path):
   curves.plot_seed_bands({"lr 5": [str(tmp_path)]},
                          str(tmp_path / "bands.png"), "lr grid")
   assert (tmp_path / "bands.png").stat().st_size > 0
+
+
+def test_unit_input_scaling_reaches_both_federated_and_centralized(tmp_path):
+  config = dataclasses.replace(tiny_config(rounds=1), centralized_epochs=1,
+                               input_scaling="unit")
+  summary = run_federated(config, str(tmp_path), {})
+  unit = {"mean": [0.0], "std": [1.0]}
+  assert json.loads((tmp_path / "summary.json").read_text())[
+      "normalization"] == unit
+  central = json.loads((tmp_path / "centralized" / "summary.json")
+                       .read_text())
+  assert central["normalization"] == unit
+  assert summary["final_test_accuracy"] > 0.0
+  with pytest.raises(UserError, match="input_scaling"):
+    dataclasses.replace(config, input_scaling="minmax").validate()
 
 
 def test_target_accuracy_and_centralized_comparison(tmp_path):
