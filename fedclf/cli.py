@@ -18,6 +18,7 @@ from absl import logging
 
 from fedclf import registry
 from fedclf.errors import UserError
+from fedclf.errors import is_interrupt
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
@@ -172,7 +173,9 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     except (UserError, registry.RegistryError) as e:
       logging.flush()
       exit_with_user_error(str(e))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as e:
+      if not is_interrupt(e):
+        raise
       print("interrupted", file=sys.stderr)
       sys.exit(INTERRUPTED_EXIT)
 

@@ -15,3 +15,12 @@ class DataFileError(UserError):
 
 class DivergenceError(UserError):
   """Training produced NaN or Inf; state written so far is kept."""
+
+
+def is_interrupt(error: BaseException) -> bool:
+  """Whether `error` is a Ctrl-C. One that lands inside a TensorFlow op (a
+  tf.data iterator, say) can surface as pybind11's RuntimeError "MISMATCH
+  of original and normalized active exception types ... REPLACED BY
+  KeyboardInterrupt" instead of the KeyboardInterrupt itself."""
+  return isinstance(error, KeyboardInterrupt) or (
+      isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error))

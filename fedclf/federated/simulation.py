@@ -25,6 +25,7 @@ from fedclf.data import load_dataset
 from fedclf.data.preprocess import INPUT_SCALINGS
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import DivergenceError
+from fedclf.errors import is_interrupt
 from fedclf.errors import UserError
 from fedclf.metrics.splits import holdout_split
 from fedclf.federated.algorithms import Algorithm
@@ -485,13 +486,15 @@ class Simulation:
                       "train_seconds": round(train_seconds, 3)})
       self.recorder.write_summary(summary)
       raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as e:
+      if not is_interrupt(e):
+        raise
       # Ctrl-C: keep the last completed round so --resume continues there.
       if sim.checkpoint_every and state.round_num:
         path = self.checkpointer.save(state, client_states, self.tag)
         logging.warning("interrupted; saved %s (round %d)", path,
                         state.round_num)
-      raise
+      raise KeyboardInterrupt from None
     tb.flush()
     if not last_eval:
       last_eval = self.evaluate(state, state.round_num)

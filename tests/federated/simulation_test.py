@@ -150,6 +150,33 @@ def test_unit_input_scaling_reaches_both_federated_and_centralized(tmp_path):
     dataclasses.replace(config, input_scaling="minmax").validate()
 
 
+def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
+                                                        monkeypatch):
+  # Seen in CI: SIGINT during a tf.data iterator surfaced as pybind11's
+  # RuntimeError naming KeyboardInterrupt, and the run died without saving.
+  evaluate = Simulation.evaluate
+
+  def interrupted_at_round_3(self, state, round_num):
+    if round_num == 3:
+      raise RuntimeError("pybind11::error_already_set: MISMATCH of original "
+                         "and normalized active exception types: ORIGINAL "
+                         "_NotOkStatusException REPLACED BY KeyboardInterrupt")
+    return evaluate(self, state, round_num)
+
+  monkeypatch.setattr(Simulation, "evaluate", interrupted_at_round_3)
+  config = tiny_config(rounds=5, checkpoint_every=100)
+  with pytest.raises(KeyboardInterrupt):
+    run(config, tmp_path)
+  assert os.path.exists(tmp_path / "checkpoints" / "round_00003.npz")
+  # Any other RuntimeError is a bug and keeps its traceback.
+  def broken(self, state, round_num):
+    raise RuntimeError("unrelated")
+
+  monkeypatch.setattr(Simulation, "evaluate", broken)
+  with pytest.raises(RuntimeError, match="unrelated"):
+    run(config, tmp_path / "other")
+
+
 def test_target_accuracy_and_centralized_comparison(tmp_path):
   config = dataclasses.replace(
       tiny_config(rounds=3, target_accuracy=0.05, stop_at_target=True),
