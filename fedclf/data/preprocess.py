@@ -98,6 +98,12 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor,
 INPUT_SCALINGS = ("standardize", "unit")
 
 
+def check_input_scaling(scaling: str) -> None:
+  if scaling not in INPUT_SCALINGS:
+    raise UserError(f"unknown input_scaling {scaling!r}; choose one of: "
+                    f"{', '.join(INPUT_SCALINGS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Normalization:
   """Per-channel statistics of a training set."""
@@ -114,13 +120,11 @@ class Normalization:
   def for_scaling(cls, scaling: str, images: np.ndarray) -> "Normalization":
     """`standardize`: zero mean, unit variance per channel over `images`;
     `unit`: the pixels as loaded, in [0, 1] (as many papers feed them)."""
-    if scaling == "standardize":
-      return cls.from_images(images)
+    check_input_scaling(scaling)
     if scaling == "unit":
       channels = images.shape[-1]
       return cls((0.0,) * channels, (1.0,) * channels)
-    raise UserError(f"unknown input scaling {scaling!r}; choose one of: "
-                    f"{', '.join(INPUT_SCALINGS)}")
+    return cls.from_images(images)
 
   def apply(self, images):
     return (images - np.asarray(self.mean, np.float32)) / np.asarray(

@@ -22,7 +22,7 @@ import tensorflow as tf
 from fedclf.data import DataConfig
 from fedclf.data import ImageDataset
 from fedclf.data import load_dataset
-from fedclf.data.preprocess import INPUT_SCALINGS
+from fedclf.data.preprocess import check_input_scaling
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import DivergenceError
 from fedclf.errors import is_interrupt
@@ -78,9 +78,7 @@ class FederatedRunConfig:
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
-    if self.input_scaling not in INPUT_SCALINGS:
-      raise UserError(f"unknown input_scaling {self.input_scaling!r}; "
-                      f"choose one of: {', '.join(INPUT_SCALINGS)}")
+    check_input_scaling(self.input_scaling)
     self.simulation.validate()
     if self.partition.num_clients != self.simulation.num_clients:
       raise UserError("partition and simulation disagree on num_clients")

@@ -15,7 +15,7 @@ from fedclf import metrics as metrics_lib
 from fedclf.data import DataConfig
 from fedclf.data import ImageDataset
 from fedclf.data import load_dataset
-from fedclf.data.preprocess import INPUT_SCALINGS
+from fedclf.data.preprocess import check_input_scaling
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
@@ -49,9 +49,7 @@ class CentralizedConfig:
     if not 0.0 < self.label_fraction <= 1.0:
       raise UserError(f"label_fraction must be in (0, 1], got "
                       f"{self.label_fraction}")
-    if self.input_scaling not in INPUT_SCALINGS:
-      raise UserError(f"unknown input_scaling {self.input_scaling!r}; "
-                      f"choose one of: {', '.join(INPUT_SCALINGS)}")
+    check_input_scaling(self.input_scaling)
     self.train.validate()
 
 
