@@ -239,14 +239,15 @@ class Scaffold(LocalSGD):
   """SCAFFOLD (Karimireddy et al. 2020, option II control variates).
 
   Each local gradient is corrected by c - c_i (server minus client control
-  variate); afterwards c_i+ = c_i - c + (x - y) / (K * lr) for K local steps,
-  and the server moves c by (|S| / N) times the mean control step.
+  variate); afterwards c_i+ = c_i - c + (x - y) / (m(K) * lr) for K local
+  steps (m(K) = K without momentum, below), and the server moves c by
+  (|S| / N) times the mean control step.
 
   With momentum the corrected gradients pass through the momentum buffer,
   so K steps move the weights by lr * m(K) gradients, not lr * K, where
   m(K) = (K - b (1 - b^K) / (1 - b)) / (1 - b) for momentum b (exact for a
   constant gradient, ~K / (1 - b) for long rounds). Dividing by K * lr
-  there makes c_i about 1 / (1 - b) times the mean gradient, and the
+  instead makes c_i about 1 / (1 - b) times the mean gradient, and the
   correction, amplified again by the buffer, overshoots: with b = 0.9 and
   10 local epochs (NIID-Bench) the training loss reached 1e11 in round 3.
   """

@@ -441,6 +441,16 @@ class Simulation:
     train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
     examples = sum(r.get("examples", 0.0) for r in history)
     last_eval: Dict[str, float] = {}
+
+    def progress() -> Dict:
+      # What the run got through, for a finished and a diverged summary.
+      return {"rounds_run": state.round_num,
+              "target_accuracy": sim.target_accuracy or None,
+              "rounds_to_target": reached,
+              "train_seconds": round(train_seconds, 3),
+              "client_examples_per_second": round(
+                  examples / max(train_seconds, 1e-9), 1)}
+
     try:
       for round_num in range(state.round_num + 1, sim.rounds + 1):
         t0 = time.time()
@@ -476,12 +486,9 @@ class Simulation:
       # A diverged grid point is a result, not a crash: its summary says
       # so, tables show it and a rerun grid does not repeat it; the run
       # still stops with the error (and keeps its last good checkpoint).
-      summary.update({"rounds_run": state.round_num,
-                      "diverged_at_round": state.round_num + 1,
-                      "divergence": str(e),
-                      "target_accuracy": sim.target_accuracy or None,
-                      "rounds_to_target": reached,
-                      "train_seconds": round(train_seconds, 3)})
+      summary.update(progress())
+      summary.update({"diverged_at_round": state.round_num + 1,
+                      "divergence": str(e)})
       self.recorder.write_summary(summary)
       raise
     except (KeyboardInterrupt, RuntimeError) as e:
@@ -505,14 +512,7 @@ class Simulation:
     if val_history:
       summary["best_val_accuracy"] = max(val_history)
       summary["validation_examples"] = int(len(self.validation[1]))
-    summary.update({
-        "rounds_run": state.round_num,
-        "target_accuracy": sim.target_accuracy or None,
-        "rounds_to_target": reached,
-        "train_seconds": round(train_seconds, 3),
-        "client_examples_per_second": round(examples /
-                                            max(train_seconds, 1e-9), 1),
-    })
+    summary.update(progress())
     if self.is_ssl:
       _load_state(self.eval_model, state)
       probe = linear_probe(self.eval_model.encoder,
