@@ -96,6 +96,16 @@ class FederatedRunConfig:
                         "run simulations.ssl_pretrain for centralized SSL")
 
 
+# Marks the logged training row of a round whose evaluation Ctrl-C cut short.
+_EVALUATION_INTERRUPTED = "evaluation_interrupted"
+
+
+def _write_scalars(tb, round_num: int, row: Dict[str, float]) -> None:
+  with tb.as_default(step=round_num):
+    for key, value in row.items():
+      tf.summary.scalar(key, value)
+
+
 def _percentiles(values: List[float]) -> Dict[str, float]:
   if not values:
     return {}
@@ -424,6 +434,8 @@ class Simulation:
       # are replayed.
       self.recorder.drop_metrics_after(state.round_num, "round")
     tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
+    if self.resume:
+      self._finish_interrupted_evaluation(state, tb)
     summary: Dict = {"algorithm": self.algorithm.name,
                      "backend": sim.backend,
                      "model": self.config.model_name,
@@ -441,6 +453,9 @@ class Simulation:
     train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
     examples = sum(r.get("examples", 0.0) for r in history)
     last_eval: Dict[str, float] = {}
+    # The row of a round that has trained but is not logged yet: Ctrl-C
+    # during its evaluation must not lose it (see the interrupt handler).
+    unlogged_row: Optional[Dict] = None
 
     def progress() -> Dict:
       # What the run got through, for a finished and a diverged summary.
@@ -451,11 +466,15 @@ class Simulation:
               "client_examples_per_second": round(
                   examples / max(train_seconds, 1e-9), 1)}
 
+    # A run resumed after it stopped at its target does not train on.
+    last_round = (state.round_num if sim.stop_at_target and reached is not None
+                  else sim.rounds)
     try:
-      for round_num in range(state.round_num + 1, sim.rounds + 1):
+      for round_num in range(state.round_num + 1, last_round + 1):
         t0 = time.time()
         state, row = self.train_round(state, client_states, round_num)
         row["round_seconds"] = time.time() - t0
+        unlogged_row = row
         train_seconds += row["round_seconds"]
         examples += row.get("examples", 0.0)
         if round_num % sim.eval_every == 0 or round_num == sim.rounds:
@@ -465,9 +484,8 @@ class Simulation:
               last_eval["test_accuracy"] >= sim.target_accuracy):
             reached = round_num
         self.recorder.log_metrics(round_num, row, "round")
-        with tb.as_default(step=round_num):
-          for key, value in row.items():
-            tf.summary.scalar(key, value)
+        unlogged_row = None
+        _write_scalars(tb, round_num, row)
         logging.info(
             "round %d/%d  clients %d/%d  loss %.4f%s  %.1fs", round_num,
             sim.rounds, row["clients_reported"], row["clients_sampled"],
@@ -495,6 +513,12 @@ class Simulation:
       if not is_interrupt(e):
         raise
       # Ctrl-C: keep the last completed round so --resume continues there.
+      if unlogged_row is not None:
+        # It trained but its evaluation was cut short: its training row is
+        # logged, flagged, to match the checkpoint below, and --resume
+        # evaluates the restored weights before going on.
+        unlogged_row[_EVALUATION_INTERRUPTED] = 1
+        self.recorder.log_metrics(state.round_num, unlogged_row, "round")
       if sim.checkpoint_every and state.round_num:
         path = self.checkpointer.save(state, client_states, self.tag)
         logging.warning("interrupted; saved %s (round %d)", path,
@@ -536,6 +560,22 @@ class Simulation:
     self.recorder.write_summary(summary)
     self.final_state = state
     return summary
+
+  def _finish_interrupted_evaluation(self, state: rounds_lib.ServerState,
+                                     tb) -> None:
+    """Evaluates a restored round whose evaluation Ctrl-C cut short."""
+    rows = self.recorder.read_metrics()
+    if not rows or not rows[-1].get(_EVALUATION_INTERRUPTED):
+      return
+    row = {k: v for k, v in rows[-1].items()
+           if k not in ("round", "wall_seconds", _EVALUATION_INTERRUPTED)}
+    if (state.round_num % self.sim.eval_every == 0 or
+        state.round_num == self.sim.rounds):
+      row.update(self.evaluate(state, state.round_num))
+    self.recorder.drop_metrics_after(state.round_num - 1, "round")
+    self.recorder.log_metrics(state.round_num, row, "round")
+    _write_scalars(tb, state.round_num, row)
+    logging.info("round %d: evaluated after resume", state.round_num)
 
   def _diverged(self, round_num: int, what: str) -> None:
     latest = self.checkpointer.latest()

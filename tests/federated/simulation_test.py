@@ -168,6 +168,18 @@ def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
   with pytest.raises(KeyboardInterrupt):
     run(config, tmp_path)
   assert os.path.exists(tmp_path / "checkpoints" / "round_00003.npz")
+  # Round 3 trained but was not evaluated; the resumed run evaluates it, so
+  # its metrics match an uninterrupted run's row for row.
+  assert read_rows(tmp_path)[-1]["evaluation_interrupted"] == 1
+  monkeypatch.setattr(Simulation, "evaluate", evaluate)
+  resumed, _ = run(config, tmp_path, resume=True)
+  whole, _ = run(config, tmp_path / "whole")
+  got, want = read_rows(tmp_path), read_rows(tmp_path / "whole")
+  assert [r["round"] for r in got] == [1, 2, 3, 4, 5]
+  assert not any("evaluation_interrupted" in r for r in got)
+  for key in ("test_accuracy", "test_loss", "train_loss"):
+    np.testing.assert_allclose([r[key] for r in got],
+                               [r[key] for r in want], rtol=1e-5)
   # Any other RuntimeError is a bug and keeps its traceback.
   def broken(self, state, round_num):
     raise RuntimeError("unrelated")
@@ -184,6 +196,10 @@ def test_target_accuracy_and_centralized_comparison(tmp_path):
   summary = run_federated(config, str(tmp_path), {})
   assert summary["rounds_to_target"] == 1
   assert summary["rounds_run"] == 1
+  # Resuming a run that stopped at its target does not train on.
+  _, again = run(config, tmp_path, resume=True)
+  assert again["rounds_run"] == 1
+  assert [r["round"] for r in read_rows(tmp_path)] == [1]
   assert 0.0 <= summary["centralized_test_accuracy"] <= 1.0
   assert os.path.exists(tmp_path / "centralized" / "summary.json")
 
