@@ -50,6 +50,9 @@ flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "momentum"],
                   "Client optimizer.")
 flags.DEFINE_float("client_lr", 0.1, "Client learning rate.")
 flags.DEFINE_float("client_momentum", 0.9, "client_optimizer=momentum only.")
+flags.DEFINE_float("client_weight_decay", 0.0,
+                   "L2 weight decay of the client optimizer (added to the "
+                   "gradient as decay * w, as PyTorch SGD does).")
 flags.DEFINE_enum("server_optimizer", "sgd",
                   ["sgd", "momentum", "adam", "yogi", "adagrad"],
                   "Server optimizer on the averaged delta (fedadam, fedyogi "
@@ -124,6 +127,7 @@ def main(argv):
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,
       client_momentum=FLAGS.client_momentum,
+      client_weight_decay=FLAGS.client_weight_decay,
       local_epochs=FLAGS.local_epochs,
       local_batch_size=FLAGS.local_batch_size,
       server=federated.ServerOptimizerConfig(

@@ -119,6 +119,7 @@ class LocalSGD:
     self.momentum = (float(config.client_momentum)
                      if config.client_optimizer == "momentum" else 0.0)
     self.prox_mu = float(prox_mu)
+    self.weight_decay = float(config.client_weight_decay)
 
   def with_objective(self, objective: Callable) -> "LocalSGD":
     """A copy training `objective` instead (e.g. a self-supervised loss)."""
@@ -182,6 +183,10 @@ class LocalSGD:
               tf.reduce_sum(tf.square(v - g))
               for v, g in zip(variables, global_trainable)])
       grads = tape.gradient(objective, variables)
+      if self.weight_decay:
+        # On the gradient, outside the reported loss, so that train_loss
+        # stays comparable across decay settings.
+        grads = [g + self.weight_decay * v for g, v in zip(grads, variables)]
       if correction:
         grads = [g + c for g, c in zip(grads, correction)]
       for var, buf, grad in zip(variables, velocity, grads):

@@ -70,6 +70,9 @@ class AlgorithmConfig:
   client_optimizer: str = "sgd"
   client_lr: float = 0.1
   client_momentum: float = 0.0
+  # L2 penalty wd/2 |w|^2 added to each client step's gradient as wd * w
+  # (PyTorch SGD's weight_decay, which NIID-Bench's code uses).
+  client_weight_decay: float = 0.0
   local_epochs: int = 1
   local_batch_size: int = 10  # 0: the client's whole dataset is one batch
   server: ServerOptimizerConfig = ServerOptimizerConfig()
@@ -89,6 +92,9 @@ class AlgorithmConfig:
     if not 0.0 <= self.client_momentum < 1.0:
       raise UserError(f"client_momentum must be in [0, 1), got "
                       f"{self.client_momentum}")
+    if self.client_weight_decay < 0:
+      raise UserError(f"client_weight_decay must be >= 0, got "
+                      f"{self.client_weight_decay}")
     if self.local_epochs < 1:
       raise UserError(f"local_epochs must be >= 1, got {self.local_epochs}")
     if self.local_batch_size < 0:

@@ -630,7 +630,10 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
             batch_size=alg.local_batch_size or 32,
             optimizer=OptimizerConfig(
                 name="sgd" if alg.client_optimizer == "sgd" else "momentum",
-                learning_rate=alg.client_lr, momentum=alg.client_momentum),
+                learning_rate=alg.client_lr, momentum=alg.client_momentum,
+                # Keras decays decoupled from momentum, the clients coupled;
+                # the same update without momentum.
+                weight_decay=alg.client_weight_decay),
             seed=config.simulation.seed),
         val_fraction=0.0, input_scaling=config.input_scaling)
     central_summary = run_centralized(central,
