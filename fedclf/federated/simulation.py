@@ -429,12 +429,11 @@ class Simulation:
       state, client_states = self.checkpointer.restore(path, template,
                                                        self.tag)
       logging.info("resumed from %s (round %d)", path, state.round_num)
+    tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
     if self.resume:
       # Rounds logged after the checkpoint (all of them if there is none)
       # are replayed.
       self.recorder.drop_metrics_after(state.round_num, "round")
-    tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
-    if self.resume:
       self._finish_interrupted_evaluation(state, tb)
     summary: Dict = {"algorithm": self.algorithm.name,
                      "backend": sim.backend,
@@ -477,7 +476,7 @@ class Simulation:
         unlogged_row = row
         train_seconds += row["round_seconds"]
         examples += row.get("examples", 0.0)
-        if round_num % sim.eval_every == 0 or round_num == sim.rounds:
+        if self._evaluates(round_num):
           last_eval = self.evaluate(state, round_num)
           row.update(last_eval)
           if (reached is None and sim.target_accuracy and
@@ -561,6 +560,10 @@ class Simulation:
     self.final_state = state
     return summary
 
+  def _evaluates(self, round_num: int) -> bool:
+    """Whether the global model is evaluated after `round_num`."""
+    return round_num % self.sim.eval_every == 0 or round_num == self.sim.rounds
+
   def _finish_interrupted_evaluation(self, state: rounds_lib.ServerState,
                                      tb) -> None:
     """Evaluates a restored round whose evaluation Ctrl-C cut short."""
@@ -569,8 +572,7 @@ class Simulation:
       return
     row = {k: v for k, v in rows[-1].items()
            if k not in ("round", "wall_seconds", _EVALUATION_INTERRUPTED)}
-    if (state.round_num % self.sim.eval_every == 0 or
-        state.round_num == self.sim.rounds):
+    if self._evaluates(state.round_num):
       row.update(self.evaluate(state, state.round_num))
     self.recorder.drop_metrics_after(state.round_num - 1, "round")
     self.recorder.log_metrics(state.round_num, row, "round")
