@@ -45,23 +45,26 @@ def main(argv):
       print(f"{name}: {outcome}")
     if FLAGS.dry_run:
       return
-  names = {s.name for s in spec.runs}
+  table_runs = spec.runs
   search_text = ""
   if spec.search is not None:
     # The table reports the final runs (chosen values, test set); the
     # trials, scored on validation only, get their own table.
     record = grid.choose_and_record(spec)
-    names = {r.name for r in grid.final_runs(spec, record)}
+    table_runs = grid.final_runs(spec, record)
     search_text = "\n" + search.markdown(record)
-  runs = [r for r in tables.load_runs(spec.out_dir) if r["name"] in names]
+  # Seeds are grouped as the spec declares them, not by recorded flags,
+  # which differ when a run predates a flag.
+  setting_of = grid.setting_labels(table_runs)
+  runs = [r for r in tables.load_runs(spec.out_dir) if r["name"] in setting_of]
   if not runs:
     cli.exit_with_user_error(f"no finished runs under {spec.out_dir}")
   title = str(spec.table.get("title", os.path.basename(spec.out_dir)))
-  text = tables.seed_table(runs, title) + search_text
+  text = tables.seed_table(runs, title, setting_of) + search_text
   federated = [r for r in runs if "rounds_run" in r["summary"]]
   if federated:
     groups = {label: [m["dir"] for m in members] for label, members in
-              tables.group_by_setting(federated).items()}
+              tables.group_by_setting(federated, setting_of).items()}
     curves.plot_seed_bands(groups, os.path.join(spec.out_dir,
                                                 "accuracy.png"), title)
     text += "\n![test accuracy per round](accuracy.png)\n"
@@ -74,7 +77,7 @@ def main(argv):
                     f"simulations.reproduce --spec={FLAGS.spec}`\n" +
                     tables.hand_written_part(readme))
   with open(os.path.join(spec.out_dir, "table.tex"), "w") as f:
-    f.write(tables.latex_table(runs, title))
+    f.write(tables.latex_table(runs, title, setting_of))
   print(f"wrote {spec.out_dir}/README.md, table.tex"
         f"{', accuracy.png' if federated else ''}")
 

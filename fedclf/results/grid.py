@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import itertools
 import os
+import re
 import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -241,11 +242,20 @@ def seed_group_key(flags: Dict[str, object]) -> str:
                    if k not in ignore)
 
 
-def run_names_by_group(spec: GridSpec) -> Dict[str, List[str]]:
-  groups: Dict[str, List[str]] = {}
-  for run in spec.runs:
-    groups.setdefault(seed_group_key(run.flags), []).append(run.name)
-  return groups
+def setting_labels(runs: List[RunSpec]) -> Dict[str, str]:
+  """Run name -> setting name: runs that differ only in seed share one, the
+  part their names have in common ("x", "x_seed1" -> "x")."""
+  names: Dict[str, List[str]] = {}
+  for run in runs:
+    names.setdefault(seed_group_key(run.flags), []).append(run.name)
+  labels = {}
+  for members in names.values():
+    common = os.path.commonprefix(members)
+    if len(members) > 1:
+      common = re.sub(r"([_-]+(seed|s))?[_-]*$", "", common)
+    for name in members:
+      labels[name] = common or members[0]
+  return labels
 
 
 def relative(path: str, start: Optional[str]) -> str:

@@ -147,9 +147,19 @@ def run_flags(run: Dict) -> Dict:
   return dict(run["config"].get("config", {}).get("flags", {}))
 
 
-def group_by_setting(runs: List[Dict]) -> Dict[str, List[Dict]]:
+def group_by_setting(runs: List[Dict],
+                     setting_of: Optional[Dict[str, str]] = None
+                     ) -> Dict[str, List[Dict]]:
   """Runs that differ only in seed (and output paths) share a group; the
-  label lists the flags that vary between groups."""
+  label lists the flags that vary between groups.
+
+  `setting_of` (run name -> setting name), where given, decides the groups
+  instead of the recorded flags: a grid spec knows which of its runs differ
+  only in seed, while a run recorded before a flag existed lacks that flag
+  in its config and would otherwise stand apart from later seeds of its
+  setting. Such a group, whose recorded flags disagree, is labelled by its
+  setting name.
+  """
   keyed = []
   for run in runs:
     flags = {k: v for k, v in run_flags(run).items() if k not in _IGNORED_FLAGS}
@@ -157,13 +167,24 @@ def group_by_setting(runs: List[Dict]) -> Dict[str, List[Dict]]:
   varying = sorted({k for flags, _ in keyed for k in flags
                     if len({json.dumps(f.get(k), sort_keys=True)
                             for f, _ in keyed}) > 1})
+  recorded_label = {
+      run["name"]: (", ".join(f"{k}={flags.get(k)}" for k in varying)
+                    or run["name"]) for flags, run in keyed}
   groups: Dict[str, List[Dict]] = {}
-  for flags, run in keyed:
-    label = ", ".join(f"{k}={flags.get(k)}" for k in varying) or run["name"]
-    groups.setdefault(label, []).append(run)
-  # A setting run with one seed reads best under its run name.
-  return {(members[0]["name"] if len(members) == 1 else label): members
-          for label, members in groups.items()}
+  for _, run in keyed:
+    key = (setting_of.get(run["name"], run["name"]) if setting_of is not None
+           else recorded_label[run["name"]])
+    groups.setdefault(key, []).append(run)
+  labelled = {}
+  for key, members in groups.items():
+    labels = {recorded_label[m["name"]] for m in members}
+    if len(members) == 1:
+      # A setting run with one seed reads best under its run name.
+      label = members[0]["name"]
+    else:
+      label = labels.pop() if len(labels) == 1 else key
+    labelled[label] = members
+  return labelled
 
 
 def _mean_std(values, counts: bool = False) -> str:
@@ -208,11 +229,11 @@ def _value(summary: Dict, keys) -> Optional[float]:
   return None
 
 
-def seed_rows(runs: List[Dict]):
-  """(header, rows) of mean ± std per setting; columns without any value
-  are left out, and a FedSGD row (if any reached the target) gives the
-  McMahan-style speed-up in rounds."""
-  groups = group_by_setting(runs)
+def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
+  """(header, rows) of mean ± std per setting (see `group_by_setting`);
+  columns without any value are left out, and a FedSGD row (if any reached
+  the target) gives the McMahan-style speed-up in rounds."""
+  groups = group_by_setting(runs, setting_of)
   columns = [(title, keys) for title, keys in SEED_COLUMNS
              if any(_value(r["summary"], keys) is not None for r in runs)]
   # As in McMahan et al.'s Table 2, each run is compared with the best
@@ -259,8 +280,9 @@ def _data_split(run: Dict) -> tuple:
   return tuple(json.dumps(flags.get(k), sort_keys=True) for k in keys)
 
 
-def seed_table(runs: List[Dict], title: str) -> str:
-  header, rows = seed_rows(runs)
+def seed_table(runs: List[Dict], title: str,
+               setting_of: Optional[Dict[str, str]] = None) -> str:
+  header, rows = seed_rows(runs, setting_of)
   lines = [f"# {title}", "", "Mean ± standard deviation over seeds.", "",
            "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
@@ -268,8 +290,9 @@ def seed_table(runs: List[Dict], title: str) -> str:
   return "\n".join(lines) + "\n\n" + _commands(runs)
 
 
-def latex_table(runs: List[Dict], title: str) -> str:
-  header, rows = seed_rows(runs)
+def latex_table(runs: List[Dict], title: str,
+                setting_of: Optional[Dict[str, str]] = None) -> str:
+  header, rows = seed_rows(runs, setting_of)
 
   def esc(text: str) -> str:
     return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_")

@@ -43,9 +43,14 @@ runs:
   assert "--resume" not in argv
   os.makedirs(tmp_path / "out" / "fedavg_seed0" / "checkpoints")
   assert "--resume" in grid.command(spec, spec.runs[0])
-  groups = grid.run_names_by_group(spec)
-  assert groups["algorithm=fedavg, dataset=digits, rounds=2"] == [
-      "fedavg_seed0", "fedavg_seed1"]
+  # Seeds of one setting share one setting name, their names' common part.
+  assert grid.setting_labels(spec.runs) == {
+      "fedavg_seed0": "fedavg", "fedavg_seed1": "fedavg",
+      "fedprox_seed0": "fedprox", "fedprox_seed1": "fedprox",
+      "extra": "extra"}
+  assert grid.setting_labels([grid.RunSpec("x", {"seed": 0}),
+                              grid.RunSpec("x_seed1", {"seed": 1})]) == {
+                                  "x": "x", "x_seed1": "x"}
 
 
 @pytest.mark.parametrize("text,message", [

@@ -42,3 +42,25 @@ def test_seeds_average_and_a_split_without_fedsgd_has_no_speed_up():
   diverged = by_label["avg_dir"]
   assert diverged[header.index("diverged at round")] == "3"
   assert diverged[header.index("speed-up vs FedSGD")] == ""
+
+
+def test_a_spec_groups_seeds_whose_recorded_flags_differ():
+  # Seed 0 was recorded before `input_scaling` existed; the spec still
+  # declares the three runs one setting, so they share a row.
+  old = fake_run("avg", "fedavg", "shards", 90)
+  new = [fake_run(f"avg_seed{s}", "fedavg", "shards", r, seed=s)
+         for s, r in ((1, 99), (2, 110))]
+  for run in new:
+    run["config"]["config"]["flags"]["input_scaling"] = "standardize"
+  unit = fake_run("avg_unit", "fedavg", "shards", 115)
+  unit["config"]["config"]["flags"]["input_scaling"] = "unit"
+  runs = [old] + new + [unit]
+  by_recorded_flags = tables.seed_rows(runs)[1]
+  assert len(by_recorded_flags) == 3  # seed 0 stands apart
+  setting_of = {"avg": "avg", "avg_seed1": "avg", "avg_seed2": "avg",
+                "avg_unit": "avg_unit"}
+  header, rows = tables.seed_rows(runs, setting_of)
+  by_label = {row[0]: row for row in rows}
+  assert set(by_label) == {"avg", "avg_unit"}
+  assert by_label["avg"][1] == "3"
+  assert by_label["avg"][header.index("rounds to target")] == "99.7 ± 10.0"
