@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from typing import Dict, Optional
 
 
@@ -26,6 +27,11 @@ def read_curve(run_dir: str, key: str = "test_accuracy"):
   return rounds, values
 
 
+def _set_title(ax, title: str) -> None:
+  # Spec titles carry the paper's numbers and run past the figure's width.
+  ax.set_title(textwrap.fill(title, 72), fontsize=10)
+
+
 def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
                       references: Optional[Dict[str, float]] = None,
                       ylabel: str = "test accuracy") -> None:
@@ -44,7 +50,7 @@ def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
                label=f"{name} ({value:.3f})")
   ax.set_xlabel("round")
   ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  _set_title(ax, title)
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
   fig.tight_layout()
@@ -77,7 +83,7 @@ def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
                       alpha=0.2)
   ax.set_xlabel("round")
   ax.set_ylabel(key.replace("_", " "))
-  ax.set_title(title)
+  _set_title(ax, title)
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right", fontsize="small")
   fig.tight_layout()
@@ -116,7 +122,7 @@ def plot_client_accuracy(groups: Dict[str, list], path: str,
   ax.set_xticks(range(1, len(data) + 1))
   ax.set_xticklabels(list(data), rotation=30, ha="right", fontsize=8)
   ax.set_ylabel("accuracy on the client's own data")
-  ax.set_title(title)
+  _set_title(ax, title)
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
