@@ -37,6 +37,7 @@ import yaml
 
 from fedclf.errors import UserError
 from fedclf.results import search as search_lib
+from fedclf.results import tables
 from fedclf.results.record import atomic_write_json
 
 BINARIES = ("simulations.federated", "simulations.ssl_pretrain",
@@ -237,9 +238,8 @@ def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
 
 def seed_group_key(flags: Dict[str, object]) -> str:
   """Runs that differ only in seed (and output) form one table row."""
-  ignore = {"seed", "out_dir", "resume", "flagfile", "plugin", "list"}
   return ", ".join(f"{k}={_flag_text(v)}" for k, v in sorted(flags.items())
-                   if k not in ignore)
+                   if k not in tables.NON_SETTING_FLAGS)
 
 
 def setting_labels(runs: List[RunSpec]) -> Dict[str, str]:

@@ -139,8 +139,10 @@ def hand_written_part(readme_path: str) -> str:
 
 # -- tables over seeds ------------------------------------------------------
 
-_IGNORED_FLAGS = ("seed", "out_dir", "resume", "flagfile", "plugin", "list",
-                  "data_dir", "checkpoint_every")
+# Flags that do not make a different setting: seeds of one setting differ
+# in these (grid specs group their runs by the same list).
+NON_SETTING_FLAGS = ("seed", "out_dir", "resume", "flagfile", "plugin",
+                     "list", "data_dir", "checkpoint_every")
 
 
 def run_flags(run: Dict) -> Dict:
@@ -162,7 +164,8 @@ def group_by_setting(runs: List[Dict],
   """
   keyed = []
   for run in runs:
-    flags = {k: v for k, v in run_flags(run).items() if k not in _IGNORED_FLAGS}
+    flags = {k: v for k, v in run_flags(run).items()
+             if k not in NON_SETTING_FLAGS}
     keyed.append((flags, run))
   varying = sorted({k for flags, _ in keyed for k in flags
                     if len({json.dumps(f.get(k), sort_keys=True)
