@@ -124,13 +124,13 @@ def make_simulation(num_clients: int, clients_per_round: int,
 def timed_round(sim, state, round_num: int):
   """(seconds, examples trained, new state) of one round."""
   t0 = time.perf_counter()
-  state, row = sim.train_round(state, {}, round_num)
+  state, row = sim.rounds.train_round(state, {}, round_num)
   return time.perf_counter() - t0, row.get("examples", 0.0), state
 
 
 def seconds_per_round(sim, repeats: int) -> List[float]:
   """Seconds of each of `repeats` rounds after a first (tracing) one."""
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)
   times = []
   for r in range(2, 2 + repeats):
@@ -169,9 +169,9 @@ def measure_efficiency(backend: str, clients: int, examples_per_client: int,
   """Examples/s of one FedAvg round (every client sampled) over Keras fit
   on the same examples, alternating; peak memory during the rounds."""
   sim = make_simulation(clients, clients, examples_per_client, backend, model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)  # traces the client graph
-  fit = KerasFit(model, sim.x_train, sim.ds.y_train, LOCAL_BATCH_SIZE)
+  fit = KerasFit(model, sim.objective.client_inputs(), sim.ds.y_train, LOCAL_BATCH_SIZE)
   round_rates, fit_rates = [], []
   with PeakMemory() as memory:
     for r in range(2, 2 + repeats):
@@ -239,11 +239,11 @@ def measure_against_plain_tff(clients: int, examples_per_client: int,
   stopped by fedclf (TFF's default context would leak it)."""
   from fedclf.federated.tff_runtime import TffRuntime  # pylint: disable=g-import-not-at-top
   sim = make_simulation(clients, clients, examples_per_client, "local", model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)
   ours, plain_rates = [], []
   with TffRuntime():
-    plain = PlainTffLoop(model, sim.x_train, sim.ds.y_train, clients,
+    plain = PlainTffLoop(model, sim.objective.client_inputs(), sim.ds.y_train, clients,
                          examples_per_client)
     plain.seconds()  # warm-up: compiles and traces
     for r in range(2, 2 + repeats):
@@ -269,11 +269,11 @@ def measure_memory_over_rounds(backend: str, rounds: int, num_clients: int,
   of train + evaluate, up to `rounds`."""
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         backend, model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   series: Dict[int, Tuple[float, float]] = {}
   t0 = time.perf_counter()
   for r in range(1, rounds + 1):
-    state, _ = sim.train_round(state, {}, r)
+    state, _ = sim.rounds.train_round(state, {}, r)
     if r % eval_every == 0:
       sim.evaluate(state, r)
       series[r] = rss_parts_mib()
@@ -305,7 +305,7 @@ def measure_scale(num_clients: int, clients_per_round: int, rounds: int,
           "setup_seconds": setup, "seconds_per_round": float(np.median(times)),
           "peak_rss_mib": memory.peak, "rss_before_mib": base,
           "client_sizes": (min(sizes), float(np.median(sizes)), max(sizes)),
-          "batch_shape": sim.batch_shape}
+          "batch_shape": sim.rounds.batch_shape}
 
 
 # -- 5. scale-out ---------------------------------------------------------------
@@ -367,9 +367,9 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         "local", model, test_limit=0)
   backend = sim.backend
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   t0 = time.perf_counter()
-  state, _ = sim.train_round(state, {}, 1)
+  state, _ = sim.rounds.train_round(state, {}, 1)
   first = time.perf_counter() - t0
   graph_seconds: List[float] = []
   # The backend calls one of two compiled group graphs (per-client outputs,
@@ -400,7 +400,7 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
     t0 = time.perf_counter()
     plan = rounds_lib.plan_round(sim_cfg.seed, r, sim_cfg.num_clients,
                                  sim_cfg.clients_per_round, 0.0, 0.0)
-    tasks = sim._tasks(plan, r)  # pylint: disable=protected-access
+    tasks = sim.rounds._tasks(plan, r)  # pylint: disable=protected-access
     t1 = time.perf_counter()
     del graph_seconds[:]
     sums = WeightedSums() if backend.streams else None
