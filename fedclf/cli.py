@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from fedclf import plugins
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.errors import is_interrupt
@@ -165,9 +166,9 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     if len(argv) > 1:
       exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-      registry.load_plugins(flags.FLAGS.plugin)
+      plugins.load_plugins(flags.FLAGS.plugin)
       if flags.FLAGS.list:
-        print(registry.describe_all())
+        print(plugins.describe_all())
         return
       main(argv)
     except (UserError, registry.RegistryError) as e:

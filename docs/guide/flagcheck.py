@@ -31,6 +31,7 @@ from typing import Dict, List
 import tensorflow  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
+from fedclf import plugins
 from fedclf import registry
 
 # Which registry a flag's value must be in, per binary ("*": any binary).
@@ -68,7 +69,7 @@ def _check(module: str, args: List[str]) -> str:
     return f"unexpected arguments: {' '.join(rest[1:])}"
   if "plugin" in flags.FLAGS:
     try:
-      registry.load_plugins(flags.FLAGS.plugin)
+      plugins.load_plugins(flags.FLAGS.plugin)
     except registry.RegistryError as e:
       return str(e)
   return _names_error(module)
@@ -117,7 +118,7 @@ def check_python_blocks(blocks) -> List[Dict]:
 
 
 def check_jobs(jobs: List[Dict]) -> List[Dict]:
-  registry.load_builtins()
+  plugins.load_builtins()
   failures = []
   for job in list(jobs):
     if job["module"] == "simulations.reproduce":

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from fedclf import plugins
 from fedclf import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -18,7 +19,7 @@ PLUGIN_DIR = os.path.join(ROOT, "examples", "plugin_fedmedian")
 def test_median_aggregator_ignores_an_outlier():
   sys.path.insert(0, PLUGIN_DIR)
   try:
-    registry.load_plugins(["fedclf_fedmedian"], use_entry_points=False)
+    plugins.load_plugins(["fedclf_fedmedian"], use_entry_points=False)
     from fedclf_fedmedian import CoordinateMedian  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.remove(PLUGIN_DIR)
