@@ -61,6 +61,7 @@ from fedclf.adapt.run import AdaptRunConfig
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.data.preprocess import Normalization
 from fedclf.train.loop import checkpoint_manager
 from fedclf.train.loop import evaluate_classifier
@@ -427,7 +428,8 @@ def run_federated_uda(config: AdaptRunConfig,
       "normalization": config.adapt.normalization,
       **details,
   }
-  recorder.write_summary(summary)
+  write_final_model(recorder, model, "federated_domain_adaptation", summary,
+                    normalizations.target)
   logging.info("federated %s %s -> %s: target accuracy %.4f, source "
                "accuracy %.4f (%s)", config.method, config.source,
                config.target, target["accuracy"], source["accuracy"], out_dir)

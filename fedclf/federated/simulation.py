@@ -47,6 +47,7 @@ from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
 from fedclf.results.record import atomic_write_json
+from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.evaluate import knn_accuracy
@@ -556,9 +557,21 @@ class Simulation:
       summary["dp"] = dp_epsilon(self.algorithm.aggregator.noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,
                                  state.round_num, sim.num_clients)
-    self.recorder.write_summary(summary)
+    self._write_final_model(state, summary)
     self.final_state = state
     return summary
+
+  def _write_final_model(self, state: rounds_lib.ServerState,
+                         summary: Dict) -> None:
+    """model.keras (the global model; SSL: encoder.keras, the encoder),
+    then summary.json with the run's kind."""
+    _load_state(self.eval_model, state)
+    if self.is_ssl:
+      write_final_model(self.recorder, self.eval_model.encoder,
+                        "federated_ssl", summary, self.normalization)
+    else:
+      write_final_model(self.recorder, self.eval_model, "federated", summary,
+                        self.normalization)
 
   def _evaluates(self, round_num: int) -> bool:
     """Whether the global model is evaluated after `round_num`."""
