@@ -11,15 +11,18 @@ import pytest
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.export import card as card_lib
 from fedclf.export import ExportConfig
 from fedclf.export import run_export
 from fedclf.export import serving
 from fedclf.export import tflite
+from fedclf.results.trained_run import CLASSIFIER_KINDS
 from fedclf.results.trained_run import load_classifier_run
 from fedclf.train.loop import predict_logits
 from tests.export.tiny_runs import centralized_run
 from tests.export.tiny_runs import federated_run
 from tests.export.tiny_runs import session_dir
+from tests.export.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +200,17 @@ def test_federated_run_loads_its_saved_global_model(federated_dir):
   # Same weights and normalization as the simulation's final evaluation.
   assert np.mean(logits.argmax(-1) == ds.y_test) == pytest.approx(
       run.summary["final_test_accuracy"])
+
+
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+def test_model_card_of_every_classifier_kind(kind, tmp_path_factory):
+  run = load_classifier_run(tiny_run(tmp_path_factory, kind))
+  card = card_lib.model_card(run, "m", 1, {}, {})
+  assert card["training"]["kind"] == card["training_run"]["kind"] == kind
+  assert card["class_names"] == run.data().class_names
+  assert len(card["preprocessing"]["mean"]) == run.input_shape[-1]
+  assert card["model"]["name"] == "mlp" or kind in ("centralized",
+                                                    "federated")
 
 
 def test_bad_run_directories(tmp_path, centralized_dir):

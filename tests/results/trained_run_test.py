@@ -10,124 +10,19 @@ import shutil
 import numpy as np
 import pytest
 
-from fedclf import federated
-from fedclf.adapt import AdaptConfig
-from fedclf.adapt import AdaptRunConfig
-from fedclf.adapt import DannConfig
-from fedclf.adapt import DomainLimits
-from fedclf.adapt import federated_domain_config
-from fedclf.adapt import FederatedAdaptConfig
-from fedclf.adapt import run_adaptation
-from fedclf.adapt import run_federated_adaptation
-from fedclf.adapt import run_federated_uda
-from fedclf.data import DataConfig
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
-from fedclf.models import ModelConfig
-from fedclf.partition import PartitionConfig
 from fedclf.results import RunRecorder
 from fedclf.results.trained_run import load_classifier_run
 from fedclf.results.trained_run import load_trained_run
 from fedclf.results.trained_run import RUN_KINDS
 from fedclf.results.trained_run import write_final_model
-from fedclf.ssl import PretrainConfig
-from fedclf.ssl import run_ssl_pretraining
-from fedclf.ssl import SslConfig
-from fedclf.ssl import SslRunConfig
 from fedclf.ssl.evaluate import knn_accuracy
-from fedclf.train import OptimizerConfig
-from fedclf.train import TrainConfig
 from fedclf.train.loop import predict_logits
-from tests.export import tiny_runs
-
-REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
-DIGITS = DataConfig(name="digits", train_limit=300, test_limit=100)
-SMALL_MLP = ModelConfig(width_multiplier=0.25)
-DOMAIN_LIMITS = DomainLimits(train=160, test=100)
-MOMENTUM = OptimizerConfig("momentum", 0.05)
-
-
-def train_ssl_pretrain(out_dir: str) -> None:
-  adam = OptimizerConfig("adam", 1e-2)
-  run_ssl_pretraining(SslRunConfig(
-      data=DIGITS, model_name="mlp", model=SMALL_MLP,
-      ssl=SslConfig(method="simclr", projection_dim=16, hidden_dim=32),
-      pretrain=PretrainConfig(epochs=1, batch_size=64,
-                              optimizer=OptimizerConfig("adam", 1e-3)),
-      probe=TrainConfig(epochs=1, batch_size=64, optimizer=adam,
-                        checkpoint_every=0),
-      knn_k=5, label_fractions=(),
-      embedding_points=0), out_dir, {"test": "tiny ssl_pretrain run"})
-
-
-def _tiny_simulation() -> federated.SimulationConfig:
-  return federated.SimulationConfig(
-      algorithm="fedavg",
-      algorithm_config=federated.AlgorithmConfig(client_lr=0.05,
-                                                 local_batch_size=32),
-      num_clients=2, clients_per_round=2, rounds=1, per_client_eval=0,
-      parallel_clients=2, checkpoint_every=0, seed=1)
-
-
-def train_federated_ssl(out_dir: str) -> None:
-  federated.run_federated(federated.FederatedRunConfig(
-      data=DIGITS, partitioner="iid",
-      partition=PartitionConfig(num_clients=2, seed=1), model_name="mlp",
-      model=SMALL_MLP, simulation=_tiny_simulation(), objective="simclr",
-      ssl=SslConfig(method="simclr", projection_dim=16, hidden_dim=32)),
-      out_dir, {"test": "tiny federated_ssl run"})
-
-
-def _tiny_adaptation(method: str) -> AdaptRunConfig:
-  return AdaptRunConfig(
-      source="mnist", target="usps", method=method, model_name="mlp",
-      model=SMALL_MLP, limits=DOMAIN_LIMITS,
-      adapt=AdaptConfig(
-          train=TrainConfig(epochs=1, batch_size=32, optimizer=MOMENTUM),
-          dann=DannConfig(domain_hidden=(16,))))
-
-
-def train_domain_adaptation(out_dir: str) -> None:
-  run_adaptation(_tiny_adaptation("source_only"), out_dir,
-                 {"test": "tiny domain_adaptation run"})
-
-
-def train_federated_domain_adaptation(out_dir: str) -> None:
-  run_federated_uda(
-      _tiny_adaptation("dann"),
-      FederatedAdaptConfig(source_clients=1, target_clients=1,
-                           clients_per_round=2, rounds=1,
-                           local_batch_size=32, client_lr=0.05,
-                           checkpoint_every=0),
-      out_dir, {"test": "tiny federated_domain_adaptation run"})
-
-
-def train_federated_domain_mixture(out_dir: str) -> None:
-  run_federated_adaptation(
-      federated_domain_config(("mnist", "usps"), _tiny_simulation(), "mlp",
-                              SMALL_MLP, limits=DOMAIN_LIMITS),
-      out_dir, {"test": "tiny federated_domain_mixture run"})
-
-
-# kind -> (builds a tiny run into a folder, needs MNIST and USPS files).
-TINY_RUNS = {
-    "centralized": (tiny_runs.train_centralized, False),
-    "federated": (tiny_runs.train_federated, False),
-    "federated_ssl": (train_federated_ssl, False),
-    "ssl_pretrain": (train_ssl_pretrain, False),
-    "domain_adaptation": (train_domain_adaptation, True),
-    "federated_domain_adaptation": (train_federated_domain_adaptation, True),
-    "federated_domain_mixture": (train_federated_domain_mixture, True),
-}
-
-
-def tiny_run(tmp_path_factory, kind: str) -> str:
-  build, real_data = TINY_RUNS[kind]
-  if real_data and not all(os.path.isdir(os.path.join(REAL_DATA, d))
-                           for d in ("mnist", "usps")):
-    pytest.skip("FEDCLF_DATA_DIR with the MNIST and USPS files is not set")
-  return tiny_runs.session_dir(tmp_path_factory, f"tiny_{kind}", build)
+from tests.export.tiny_runs import SMALL_MLP
+from tests.export.tiny_runs import TINY_RUNS
+from tests.export.tiny_runs import tiny_run
 
 
 def reproduced_accuracy(kind: str, run) -> float:
