@@ -37,6 +37,7 @@ from fedclf.federated.evaluation import load_state
 from fedclf.models import ModelConfig
 from fedclf.partition import PartitionConfig
 from fedclf.registry import PARTITIONERS
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
 
@@ -168,7 +169,8 @@ def run_federated_adaptation(config: FederatedRunConfig, out_dir: str,
                         if np.any(domain_ids[c] == i)))
           for i, name in enumerate(domains)},
   })
-  simulation.recorder.write_summary(summary)
+  write_final_model(simulation.recorder, model, "federated_domain_mixture",
+                    summary, simulation.normalization)
   simulation.recorder.log_metrics(
       summary["rounds_run"],
       {f"{name}_test_accuracy": value for name, value in accuracy.items()},

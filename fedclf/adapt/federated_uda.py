@@ -77,6 +77,7 @@ from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
 
@@ -571,7 +572,8 @@ def run_federated_uda(config: AdaptRunConfig,
       "normalization": config.adapt.normalization,
       **details,
   }
-  recorder.write_summary(summary)
+  write_final_model(recorder, model, "federated_domain_adaptation", summary,
+                    normalizations.target)
   logging.info("federated %s %s -> %s: target accuracy %.4f, source "
                "accuracy %.4f (%s)", config.method, config.source,
                config.target, target["accuracy"], source["accuracy"], out_dir)

@@ -90,6 +90,10 @@ class Objective(Protocol):
                     state: ServerState) -> Dict:
     """Fields the run's summary adds after the last round."""
 
+  def final_model(self, model: tf.keras.Model) -> Tuple[tf.keras.Model, str]:
+    """What the run folder keeps of the global model (loaded into `model`)
+    and the run kind it records (see fedclf.results.trained_run)."""
+
 
 class SupervisedObjective:
   """Cross-entropy on labelled clients: the classic federated task."""
@@ -126,6 +130,9 @@ class SupervisedObjective:
 
   def final_metrics(self, model: tf.keras.Model, state: ServerState) -> Dict:
     return {}
+
+  def final_model(self, model: tf.keras.Model) -> Tuple[tf.keras.Model, str]:
+    return model, "federated"
 
 
 class SelfSupervisedObjective:
@@ -174,3 +181,7 @@ class SelfSupervisedObjective:
             "evaluation": "knn during training, linear probe at the end",
             "linear_probe_accuracy": probe["accuracy"],
             "linear_probe_macro_f1": probe["macro_f1"]}
+
+  def final_model(self, model: tf.keras.Model) -> Tuple[tf.keras.Model, str]:
+    # The heads only serve the pretraining loss; the encoder is the product.
+    return model.encoder, "federated_ssl"

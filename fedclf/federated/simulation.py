@@ -31,6 +31,7 @@ from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.config import SimulationConfig
+from fedclf.federated.evaluation import load_state
 from fedclf.federated.evaluation import Personalization
 from fedclf.federated.local_backend import LocalBackend
 from fedclf.federated.objectives import EvaluationSettings
@@ -52,6 +53,7 @@ from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
 from fedclf.results.record import atomic_write_json
+from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.core import SslConfig
 
 
@@ -257,9 +259,19 @@ class Simulation:
       summary["dp"] = dp_epsilon(self.algorithm.aggregator.noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,
                                  state.round_num, sim.num_clients)
-    self.recorder.write_summary(summary)
+    self._write_final_model(state, summary)
     self.final_state = state
     return summary
+
+  def _write_final_model(self, state: rounds_lib.ServerState,
+                         summary: Dict) -> None:
+    """The objective's final model (model.keras: the global classifier;
+    encoder.keras: a self-supervised run's encoder), then summary.json with
+    the run's kind."""
+    load_state(self.eval_model, state)
+    model, kind = self.objective.final_model(self.eval_model)
+    write_final_model(self.recorder, model, kind, summary,
+                      self.data.normalization)
 
   def close(self) -> None:
     close = getattr(self.backend, "close", None)
