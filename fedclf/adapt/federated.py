@@ -170,7 +170,7 @@ def run_federated_adaptation(config: FederatedRunConfig, out_dir: str,
           for i, name in enumerate(domains)},
   })
   write_final_model(simulation.recorder, model, "federated_domain_mixture",
-                    summary, simulation.normalization)
+                    summary, simulation.data.normalization)
   simulation.recorder.log_metrics(
       summary["rounds_run"],
       {f"{name}_test_accuracy": value for name, value in accuracy.items()},
