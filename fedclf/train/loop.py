@@ -145,6 +145,11 @@ def train_classifier(model: tf.keras.Model,
 
   best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
   best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+  # The best-validation weights live in the checkpoint too: a run resumed
+  # after its best epoch must end with that epoch's weights, as an
+  # uninterrupted run does.
+  best_weights = [tf.Variable(w, trainable=False)
+                  for w in model.get_weights()]
   driver = EpochDriver(
       EpochDriverConfig(
           epochs=config.epochs, seed=config.seed,
@@ -154,8 +159,7 @@ def train_classifier(model: tf.keras.Model,
           log_metrics=("train_loss", "train_accuracy", "val_accuracy"),
           examples_per_epoch=len(y_train)),
       {"model": model, "optimizer": optimizer, "best_val": best_val,
-       "best_epoch": best_epoch})
-  best_weights = model.get_weights() if best_epoch.numpy() > 0 else None
+       "best_epoch": best_epoch, "best_weights": best_weights})
 
   @tf.function
   def train_step(images, labels):
@@ -187,13 +191,13 @@ def train_classifier(model: tf.keras.Model,
             "train_accuracy": correct_sum / len(y_train)}
 
   def evaluate(epoch: int) -> Dict[str, float]:
-    nonlocal best_weights
     report = evaluate_classifier(model, val, normalization, num_classes,
                                  batch_size=config.eval_batch_size)
     if report["accuracy"] > best_val.numpy():
       best_val.assign(report["accuracy"])
       best_epoch.assign(epoch)
-      best_weights = model.get_weights()
+      for var, value in zip(best_weights, model.get_weights()):
+        var.assign(value)
     return {"val_loss": report["loss"], "val_accuracy": report["accuracy"]}
 
   def should_stop(epoch: int) -> bool:
@@ -207,8 +211,8 @@ def train_classifier(model: tf.keras.Model,
   run = driver.run(run_epoch, evaluate if val is not None else None,
                    should_stop if early_stopping else None, optimizer,
                    recorder, run_tensorboard_dir(recorder))
-  if val is not None and best_weights is not None:
-    model.set_weights(best_weights)
+  if val is not None and int(best_epoch.numpy()) > 0:
+    model.set_weights([var.numpy() for var in best_weights])
   return TrainResult(
       epochs_run=run.epochs_run,
       best_epoch=int(best_epoch.numpy()),

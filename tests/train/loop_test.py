@@ -173,3 +173,28 @@ def test_rows_and_tensorboard_use_the_federated_tags(tmp_path):
   assert {"train_loss", "train_accuracy", "val_accuracy", "val_loss",
           "learning_rate"} <= tags
   assert set(rec.read_metrics()[-1]) >= tags
+
+
+def test_resume_after_the_best_epoch_ends_with_the_best_weights(tmp_path):
+  # The validation set disagrees with the training labels, so validation
+  # accuracy peaks early and the last epochs are not the best ones: the
+  # resumed run must end with the best epoch's weights, which it only has
+  # from the checkpoint.
+  x, y = _blobs()
+  val = (x[:60], 1 - y[:60])
+  norm = Normalization.from_images(x)
+  config = TrainConfig(epochs=4, batch_size=16, seed=2,
+                       optimizer=OptimizerConfig("sgd", 0.5))
+  full = _model()
+  reference = train_classifier(full, (x, y), val, norm, 2, config)
+  assert reference.best_epoch < 3  # the cut below comes after it
+  ckpt = str(tmp_path / "ckpt")
+  with pytest.raises(KeyboardInterrupt):
+    train_classifier(_model(), (x, y), val, norm, 2, config, _CtrlCAt(4),
+                     ckpt)
+  resumed = _model(seed=99)
+  result = train_classifier(resumed, (x, y), val, norm, 2, config, None,
+                            ckpt, resume=True)
+  assert result.best_epoch == reference.best_epoch
+  for a, b in zip(full.get_weights(), resumed.get_weights()):
+    np.testing.assert_array_equal(a, b)
