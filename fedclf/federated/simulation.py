@@ -32,7 +32,9 @@ from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated import rounds as rounds_lib
-from fedclf.federated.local_backend import LocalBackend
+from fedclf.federated.backends import BACKENDS
+from fedclf.federated.backends import Backend
+from fedclf.federated.backends import BackendSpec
 from fedclf.federated.ssl_objective import build_ssl_trainable
 from fedclf.federated.ssl_objective import ssl_objective
 from fedclf.models import build_classifier
@@ -230,25 +232,17 @@ class Simulation:
       steps = min(steps, self.sim.max_local_steps)
     return (steps, largest if batch == 0 else batch)
 
-  def _make_backend(self):
+  def _make_backend(self) -> Backend:
     parallel = self.sim.parallel_clients or max(2, os.cpu_count() or 1)
     parallel = min(parallel, self.sim.clients_per_round)
-    if self.sim.backend == "local":
-      return LocalBackend(self.algorithm, self._build_model, self.x_train,
-                          self.ds.y_train, parallel, self.batch_shape,
-                          self.sim.clients_per_round, self.sim.num_clients,
-                          self.sim.seed)
-    aggregator = self.algorithm.aggregator
-    if not aggregator.has_tff_form:
-      raise UserError(
-          f"algorithm {self.algorithm.name!r} aggregates with "
-          f"{aggregator.name!r}, which has no TFF form; use --backend=local")
-    # Imported here: importing TFF takes ~50 s, which `local` runs skip.
-    from fedclf.federated.tff_backend import TffBackend  # pylint: disable=g-import-not-at-top
-    return TffBackend(self.algorithm, self._build_model, self.x_train,
-                      self.ds.y_train, self.batch_shape,
-                      self.sim.clients_per_round, self.sim.num_clients,
-                      self.sim.seed, self.sim.tff_workers)
+    spec = BackendSpec(
+        algorithm=self.algorithm, model_fn=self._build_model,
+        x_train=self.x_train, y_train=self.ds.y_train,
+        batch_shape=self.batch_shape,
+        clients_per_round=self.sim.clients_per_round,
+        num_clients=self.sim.num_clients, seed=self.sim.seed,
+        parallel_clients=parallel, tff_workers=self.sim.tff_workers)
+    return BACKENDS.get(self.sim.backend)(spec)
 
   def _write_partition_report(self) -> None:
     hist = label_histogram(self.ds.y_train, self.clients, self.ds.num_classes)

@@ -75,6 +75,7 @@ def test_list_shows_every_kind():
   assert "datasets: cifar10, digits" in proc.stdout
   assert "models: alexnet, cnn" in proc.stdout
   assert "partitioners: dirichlet" in proc.stdout
+  assert "backends: local, tff" in proc.stdout
 
 
 def test_unknown_plugin_is_one_line(tmp_path):
