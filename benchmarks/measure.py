@@ -237,7 +237,7 @@ def measure_against_plain_tff(clients: int, examples_per_client: int,
   client of the round trains `examples_per_client` examples, B=10),
   alternating. The plain loop runs on TFF's C++ worker, started and
   stopped by fedclf (TFF's default context would leak it)."""
-  from fedclf.federated.tff_runtime import TffRuntime  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends.tff_context import TffRuntime  # pylint: disable=g-import-not-at-top
   sim = make_simulation(clients, clients, examples_per_client, "local", model)
   state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)
@@ -324,7 +324,7 @@ def measure_scale_out(clients: int, examples_per_client: int, model: str,
   over two workers started with simulations.tff_worker on localhost."""
   # pylint: disable=g-import-not-at-top
   import portpicker
-  from fedclf.federated import tff_runtime
+  from fedclf.federated.backends import tff_workers
   # pylint: enable=g-import-not-at-top
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   workers = [start_worker_binary(port) for port in ports]
@@ -332,7 +332,7 @@ def measure_scale_out(clients: int, examples_per_client: int, model: str,
   results = {}
   try:
     for address in addresses:
-      tff_runtime.wait_until_ready(address, timeout_s=300)
+      tff_workers.wait_until_ready(address, timeout_s=300)
     for label, backend, remote in (
         ("local backend (one process)", "local", ()),
         ("tff backend, one owned worker", "tff", ()),
@@ -362,7 +362,7 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
   """Per-round seconds of the local backend's parts (McMahan's setting)."""
   # pylint: disable=g-import-not-at-top
   from fedclf.federated import rounds as rounds_lib
-  from fedclf.federated.local_backend import WeightedSums
+  from fedclf.federated.backends.local import WeightedSums
   # pylint: enable=g-import-not-at-top
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         "local", model, test_limit=0)

@@ -1,7 +1,7 @@
 """One registry mechanism for every kind of plugin in fedclf.
 
-Datasets, partitioners, models, federated algorithms, SSL methods and
-adaptation methods all register the same way:
+Datasets, partitioners, models, federated algorithms, federated backends,
+SSL methods and adaptation methods all register the same way:
 
     from fedclf.registry import MODELS
 
@@ -92,6 +92,9 @@ MODELS: Registry = Registry("model")
 ALGORITHMS: Registry = Registry("algorithm")
 SSL_METHODS: Registry = Registry("ssl method")
 ADAPTATION_METHODS: Registry = Registry("adaptation method")
+# Federated backends: factories from a `BackendSpec` to a `Backend` (see
+# fedclf/federated/backends/, which registers the built-in ones).
+BACKENDS: Registry = Registry("backend")
 
 ALL_REGISTRIES = (DATASETS, PARTITIONERS, MODELS, ALGORITHMS, SSL_METHODS,
-                  ADAPTATION_METHODS)
+                  ADAPTATION_METHODS, BACKENDS)

@@ -97,8 +97,9 @@ flags.DEFINE_float("val_fraction", 0.0,
                    "before partitioning and report val_accuracy at each "
                    "evaluation, for choosing hyper-parameters without the "
                    "test set.")
-flags.DEFINE_enum("backend", "local", ["local", "tff"],
-                  "local: in-process TensorFlow; tff: TFF's runtime.")
+flags.DEFINE_string("backend", "local",
+                    "Registered backend (see --list): local (in-process "
+                    "TensorFlow) or tff (TFF's runtime).")
 flags.DEFINE_integer("parallel_clients", 0,
                      "local backend: clients trained concurrently in one "
                      "graph (0 = one per CPU core, at least 2).")
@@ -117,12 +118,13 @@ def main(argv):
   # Imported here so --help and flag errors answer without loading TF.
   from fedclf import federated  # pylint: disable=g-import-not-at-top
   from fedclf.partition import PartitionConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.registry import ALGORITHMS, DATASETS, PARTITIONERS  # pylint: disable=g-import-not-at-top
+  from fedclf.registry import ALGORITHMS, BACKENDS, DATASETS, PARTITIONERS  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
 
   DATASETS.get(FLAGS.dataset)
   PARTITIONERS.get(FLAGS.partition)
   ALGORITHMS.get(FLAGS.algorithm)
+  BACKENDS.get(FLAGS.backend)
   algorithm_config = federated.AlgorithmConfig(
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,

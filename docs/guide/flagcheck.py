@@ -7,7 +7,7 @@ module is imported (which defines its absl flags), each of its commands is
 parsed with `FLAGS(argv)` exactly as the binary would parse it, then the
 module's flags are deleted again so the next binary can define its own.
 Beyond parsing, registered names (--dataset, --model, --algorithm,
---partition, --method) must exist (plugins named by --plugin are loaded
+--partition, --method, --backend) must exist (plugins named by --plugin are loaded
 first), and a `simulations.reproduce --spec=FILE` command expands into the
 runs of that spec, each checked against the spec's binary.
 
@@ -39,6 +39,7 @@ _REGISTRY_FLAGS = {
     "*": {"dataset": registry.DATASETS, "model": registry.MODELS,
           "algorithm": registry.ALGORITHMS,
           "partition": registry.PARTITIONERS},
+    "simulations.federated": {"backend": registry.BACKENDS},
     "simulations.ssl_pretrain": {"method": registry.SSL_METHODS},
     "simulations.domain_adaptation": {"method": registry.ADAPTATION_METHODS},
 }

@@ -31,9 +31,11 @@ from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.config import SimulationConfig
+from fedclf.federated.backends import Backend
+from fedclf.federated.backends import BACKENDS
+from fedclf.federated.backends import BackendSpec
 from fedclf.federated.evaluation import load_state
 from fedclf.federated.evaluation import Personalization
-from fedclf.federated.local_backend import LocalBackend
 from fedclf.federated.objectives import EvaluationSettings
 from fedclf.federated.objectives import FederatedData
 from fedclf.federated.objectives import Objective
@@ -178,27 +180,18 @@ class Simulation:
                                 self.checkpointer)
     self.evaluator = self.objective.evaluator(self.eval_model)
 
-  def _make_backend(self):
+  def _make_backend(self) -> Backend:
     sim = self.sim
     parallel = sim.parallel_clients or max(2, os.cpu_count() or 1)
-    parallel = min(parallel, sim.clients_per_round)
-    shape = batch_shape(sim, self.algorithm, self.clients)
-    x_train = self.objective.client_inputs()
-    build = self.objective.build_model
-    if sim.backend == "local":
-      return LocalBackend(self.algorithm, build, x_train, self.ds.y_train,
-                          parallel, shape, sim.clients_per_round,
-                          sim.num_clients, sim.seed)
-    aggregator = self.algorithm.aggregator
-    if not aggregator.has_tff_form:
-      raise UserError(
-          f"algorithm {self.algorithm.name!r} aggregates with "
-          f"{aggregator.name!r}, which has no TFF form; use --backend=local")
-    # Imported here: importing TFF takes ~50 s, which `local` runs skip.
-    from fedclf.federated.tff_backend import TffBackend  # pylint: disable=g-import-not-at-top
-    return TffBackend(self.algorithm, build, x_train, self.ds.y_train, shape,
-                      sim.clients_per_round, sim.num_clients, sim.seed,
-                      sim.tff_workers)
+    spec = BackendSpec(
+        algorithm=self.algorithm, model_fn=self.objective.build_model,
+        x_train=self.objective.client_inputs(), y_train=self.ds.y_train,
+        batch_shape=batch_shape(sim, self.algorithm, self.clients),
+        clients_per_round=sim.clients_per_round,
+        num_clients=sim.num_clients, seed=sim.seed,
+        parallel_clients=min(parallel, sim.clients_per_round),
+        tff_workers=sim.tff_workers)
+    return BACKENDS.get(sim.backend)(spec)
 
   def _write_partition_report(self) -> None:
     hist = label_histogram(self.ds.y_train, self.clients, self.ds.num_classes)
@@ -251,7 +244,7 @@ class Simulation:
       summary["validation_examples"] = int(len(self.data.validation[1]))
     summary.update(result.progress)
     summary.update(self.objective.final_metrics(self.eval_model, state))
-    runtime = getattr(self.backend, "runtime", None)
+    runtime = self.backend.runtime
     if runtime is not None:
       summary["tff_worker_pids"] = list(runtime.owned_pids)
       summary["tff_workers"] = runtime.num_workers
@@ -274,9 +267,7 @@ class Simulation:
                       self.data.normalization)
 
   def close(self) -> None:
-    close = getattr(self.backend, "close", None)
-    if close:
-      close()
+    self.backend.close()
 
 
 def dp_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int,

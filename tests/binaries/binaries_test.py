@@ -75,6 +75,7 @@ def test_list_shows_every_kind():
   assert "datasets: cifar10, digits" in proc.stdout
   assert "models: alexnet, cnn" in proc.stdout
   assert "partitioners: dirichlet" in proc.stdout
+  assert "backends: local, tff" in proc.stdout
 
 
 def test_unknown_plugin_is_one_line(tmp_path):
@@ -137,7 +138,7 @@ def test_federated_from_flagfile_piped(tmp_path):
     ("--clients_per_round=50", "clients_per_round must be in [1, num_clients"),
     ("--partition=zipf", "unknown partitioner 'zipf'"),
     ("--client_dropout=1.5", "client_dropout must be in [0, 1)"),
-    ("--backend=spark", "value should be one of"),
+    ("--backend=spark", "unknown backend 'spark'; choose one of: local, tff"),
 ])
 def test_federated_bad_flags(tmp_path, flag, message):
   proc = run("simulations.federated", "--dataset=digits", "--num_clients=20",
