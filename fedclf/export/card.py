@@ -24,6 +24,8 @@ def _training_algorithm(run: TrainedRun) -> Dict[str, Any]:
         "kind": "federated",
         "algorithm": resolved["simulation"]["algorithm"],
         "algorithm_config": resolved["simulation"]["algorithm_config"],
+        # Runs recorded before algorithms owned their params lack it.
+        "algorithm_params": resolved["simulation"].get("algorithm_params"),
         "backend": resolved["simulation"]["backend"],
         "num_clients": resolved["simulation"]["num_clients"],
         "clients_per_round": resolved["simulation"]["clients_per_round"],

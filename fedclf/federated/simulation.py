@@ -167,7 +167,8 @@ class Simulation:
     self.out_dir = out_dir
     self.resume = resume
     self.algorithm: Algorithm = build_algorithm(self.sim.algorithm,
-                                                self.sim.algorithm_config)
+                                                self.sim.algorithm_config,
+                                                self.sim.algorithm_params)
     self.ds, self.validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction,
         config.simulation.seed)

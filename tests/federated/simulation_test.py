@@ -12,21 +12,30 @@ from fedclf.data import DataConfig
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.federated import AlgorithmConfig
+from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
+from fedclf.federated import ReptileParams
 from fedclf.federated import run_federated
 from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
+from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
 from fedclf.results import curves
 from fedclf.results import tables
 
 
+# Algorithms' own hyper-parameters in the tiny runs (the rest: defaults).
+TINY_PARAMS = {
+    "dp_fedavg": DpFedAvgParams(dp_noise_multiplier=0.1, dp_clip=1.0),
+    "reptile": ReptileParams(personalization_steps=2),
+}
+
+
 def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
-  alg = AlgorithmConfig(client_lr=0.05, local_epochs=1, local_batch_size=16,
-                        dp_clip=1.0, dp_noise_multiplier=0.1,
-                        personalization_steps=2)
-  sim = dict(algorithm=algorithm, algorithm_config=alg, num_clients=8,
+  alg = AlgorithmConfig(client_lr=0.05, local_epochs=1, local_batch_size=16)
+  sim = dict(algorithm=algorithm, algorithm_config=alg,
+             algorithm_params=TINY_PARAMS.get(algorithm), num_clients=8,
              clients_per_round=4, rounds=rounds, eval_every=1,
              per_client_eval=3, checkpoint_every=1, parallel_clients=2,
              seed=3)
@@ -35,7 +44,7 @@ def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
       data=DataConfig(name="digits", train_limit=400, test_limit=100),
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=sim["num_clients"], seed=3,
-                                dirichlet_alpha=0.5),
+                                params=DirichletParams(dirichlet_alpha=0.5)),
       model_name="mlp",
       simulation=SimulationConfig(**sim))
 
