@@ -114,6 +114,7 @@ def main(argv):
   from fedclf import federated  # pylint: disable=g-import-not-at-top
   from fedclf.partition import PartitionConfig  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.ssl.methods.simclr import SimClrParams  # pylint: disable=g-import-not-at-top
 
   registry.DATASETS.get(FLAGS.dataset)
   partition_params = cli.params_from_flags(registry.PARTITIONERS,
@@ -168,8 +169,12 @@ def main(argv):
                   "simclr"),
           projection_dim=FLAGS.ssl_projection_dim,
           hidden_dim=FLAGS.ssl_hidden_dim,
-          temperature=FLAGS.ssl_temperature,
-          projector_norm=FLAGS.ssl_projector_norm, seed=FLAGS.seed))
+          projector_norm=FLAGS.ssl_projector_norm, seed=FLAGS.seed,
+          # This binary names SimCLR's temperature --ssl_temperature (the
+          # other methods' own hyper-parameters keep their defaults here).
+          params=(SimClrParams(temperature=FLAGS.ssl_temperature)
+                  if FLAGS.objective in ("simclr", "supervised") else
+                  None)))
   summary = federated.run_federated(config, FLAGS.out_dir,
                                     cli.flag_values_dict(), FLAGS.resume)
   if "linear_probe_accuracy" in summary:

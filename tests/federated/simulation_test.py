@@ -229,11 +229,14 @@ def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
 
 @pytest.mark.parametrize("method", ["simclr", "simsiam", "barlow_twins"])
 def test_federated_ssl_objective(tmp_path, method):
+  from fedclf.ssl import SimSiamParams  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  params = SimSiamParams(predictor_hidden_dim=8) if method == "simsiam" else (
+      None)
   config = dataclasses.replace(
       tiny_config(rounds=2), objective=method,
       ssl=SslConfig(method=method, projection_dim=16, hidden_dim=32,
-                    predictor_hidden_dim=8), knn_train_examples=200)
+                    params=params), knn_train_examples=200)
   sim, summary = run(config, tmp_path)
   assert summary["objective"] == method
   assert 0.0 <= summary["linear_probe_accuracy"] <= 1.0
