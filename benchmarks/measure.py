@@ -123,13 +123,13 @@ def make_simulation(num_clients: int, clients_per_round: int,
 def timed_round(sim, state, round_num: int):
   """(seconds, examples trained, new state) of one round."""
   t0 = time.perf_counter()
-  state, row = sim.train_round(state, {}, round_num)
+  state, row = sim.rounds.train_round(state, {}, round_num)
   return time.perf_counter() - t0, row.get("examples", 0.0), state
 
 
 def seconds_per_round(sim, repeats: int) -> List[float]:
   """Seconds of each of `repeats` rounds after a first (tracing) one."""
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)
   times = []
   for r in range(2, 2 + repeats):
@@ -168,9 +168,9 @@ def measure_efficiency(backend: str, clients: int, examples_per_client: int,
   """Examples/s of one FedAvg round (every client sampled) over Keras fit
   on the same examples, alternating; peak memory during the rounds."""
   sim = make_simulation(clients, clients, examples_per_client, backend, model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)  # traces the client graph
-  fit = KerasFit(model, sim.x_train, sim.ds.y_train, LOCAL_BATCH_SIZE)
+  fit = KerasFit(model, sim.objective.client_inputs(), sim.ds.y_train, LOCAL_BATCH_SIZE)
   round_rates, fit_rates = [], []
   with PeakMemory() as memory:
     for r in range(2, 2 + repeats):
@@ -236,13 +236,13 @@ def measure_against_plain_tff(clients: int, examples_per_client: int,
   client of the round trains `examples_per_client` examples, B=10),
   alternating. The plain loop runs on TFF's C++ worker, started and
   stopped by fedclf (TFF's default context would leak it)."""
-  from fedclf.federated.tff_runtime import TffRuntime  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends.tff_context import TffRuntime  # pylint: disable=g-import-not-at-top
   sim = make_simulation(clients, clients, examples_per_client, "local", model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   _, _, state = timed_round(sim, state, 1)
   ours, plain_rates = [], []
   with TffRuntime():
-    plain = PlainTffLoop(model, sim.x_train, sim.ds.y_train, clients,
+    plain = PlainTffLoop(model, sim.objective.client_inputs(), sim.ds.y_train, clients,
                          examples_per_client)
     plain.seconds()  # warm-up: compiles and traces
     for r in range(2, 2 + repeats):
@@ -268,11 +268,11 @@ def measure_memory_over_rounds(backend: str, rounds: int, num_clients: int,
   of train + evaluate, up to `rounds`."""
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         backend, model)
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   series: Dict[int, Tuple[float, float]] = {}
   t0 = time.perf_counter()
   for r in range(1, rounds + 1):
-    state, _ = sim.train_round(state, {}, r)
+    state, _ = sim.rounds.train_round(state, {}, r)
     if r % eval_every == 0:
       sim.evaluate(state, r)
       series[r] = rss_parts_mib()
@@ -304,7 +304,7 @@ def measure_scale(num_clients: int, clients_per_round: int, rounds: int,
           "setup_seconds": setup, "seconds_per_round": float(np.median(times)),
           "peak_rss_mib": memory.peak, "rss_before_mib": base,
           "client_sizes": (min(sizes), float(np.median(sizes)), max(sizes)),
-          "batch_shape": sim.batch_shape}
+          "batch_shape": sim.rounds.batch_shape}
 
 
 # -- 5. scale-out ---------------------------------------------------------------
@@ -323,7 +323,7 @@ def measure_scale_out(clients: int, examples_per_client: int, model: str,
   over two workers started with simulations.tff_worker on localhost."""
   # pylint: disable=g-import-not-at-top
   import portpicker
-  from fedclf.federated import tff_runtime
+  from fedclf.federated.backends import tff_workers
   # pylint: enable=g-import-not-at-top
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   workers = [start_worker_binary(port) for port in ports]
@@ -331,7 +331,7 @@ def measure_scale_out(clients: int, examples_per_client: int, model: str,
   results = {}
   try:
     for address in addresses:
-      tff_runtime.wait_until_ready(address, timeout_s=300)
+      tff_workers.wait_until_ready(address, timeout_s=300)
     for label, backend, remote in (
         ("local backend (one process)", "local", ()),
         ("tff backend, one owned worker", "tff", ()),
@@ -361,14 +361,14 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
   """Per-round seconds of the local backend's parts (McMahan's setting)."""
   # pylint: disable=g-import-not-at-top
   from fedclf.federated import rounds as rounds_lib
-  from fedclf.federated.local_backend import WeightedSums
+  from fedclf.federated.backends.local import WeightedSums
   # pylint: enable=g-import-not-at-top
   sim = make_simulation(num_clients, clients_per_round, examples_per_client,
                         "local", model, test_limit=0)
   backend = sim.backend
-  state = sim.backend.initial_state(sim.eval_model)
+  state = sim.rounds.initial_state()
   t0 = time.perf_counter()
-  state, _ = sim.train_round(state, {}, 1)
+  state, _ = sim.rounds.train_round(state, {}, 1)
   first = time.perf_counter() - t0
   graph_seconds: List[float] = []
   # The backend calls one of two compiled group graphs (per-client outputs,
@@ -399,7 +399,7 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
     t0 = time.perf_counter()
     plan = rounds_lib.plan_round(sim_cfg.seed, r, sim_cfg.num_clients,
                                  sim_cfg.clients_per_round, 0.0, 0.0)
-    tasks = sim._tasks(plan, r)  # pylint: disable=protected-access
+    tasks = sim.rounds._tasks(plan, r)  # pylint: disable=protected-access
     t1 = time.perf_counter()
     del graph_seconds[:]
     sums = WeightedSums() if backend.streams else None

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from fedclf import plugin_config
+from fedclf import plugins
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.errors import is_interrupt
@@ -188,7 +189,7 @@ def define_params_flags(*registries: registry.Registry) -> None:
   own flag, ends the binary with a one-line error naming both (exit 2).
   """
   try:
-    registry.load_plugins(plugins_named_in(sys.argv))
+    plugins.load_plugins(plugins_named_in(sys.argv))
     for name, spec in plugin_config.flag_specs(registries).items():
       if name in flags.FLAGS:
         if flags.FLAGS[name] is _params_flags.get(name):
@@ -267,9 +268,9 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     if len(argv) > 1:
       exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-      registry.load_plugins(flags.FLAGS.plugin)
+      plugins.load_plugins(flags.FLAGS.plugin)
       if flags.FLAGS.list:
-        print(registry.describe_all())
+        print(plugins.describe_all())
         return
       main(argv)
     except (UserError, registry.RegistryError) as e:

@@ -1,7 +1,7 @@
 """One registry mechanism for every kind of plugin in fedclf.
 
-Datasets, partitioners, models, federated algorithms, SSL methods and
-adaptation methods all register the same way:
+Datasets, partitioners, models, federated algorithms, federated backends,
+SSL methods and adaptation methods all register the same way:
 
     from fedclf.registry import MODELS
 
@@ -17,21 +17,17 @@ bug that shows up as wrong numbers much later); `Registry.get` raises
 `UnknownNameError` whose message lists the valid names, so binaries can turn
 it into a one-line usage error.
 
-Third-party plugins are loaded from the `fedclf.plugins` entry-point group or
-from `--plugin=some.module` on any binary (see `load_plugins`).
+Loading plugins (fedclf's own packages, the `fedclf.plugins` entry-point
+group, `--plugin=some.module`) lives in `fedclf.plugins`. This module
+imports nothing from fedclf, so that every plugin can import it without an
+import cycle.
 """
 
 from __future__ import annotations
 
-import importlib
-from importlib import metadata
-from typing import Callable, Dict, Generic, Iterable, List, Optional, TypeVar
-
-from fedclf import plugin_config
+from typing import Callable, Dict, Generic, List, Optional, TypeVar
 
 T = TypeVar("T")
-
-ENTRY_POINT_GROUP = "fedclf.plugins"
 
 
 class RegistryError(ValueError):
@@ -80,6 +76,9 @@ class Registry(Generic[T]):
           f"{getattr(existing, '__qualname__', existing)}; "
           f"{getattr(obj, '__module__', '?')} cannot register it again")
     if params is not None:
+      # Deferred: this module imports nothing from fedclf when it loads
+      # (every plugin imports it); plugin_config needs only fedclf.errors.
+      from fedclf import plugin_config  # pylint: disable=g-import-not-at-top
       try:
         plugin_config.param_fields(params)
       except plugin_config.ParamsDeclarationError as e:
@@ -116,57 +115,9 @@ MODELS: Registry = Registry("model")
 ALGORITHMS: Registry = Registry("algorithm")
 SSL_METHODS: Registry = Registry("ssl method")
 ADAPTATION_METHODS: Registry = Registry("adaptation method")
+# Federated backends: factories from a `BackendSpec` to a `Backend` (see
+# fedclf/federated/backends/, which registers the built-in ones).
+BACKENDS: Registry = Registry("backend")
 
 ALL_REGISTRIES = (DATASETS, PARTITIONERS, MODELS, ALGORITHMS, SSL_METHODS,
-                  ADAPTATION_METHODS)
-
-_loaded_plugins: set = set()
-
-
-def load_builtins() -> None:
-  """Imports fedclf's own modules so their decorators run."""
-  # Imported for their registration side effects.
-  import fedclf.adapt  # noqa: F401
-  import fedclf.data  # noqa: F401
-  import fedclf.federated  # noqa: F401
-  import fedclf.models  # noqa: F401
-  import fedclf.partition  # noqa: F401
-  import fedclf.ssl  # noqa: F401
-
-
-def load_plugins(modules: Iterable[str] = (),
-                 use_entry_points: bool = True) -> List[str]:
-  """Imports third-party plugin modules; returns the names loaded.
-
-  Each failure is reported as a `PluginImportError` naming the plugin, and a
-  name clash inside a plugin as `DuplicateNameError` naming it too.
-  """
-  load_builtins()
-  targets = []
-  if use_entry_points:
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-      targets.append((ep.name, ep.value.split(":")[0]))
-  targets.extend((m, m) for m in modules if m)
-  loaded = []
-  for plugin_name, module_name in targets:
-    if module_name in _loaded_plugins:
-      continue
-    try:
-      importlib.import_module(module_name)
-    except DuplicateNameError as e:
-      raise DuplicateNameError(f"plugin {plugin_name!r}: {e}") from None
-    except Exception as e:  # pylint: disable=broad-except
-      raise PluginImportError(
-          f"plugin {plugin_name!r} (module {module_name}) failed to import: "
-          f"{type(e).__name__}: {e}") from None
-    _loaded_plugins.add(module_name)
-    loaded.append(plugin_name)
-  return loaded
-
-
-def describe_all() -> str:
-  """Every registered name per kind, for `--list`."""
-  lines = []
-  for registry in ALL_REGISTRIES:
-    lines.append(f"{registry.kind}s: {', '.join(registry.names()) or '(none)'}")
-  return "\n".join(lines)
+                  ADAPTATION_METHODS, BACKENDS)

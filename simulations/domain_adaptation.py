@@ -11,16 +11,20 @@ summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
 repeats the run into out_dir/seed_<s> and summarizes mean and std.
 
---federated trains across clients that each hold one domain and reports
-the global model's accuracy on each domain's test set. With --method
-(source_only, dann, self_training or target_oracle) the target clients are
-unlabelled: FedAvg over the labelled source clients (source_only), FedAvg
-with DANN's domain-adversarial loss on every client (dann), FedAvg with the
-target clients training on their confident pseudo-labels after
---warmup_rounds (self_training), or every client labelled (target_oracle);
---num_clients are split evenly between the domains.
-Without --method, --algorithm (any registered federated algorithm) runs on
-the project's federated engine with every client labelled.
+--mode says where the training happens:
+- centralized (default): one model on the pooled source data, as above.
+- federated: clients that each hold the source or the target domain, the
+  target clients unlabelled; --method (source_only, dann, self_training or
+  target_oracle) picks FedAvg over the labelled source clients
+  (source_only), FedAvg with DANN's domain-adversarial loss on every client
+  (dann), FedAvg with the target clients training on their confident
+  pseudo-labels after --warmup_rounds (self_training), or every client
+  labelled (target_oracle); --num_clients are split evenly between the
+  domains. Reports the global model's accuracy on each domain's test set.
+- federated_labelled: every client labelled, --algorithm (any registered
+  federated algorithm) on the federated simulation engine over the mixed
+  domains; the same per-domain report.
+--federated is the older spelling of --mode=federated.
 """
 
 from absl import flags
@@ -47,15 +51,15 @@ flags.DEFINE_enum("channels", "auto", ["auto", "1", "3"],
                   "colour (grayscale is replicated), else 1.")
 flags.DEFINE_integer("train_limit", 0,
                      "Seeded slice of each domain's training set (0 = all; "
-                     "--federated: of the mixed training set).")
+                     "federated modes: of the mixed training set).")
 flags.DEFINE_integer("target_train_limit", -1,
                      "Seeded slice of the target's training set when it "
                      "differs from --train_limit (ADDA's MNIST -> USPS: "
                      "2000 and 1800); -1: as --train_limit. Not with "
-                     "--federated.")
+                     "the federated modes.")
 flags.DEFINE_integer("test_limit", 0,
                      "Seeded slice of each domain's test set (0 = all; "
-                     "--federated: also of the mixed test set).")
+                     "federated modes: also of the mixed test set).")
 flags.DEFINE_enum("normalization", "per_domain",
                   ["source", "pooled", "per_domain"],
                   "Input standardization: per_domain (each domain with its "
@@ -100,33 +104,40 @@ flags.DEFINE_integer("eval_every", 1,
 flags.DEFINE_list("seeds", [],
                   "Run once per seed (into out_dir/seed_<s>) and report "
                   "mean and std; empty: one run with --seed.")
+flags.DEFINE_enum("mode", "centralized",
+                  ["centralized", "federated", "federated_labelled"],
+                  "centralized: train on the source, score on the target; "
+                  "federated: source clients labelled, target clients "
+                  "unlabelled (--method); federated_labelled: every client "
+                  "labelled (--algorithm). See the module help.")
 flags.DEFINE_bool("federated", False,
-                  "Federated mode: clients that each hold the --source or "
-                  "the --target domain; reports each domain's test "
-                  "accuracy of the global model. With --method, target "
-                  "clients are unlabelled (see the module help).")
+                  "Same as --mode=federated (the older spelling).")
 flags.DEFINE_string("algorithm", "fedavg",
-                    "--federated without --method: registered federated "
-                    "algorithm (every client labelled).")
+                    "--mode=federated_labelled: registered federated "
+                    "algorithm.")
 flags.DEFINE_integer("num_clients", 10,
-                     "--federated: clients (split evenly between domains).")
+                     "federated modes: clients (split evenly between "
+                     "domains).")
 flags.DEFINE_integer("eval_rounds", 5,
-                     "--federated with --method: score both test sets every "
+                     "--mode=federated: score both test sets every "
                      "N rounds (and after the last).")
 flags.DEFINE_integer("warmup_rounds", 10,
-                     "--federated --method=self_training: source-only "
+                     "--mode=federated --method=self_training: source-only "
                      "rounds before the target clients pseudo-label.")
 flags.DEFINE_float("pseudo_label_threshold", 0.9,
-                   "--federated --method=self_training: softmax probability "
+                   "--mode=federated --method=self_training: softmax "
+                   "probability "
                    "a prediction needs to become a training label.")
 flags.DEFINE_integer("clients_per_round", 10,
-                     "--federated: clients sampled per round.")
-flags.DEFINE_integer("rounds", 20, "--federated: communication rounds.")
-flags.DEFINE_integer("local_epochs", 1, "--federated: local epochs.")
-flags.DEFINE_integer("local_batch_size", 32, "--federated: local batch size.")
-flags.DEFINE_float("client_lr", 0.05, "--federated: client learning rate.")
-cli.define_run_flags("runs/domain_adaptation", "epochs (rounds with "
-                     "--federated)", 1,
+                     "federated modes: clients sampled per round.")
+flags.DEFINE_integer("rounds", 20, "federated modes: communication rounds.")
+flags.DEFINE_integer("local_epochs", 1, "federated modes: local epochs.")
+flags.DEFINE_integer("local_batch_size", 32, "federated modes: local batch "
+                     "size.")
+flags.DEFINE_float("client_lr", 0.05, "federated modes: client learning "
+                   "rate.")
+cli.define_run_flags("runs/domain_adaptation", "epochs (rounds in "
+                     "the federated modes)", 1,
                      "Seed for data slices, init, shuffles and partition.")
 
 FLAGS = flags.FLAGS
@@ -192,14 +203,14 @@ def _run_federated_uda():
   from fedclf.adapt import run_federated_uda  # pylint: disable=g-import-not-at-top
 
   if FLAGS.method not in FEDERATED_METHODS:
-    raise UserError(f"--federated runs --method="
+    raise UserError(f"--mode=federated runs --method="
                     f"{'|'.join(FEDERATED_METHODS)}, got {FLAGS.method!r}")
   if FLAGS.seeds:
-    raise UserError("--federated runs one seed (--seed); --seeds does not "
-                    "apply")
+    raise UserError("the federated modes run one seed (--seed); --seeds does "
+                    "not apply")
   if FLAGS["algorithm"].present and FLAGS.algorithm != "fedavg":
-    raise UserError("--federated with --method federates by FedAvg; "
-                    "--algorithm applies without --method only")
+    raise UserError("--mode=federated federates by FedAvg; --algorithm "
+                    "applies to --mode=federated_labelled")
   federated = FederatedAdaptConfig(
       source_clients=FLAGS.num_clients - FLAGS.num_clients // 2,
       target_clients=FLAGS.num_clients // 2,
@@ -226,13 +237,18 @@ def _run_federated():
   from fedclf.registry import ALGORITHMS  # pylint: disable=g-import-not-at-top
 
   if FLAGS.seeds:
-    raise UserError("--federated runs one seed (--seed); --seeds does not "
-                    "apply")
+    raise UserError("the federated modes run one seed (--seed); --seeds does "
+                    "not apply")
+  if FLAGS["method"].present:
+    raise UserError("--mode=federated_labelled trains every client on its "
+                    "labels with --algorithm; --method applies to "
+                    "--mode=centralized and --mode=federated")
   if FLAGS["target_train_limit"].present:
-    raise UserError("--federated slices the mixed training set with "
-                    "--train_limit; --target_train_limit does not apply")
+    raise UserError("--mode=federated_labelled slices the mixed training set "
+                    "with --train_limit; --target_train_limit does not apply")
   if FLAGS.channels != "auto":
-    raise UserError("--federated picks the channels itself (colour when "
+    raise UserError("--mode=federated_labelled picks the channels itself "
+                    "(colour when "
                     "any domain is); leave --channels=auto")
   ALGORITHMS.get(FLAGS.algorithm)
   simulation = federated.SimulationConfig(
@@ -259,13 +275,24 @@ def _run_federated():
         f"{FLAGS.out_dir}/summary.json")
 
 
+def _mode() -> str:
+  """--mode, with --federated as its older spelling of `federated`."""
+  if not FLAGS.federated:
+    return FLAGS.mode
+  if FLAGS.mode not in ("centralized", "federated"):
+    raise UserError(f"--federated means --mode=federated; it contradicts "
+                    f"--mode={FLAGS.mode}")
+  return "federated"
+
+
 def main(argv):
   del argv
-  if FLAGS.federated:
-    if FLAGS["method"].present:
-      _run_federated_uda()
-    else:
-      _run_federated()
+  mode = _mode()
+  if mode == "federated":
+    _run_federated_uda()
+    return
+  if mode == "federated_labelled":
+    _run_federated()
     return
   # Imported here so --help and flag errors answer without loading fedclf.
   from fedclf.adapt import run_adaptation  # pylint: disable=g-import-not-at-top

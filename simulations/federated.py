@@ -89,8 +89,9 @@ flags.DEFINE_float("val_fraction", 0.0,
                    "before partitioning and report val_accuracy at each "
                    "evaluation, for choosing hyper-parameters without the "
                    "test set.")
-flags.DEFINE_enum("backend", "local", ["local", "tff"],
-                  "local: in-process TensorFlow; tff: TFF's runtime.")
+flags.DEFINE_string("backend", "local",
+                    "Registered backend (see --list): local (in-process "
+                    "TensorFlow) or tff (TFF's runtime).")
 flags.DEFINE_integer("parallel_clients", 0,
                      "local backend: clients trained concurrently in one "
                      "graph (0 = one per CPU core, at least 2).")
@@ -121,6 +122,7 @@ def main(argv):
                                            FLAGS.partition)
   algorithm_params = cli.params_from_flags(registry.ALGORITHMS,
                                            FLAGS.algorithm)
+  registry.BACKENDS.get(FLAGS.backend)
   algorithm_config = federated.AlgorithmConfig(
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,

@@ -17,6 +17,7 @@ import os
 from absl import flags
 
 from fedclf import cli
+from fedclf.errors import UserError
 
 cli.define_common_flags()
 flags.DEFINE_string("spec", None, "Experiment spec (.yaml or .csv).")
@@ -24,13 +25,16 @@ flags.DEFINE_list("only", [], "Run only these run names.")
 flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 flags.DEFINE_bool("tables_only", False,
                   "Render tables from finished runs, run nothing.")
-flags.mark_flag_as_required("spec")
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  # Checked here, not by absl, so that --list answers without a spec.
+  if not FLAGS.spec:
+    raise UserError("--spec is required: an experiment spec (.yaml or "
+                    ".csv), e.g. --spec=experiments/mcmahan.yaml")
   # pylint: disable=g-import-not-at-top
   from fedclf.results import curves
   from fedclf.results import grid

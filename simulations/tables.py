@@ -14,6 +14,7 @@ import os
 from absl import flags
 
 from fedclf import cli
+from fedclf.errors import UserError
 
 cli.define_common_flags()
 flags.DEFINE_string("runs", None, "Directory holding run folders.")
@@ -25,13 +26,16 @@ flags.DEFINE_string("title", "Results", "Table title.")
 flags.DEFINE_string("plot", "",
                     "Also plot test accuracy per round of the federated "
                     "runs to this PNG (linked from the table).")
-flags.mark_flags_as_mutual_exclusive(["runs", "compare"], required=True)
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  # Checked here, not by absl, so that --list answers without them.
+  if bool(FLAGS.runs) == bool(FLAGS.compare):
+    raise UserError("give exactly one of --runs=DIR (a table of finished "
+                    "runs) and --compare=FILE.yaml (a comparison table)")
   from fedclf.results import tables  # pylint: disable=g-import-not-at-top
   if FLAGS.compare:
     text = tables.comparison_table(_read_yaml(FLAGS.compare), FLAGS.compare)

@@ -62,13 +62,13 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from fedclf.errors import UserError
   from fedclf.federated import bind_address
-  from fedclf.federated import tff_runtime
+  from fedclf.federated.backends import tff_workers
   # pylint: enable=g-import-not-at-top
   try:
     host = bind_address.parse_host(FLAGS.host)
     env = dict(os.environ, **bind_address.worker_environment(host))
-    binary = tff_runtime.worker_binary_path()
-  except (UserError, tff_runtime.WorkerError) as e:
+    binary = tff_workers.worker_binary_path()
+  except (UserError, tff_workers.WorkerError) as e:
     cli.exit_with_user_error(str(e))
   where = (f"every interface; connect with --tff_workers="
            f"{socket.gethostname()}:{port}"

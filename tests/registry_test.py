@@ -1,11 +1,16 @@
-"""The shared plugin registry."""
+"""The shared plugin registry and plugin loading."""
 
+import os
+import subprocess
 import sys
 import types
 
 import pytest
 
+from fedclf import plugins
 from fedclf import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_register_get_names_and_duplicates():
@@ -28,8 +33,8 @@ def test_register_get_names_and_duplicates():
 
 
 def test_builtins_and_describe_all():
-  registry.load_builtins()
-  text = registry.describe_all()
+  plugins.load_builtins()
+  text = plugins.describe_all()
   assert "datasets: cifar10, digits" in text
   assert "partitioners:" in text and "dirichlet" in text
   assert "models:" in text and "cnn" in text
@@ -40,13 +45,13 @@ def test_plugin_module_loads_and_errors_name_plugin(monkeypatch):
   exec("from fedclf.registry import MODELS\n"
        "MODELS.add('plugin_test_model', lambda *a: None)", good.__dict__)
   monkeypatch.setitem(sys.modules, "fedclf_test_plugin_good", good)
-  assert registry.load_plugins(["fedclf_test_plugin_good"],
-                               use_entry_points=False) == [
-                                   "fedclf_test_plugin_good"]
+  assert plugins.load_plugins(["fedclf_test_plugin_good"],
+                              use_entry_points=False) == [
+                                  "fedclf_test_plugin_good"]
 
   with pytest.raises(registry.PluginImportError,
                      match="plugin 'fedclf_no_such_module'"):
-    registry.load_plugins(["fedclf_no_such_module"], use_entry_points=False)
+    plugins.load_plugins(["fedclf_no_such_module"], use_entry_points=False)
 
 
 def test_plugin_name_clash_is_reported(tmp_path, monkeypatch):
@@ -56,4 +61,33 @@ def test_plugin_name_clash_is_reported(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(tmp_path))
   with pytest.raises(registry.DuplicateNameError,
                      match="plugin 'fedclf_test_clash'.*dataset 'mnist'"):
-    registry.load_plugins(["fedclf_test_clash"], use_entry_points=False)
+    plugins.load_plugins(["fedclf_test_clash"], use_entry_points=False)
+
+
+def _fedclf_modules_after(statement: str):
+  # A fresh interpreter: this test process has imported most of fedclf.
+  code = (f"import sys\n{statement}\n"
+          "print(' '.join(sorted(m for m in sys.modules\n"
+          "                      if m.split('.')[0] == 'fedclf')))\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120,
+                        check=True)
+  return proc.stdout.split()
+
+
+def test_registry_imports_no_other_fedclf_module():
+  # Every plugin imports the registry; were it to import fedclf back, the
+  # plugins and the registry would form one import cycle.
+  assert _fedclf_modules_after("import fedclf.registry") == [
+      "fedclf", "fedclf.registry"]
+
+
+def test_plugins_loads_builtins_only_when_asked():
+  # fedclf.cli imports fedclf.plugins; the packages (and TensorFlow) load in
+  # load_plugins, after flags parse, not on import.
+  assert _fedclf_modules_after("import fedclf.plugins") == [
+      "fedclf", "fedclf.plugins", "fedclf.registry"]
+  loaded = _fedclf_modules_after(
+      "import fedclf.plugins\nfedclf.plugins.load_builtins()")
+  for package in ("adapt", "data", "federated", "models", "partition", "ssl"):
+    assert f"fedclf.{package}" in loaded

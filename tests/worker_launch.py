@@ -9,7 +9,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import portpicker
 
-from fedclf.federated import tff_runtime
+from fedclf.federated.backends import tff_workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,10 +27,10 @@ def launched_worker(extra_env: Optional[Dict[str, str]] = None,
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
       text=True)
   try:
-    tff_runtime.wait_until_ready(f"localhost:{port}", timeout_s=timeout_s)
+    tff_workers.wait_until_ready(f"localhost:{port}", timeout_s=timeout_s)
     yield proc, port, proc.stdout.readline()
   finally:
     # The same stop as for workers fedclf owns, with a longer grace.
-    tff_runtime.WorkerProcess(proc, port, log_path=None,
+    tff_workers.WorkerProcess(proc, port, log_path=None,
                               delete_log=False).stop(grace_s=10)
     proc.stdout.close()

@@ -9,7 +9,7 @@ module's flags are deleted again so the next binary can define its own.
 The --plugin modules of a binary's commands are imported before the binary,
 so their hyper-parameter flags exist (as when the binary runs). Beyond
 parsing, registered names (--dataset, --model, --algorithm,
---partition, --method) must exist (plugins named by --plugin are loaded
+--partition, --method, --backend) must exist (plugins named by --plugin are loaded
 first), and a `simulations.reproduce --spec=FILE` command expands into the
 runs of that spec, each checked against the spec's binary.
 
@@ -34,6 +34,7 @@ import tensorflow  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from fedclf import cli
+from fedclf import plugins
 from fedclf import registry
 
 # Which registry a flag's value must be in, per binary ("*": any binary).
@@ -41,6 +42,7 @@ _REGISTRY_FLAGS = {
     "*": {"dataset": registry.DATASETS, "model": registry.MODELS,
           "algorithm": registry.ALGORITHMS,
           "partition": registry.PARTITIONERS},
+    "simulations.federated": {"backend": registry.BACKENDS},
     "simulations.ssl_pretrain": {"method": registry.SSL_METHODS},
     "simulations.domain_adaptation": {"method": registry.ADAPTATION_METHODS},
 }
@@ -71,7 +73,7 @@ def _check(module: str, args: List[str]) -> str:
     return f"unexpected arguments: {' '.join(rest[1:])}"
   if "plugin" in flags.FLAGS:
     try:
-      registry.load_plugins(flags.FLAGS.plugin)
+      plugins.load_plugins(flags.FLAGS.plugin)
     except registry.RegistryError as e:
       return str(e)
   return _names_error(module)
@@ -127,13 +129,13 @@ def _load_plugins_of(module: str, jobs: List[Dict]) -> None:
   for job in jobs:
     for plugin in cli.plugins_named_in([module, *job["args"]]):
       try:
-        registry.load_plugins([plugin], use_entry_points=False)
+        plugins.load_plugins([plugin], use_entry_points=False)
       except registry.RegistryError:
         pass
 
 
 def check_jobs(jobs: List[Dict]) -> List[Dict]:
-  registry.load_builtins()
+  plugins.load_builtins()
   failures = []
   for job in list(jobs):
     if job["module"] == "simulations.reproduce":

@@ -28,6 +28,7 @@ import tensorflow  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 from absl import logging
 
+from fedclf import plugins
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.results.record import atomic_write_text
@@ -51,7 +52,7 @@ def run_jobs(module_name: str, jobs) -> int:
     sys.argv = argv
     printed = io.StringIO()
     try:
-      registry.load_plugins(flags.FLAGS.plugin)
+      plugins.load_plugins(flags.FLAGS.plugin)
       with contextlib.redirect_stdout(printed):
         module.main([argv[0]])
     except (UserError, registry.RegistryError) as e:

@@ -33,9 +33,11 @@ from fedclf.errors import UserError
 from fedclf.federated import FederatedRunConfig
 from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
+from fedclf.federated.evaluation import load_state
 from fedclf.models import ModelConfig
 from fedclf.partition import PartitionConfig
 from fedclf.registry import PARTITIONERS
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
 
@@ -141,10 +143,7 @@ def run_federated_adaptation(config: FederatedRunConfig, out_dir: str,
     simulation.close()
   model = simulation.eval_model
   state = simulation.final_state
-  for var, value in zip(model.trainable_variables, state.trainable):
-    var.assign(value)
-  for var, value in zip(model.non_trainable_variables, state.non_trainable):
-    var.assign(value)
+  load_state(model, state)
   test_sets = load_domains(
       domains, config.data.image_size or DEFAULT_IMAGE_SIZE, 0,
       DomainOptions(data_dir=config.data.data_dir,
@@ -154,7 +153,7 @@ def run_federated_adaptation(config: FederatedRunConfig, out_dir: str,
   for name in domains:
     ds = test_sets[name]
     report = evaluate_classifier(model, (ds.x_test, ds.y_test),
-                                 simulation.normalization, ds.num_classes,
+                                 simulation.data.normalization, ds.num_classes,
                                  batch_size=config.eval_batch_size)
     accuracy[name] = report["accuracy"]
     macro_f1[name] = report["macro_f1"]
@@ -170,7 +169,8 @@ def run_federated_adaptation(config: FederatedRunConfig, out_dir: str,
                         if np.any(domain_ids[c] == i)))
           for i, name in enumerate(domains)},
   })
-  simulation.recorder.write_summary(summary)
+  write_final_model(simulation.recorder, model, "federated_domain_mixture",
+                    summary, simulation.data.normalization)
   simulation.recorder.log_metrics(
       summary["rounds_run"],
       {f"{name}_test_accuracy": value for name, value in accuracy.items()},

@@ -27,12 +27,22 @@ server adds the weighted mean of the clients' changes (FedAvg). Per method:
 
 A client's change is weighted by the images it learned from (for the head:
 the labelled or pseudo-labelled ones; others leave the head unchanged, and
-averaging in their zero changes would only shrink its step). This loop
-exists beside `fedclf.federated` because its backends move one model and
-one loss; adaptation needs a second model (the domain classifier) and a
-loss that depends on the client's domain. For any other federated algorithm
-on clients that all hold labels, see `fedclf.adapt.federated`
-(`run_federated_adaptation`).
+averaging in their zero changes would only shrink its step). Each method is
+a small class (`SourceOnly` and its subclasses) saying which labels a
+target client trains on, whether the domain loss joins, how a client's
+change is weighted and what its metrics row adds.
+
+The rounds run on fedclf's one round loop (`fedclf.federated.round_loop`):
+`UdaRounds` is its round runner and `UdaEvaluator` its evaluator, so
+checkpoints, --resume, Ctrl-C, divergence and the metrics rows behave as in
+every federated run. The runner trains the sampled clients in this process
+(one after the other): a client trains two models (classifier and domain
+classifier) with a loss that depends on its domain, and the head and the
+encoder are averaged with different weights, which the algorithm backends'
+one-model client work and single-weight aggregation do not express. For
+any other federated algorithm on clients that all hold labels, see
+`fedclf.adapt.federated` (`run_federated_adaptation`), which runs on those
+backends.
 
 Every random choice (client split, sampling, batch order) derives from
 (seed, round, client), and checkpoints hold the global model and the round,
@@ -44,29 +54,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.core import DannConfig
 from fedclf.adapt.core import DomainNormalizations
 from fedclf.adapt.domains import DomainPair
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.methods.dann import build_dann_models
+from fedclf.adapt.methods.dann import DannModels
 from fedclf.adapt.methods.dann import domain_loss_and_correct
 from fedclf.adapt.run import AdaptRunConfig
-from fedclf.errors import DivergenceError
-from fedclf.errors import UserError
-from fedclf.results import RunRecorder
 from fedclf.data.preprocess import Normalization
-from fedclf.train.loop import checkpoint_manager
+from fedclf.errors import UserError
+from fedclf.federated.round_loop import diverged
+from fedclf.federated.round_loop import RoundLoop
+from fedclf.federated.round_loop import RoundLoopConfig
+from fedclf.federated.rounds import Checkpointer
+from fedclf.federated.rounds import ServerState
+from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
 
-FEDERATED_METHODS = ("source_only", "dann", "self_training", "target_oracle")
+Row = Dict[str, float]
 SOURCE, TARGET = 0, 1
 # The clients' images are standardized once up front.
 IDENTITY = Normalization((0.0,), (1.0,))
@@ -154,55 +169,107 @@ def split_clients(n_source: int, n_target: int, config: FederatedAdaptConfig
   return clients
 
 
-def _round_lambda(method: str, round_num: int, rounds: int, gamma: float,
-                  weight: float) -> float:
-  if method != "dann":
+class SourceOnly:
+  """FedAvg without adaptation: only clients with labels train, and each
+  client's change is weighted by its labelled examples."""
+
+  name = "source_only"
+  adversarial = False  # trains the domain classifier through the GRL
+  reads_target_labels = False
+
+  def __init__(self, config: FederatedAdaptConfig, dann: DannConfig):
+    self.config = config
+    self.dann = dann
+
+  def round_lambda(self, round_num: int) -> float:
+    del round_num  # No adversarial loss.
     return 0.0
-  return dann_lambda((round_num - 1) / rounds, gamma, weight)
+
+  def target_labels(self, client: Client, round_num: int,
+                    predict: Callable[[np.ndarray], np.ndarray]):
+    """(labels, weights) of a target client's images: none here."""
+    del round_num, predict  # The target clients have no labels.
+    n = len(client.indices)
+    return np.zeros(n, np.int64), np.zeros(n, np.float32)
+
+  def body_weight(self, client: Client, labelled: float) -> float:
+    """The weight of a client's encoder (and domain classifier) change."""
+    del client  # Only labelled examples teach the encoder here.
+    return labelled
+
+  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
+    del totals, pseudo_labelled  # Nothing beyond the common fields.
+    return {}
 
 
-def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
-                    config: FederatedAdaptConfig,
-                    recorder: Optional[RunRecorder] = None,
-                    checkpoint_dir: Optional[str] = None,
-                    resume: bool = False
-                    ) -> Tuple[tf.keras.Model, DomainNormalizations, Dict]:
-  """Runs the federation; returns (global model, normalizations, details).
+class Dann(SourceOnly):
+  """f-DANN: every client also trains the domain classifier on its own
+  features through the gradient reversal layer, lambda on DANN's schedule
+  over the rounds; every client's change counts by its images."""
 
-  Target training labels are read by `target_oracle` only.
-  """
-  if method not in FEDERATED_METHODS:
-    raise UserError(f"federated adaptation runs {', '.join(FEDERATED_METHODS)}"
-                    f"; got {method!r}")
-  config.validate()
-  dann_config = task.config.dann
-  normalizations = task.normalizations()
-  data = {
-      SOURCE: (normalizations.source.apply(pair.source.x_train)
-               .astype(np.float32), pair.source.y_train.astype(np.int64)),
-      TARGET: (normalizations.target.apply(pair.target.x_train)
-               .astype(np.float32),
-               pair.target.y_train.astype(np.int64)
-               if method == "target_oracle" else
-               # Never passed on: the clients do not have them.
-               np.zeros(len(pair.target.y_train), np.int64)),
-  }
-  clients = split_clients(len(data[SOURCE][1]), len(data[TARGET][1]), config)
+  name = "dann"
+  adversarial = True
 
-  models = build_dann_models(task)
+  def round_lambda(self, round_num: int) -> float:
+    return dann_lambda((round_num - 1) / self.config.rounds,
+                       self.dann.gamma, self.dann.domain_weight)
+
+  def body_weight(self, client: Client, labelled: float) -> float:
+    del labelled  # The unlabelled images shape the encoder too.
+    return float(len(client.indices))
+
+  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
+    if not totals[3]:
+      return {}
+    # Each client's own domain classifier after its local epochs; near
+    # 0.5 means the features no longer tell the domains apart.
+    return {"domain_loss": totals[1] / totals[3],
+            "domain_accuracy": totals[2] / totals[3]}
+
+
+class SelfTraining(SourceOnly):
+  """After `warmup_rounds`, each target client labels its own images with
+  the broadcast model and learns from the confident ones."""
+
+  name = "self_training"
+
+  def target_labels(self, client: Client, round_num: int,
+                    predict: Callable[[np.ndarray], np.ndarray]):
+    if round_num <= self.config.warmup_rounds:
+      return super().target_labels(client, round_num, predict)
+    probs = tf.nn.softmax(predict(client.indices)).numpy()
+    confident = probs.max(-1) >= self.config.pseudo_label_threshold
+    return probs.argmax(-1).astype(np.int64), confident.astype(np.float32)
+
+  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
+    return {"pseudo_labels": pseudo_labelled}
+
+
+class TargetOracle(SourceOnly):
+  """Every client trains on its labels, the target's too (upper bound)."""
+
+  name = "target_oracle"
+  reads_target_labels = True
+
+  def target_labels(self, client: Client, round_num: int,
+                    predict: Callable[[np.ndarray], np.ndarray]):
+    raise AssertionError("target_oracle's target clients hold labels")
+
+
+FEDERATED_UDA_METHODS = {m.name: m for m in (SourceOnly, Dann, SelfTraining,
+                                              TargetOracle)}
+FEDERATED_METHODS = tuple(FEDERATED_UDA_METHODS)
+
+
+def _client_step_fn(models: DannModels, lr: float):
+  """One local SGD step of a client on a batch of one domain: the
+  (pseudo-)labelled cross-entropy plus, for adversarial methods, the domain
+  loss through the gradient reversal layer. Returns (class loss, domain
+  loss, domain correct) and the variables it trains."""
   model, head, tap = models.model, models.head, models.tap
   domain_classifier = models.domain_classifier
-  # Averaged over every client that trained / over labelled clients only.
-  body = model.get_layer("encoder").variables + domain_classifier.variables
-  head_vars = head.variables
   trainable = model.trainable_variables + domain_classifier.trainable_variables
-  optimizer = tf.keras.optimizers.SGD(config.client_lr)
-
-  round_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-  ckpt = tf.train.Checkpoint(model=model, domain_classifier=domain_classifier,
-                             round=round_var)
-  manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
-                               resume, round_var, "federated: ")
+  optimizer = tf.keras.optimizers.SGD(lr)
 
   @tf.function(reduce_retracing=True)
   def client_step(images, labels, label_weights, domain, lambda_,
@@ -224,89 +291,110 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
     optimizer.apply_gradients(zip(grads, trainable))
     return class_loss, domain_loss, domain_correct
 
-  def assign(variables: Sequence[tf.Variable], values) -> None:
-    for var, value in zip(variables, values):
-      var.assign(value)
+  return client_step
 
-  def client_labels(client: Client, round_num: int
-                    ) -> Tuple[np.ndarray, np.ndarray]:
+
+def _assign(variables: Sequence[tf.Variable], values) -> None:
+  for var, value in zip(variables, values):
+    var.assign(value)
+
+
+class UdaRounds:
+  """The round runner of federated adaptation (see the module docstring):
+  the server state's weights are the encoder's and the domain classifier's
+  variables (`body`), then the head's."""
+
+  def __init__(self, method: SourceOnly, config: FederatedAdaptConfig,
+               data: Dict[int, Tuple[np.ndarray, np.ndarray]],
+               clients: List[Client], models: DannModels,
+               eval_batch_size: int, checkpointer: Checkpointer):
+    self.method = method
+    self.config = config
+    self.data = data
+    self.clients = clients
+    self.models = models
+    self.eval_batch_size = eval_batch_size
+    self.checkpointer = checkpointer
+    # Averaged over every client that trained / over labelled clients only.
+    self.body = (models.model.get_layer("encoder").variables +
+                 models.domain_classifier.variables)
+    self.head = models.head.variables
+    self.client_step = _client_step_fn(models, config.client_lr)
+
+  def initial_state(self) -> ServerState:
+    return ServerState([v.numpy() for v in self.body + self.head], [], [],
+                       [])
+
+  def _labels(self, client: Client, round_num: int
+              ) -> Tuple[np.ndarray, np.ndarray]:
     """(labels, weights) of the client's images: its own labels (weight
-    1), confident pseudo-labels of the broadcast model (self_training's
-    target clients after the warm-up; weight 1 where confident), or none
-    (weight 0)."""
-    x, y = data[client.domain]
-    idx = client.indices
-    if client.domain == SOURCE or method == "target_oracle":
-      return y[idx], np.ones(len(idx), np.float32)
-    if method == "self_training" and round_num > config.warmup_rounds:
-      logits = predict_logits(model, x[idx], IDENTITY,
-                              task.config.train.eval_batch_size)
-      probs = tf.nn.softmax(logits).numpy()
-      confident = probs.max(-1) >= config.pseudo_label_threshold
-      return probs.argmax(-1).astype(np.int64), confident.astype(np.float32)
-    return np.zeros(len(idx), np.int64), np.zeros(len(idx), np.float32)
+    1) or what the method makes of a target client's unlabelled images."""
+    x, y = self.data[client.domain]
+    if client.domain == SOURCE or self.method.reads_target_labels:
+      return y[client.indices], np.ones(len(client.indices), np.float32)
+    return self.method.target_labels(
+        client, round_num, lambda idx: predict_logits(
+            self.models.model, x[idx], IDENTITY, self.eval_batch_size))
 
-  def train_client(client: Client, client_id: int, round_num: int,
-                   lambda_: float, labels: np.ndarray,
-                   weights: np.ndarray) -> np.ndarray:
+  def _train_client(self, client: Client, client_id: int, round_num: int,
+                    lambda_: float, labels: np.ndarray,
+                    weights: np.ndarray) -> np.ndarray:
     """Local epochs on one client (labels and weights aligned with its
     indices); returns [weighted class loss, domain loss, domain correct,
     examples, labelled examples] summed over its batches."""
-    x = data[client.domain][0]
-    rng = np.random.default_rng([config.seed, round_num, client_id])
+    x = self.data[client.domain][0]
+    rng = np.random.default_rng([self.config.seed, round_num, client_id])
     sums = np.zeros(5)
-    batch = config.local_batch_size
-    for _ in range(config.local_epochs):
+    batch = self.config.local_batch_size
+    adversarial = 1.0 if self.method.adversarial else 0.0
+    for _ in range(self.config.local_epochs):
       order = rng.permutation(len(client.indices))
       for start in range(0, len(order), batch):
         pos = order[start:start + batch]
-        out = client_step(
+        out = self.client_step(
             tf.constant(x[client.indices[pos]]), tf.constant(labels[pos]),
             tf.constant(weights[pos]), tf.constant(float(client.domain)),
-            tf.constant(lambda_, tf.float32),
-            tf.constant(1.0 if method == "dann" else 0.0))
+            tf.constant(lambda_, tf.float32), tf.constant(adversarial))
         labelled = float(weights[pos].sum())
         sums += [float(out[0]) * labelled, float(out[1]) * len(pos),
                  float(out[2]), len(pos), labelled]
     return sums
 
-  history: List[Dict] = []
-  train_seconds = 0.0
-  global_body = [v.numpy() for v in body]
-  global_head = [v.numpy() for v in head_vars]
-  for round_num in range(int(round_var.numpy()) + 1, config.rounds + 1):
-    t0 = time.time()
-    rng = np.random.default_rng([config.seed, round_num])
-    sampled = np.sort(rng.choice(len(clients), config.clients_per_round,
+  def train_round(self, state: ServerState, client_states: Dict,
+                  round_num: int) -> Tuple[ServerState, Row]:
+    del client_states  # Clients keep nothing between rounds.
+    rng = np.random.default_rng([self.config.seed, round_num])
+    sampled = np.sort(rng.choice(len(self.clients),
+                                 self.config.clients_per_round,
                                  replace=False))
-    lambda_ = _round_lambda(method, round_num, config.rounds,
-                            dann_config.gamma, dann_config.domain_weight)
+    lambda_ = self.method.round_lambda(round_num)
+    split = len(self.body)
+    global_body, global_head = state.trainable[:split], state.trainable[split:]
     body_sum = [np.zeros_like(w) for w in global_body]
     head_sum = [np.zeros_like(w) for w in global_head]
     body_weight = head_weight = 0.0
     totals = np.zeros(5)
     trained = pseudo_labelled = 0
     for client_id in sampled:
-      client = clients[client_id]
-      assign(body, global_body)
-      assign(head_vars, global_head)
-      labels, weights = client_labels(client, round_num)
+      client = self.clients[client_id]
+      _assign(self.body, global_body)
+      _assign(self.head, global_head)
+      labels, weights = self._labels(client, round_num)
       labelled = float(weights.sum())
-      if client.domain == TARGET and method == "self_training":
+      if client.domain == TARGET and isinstance(self.method, SelfTraining):
         pseudo_labelled += int(labelled)
-      if not labelled and method != "dann":
+      if not labelled and not self.method.adversarial:
         continue  # Nothing to learn from without labels or adaptation.
-      sums = train_client(client, int(client_id), round_num, lambda_,
-                          labels, weights)
+      totals += self._train_client(client, int(client_id), round_num,
+                                   lambda_, labels, weights)
       trained += 1
-      totals += sums
-      n = float(len(client.indices)) if method == "dann" else labelled
+      n = self.method.body_weight(client, labelled)
       body_weight += n
-      for acc, var, old in zip(body_sum, body, global_body):
+      for acc, var, old in zip(body_sum, self.body, global_body):
         acc += n * (var.numpy() - old)
       if labelled:
         head_weight += labelled
-        for acc, var, old in zip(head_sum, head_vars, global_head):
+        for acc, var, old in zip(head_sum, self.head, global_head):
           acc += labelled * (var.numpy() - old)
     if body_weight:
       global_body = [w + s / body_weight for w, s in zip(global_body,
@@ -314,53 +402,91 @@ def train_federated(pair: DomainPair, task: AdaptationTask, method: str,
     if head_weight:
       global_head = [w + s / head_weight for w, s in zip(global_head,
                                                           head_sum)]
-    assign(body, global_body)
-    assign(head_vars, global_head)
-    round_seconds = time.time() - t0
-    train_seconds += round_seconds
-    row = {"lambda": lambda_, "round_seconds": round_seconds,
-           "clients_trained": trained}
+    row = {"lambda": lambda_, "clients_trained": trained}
     if totals[4]:
       row["train_loss"] = totals[0] / totals[4]
-    if method == "self_training":
-      row["pseudo_labels"] = pseudo_labelled
-    if method == "dann" and totals[3]:
-      row["domain_loss"] = totals[1] / totals[3]
-      # Each client's own domain classifier after its local epochs; near
-      # 0.5 means the features no longer tell the domains apart.
-      row["domain_accuracy"] = totals[2] / totals[3]
+    row.update(self.method.row(totals, pseudo_labelled))
+    weights_now = global_body + global_head
     if not all(math.isfinite(v) for v in row.values()) or not all(
-        np.all(np.isfinite(w)) for w in global_body + global_head):
-      raise DivergenceError(
-          f"federated {method} diverged at round {round_num}; lower "
-          f"--client_lr or --dann_weight")
-    if (config.eval_every and round_num % config.eval_every == 0) or (
-        round_num == config.rounds):
-      for name, ds, norm in (("test_accuracy", pair.target,
-                              normalizations.target),
-                             ("source_test_accuracy", pair.source,
-                              normalizations.source)):
-        row[name] = evaluate_classifier(
-            model, (ds.x_test, ds.y_test), norm, pair.num_classes,
-            batch_size=task.config.train.eval_batch_size)["accuracy"]
-    history.append({"round": round_num, **row})
-    if recorder is not None:
-      recorder.log_metrics(round_num, row, "round")
-    logging.info("federated %s round %d/%d: %s", method, round_num,
-                 config.rounds, {k: round(v, 4) for k, v in row.items()})
-    round_var.assign(round_num)
-    if manager and (round_num % config.checkpoint_every == 0 or
-                    round_num == config.rounds):
-      manager.save(checkpoint_number=round_num)
-  details = {"rounds_run": int(round_var.numpy()),
-             "train_seconds": round(train_seconds, 3),
-             "federated": dataclasses.asdict(config),
-             "client_sizes": [int(len(c.indices)) for c in clients]}
-  if method == "dann":
-    details["dann"] = dataclasses.asdict(dann_config)
-    if history and "domain_accuracy" in history[-1]:
-      details["final_domain_accuracy"] = history[-1]["domain_accuracy"]
-  return model, normalizations, details
+        np.all(np.isfinite(w)) for w in weights_now):
+      raise diverged(self.checkpointer, round_num,
+                     f"federated {self.method.name}",
+                     "lower --client_lr or --dann_weight")
+    return ServerState(weights_now, [], [], [], round_num), row
+
+
+class UdaEvaluator:
+  """The global model's accuracy on the target's and the source's test
+  sets (a learning curve only: nothing is selected on it)."""
+
+  def __init__(self, rounds: UdaRounds, pair: DomainPair,
+               normalizations: DomainNormalizations, batch_size: int):
+    self.rounds = rounds
+    self.pair = pair
+    self.normalizations = normalizations
+    self.batch_size = batch_size
+
+  def load(self, state: ServerState) -> tf.keras.Model:
+    """The global model with the state's weights."""
+    _assign(self.rounds.body + self.rounds.head, state.trainable)
+    return self.rounds.models.model
+
+  def evaluate(self, state: ServerState, round_num: int) -> Row:
+    del round_num  # Every round is scored alike.
+    model = self.load(state)
+    row = {}
+    for name, ds, norm in (("test_accuracy", self.pair.target,
+                            self.normalizations.target),
+                           ("source_test_accuracy", self.pair.source,
+                            self.normalizations.source)):
+      row[name] = evaluate_classifier(
+          model, (ds.x_test, ds.y_test), norm, self.pair.num_classes,
+          batch_size=self.batch_size)["accuracy"]
+    return row
+
+
+def _client_data(pair: DomainPair, normalizations: DomainNormalizations,
+                 reads_target_labels: bool):
+  """Each domain's standardized training images and the labels its clients
+  hold (none for the target, unless the method is the oracle)."""
+  return {
+      SOURCE: (normalizations.source.apply(pair.source.x_train)
+               .astype(np.float32), pair.source.y_train.astype(np.int64)),
+      TARGET: (normalizations.target.apply(pair.target.x_train)
+               .astype(np.float32),
+               pair.target.y_train.astype(np.int64)
+               if reads_target_labels else
+               # Never passed on: the clients do not have them.
+               np.zeros(len(pair.target.y_train), np.int64)),
+  }
+
+
+def federated_uda_loop(pair: DomainPair, task: AdaptationTask, method: str,
+                       config: FederatedAdaptConfig, recorder: RunRecorder,
+                       out_dir: str) -> Tuple[RoundLoop, UdaEvaluator]:
+  """The round loop of a federated adaptation run and its evaluator (which
+  also loads a state's weights into the global model)."""
+  if method not in FEDERATED_UDA_METHODS:
+    raise UserError(f"federated adaptation runs {', '.join(FEDERATED_METHODS)}"
+                    f"; got {method!r}")
+  config.validate()
+  uda = FEDERATED_UDA_METHODS[method](config, task.config.dann)
+  normalizations = task.normalizations()
+  data = _client_data(pair, normalizations, uda.reads_target_labels)
+  clients = split_clients(len(data[SOURCE][1]), len(data[TARGET][1]), config)
+  checkpointer = Checkpointer(os.path.join(out_dir, "checkpoints"))
+  eval_batch_size = task.config.train.eval_batch_size
+  rounds = UdaRounds(uda, config, data, clients, build_dann_models(task),
+                     eval_batch_size, checkpointer)
+  evaluator = UdaEvaluator(rounds, pair, normalizations, eval_batch_size)
+  loop = RoundLoop(
+      RoundLoopConfig(rounds=config.rounds, eval_every=config.eval_every,
+                      checkpoint_every=config.checkpoint_every,
+                      log_name=f"federated {method} round"),
+      rounds, evaluator, recorder, checkpointer,
+      f"federated_uda/{method}/{pair.source.name}->{pair.target.name}",
+      out_dir)
+  return loop, evaluator
 
 
 def run_federated_uda(config: AdaptRunConfig,
@@ -395,9 +521,28 @@ def run_federated_uda(config: AdaptRunConfig,
                                    "federated": federated,
                                    "domains": pair.describe()}, resume=resume)
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt)
-  model, normalizations, details = train_federated(
-      pair, task, config.method, federated, recorder,
-      os.path.join(out_dir, "checkpoints"), resume)
+  loop, evaluator = federated_uda_loop(pair, task, config.method, federated,
+                                       recorder, out_dir)
+  details = {"federated": dataclasses.asdict(federated),
+             "client_sizes": [int(len(c.indices))
+                              for c in loop.runner.clients]}
+  if config.method == "dann":
+    details["dann"] = dataclasses.asdict(config.adapt.dann)
+
+  def on_divergence(progress: Dict) -> None:
+    recorder.write_summary({"method": config.method, **details,
+                            "rounds_run": progress["rounds_run"],
+                            "diverged_at_round": progress["diverged_at_round"],
+                            "divergence": progress["divergence"]})
+
+  result = loop.run(resume, on_divergence)
+  details.update({key: result.progress[key]
+                  for key in ("rounds_run", "train_seconds")})
+  rows = recorder.read_metrics()
+  if config.method == "dann" and rows and "domain_accuracy" in rows[-1]:
+    details["final_domain_accuracy"] = rows[-1]["domain_accuracy"]
+  model = evaluator.load(result.state)
+  normalizations = evaluator.normalizations
   reports = {
       role: evaluate_classifier(model, (ds.x_test, ds.y_test), norm,
                                 pair.num_classes, pair.class_names,
@@ -427,7 +572,8 @@ def run_federated_uda(config: AdaptRunConfig,
       "normalization": config.adapt.normalization,
       **details,
   }
-  recorder.write_summary(summary)
+  write_final_model(recorder, model, "federated_domain_adaptation", summary,
+                    normalizations.target)
   logging.info("federated %s %s -> %s: target accuracy %.4f, source "
                "accuracy %.4f (%s)", config.method, config.source,
                config.target, target["accuracy"], source["accuracy"], out_dir)

@@ -30,6 +30,7 @@ from fedclf.models import ModelConfig
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
 # Averaged over seeds by run_adaptation_seeds.
@@ -150,7 +151,6 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
       np.asarray(target["confusion_matrix"]),
       os.path.join(out_dir, "confusion_matrix.png"), pair.class_names,
       f"{title}: target test accuracy {target['accuracy']:.4f}")
-  result.model.save(os.path.join(out_dir, "model.keras"))
   final = {"target_accuracy": target["accuracy"],
            "target_macro_f1": target["macro_f1"],
            "target_loss": target["loss"],
@@ -181,7 +181,8 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
           result.normalizations.target),
       **result.details,
   }
-  recorder.write_summary(summary)
+  write_final_model(recorder, result.model, "domain_adaptation", summary,
+                    result.normalizations.target)
   logging.info("%s: target accuracy %.4f, source accuracy %.4f (%s)", title,
                target["accuracy"], source["accuracy"], out_dir)
   return summary

@@ -11,8 +11,6 @@ from fedclf.export.pipeline import FORMATS
 from fedclf.export.pipeline import measure
 from fedclf.export.pipeline import run_export
 from fedclf.export.pipeline import write_table
-from fedclf.export.runs import load_trained_run
-from fedclf.export.runs import TrainedRun
 from fedclf.export.serving import PixelClassifier
 from fedclf.export.serving import save_serving_model
 from fedclf.export.serving import write_version

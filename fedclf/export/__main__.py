@@ -4,8 +4,9 @@ r"""Exports a trained fedclf run for deployment and checks every format.
       --model_name=mnist_cnn_centralized --export_dir=exports \
       --out_dir=results/export
 
---run_dir is any finished centralized, federated or domain-adaptation run
-(its model.keras, or a federated run's latest checkpoint). Writes the next
+--run_dir is any finished run that trained a classifier (centralized,
+federated, domain adaptation: its summary.json's kind and model.keras; see
+fedclf.results.trained_run). Writes the next
 version <export_dir>/<model_name>/<N>/ (TF Serving SavedModel taking uint8
 images, tflite/model_{float,int8}.tflite, tfjs/, model_card.json), scores
 each format on the run's test set next to the Keras model (TF.js in Node),

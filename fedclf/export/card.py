@@ -11,33 +11,46 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from fedclf.export.runs import TrainedRun
 from fedclf.export.serving import PIXELS_SIGNATURE
 from fedclf.export.serving import SERVING_SIGNATURE
 from fedclf.results import environment_info
+from fedclf.results.trained_run import TrainedRun
+
+
+def _federation(run: TrainedRun) -> Dict[str, Any]:
+  simulation = run.resolved["simulation"]
+  return {
+      "algorithm": simulation["algorithm"],
+      "algorithm_config": simulation["algorithm_config"],
+      # Runs recorded before algorithms owned their params lack it.
+      "algorithm_params": simulation.get("algorithm_params"),
+      "backend": simulation["backend"],
+      "num_clients": simulation["num_clients"],
+      "clients_per_round": simulation["clients_per_round"],
+      "partitioner": run.resolved["partitioner"],
+      "partition": run.resolved["partition"],
+      "rounds_run": run.summary.get("rounds_run"),
+  }
 
 
 def _training_algorithm(run: TrainedRun) -> Dict[str, Any]:
+  """How the model was trained, by the run's recorded kind."""
   resolved = run.resolved
   if run.kind == "federated":
-    return {
-        "kind": "federated",
-        "algorithm": resolved["simulation"]["algorithm"],
-        "algorithm_config": resolved["simulation"]["algorithm_config"],
-        # Runs recorded before algorithms owned their params lack it.
-        "algorithm_params": resolved["simulation"].get("algorithm_params"),
-        "backend": resolved["simulation"]["backend"],
-        "num_clients": resolved["simulation"]["num_clients"],
-        "clients_per_round": resolved["simulation"]["clients_per_round"],
-        "partitioner": resolved["partitioner"],
-        "partition": resolved["partition"],
-        "rounds_run": run.summary.get("rounds_run"),
-    }
-  if run.kind == "adapted":
-    return {"kind": "domain adaptation", "method": resolved["method"],
+    return {"kind": run.kind, **_federation(run)}
+  if run.kind == "federated_domain_mixture":
+    return {"kind": run.kind, "domains": run.summary.get("domains"),
+            **_federation(run)}
+  if run.kind == "domain_adaptation":
+    return {"kind": run.kind, "method": resolved["method"],
             "source": resolved["source"], "target": resolved["target"],
             "training": resolved["adapt"]}
-  return {"kind": "centralized", "training": resolved["train"],
+  if run.kind == "federated_domain_adaptation":
+    return {"kind": run.kind, "method": resolved["method"],
+            "source": resolved["source"], "target": resolved["target"],
+            "federation": run.record["config"].get("federated"),
+            "rounds_run": run.summary.get("rounds_run")}
+  return {"kind": run.kind, "training": resolved["train"],
           "val_fraction": resolved.get("val_fraction"),
           "epochs_run": run.summary.get("epochs_run")}
 
@@ -74,7 +87,7 @@ def model_card(run: TrainedRun, model_name: str, version: int,
                      "model",
           "mean": list(run.normalization.mean),
           "std": list(run.normalization.std),
-          "recorded_by_training_run": "normalization" in run.summary,
+          "recorded_by_training_run": True,
       },
       "class_names": run.data().class_names,
       "data": run.record["config"].get("dataset",
@@ -84,7 +97,8 @@ def model_card(run: TrainedRun, model_name: str, version: int,
       "training": _training_algorithm(run),
       "training_run": {
           "run_dir": run.run_dir,
-          "weights_from": run.weights_from,
+          "kind": run.kind,
+          "weights_from": run.model_path,
           "git": run.record.get("git"),
           "versions": run.record.get("versions"),
           "started_utc": run.record.get("started_utc"),

@@ -30,10 +30,10 @@ from fedclf.export import card as card_lib
 from fedclf.export import serving
 from fedclf.export import tflite
 from fedclf.export import tfjs
-from fedclf.export.runs import load_trained_run
-from fedclf.export.runs import TrainedRun
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import load_classifier_run
+from fedclf.results.trained_run import TrainedRun
 from fedclf.train.loop import predict_logits
 
 FORMATS = ("saved_model", "tflite", "tfjs")
@@ -50,7 +50,8 @@ class ExportConfig:
   """One export.
 
   Attributes:
-    run_dir: a finished centralized, federated or adapted run.
+    run_dir: a finished run of a classifier kind
+      (`fedclf.results.trained_run.CLASSIFIER_KINDS`).
     model_name: the TF Serving model name (folder under export_dir).
     export_dir: where versions are written.
     formats: "saved_model" (always written: the others convert from it),
@@ -150,7 +151,7 @@ def measure(run: TrainedRun, config: ExportConfig, version_dir: str
   keras = predict_logits(run.model, pixels_as_float, run.normalization)
   metrics: Dict[str, Any] = {
       "test_examples": int(len(y_test)),
-      "reported_test_accuracy": run.reported_test_accuracy(),
+      "reported_test_accuracy": run.reported_accuracy(),
       "keras_test_accuracy": _accuracy(keras, y_test),
       "uint8_inputs_exact": exact,
   }
@@ -217,7 +218,7 @@ def run_export(config: ExportConfig, out_dir: str,
                run_config: Dict[str, Any]) -> Dict[str, Any]:
   """Exports, measures, writes the model card and the results files."""
   config.validate()
-  run = load_trained_run(config.run_dir, config.data_dir)
+  run = load_classifier_run(config.run_dir, config.data_dir)
   results_dir = os.path.join(out_dir, config.model_name)
   recorder = RunRecorder(results_dir, {"flags": run_config,
                                        "resolved": config})

@@ -2,9 +2,10 @@
 
     from fedclf.federated import FederatedRunConfig, run_federated
 
-Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms.py`);
-the `local` backend runs them in-process, the `tff` backend on TensorFlow
-Federated's runtime (imported only when asked for: TFF takes ~50 s to load).
+Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms.py`),
+backends in `fedclf.registry.BACKENDS` (see `backends/`): the `local`
+backend runs them in-process, the `tff` backend on TensorFlow Federated's
+runtime (imported only when asked for: TFF takes ~50 s to load).
 """
 
 from fedclf.federated.algorithms import Algorithm

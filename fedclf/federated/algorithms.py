@@ -27,6 +27,7 @@ from typing import Any
 
 from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.aggregators import DpGaussian
+from fedclf.federated.client_work import ClientWork
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import Scaffold
 from fedclf.federated.config import AlgorithmConfig
@@ -40,7 +41,7 @@ from fedclf.registry import ALGORITHMS
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
   name: str
-  client_work: LocalSGD
+  client_work: ClientWork
   server: ServerOptimizerConfig
   aggregator: Aggregator = Aggregator()
   full_batch: bool = False  # each client's whole dataset is one batch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable, List, Sequence
+from typing import Callable, List, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -82,6 +82,42 @@ def masked_loss_and_correct(model: tf.keras.Model, images, labels, mask,
   hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(labels, tf.int64)),
                  tf.float32)
   return loss, tf.reduce_sum(hits * mask), count
+
+
+class ClientWork(Protocol):
+  """What one client does with the broadcast model in a round, and the
+  per-client and server-side state that goes with it.
+
+  `LocalSGD` (FedAvg, FedSGD, FedProx with `prox_mu`, the adaptive server
+  optimizers' clients, DP-FedAvg's and Reptile's client side) and
+  `Scaffold` implement it; a plugin algorithm may bring its own. The
+  methods are pure TensorFlow so that both backends trace them: the
+  `local` backend inside tf.function, the `tff` backend inside
+  tff.tf_computation.
+  """
+
+  # Whether clients keep state between rounds (checkpointed per client).
+  stateful: bool
+
+  def with_objective(self, objective: Callable) -> "ClientWork":
+    """A copy minimizing `objective` (see masked_loss_and_correct)."""
+
+  def initial_client_state(self, trainable: Sequence[tf.Tensor]) -> Tensors:
+    """A client's state before its first round ([] if stateless)."""
+
+  def initial_server_extra(self, trainable: Sequence[tf.Tensor]) -> Tensors:
+    """Server state beyond the model broadcast with it (SCAFFOLD's c)."""
+
+  def update_server_extra(self, extra: Tensors, mean_extra_delta: Tensors,
+                          participation: tf.Tensor) -> Tensors:
+    """The server extra after a round, from the clients' mean extra delta
+    and the share of clients that took part."""
+
+  def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
+            global_trainable: Tensors, global_non_trainable: Tensors,
+            batches, num_examples: tf.Tensor, client_state: Tensors,
+            server_extra: Tensors, seed: tf.Tensor) -> ClientOutput:
+    """Trains `model` from the broadcast weights on `batches`."""
 
 
 class IndexedBatches:

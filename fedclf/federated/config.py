@@ -14,10 +14,11 @@ import math
 from typing import Any, Tuple
 
 from fedclf.errors import UserError
+# The backends registry, with the built-in backends registered.
+from fedclf.federated.backends import BACKENDS
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
-BACKENDS = ("local", "tff")
 
 
 def _require_finite(config, prefix: str = "") -> None:
@@ -150,9 +151,7 @@ class SimulationConfig:
       raise UserError("max_local_steps must be >= 0 and eval_every >= 1")
     if self.per_client_eval < 0 or self.checkpoint_every < 0:
       raise UserError("per_client_eval and checkpoint_every must be >= 0")
-    if self.backend not in BACKENDS:
-      raise UserError(f"unknown backend {self.backend!r}; choose one of: "
-                      f"{', '.join(BACKENDS)}")
+    BACKENDS.get(self.backend)  # unknown: the error lists the names
     if self.parallel_clients < 0:
       raise UserError("parallel_clients must be >= 0")
     if not 0.0 <= self.target_accuracy <= 1.0:

@@ -5,7 +5,8 @@ r"""Explains a trained fedclf model: saliency maps, a sanity check, pictures.
       --compare_run_dir=results/mcmahan/fedavg_iid_e5_b10_lr0.1 \
       --compare_name=FedAvg --out_dir=results/interpret
 
---run_dir is any finished centralized, federated or domain-adaptation run.
+--run_dir is any finished run that trained a classifier (centralized,
+federated, domain adaptation; see fedclf.results.trained_run).
 Writes attributions.png (gradient, SmoothGrad, integrated gradients,
 Grad-CAM on chosen test examples, misclassified ones included),
 ig_completeness.json, randomization.{json,png} and randomization_maps.png

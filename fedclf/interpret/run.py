@@ -25,8 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 from fedclf.errors import UserError
-from fedclf.export.runs import load_trained_run
-from fedclf.export.runs import TrainedRun
 from fedclf.interpret import attribution
 from fedclf.interpret import visualize
 from fedclf.interpret.sanity import cascading_randomization
@@ -34,6 +32,8 @@ from fedclf.interpret.similarity import foreground
 from fedclf.interpret.similarity import map_similarity
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import load_classifier_run
+from fedclf.results.trained_run import TrainedRun
 from fedclf.train.loop import predict_logits
 
 METHODS = ("gradient", "smoothgrad", "integrated_gradients", "grad_cam")
@@ -44,7 +44,8 @@ class InterpretConfig:
   """One interpretation run.
 
   Attributes:
-    run_dir: the trained run to explain (centralized, federated, adapted).
+    run_dir: the trained run to explain (any classifier kind of
+      `fedclf.results.trained_run`).
     name: its label in figures (default: the run's kind).
     compare_run_dir: optional second run compared on the same inputs.
     compare_name: its label (default: its kind).
@@ -184,7 +185,7 @@ def run_interpret(config: InterpretConfig, out_dir: str,
                   run_config: Dict) -> Dict:
   """Explains the run's model and writes the results files."""
   config.validate()
-  run = load_trained_run(config.run_dir, config.data_dir)
+  run = load_classifier_run(config.run_dir, config.data_dir)
   name = _label(run, config.name)
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config})
   ds = run.data()
@@ -245,7 +246,7 @@ def run_interpret(config: InterpretConfig, out_dir: str,
            "randomization.json"]
 
   if config.compare_run_dir:
-    other = load_trained_run(config.compare_run_dir, config.data_dir)
+    other = load_classifier_run(config.compare_run_dir, config.data_dir)
     other_name = _label(other, config.compare_name)
     if other.input_shape != run.input_shape or (
         other.num_classes != run.num_classes):

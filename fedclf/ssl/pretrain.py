@@ -1,18 +1,17 @@
 """The one centralized self-supervised pretraining loop.
 
-Like `fedclf.train.loop`, a tf.function step over per-epoch batches: each
-epoch's shuffle derives from (seed, epoch) and each step's augmentation seed
-from (seed, epoch, step), so a run resumed from a checkpoint replays exactly
-the views the uninterrupted run would have seen. Checkpoints hold the
-encoder, the method (heads and any extra state), the optimizer and the
-epoch.
+Like `fedclf.train.loop`, a tf.function step over per-epoch batches run by
+`fedclf.train.epoch_driver.EpochDriver`: each epoch's shuffle derives from
+(seed, epoch) and each step's augmentation seed from (seed, epoch, step),
+so a run resumed from a checkpoint replays exactly the views the
+uninterrupted run would have seen. Checkpoints hold the encoder, the method
+(heads and any extra state), the optimizer and the epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Dict, List, Optional
 
 from absl import logging
@@ -20,14 +19,16 @@ import numpy as np
 import tensorflow as tf
 
 from fedclf.data.preprocess import Normalization
-from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.core import ssl_step_loss
 from fedclf.ssl.core import SslMethod
-from fedclf.train.loop import checkpoint_manager
+from fedclf.train.epoch_driver import EpochDriver
+from fedclf.train.epoch_driver import EpochDriverConfig
+from fedclf.train.epoch_driver import run_tensorboard_dir
+from fedclf.train.epoch_driver import SSL_SEED_OFFSET
 from fedclf.train.loop import predict_logits
 from fedclf.train.optimizers import build_optimizer
 from fedclf.train.optimizers import OptimizerConfig
@@ -79,12 +80,6 @@ class PretrainResult:
   train_seconds: float
   examples_per_second: float
   history: List[Dict[str, float]]
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-  # Same derivation as fedclf.train.loop, offset so that the SSL shuffle of
-  # epoch e differs from a supervised run's shuffle with the same seed.
-  return (seed * 1_000_003 + epoch * 7919 + 104_729) % (2**31 - 1)
 
 
 def representation_std(encoder: tf.keras.Model, images: np.ndarray,
@@ -152,12 +147,16 @@ def pretrain_encoder(encoder: tf.keras.Model,
   optimizer = build_optimizer(config.optimizer, steps_per_epoch, config.epochs)
   method.build(encoder)
   variables = encoder.trainable_variables + method.heads.trainable_variables
-
-  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-  ckpt = tf.train.Checkpoint(encoder=encoder, method=method,
-                             optimizer=optimizer, epoch=epoch_var)
-  manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
-                               resume, epoch_var, log_prefix)
+  driver = EpochDriver(
+      EpochDriverConfig(
+          epochs=config.epochs, seed=config.seed, seed_offset=SSL_SEED_OFFSET,
+          checkpoint_dir=checkpoint_dir,
+          checkpoint_every=config.checkpoint_every, resume=resume,
+          stage="pretraining", metric_prefix=log_prefix,
+          log_prefix=log_prefix,
+          log_metrics=("loss", "representation_std", "learning_rate"),
+          examples_per_epoch=steps_per_epoch * batch_size),
+      {"encoder": encoder, "method": method, "optimizer": optimizer})
 
   @tf.function
   def train_step(images, seed):
@@ -169,55 +168,30 @@ def pretrain_encoder(encoder: tf.keras.Model,
     method.after_step(encoder)
     return loss
 
-  diagnostic = x[np.random.default_rng(config.seed).permutation(len(x))
-                 [:_DIAGNOSTIC_EXAMPLES]]
-  history = []
-  train_seconds = 0.0
-  examples_seen = 0
-  for epoch in range(int(epoch_var.numpy()) + 1, config.epochs + 1):
-    epoch_seed = _epoch_seed(config.seed, epoch)
+  def run_epoch(epoch: int, epoch_seed: int) -> Dict[str, float]:
+    del epoch  # the seed is all the batches and views need
     order = np.random.default_rng(epoch_seed).permutation(len(x))
     order = order[:steps_per_epoch * batch_size]
     batches = tf.data.Dataset.from_tensor_slices(x[order]).batch(
         batch_size, drop_remainder=True).prefetch(2)
-    t0 = time.time()
     loss_sum = 0.0
     for step, images in enumerate(batches):
       seed = tf.constant([epoch_seed, step], tf.int64)
       loss_sum += float(train_step(images, seed))
-    epoch_seconds = time.time() - t0
-    train_seconds += epoch_seconds
-    examples_seen += steps_per_epoch * batch_size
-    mean_loss = loss_sum / steps_per_epoch
-    if not math.isfinite(mean_loss):
-      where = (f"; last good checkpoint in {checkpoint_dir}"
-               if manager and manager.latest_checkpoint else "")
-      raise DivergenceError(
-          f"{log_prefix}pretraining diverged at epoch {epoch} (loss "
-          f"{mean_loss}); lower the learning rate{where}")
-    lr = optimizer.learning_rate
-    row = {
-        "loss": mean_loss,
-        "learning_rate": float(lr(optimizer.iterations) if callable(lr)
-                               else lr),
-        "representation_std": representation_std(encoder, diagnostic,
-                                                 normalization),
-        "epoch_seconds": epoch_seconds,
-    }
-    history.append({"epoch": epoch, **row})
-    if recorder is not None:
-      recorder.log_metrics(epoch, {f"{log_prefix}{k}": v
-                                   for k, v in row.items()}, "epoch")
-    logging.info("%sepoch %d/%d  loss %.4f  repr_std %.3f  lr %.2e  %.1fs",
-                 log_prefix, epoch, config.epochs, mean_loss,
-                 row["representation_std"], row["learning_rate"],
-                 epoch_seconds)
-    epoch_var.assign(epoch)
-    if manager and (epoch % config.checkpoint_every == 0 or
-                    epoch == config.epochs):
-      manager.save(checkpoint_number=epoch)
+    return {"loss": loss_sum / steps_per_epoch}
+
+  diagnostic = x[np.random.default_rng(config.seed).permutation(len(x))
+                 [:_DIAGNOSTIC_EXAMPLES]]
+
+  def evaluate(epoch: int) -> Dict[str, float]:
+    del epoch  # the same diagnostic images every epoch
+    return {"representation_std": representation_std(encoder, diagnostic,
+                                                      normalization)}
+
+  run = driver.run(run_epoch, evaluate, None, optimizer, recorder,
+                   run_tensorboard_dir(recorder))
   return PretrainResult(
-      epochs_run=int(epoch_var.numpy()),
-      train_seconds=train_seconds,
-      examples_per_second=examples_seen / max(train_seconds, 1e-9),
-      history=history)
+      epochs_run=run.epochs_run,
+      train_seconds=run.train_seconds,
+      examples_per_second=run.examples_per_second,
+      history=run.history)

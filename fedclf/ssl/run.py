@@ -25,6 +25,7 @@ from fedclf.models import ModelConfig
 from fedclf.models import ModelParts
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.core import build_method
 from fedclf.ssl.core import SslConfig
@@ -122,7 +123,6 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
   result = pretrain_encoder(parts.encoder, method, ds.x_train, config.pretrain,
                             recorder, os.path.join(out_dir, "checkpoints"),
                             resume, normalization)
-  parts.encoder.save(os.path.join(out_dir, "encoder.keras"))
 
   train = (ds.x_train, ds.y_train)
   test = (ds.x_test, ds.y_test)
@@ -181,7 +181,8 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
       "embedding_points": embedding_points,
       "normalization": dataclasses.asdict(normalization),
   }
-  recorder.write_summary(summary)
+  write_final_model(recorder, parts.encoder, "ssl_pretrain", summary,
+                    normalization)
   logging.info("%s: linear probe %.4f, kNN %.4f (%s)", config.ssl.method,
                probe["accuracy"], knn, out_dir)
   return summary

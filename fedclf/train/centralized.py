@@ -23,6 +23,7 @@ from fedclf.models import count_params
 from fedclf.models import ModelConfig
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import train_classifier
 from fedclf.train.loop import TrainConfig
@@ -148,7 +149,6 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
       np.asarray(test["confusion_matrix"]),
       os.path.join(out_dir, "confusion_matrix.png"), ds.class_names,
       f"{config.model_name} on {ds.name}: test accuracy {test['accuracy']:.4f}")
-  model.save(os.path.join(out_dir, "model.keras"))
   recorder.log_metrics(result.epochs_run, {
       "test_accuracy": test["accuracy"], "test_loss": test["loss"],
       "test_macro_f1": test["macro_f1"]}, "epoch")
@@ -168,7 +168,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
       "examples_per_second": round(result.examples_per_second, 1),
       "normalization": dataclasses.asdict(normalization),
   })
-  recorder.write_summary(summary)
+  write_final_model(recorder, model, "centralized", summary, normalization)
   logging.info("test accuracy %.4f  macro F1 %.4f  (%s)", test["accuracy"],
                test["macro_f1"], out_dir)
   return summary

@@ -1,9 +1,10 @@
 """The one supervised training loop (centralized baselines, probes, fine-tuning).
 
-A plain tf.function step over per-epoch pipelines rather than `model.fit`:
-each epoch's shuffle and augmentation seeds derive from (seed, epoch), so a
-run resumed from a checkpoint replays exactly the batches the uninterrupted
-run would have seen. Checkpoints hold the model, the optimizer and the
+A plain tf.function step over per-epoch pipelines rather than `model.fit`,
+run by `fedclf.train.epoch_driver.EpochDriver`: each epoch's shuffle and
+augmentation seeds derive from (seed, epoch), so a run resumed from a
+checkpoint replays exactly the batches the uninterrupted run would have
+seen. Checkpoints hold the model, the optimizer, the epoch and the
 early-stopping state.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import time
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -24,9 +23,14 @@ from fedclf import metrics as metrics_lib
 from fedclf.data.preprocess import AugmentConfig
 from fedclf.data.preprocess import make_pipeline
 from fedclf.data.preprocess import Normalization
-from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
+# Re-exported: other loops import checkpoint_manager from here.
+from fedclf.train.epoch_driver import checkpoint_manager  # noqa: F401
+from fedclf.train.epoch_driver import EpochDriver
+from fedclf.train.epoch_driver import EpochDriverConfig
+from fedclf.train.epoch_driver import run_tensorboard_dir
+from fedclf.train.epoch_driver import SUPERVISED_SEED_OFFSET
 from fedclf.train.optimizers import build_optimizer
 from fedclf.train.optimizers import OptimizerConfig
 
@@ -116,27 +120,6 @@ def evaluate_classifier(model: tf.keras.Model, data: Arrays,
   return report
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-  return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
-
-
-def checkpoint_manager(ckpt: tf.train.Checkpoint,
-                       checkpoint_dir: Optional[str], every: int,
-                       resume: bool, epoch: tf.Variable,
-                       log_prefix: str = ""
-                       ) -> Optional[tf.train.CheckpointManager]:
-  """A manager keeping the last two checkpoints (None when checkpoints are
-  off); with `resume`, restores the latest into `ckpt` first."""
-  if not checkpoint_dir or not every:
-    return None
-  manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
-  if resume and manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint)
-    logging.info("%sresumed from %s (epoch %d)", log_prefix,
-                 manager.latest_checkpoint, int(epoch.numpy()))
-  return manager
-
-
 def train_classifier(model: tf.keras.Model,
                      train: Arrays,
                      val: Optional[Arrays],
@@ -151,7 +134,8 @@ def train_classifier(model: tf.keras.Model,
 
   With early stopping the model ends holding its best-validation weights.
   Raises DivergenceError on a non-finite loss; checkpoints already written
-  are kept.
+  are kept. Epochs run in `EpochDriver` (checkpoints, resume, rows,
+  TensorBoard in the recorder's `tb/`).
   """
   config.validate()
   x_train, y_train = train
@@ -159,15 +143,23 @@ def train_classifier(model: tf.keras.Model,
   optimizer = build_optimizer(config.optimizer, steps_per_epoch, config.epochs)
   loss_fn = classification_loss(num_classes, config.label_smoothing)
 
-  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
   best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-  ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                             epoch=epoch_var, best_val=best_val,
-                             best_epoch=best_epoch)
-  manager = checkpoint_manager(ckpt, checkpoint_dir, config.checkpoint_every,
-                               resume, epoch_var, log_prefix)
-  best_weights = model.get_weights() if best_epoch.numpy() > 0 else None
+  # The best-validation weights live in the checkpoint too: a run resumed
+  # after its best epoch must end with that epoch's weights, as an
+  # uninterrupted run does.
+  best_weights = [tf.Variable(w, trainable=False)
+                  for w in model.get_weights()]
+  driver = EpochDriver(
+      EpochDriverConfig(
+          epochs=config.epochs, seed=config.seed,
+          seed_offset=SUPERVISED_SEED_OFFSET, checkpoint_dir=checkpoint_dir,
+          checkpoint_every=config.checkpoint_every, resume=resume,
+          stage="training", metric_prefix=log_prefix, log_prefix=log_prefix,
+          log_metrics=("train_loss", "train_accuracy", "val_accuracy"),
+          examples_per_epoch=len(y_train)),
+      {"model": model, "optimizer": optimizer, "best_val": best_val,
+       "best_epoch": best_epoch, "best_weights": best_weights})
 
   @tf.function
   def train_step(images, labels):
@@ -184,74 +176,48 @@ def train_classifier(model: tf.keras.Model,
                 tf.float32))
     return loss, correct
 
-  history = []
-  stopped_early = False
-  train_seconds = 0.0
-  examples_seen = 0
-  start_epoch = int(epoch_var.numpy())
-  for epoch in range(start_epoch + 1, config.epochs + 1):
+  def run_epoch(epoch: int, seed: int) -> Dict[str, float]:
+    del epoch  # the seed is all the pipeline needs
     pipeline = make_pipeline(
         x_train, y_train, config.batch_size, normalization, shuffle=True,
-        seed=_epoch_seed(config.seed, epoch), augment=config.augment,
-        cache=False)
-    t0 = time.time()
+        seed=seed, augment=config.augment, cache=False)
     loss_sum, correct_sum, batches = 0.0, 0.0, 0
     for images, labels in pipeline:
       loss, correct = train_step(images, labels)
       loss_sum += float(loss)
       correct_sum += float(correct)
       batches += 1
-    epoch_seconds = time.time() - t0
-    train_seconds += epoch_seconds
-    examples_seen += len(y_train)
-    row = {
-        "train_loss": loss_sum / max(batches, 1),
-        "train_accuracy": correct_sum / len(y_train),
-        "learning_rate": float(optimizer.learning_rate(optimizer.iterations))
-                         if callable(optimizer.learning_rate) else
-                         float(optimizer.learning_rate),
-        "epoch_seconds": epoch_seconds,
-    }
-    if not math.isfinite(row["train_loss"]):
-      where = f"; last good checkpoint in {checkpoint_dir}" if manager else ""
-      raise DivergenceError(
-          f"{log_prefix}training diverged at epoch {epoch} (loss "
-          f"{row['train_loss']}); lower the learning rate{where}")
-    if val is not None:
-      val_report = evaluate_classifier(model, val, normalization, num_classes,
-                                       batch_size=config.eval_batch_size)
-      row["val_loss"] = val_report["loss"]
-      row["val_accuracy"] = val_report["accuracy"]
-      if row["val_accuracy"] > best_val.numpy():
-        best_val.assign(row["val_accuracy"])
-        best_epoch.assign(epoch)
-        best_weights = model.get_weights()
-    history.append({"epoch": epoch, **row})
-    if recorder is not None:
-      recorder.log_metrics(epoch, {f"{log_prefix}{k}" if log_prefix else k: v
-                                   for k, v in row.items()}, "epoch")
-    logging.info(
-        "%sepoch %d/%d  loss %.4f  acc %.4f%s  %.1fs", log_prefix, epoch,
-        config.epochs, row["train_loss"], row["train_accuracy"],
-        f"  val_acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else "",
-        epoch_seconds)
-    epoch_var.assign(epoch)
-    if manager and (epoch % config.checkpoint_every == 0 or
-                    epoch == config.epochs):
-      manager.save(checkpoint_number=epoch)
-    if (config.early_stopping_patience and val is not None and
-        epoch - int(best_epoch.numpy()) >= config.early_stopping_patience):
-      logging.info("%searly stopping at epoch %d (best epoch %d)", log_prefix,
-                   epoch, int(best_epoch.numpy()))
-      stopped_early = True
-      break
-  if val is not None and best_weights is not None:
-    model.set_weights(best_weights)
+    return {"train_loss": loss_sum / max(batches, 1),
+            "train_accuracy": correct_sum / len(y_train)}
+
+  def evaluate(epoch: int) -> Dict[str, float]:
+    report = evaluate_classifier(model, val, normalization, num_classes,
+                                 batch_size=config.eval_batch_size)
+    if report["accuracy"] > best_val.numpy():
+      best_val.assign(report["accuracy"])
+      best_epoch.assign(epoch)
+      for var, value in zip(best_weights, model.get_weights()):
+        var.assign(value)
+    return {"val_loss": report["loss"], "val_accuracy": report["accuracy"]}
+
+  def should_stop(epoch: int) -> bool:
+    if epoch - int(best_epoch.numpy()) < config.early_stopping_patience:
+      return False
+    logging.info("%searly stopping at epoch %d (best epoch %d)", log_prefix,
+                 epoch, int(best_epoch.numpy()))
+    return True
+
+  early_stopping = bool(config.early_stopping_patience and val is not None)
+  run = driver.run(run_epoch, evaluate if val is not None else None,
+                   should_stop if early_stopping else None, optimizer,
+                   recorder, run_tensorboard_dir(recorder))
+  if val is not None and int(best_epoch.numpy()) > 0:
+    model.set_weights([var.numpy() for var in best_weights])
   return TrainResult(
-      epochs_run=int(epoch_var.numpy()),
+      epochs_run=run.epochs_run,
       best_epoch=int(best_epoch.numpy()),
       best_val_accuracy=(float(best_val.numpy()) if val is not None else None),
-      stopped_early=stopped_early,
-      train_seconds=train_seconds,
-      examples_per_second=examples_seen / max(train_seconds, 1e-9),
-      history=history)
+      stopped_early=run.stopped_early,
+      train_seconds=run.train_seconds,
+      examples_per_second=run.examples_per_second,
+      history=run.history)

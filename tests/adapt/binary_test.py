@@ -46,7 +46,7 @@ def test_tiny_run(tmp_path):
 @needs_real_data
 def test_tiny_federated_dann_run(tmp_path):
   out = tmp_path / "run"
-  proc = run_binary("--federated", "--method=dann", "--model=mlp",
+  proc = run_binary("--mode=federated", "--method=dann", "--model=mlp",
                     "--num_clients=3", "--clients_per_round=3", "--rounds=2",
                     "--eval_rounds=1", "--train_limit=150",
                     "--target_train_limit=90", "--test_limit=100",
@@ -67,12 +67,21 @@ def test_tiny_federated_dann_run(tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["--source=svhn"], "unknown domain 'svhn'; choose one of: mnist"),
     (["--channels=2"], "value should be one of"),
-    (["--federated", "--method=finetune"],
-     "--federated runs --method=source_only|dann|self_training|"
+    (["--mode=federated", "--method=finetune"],
+     "--mode=federated runs --method=source_only|dann|self_training|"
      "target_oracle"),
-    (["--federated", "--method=dann", "--algorithm=fedprox"],
-     "--algorithm applies without --method only"),
-    (["--federated", "--seeds=0,1"], "--seeds does not apply"),
+    # The older spelling means the same mode.
+    (["--federated", "--method=finetune"],
+     "--mode=federated runs --method=source_only|dann|self_training|"
+     "target_oracle"),
+    (["--federated", "--mode=federated_labelled"],
+     "--federated means --mode=federated; it contradicts "
+     "--mode=federated_labelled"),
+    (["--mode=federated", "--method=dann", "--algorithm=fedprox"],
+     "--algorithm applies to --mode=federated_labelled"),
+    (["--mode=federated_labelled", "--method=dann"],
+     "--method applies to --mode=centralized and --mode=federated"),
+    (["--mode=federated", "--seeds=0,1"], "--seeds does not apply"),
 ])
 def test_bad_flags(tmp_path, flags, message):
   proc = run_binary(*flags, f"--out_dir={tmp_path}")

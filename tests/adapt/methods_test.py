@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from fedclf import federated
+from fedclf.adapt import AdaptationTask
 from fedclf.adapt import AdaptConfig
 from fedclf.adapt import AdaptRunConfig
 from fedclf.adapt import DannConfig
@@ -166,3 +167,38 @@ def test_federated_across_domains_reports_each_domain(tmp_path):
   assert on_disk["domain_accuracy"] == summary["domain_accuracy"]
   with pytest.raises(UserError, match="two or more distinct domains"):
     federated_domain_config(("mnist", "mnist"), simulation)
+
+
+class _CtrlCAt:
+  """A recorder stand-in pressing Ctrl-C at epoch `epoch`'s row (after it
+  trained, before its checkpoint)."""
+
+  def __init__(self, epoch):
+    self.epoch = epoch
+
+  def log_metrics(self, step, metrics, step_name):
+    del metrics, step_name
+    if step == self.epoch:
+      raise KeyboardInterrupt
+
+
+def test_dann_resume_after_a_kill_ends_with_the_uninterrupted_weights(
+    tmp_path):
+  config = tiny("dann", epochs=3)
+  pair = config.load_pair()
+
+  def task(recorder, resume):
+    return AdaptationTask(pair, config.model_name, config.model,
+                          config.adapt, recorder, str(tmp_path / "ckpt"),
+                          resume)
+
+  full = ADAPTATION_METHODS.get("dann")(dataclasses.replace(
+      task(None, False), checkpoint_dir=None))
+  with pytest.raises(KeyboardInterrupt):
+    ADAPTATION_METHODS.get("dann")(task(_CtrlCAt(2), False))
+  resumed = ADAPTATION_METHODS.get("dann")(task(None, True))
+  assert resumed.epochs_run == 3
+  for key in ("final_domain_loss", "final_domain_accuracy", "final_lambda"):
+    assert resumed.details[key] == full.details[key], key
+  for a, b in zip(full.model.get_weights(), resumed.model.get_weights()):
+    np.testing.assert_array_equal(a, b)

@@ -75,6 +75,7 @@ def test_list_shows_every_kind():
   assert "datasets: cifar10, digits" in proc.stdout
   assert "models: alexnet, cnn" in proc.stdout
   assert "partitioners: dirichlet" in proc.stdout
+  assert "backends: local, tff" in proc.stdout
 
 
 def test_unknown_plugin_is_one_line(tmp_path):
@@ -137,7 +138,7 @@ def test_federated_from_flagfile_piped(tmp_path):
     ("--clients_per_round=50", "clients_per_round must be in [1, num_clients"),
     ("--partition=zipf", "unknown partitioner 'zipf'"),
     ("--client_dropout=1.5", "client_dropout must be in [0, 1)"),
-    ("--backend=spark", "value should be one of"),
+    ("--backend=spark", "unknown backend 'spark'; choose one of: local, tff"),
 ])
 def test_federated_bad_flags(tmp_path, flag, message):
   proc = run("simulations.federated", "--dataset=digits", "--num_clients=20",
@@ -169,3 +170,18 @@ def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):
   assert "interrupted" in stderr
   checkpoints = list((out / "checkpoints").glob("round_*.npz"))
   assert checkpoints  # saved on Ctrl-C although checkpoint_every=1000
+
+
+@pytest.mark.parametrize("module,missing", [
+    ("simulations.reproduce", "--spec is required"),
+    ("simulations.tables", "give exactly one of --runs=DIR"),
+])
+def test_grid_and_table_binaries_list_without_their_inputs(module, missing):
+  # --list needs no spec or run folder; without --list their absence is a
+  # one-line user error, not absl's usage dump.
+  proc = run(module, "--list")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "algorithms: " in proc.stdout
+  proc = run(module)
+  assert proc.returncode == 2
+  assert missing in proc.stderr.strip().splitlines()[-1]

@@ -18,7 +18,8 @@ from fedclf import plugin_config
 from fedclf.errors import UserError
 from fedclf.federated import algorithms
 from fedclf.federated import config as fed_config
-from fedclf.federated import tff_runtime
+from fedclf.federated.backends import tff_context
+from fedclf.registry import RegistryError
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True,
                 database=None)
@@ -94,7 +95,7 @@ BAD_PARAMS = {
 @st.composite
 def simulation_configs(draw):
   num_clients = draw(st.integers(1, 10_000))
-  backend = draw(st.sampled_from(fed_config.BACKENDS))
+  backend = draw(st.sampled_from(fed_config.BACKENDS.names()))
   return fed_config.SimulationConfig(
       algorithm_config=draw(algorithm_configs),
       num_clients=num_clients,
@@ -145,7 +146,8 @@ BAD_SIMULATION = {
 
 
 def assert_refused(config):
-  with pytest.raises(UserError) as e:
+  # A registry's unknown-name error is a user error too (binaries exit 2).
+  with pytest.raises((UserError, RegistryError)) as e:
     config.validate()
   message = str(e.value)
   assert message and "\n" not in message, message
@@ -278,7 +280,7 @@ def test_user_error_message_is_one_line(capsys, message):
 @given(st.text(max_size=20))
 def test_worker_addresses_are_host_port_or_one_line_error(text):
   try:
-    addresses = tff_runtime._parse_workers(text)  # pylint: disable=protected-access
+    addresses = tff_context._parse_workers(text)  # pylint: disable=protected-access
   except UserError as e:
     assert "\n" not in str(e) and "host:port" in str(e)
     return
@@ -292,4 +294,4 @@ def test_worker_addresses_are_host_port_or_one_line_error(text):
                           st.integers(1, 65535)), max_size=4))
 def test_valid_worker_addresses_pass(pairs):
   given_addresses = [f"{h}:{p}" for h, p in pairs]
-  assert tff_runtime._parse_workers(given_addresses) == given_addresses  # pylint: disable=protected-access
+  assert tff_context._parse_workers(given_addresses) == given_addresses  # pylint: disable=protected-access

@@ -1,6 +1,6 @@
 """Export paths on tiny trained runs: SavedModel (TF Serving layout,
 versions, uint8 signature, saved_model_cli), TFLite float and int8, TF.js
-in Node, the model card, and loading federated runs from checkpoints."""
+in Node, the model card, and exporting a federated run's saved model."""
 
 import json
 import os
@@ -11,16 +11,18 @@ import pytest
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.export import card as card_lib
 from fedclf.export import ExportConfig
-from fedclf.export import load_trained_run
 from fedclf.export import run_export
-from fedclf.export import runs
 from fedclf.export import serving
 from fedclf.export import tflite
+from fedclf.results.trained_run import CLASSIFIER_KINDS
+from fedclf.results.trained_run import load_classifier_run
 from fedclf.train.loop import predict_logits
 from tests.export.tiny_runs import centralized_run
 from tests.export.tiny_runs import federated_run
 from tests.export.tiny_runs import session_dir
+from tests.export.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_serving_signature_takes_raw_uint8_images(exported, centralized_dir):
   serve = loaded.signatures["serving_default"]
   spec = serve.structured_input_signature[1]["images"]
   assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 8, 8, 1]
-  run = load_trained_run(centralized_dir)
+  run = load_classifier_run(centralized_dir)
   ds = run.data()
   images = serving.to_uint8(ds.x_test[:20])
   out = serve(images=tf.constant(images))
@@ -137,6 +139,8 @@ def test_model_card_and_results_files(exported):
   assert card == in_version
   assert card["version"] == 1 and card["model_name"] == "digits_cnn"
   assert card["training"]["kind"] == "centralized"
+  assert card["training_run"]["kind"] == "centralized"
+  assert card["training_run"]["weights_from"].endswith("model.keras")
   assert card["data"]["name"] == "digits"
   assert card["preprocessing"]["recorded_by_training_run"]
   assert len(card["preprocessing"]["mean"]) == 1
@@ -154,7 +158,7 @@ def test_model_card_and_results_files(exported):
 
 def test_versions_increase_and_partial_versions_stay_hidden(
     centralized_dir, tmp_path):
-  run = load_trained_run(centralized_dir)
+  run = load_classifier_run(centralized_dir)
   export_dir = str(tmp_path)
   for expected in (1, 2):
     path, version = serving.write_version(
@@ -174,7 +178,7 @@ def test_versions_increase_and_partial_versions_stay_hidden(
 
 
 def test_tflite_float_logits_match_keras(centralized_dir, tmp_path):
-  run = load_trained_run(centralized_dir)
+  run = load_classifier_run(centralized_dir)
   serving.save_serving_model(run.model, run.normalization, str(tmp_path))
   images = serving.to_uint8(run.data().x_test[:16])
   content = tflite.convert(str(tmp_path), "float",
@@ -187,34 +191,33 @@ def test_tflite_float_logits_match_keras(centralized_dir, tmp_path):
   np.testing.assert_allclose(logits, keras, atol=1e-4)
 
 
-def test_federated_run_rebuilt_from_its_checkpoint(federated_dir):
-  run = load_trained_run(federated_dir)
+def test_federated_run_loads_its_saved_global_model(federated_dir):
+  run = load_classifier_run(federated_dir)
   assert run.kind == "federated"
-  assert run.weights_from.endswith("round_00002.npz")
-  summary = json.loads(open(os.path.join(federated_dir,
-                                         "summary.json")).read())
+  assert run.model_path == os.path.join(federated_dir, "model.keras")
   ds = run.data()
   logits = predict_logits(run.model, ds.x_test, run.normalization)
   # Same weights and normalization as the simulation's final evaluation.
   assert np.mean(logits.argmax(-1) == ds.y_test) == pytest.approx(
-      summary["final_test_accuracy"])
+      run.summary["final_test_accuracy"])
 
 
-def test_checkpoint_of_another_model_is_a_user_error(federated_dir, tmp_path):
-  from fedclf.models import build_classifier  # pylint: disable=g-import-not-at-top
-  model = build_classifier("mlp", (8, 8, 1), 10)
-  with pytest.raises(UserError, match="does not match the model"):
-    runs.load_server_weights(model, runs.latest_checkpoint(
-        os.path.join(federated_dir, "checkpoints")))
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+def test_model_card_of_every_classifier_kind(kind, tmp_path_factory):
+  run = load_classifier_run(tiny_run(tmp_path_factory, kind))
+  card = card_lib.model_card(run, "m", 1, {}, {})
+  assert card["training"]["kind"] == card["training_run"]["kind"] == kind
+  assert card["class_names"] == run.data().class_names
+  assert len(card["preprocessing"]["mean"]) == run.input_shape[-1]
+  assert card["model"]["name"] == "mlp" or kind in ("centralized",
+                                                    "federated")
 
 
 def test_bad_run_directories(tmp_path, centralized_dir):
   with pytest.raises(UserError, match="does not exist"):
-    load_trained_run(str(tmp_path / "missing"))
+    load_classifier_run(str(tmp_path / "missing"))
   with pytest.raises(UserError, match="not a finished fedclf run"):
-    load_trained_run(str(tmp_path))
-  with pytest.raises(UserError, match="encoder"):
-    runs.run_kind({"ssl": {}, "pretrain": {}, "data": {}})
+    load_classifier_run(str(tmp_path))
   with pytest.raises(UserError, match="model name"):
     ExportConfig(run_dir=centralized_dir, model_name="a/b").validate()
   with pytest.raises(UserError, match="saved_model format is required"):

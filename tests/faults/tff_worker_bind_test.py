@@ -7,7 +7,7 @@ import pytest
 
 from fedclf.errors import UserError
 from fedclf.federated import bind_address
-from fedclf.federated import tff_runtime
+from fedclf.federated.backends import tff_workers
 from tests.worker_launch import launched_worker
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
@@ -19,7 +19,7 @@ def listening_addresses(pid):
 
 
 def test_owned_worker_serves_on_localhost_only():
-  with tff_runtime.start_local_worker() as worker:
+  with tff_workers.start_local_worker() as worker:
     listening = listening_addresses(worker.pid)
   assert listening and all(a.ip in LOOPBACK for a in listening), listening
   assert any(a.port == worker.port for a in listening)

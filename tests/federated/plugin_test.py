@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from fedclf import plugins
 from fedclf import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -22,7 +23,7 @@ PLUGIN_DIR = os.path.join(ROOT, "examples", "plugin_fedmedian")
 def test_median_aggregator_ignores_an_outlier():
   sys.path.insert(0, PLUGIN_DIR)
   try:
-    registry.load_plugins(["fedclf_fedmedian"], use_entry_points=False)
+    plugins.load_plugins(["fedclf_fedmedian"], use_entry_points=False)
     from fedclf_fedmedian import CoordinateMedian  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.remove(PLUGIN_DIR)
@@ -75,7 +76,7 @@ def _run_normbound(*args):
 def test_norm_bounded_mean_clips_each_update():
   sys.path.insert(0, EXAMPLES_DIR)
   try:
-    registry.load_plugins(["fedclf_normbound"], use_entry_points=False)
+    plugins.load_plugins(["fedclf_normbound"], use_entry_points=False)
     from fedclf_normbound import NormBoundedMean  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.remove(EXAMPLES_DIR)

@@ -17,6 +17,7 @@ from fedclf.federated import FederatedRunConfig
 from fedclf.federated import ReptileParams
 from fedclf.federated import run_federated
 from fedclf.federated import Simulation
+from fedclf.federated.evaluation import ClassificationEvaluator
 from fedclf.federated import SimulationConfig
 from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
@@ -63,7 +64,7 @@ def read_rows(out_dir):
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS.names()))
 def test_every_algorithm_runs_two_rounds(tmp_path, algorithm):
   sim, summary = run(tiny_config(algorithm), tmp_path)
-  initial = sim.backend.initial_state(sim._build_model())
+  initial = sim.backend.initial_state(sim.objective.build_model())
   assert summary["rounds_run"] == 2
   assert 0.0 <= summary["final_test_accuracy"] <= 1.0
   assert np.isfinite(summary["final_test_loss"])
@@ -163,7 +164,7 @@ def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
                                                         monkeypatch):
   # Seen in CI: SIGINT during a tf.data iterator surfaced as pybind11's
   # RuntimeError naming KeyboardInterrupt, and the run died without saving.
-  evaluate = Simulation.evaluate
+  evaluate = ClassificationEvaluator.evaluate
 
   def interrupted_at_round_3(self, state, round_num):
     if round_num == 3:
@@ -172,7 +173,7 @@ def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
                          "_NotOkStatusException REPLACED BY KeyboardInterrupt")
     return evaluate(self, state, round_num)
 
-  monkeypatch.setattr(Simulation, "evaluate", interrupted_at_round_3)
+  monkeypatch.setattr(ClassificationEvaluator, "evaluate", interrupted_at_round_3)
   config = tiny_config(rounds=5, checkpoint_every=100)
   with pytest.raises(KeyboardInterrupt):
     run(config, tmp_path)
@@ -180,7 +181,7 @@ def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
   # Round 3 trained but was not evaluated; the resumed run evaluates it, so
   # its metrics match an uninterrupted run's row for row.
   assert read_rows(tmp_path)[-1]["evaluation_interrupted"] == 1
-  monkeypatch.setattr(Simulation, "evaluate", evaluate)
+  monkeypatch.setattr(ClassificationEvaluator, "evaluate", evaluate)
   resumed, _ = run(config, tmp_path, resume=True)
   whole, _ = run(config, tmp_path / "whole")
   got, want = read_rows(tmp_path), read_rows(tmp_path / "whole")
@@ -193,7 +194,7 @@ def test_ctrl_c_inside_a_tensorflow_op_still_checkpoints(tmp_path,
   def broken(self, state, round_num):
     raise RuntimeError("unrelated")
 
-  monkeypatch.setattr(Simulation, "evaluate", broken)
+  monkeypatch.setattr(ClassificationEvaluator, "evaluate", broken)
   with pytest.raises(RuntimeError, match="unrelated"):
     run(config, tmp_path / "other")
 

@@ -23,6 +23,7 @@ BAD = {
     "python -m baselines.centralized --no_such_flag=1": "no_such_flag",
     "python -m baselines.centralized --model=vgg99": "vgg99",
     "python -m simulations.federated --rounds=many": "rounds",
+    "python -m simulations.federated --backend=spark": "spark",
     "python -m simulations.nope --x=1": "no module",
     "python -m simulations.ssl_pretrain --method=dann": "dann",
 }

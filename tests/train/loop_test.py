@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fedclf.data.preprocess import AugmentConfig
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
@@ -117,3 +118,83 @@ def test_optimizer_validation():
     build_optimizer(OptimizerConfig(learning_rate=-1))
   with pytest.raises(UserError, match="epochs"):
     TrainConfig(epochs=0).validate()
+
+
+class _CtrlCAt:
+  """A recorder stand-in that presses Ctrl-C when epoch `epoch`'s row comes
+  (after that epoch trained, before its checkpoint): a kill mid-run."""
+
+  def __init__(self, epoch):
+    self.epoch = epoch
+
+  def log_metrics(self, step, metrics, step_name):
+    del metrics, step_name
+    if step == self.epoch:
+      raise KeyboardInterrupt
+
+
+def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
+  x, y = _blobs()
+  norm = Normalization.from_images(x)
+  # A schedule over all epochs, augmentation and label smoothing: the
+  # resumed run must restore the optimizer step and replay the batches.
+  config = TrainConfig(
+      epochs=4, batch_size=16, label_smoothing=0.1, seed=3,
+      optimizer=OptimizerConfig("momentum", 0.05, schedule="cosine"),
+      augment=AugmentConfig(crop_padding_fraction=0.25, rotation_degrees=10))
+  full = _model()
+  reference = train_classifier(full, (x, y), None, norm, 2, config)
+  ckpt = str(tmp_path / "ckpt")
+  with pytest.raises(KeyboardInterrupt):
+    train_classifier(_model(), (x, y), None, norm, 2, config, _CtrlCAt(3),
+                     ckpt)
+  resumed = _model(seed=99)  # different init: the checkpoint must win
+  result = train_classifier(resumed, (x, y), None, norm, 2, config, None,
+                            ckpt, resume=True)
+  assert [h["epoch"] for h in result.history] == [3, 4]
+  assert result.epochs_run == 4
+  for key in ("train_loss", "train_accuracy", "learning_rate"):
+    assert result.history[-1][key] == reference.history[-1][key], key
+  for a, b in zip(full.get_weights(), resumed.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_rows_and_tensorboard_use_the_federated_tags(tmp_path):
+  x, y = _blobs()
+  rec = RunRecorder(str(tmp_path), {})
+  train_classifier(_model(), (x, y), (x[:50], y[:50]),
+                   Normalization.from_images(x), 2,
+                   TrainConfig(epochs=2, batch_size=32), rec)
+  events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+  assert events
+  tags = {value.tag for path in events
+          for event in tf.compat.v1.train.summary_iterator(str(path))
+          for value in event.summary.value}
+  assert {"train_loss", "train_accuracy", "val_accuracy", "val_loss",
+          "learning_rate"} <= tags
+  assert set(rec.read_metrics()[-1]) >= tags
+
+
+def test_resume_after_the_best_epoch_ends_with_the_best_weights(tmp_path):
+  # The validation set disagrees with the training labels, so validation
+  # accuracy peaks early and the last epochs are not the best ones: the
+  # resumed run must end with the best epoch's weights, which it only has
+  # from the checkpoint.
+  x, y = _blobs()
+  val = (x[:60], 1 - y[:60])
+  norm = Normalization.from_images(x)
+  config = TrainConfig(epochs=4, batch_size=16, seed=2,
+                       optimizer=OptimizerConfig("sgd", 0.5))
+  full = _model()
+  reference = train_classifier(full, (x, y), val, norm, 2, config)
+  assert reference.best_epoch < 3  # the cut below comes after it
+  ckpt = str(tmp_path / "ckpt")
+  with pytest.raises(KeyboardInterrupt):
+    train_classifier(_model(), (x, y), val, norm, 2, config, _CtrlCAt(4),
+                     ckpt)
+  resumed = _model(seed=99)
+  result = train_classifier(resumed, (x, y), val, norm, 2, config, None,
+                            ckpt, resume=True)
+  assert result.best_epoch == reference.best_epoch
+  for a, b in zip(full.get_weights(), resumed.get_weights()):
+    np.testing.assert_array_equal(a, b)

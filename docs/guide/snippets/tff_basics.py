@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedclf.federated.tff_runtime import TffRuntime
+from fedclf.federated.backends.tff_context import TffRuntime
 
 client_value = tff.FederatedType(np.float32, tff.CLIENTS)
 

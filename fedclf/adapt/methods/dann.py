@@ -13,20 +13,19 @@ discriminative for the labels. lambda follows the paper's schedule
 2 / (1 + exp(-10 p)) - 1 over the training progress p in [0, 1]; the
 paper's learning-rate annealing lr / (1 + 10 p)^0.75 is optional.
 
-Its own loop (the shared supervised loop trains one loss on one dataset),
-built like `fedclf.train.loop`: each epoch's batch order derives from
-(seed, epoch), checkpoints hold the models, the optimizer and the epoch,
-so `--resume` replays the uninterrupted run's batches.
+Its own epoch (the shared supervised loop trains one loss on one dataset),
+run by `fedclf.train.epoch_driver.EpochDriver` like `fedclf.train.loop`:
+each epoch's batch order derives from (seed, epoch), checkpoints hold the
+models, the optimizer and the epoch, so `--resume` replays the
+uninterrupted run's batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -34,11 +33,13 @@ from fedclf.adapt.core import AdaptationResult
 from fedclf.adapt.core import AdaptationTask
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.grl import gradient_reversal
-from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.models.core import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
-from fedclf.train.loop import checkpoint_manager
+from fedclf.train.epoch_driver import DANN_SEED_OFFSET
+from fedclf.train.epoch_driver import EpochDriver
+from fedclf.train.epoch_driver import EpochDriverConfig
+from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.optimizers import build_optimizer
@@ -150,19 +151,15 @@ def domain_loss_and_correct(domain_classifier: tf.keras.Model,
   return loss, correct
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-  # fedclf.train.loop's derivation, offset so DANN's order is its own.
-  return (seed * 1_000_003 + epoch * 7919 + 524_287) % (2**31 - 1)
-
-
 def _epoch_order(n_source: int, n_target: int, batch: int, steps: int,
-                 seed: int, epoch: int):
-  """This epoch's source permutation and enough target indices for it.
+                 epoch_seed: int):
+  """An epoch's source permutation and enough target indices for it, from
+  the epoch's seed.
 
   The target set is usually of a different size: its indices are a chain of
   fresh permutations, so every target image is used about equally often.
   """
-  rng = np.random.default_rng(_epoch_seed(seed, epoch))
+  rng = np.random.default_rng(epoch_seed)
   source = rng.permutation(n_source)
   needed = steps * batch
   target = np.concatenate([rng.permutation(n_target)
@@ -170,45 +167,14 @@ def _epoch_order(n_source: int, n_target: int, batch: int, steps: int,
   return source, target[:needed]
 
 
-@ADAPTATION_METHODS.register("dann")
-def dann(task: AdaptationTask) -> AdaptationResult:
-  config = task.config
-  train_config = config.train
-  dann_config = config.dann
-  pair = task.pair
-  normalizations = task.normalizations()
-  x_source = normalizations.source.apply(pair.source.x_train).astype(
-      np.float32)
-  y_source = pair.source.y_train.astype(np.int64)
-  x_target = normalizations.target.apply(pair.target.x_train).astype(
-      np.float32)
-  if not len(y_source) or not len(x_target):
-    raise UserError("dann needs source and target training images")
-  batch = min(train_config.batch_size, len(y_source))
-  steps_per_epoch = math.ceil(len(y_source) / batch)
-  total_steps = steps_per_epoch * train_config.epochs
-
-  models = build_dann_models(task)
+def _train_step_fn(models: DannModels,
+                   optimizer: tf.keras.optimizers.Optimizer,
+                   loss_fn: Callable[..., tf.Tensor],
+                   variables: List[tf.Variable]) -> Callable[..., Tuple]:
+  """DANN's compiled step: (source images, labels, target images, lambda)
+  -> class loss, domain loss, correct labels, correct domains."""
   model, head, tap = models.model, models.head, models.tap
   domain_classifier = models.domain_classifier
-  optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
-                              train_config.epochs)
-  if dann_config.anneal_lr:
-    # AdaptConfig.validate made sure no other schedule is asked for. A
-    # schedule may replace a schedule on Keras optimizers (not a float).
-    optimizer.learning_rate = AnnealedLearningRate(
-        train_config.optimizer.learning_rate, total_steps, dann_config.alpha,
-        dann_config.beta)
-  loss_fn = classification_loss(pair.num_classes, train_config.label_smoothing)
-  variables = model.trainable_variables + domain_classifier.trainable_variables
-
-  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-  ckpt = tf.train.Checkpoint(model=model, domain_classifier=domain_classifier,
-                             optimizer=optimizer, epoch=epoch_var)
-  checkpoint_dir = task.checkpoint_subdir("dann")
-  manager = checkpoint_manager(ckpt, checkpoint_dir,
-                               train_config.checkpoint_every, task.resume,
-                               epoch_var, "dann: ")
 
   # The last, shorter batch of an epoch traces once more; no further.
   @tf.function(reduce_retracing=True)
@@ -234,14 +200,58 @@ def dann(task: AdaptationTask) -> AdaptationResult:
         tf.equal(tf.argmax(logits, -1), labels_s), tf.float32))
     return class_loss, domain_loss, correct, domain_correct
 
-  target_test = (pair.target.x_test, pair.target.y_test)
-  history: List[Dict[str, float]] = []
-  train_seconds = 0.0
-  examples_seen = 0
-  for epoch in range(int(epoch_var.numpy()) + 1, train_config.epochs + 1):
+  return train_step
+
+
+@ADAPTATION_METHODS.register("dann")
+def dann(task: AdaptationTask) -> AdaptationResult:
+  config = task.config
+  train_config = config.train
+  dann_config = config.dann
+  pair = task.pair
+  normalizations = task.normalizations()
+  x_source = normalizations.source.apply(pair.source.x_train).astype(
+      np.float32)
+  y_source = pair.source.y_train.astype(np.int64)
+  x_target = normalizations.target.apply(pair.target.x_train).astype(
+      np.float32)
+  if not len(y_source) or not len(x_target):
+    raise UserError("dann needs source and target training images")
+  batch = min(train_config.batch_size, len(y_source))
+  steps_per_epoch = math.ceil(len(y_source) / batch)
+  total_steps = steps_per_epoch * train_config.epochs
+
+  models = build_dann_models(task)
+  model, domain_classifier = models.model, models.domain_classifier
+  optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
+                              train_config.epochs)
+  if dann_config.anneal_lr:
+    # AdaptConfig.validate made sure no other schedule is asked for. A
+    # schedule may replace a schedule on Keras optimizers (not a float).
+    optimizer.learning_rate = AnnealedLearningRate(
+        train_config.optimizer.learning_rate, total_steps, dann_config.alpha,
+        dann_config.beta)
+  loss_fn = classification_loss(pair.num_classes, train_config.label_smoothing)
+  variables = model.trainable_variables + domain_classifier.trainable_variables
+  driver = EpochDriver(
+      EpochDriverConfig(
+          epochs=train_config.epochs, seed=train_config.seed,
+          seed_offset=DANN_SEED_OFFSET,
+          checkpoint_dir=task.checkpoint_subdir("dann"),
+          checkpoint_every=train_config.checkpoint_every, resume=task.resume,
+          stage="training", log_prefix="dann: ",
+          log_metrics=("train_loss", "train_accuracy", "domain_loss",
+                       "domain_accuracy", "lambda", "target_test_accuracy"),
+          divergence_hint="lower the learning rate or --dann_weight",
+          examples_per_epoch=2 * len(y_source)),
+      {"model": model, "domain_classifier": domain_classifier,
+       "optimizer": optimizer})
+
+  train_step = _train_step_fn(models, optimizer, loss_fn, variables)
+
+  def run_epoch(epoch: int, seed: int) -> Dict[str, float]:
     order_s, order_t = _epoch_order(len(y_source), len(x_target), batch,
-                                    steps_per_epoch, train_config.seed, epoch)
-    t0 = time.time()
+                                    steps_per_epoch, seed)
     sums = np.zeros(4)
     lambda_ = 0.0
     for step in range(steps_per_epoch):
@@ -258,48 +268,28 @@ def dann(task: AdaptationTask) -> AdaptationResult:
       sums[1] += float(out[1]) * 2 * len(idx_s)
       sums[2] += float(out[2])
       sums[3] += float(out[3])
-    epoch_seconds = time.time() - t0
-    train_seconds += epoch_seconds
-    examples_seen += 2 * len(y_source)
-    lr = optimizer.learning_rate
-    row = {
+    return {
         "train_loss": sums[0] / len(y_source),
         "train_accuracy": sums[2] / len(y_source),
         "domain_loss": sums[1] / (2 * len(y_source)),
         # Near 0.5 once the encoder's features confuse the domains.
         "domain_accuracy": sums[3] / (2 * len(y_source)),
         "lambda": lambda_,
-        "learning_rate": float(lr(optimizer.iterations) if callable(lr)
-                               else lr),
-        "epoch_seconds": epoch_seconds,
     }
-    if not (math.isfinite(row["train_loss"]) and
-            math.isfinite(row["domain_loss"])):
-      where = (f"; last good checkpoint in {checkpoint_dir}"
-               if manager and manager.latest_checkpoint else "")
-      raise DivergenceError(
-          f"dann diverged at epoch {epoch} (class loss {row['train_loss']}, "
-          f"domain loss {row['domain_loss']}); lower the learning rate or "
-          f"--dann_weight{where}")
-    if config.eval_every and epoch % config.eval_every == 0:
-      report = evaluate_classifier(model, target_test, normalizations.target,
-                                   pair.num_classes,
-                                   batch_size=train_config.eval_batch_size)
-      row["target_test_accuracy"] = report["accuracy"]
-    history.append({"epoch": epoch, **row})
-    if task.recorder is not None:
-      task.recorder.log_metrics(epoch, row, "epoch")
-    logging.info(
-        "dann epoch %d/%d  loss %.4f  acc %.4f  domain loss %.4f  domain acc "
-        "%.4f  lambda %.3f%s  %.1fs", epoch, train_config.epochs,
-        row["train_loss"], row["train_accuracy"], row["domain_loss"],
-        row["domain_accuracy"], lambda_,
-        (f"  target acc {row['target_test_accuracy']:.4f}"
-         if "target_test_accuracy" in row else ""), epoch_seconds)
-    epoch_var.assign(epoch)
-    if manager and (epoch % train_config.checkpoint_every == 0 or
-                    epoch == train_config.epochs):
-      manager.save(checkpoint_number=epoch)
+
+  target_test = (pair.target.x_test, pair.target.y_test)
+
+  def evaluate(epoch: int) -> Dict[str, float]:
+    if not config.eval_every or epoch % config.eval_every:
+      return {}
+    report = evaluate_classifier(model, target_test, normalizations.target,
+                                 pair.num_classes,
+                                 batch_size=train_config.eval_batch_size)
+    return {"target_test_accuracy": report["accuracy"]}
+
+  run = driver.run(run_epoch, evaluate, None, optimizer, task.recorder,
+                   run_tensorboard_dir(task.recorder))
+  history = run.history
   details = {"dann": dataclasses.asdict(dann_config),
              "domain_classifier_parameters": int(
                  domain_classifier.count_params())}
@@ -307,6 +297,5 @@ def dann(task: AdaptationTask) -> AdaptationResult:
     details.update({"final_domain_accuracy": history[-1]["domain_accuracy"],
                     "final_domain_loss": history[-1]["domain_loss"],
                     "final_lambda": history[-1]["lambda"]})
-  return AdaptationResult(model, normalizations, int(epoch_var.numpy()),
-                          train_seconds,
-                          examples_seen / max(train_seconds, 1e-9), details)
+  return AdaptationResult(model, normalizations, run.epochs_run,
+                          run.train_seconds, run.examples_per_second, details)

@@ -19,11 +19,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedclf.errors import UserError
-from fedclf.federated import tff_runtime
+from fedclf.federated.backends import tff_context
+from fedclf.federated.backends import tff_workers
 from tests.worker_launch import launched_worker
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 _CONTEXT_STACK = tff.framework.get_context_stack()
 
 
@@ -82,7 +83,7 @@ def _fedavg_like(weight, data, num_examples):
 
 def test_local_runtime_runs_then_stops_its_worker():
   default_before = _CONTEXT_STACK.current
-  with tff_runtime.TffRuntime() as runtime:
+  with tff_context.TffRuntime() as runtime:
     assert runtime.num_workers == 1
     [pid] = runtime.owned_pids
     assert _is_live_worker(pid)
@@ -99,25 +100,25 @@ def test_local_runtime_runs_then_stops_its_worker():
 
 
 def test_dead_worker_is_an_error_not_a_hang():
-  with tff_runtime.TffRuntime() as runtime:
+  with tff_context.TffRuntime() as runtime:
     assert _total([1]) == 1
     [pid] = runtime.owned_pids
     os.kill(pid, signal.SIGKILL)
     assert not _wait_gone([pid])
     start = time.monotonic()
-    with pytest.raises(tff_runtime.WorkerError, match="killed by signal 9"):
+    with pytest.raises(tff_workers.WorkerError, match="killed by signal 9"):
       _total([1, 2])
     assert time.monotonic() - start < 30
 
 
 def test_bad_or_unreachable_worker_addresses():
   with pytest.raises(UserError, match="host:port"):
-    tff_runtime.TffRuntime(workers=["localhost"])
+    tff_context.TffRuntime(workers=["localhost"])
   with pytest.raises(UserError, match="host:port"):
-    tff_runtime.TffRuntime(workers="localhost:0")
+    tff_context.TffRuntime(workers="localhost:0")
   port = portpicker.pick_unused_port()
   with pytest.raises(UserError, match=f"localhost:{port}.*tff_worker"):
-    with tff_runtime.TffRuntime(workers=f"localhost:{port}",
+    with tff_context.TffRuntime(workers=f"localhost:{port}",
                                 ready_timeout_s=1):
       pass
 
@@ -164,11 +165,11 @@ def test_two_workers_share_each_computation(tff_worker_binary):
            rng.integers(0, 3, size=4 + 4 * i).astype(np.int32))).batch(4)
       for i in range(4)]
   process = _keras_fedavg()
-  with tff_runtime.start_local_worker() as local:
-    with tff_runtime.TffRuntime(workers=[local.address]):
+  with tff_workers.start_local_worker() as local:
+    with tff_context.TffRuntime(workers=[local.address]):
       weights_one, metrics_one = _one_round(process, client_data)
 
-    with tff_runtime.TffRuntime(
+    with tff_context.TffRuntime(
         workers=[remote_address, local.address]) as runtime:
       assert runtime.num_workers == 2 and runtime.owned_pids == []
       assert _total([1, 2, 3, 4]) == 10
@@ -199,12 +200,12 @@ def test_dependent_aggregates_need_one_worker():
     return tff.federated_mean(tff.federated_map(_squared_error,
                                                 (values, mean)))
 
-  with tff_runtime.start_local_worker() as a, \
-      tff_runtime.start_local_worker() as b:
-    with tff_runtime.TffRuntime(workers=[a.address, b.address]):
+  with tff_workers.start_local_worker() as a, \
+      tff_workers.start_local_worker() as b:
+    with tff_context.TffRuntime(workers=[a.address, b.address]):
       with pytest.raises(ValueError, match="run it with one worker"):
         variance([1.0, 2.0, 3.0, 4.0])
-    with tff_runtime.TffRuntime(workers=[a.address]):
+    with tff_context.TffRuntime(workers=[a.address]):
       assert variance([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.25)
 
 
@@ -226,7 +227,7 @@ _EXIT_SCRIPT = textwrap.dedent("""\
     import os, signal, sys, time
     import numpy as np
     import tensorflow_federated as tff
-    from fedclf.federated import tff_runtime
+    from fedclf.federated.backends import tff_context
 
     @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
     def total(values):
@@ -235,9 +236,9 @@ _EXIT_SCRIPT = textwrap.dedent("""\
     mode = sys.argv[1]
     if mode == "normal":
       # Entered and never exited: only the atexit hook can stop this one.
-      forgotten = tff_runtime.TffRuntime().__enter__()
+      forgotten = tff_context.TffRuntime().__enter__()
       print("pids", *forgotten.owned_pids, flush=True)
-    with tff_runtime.TffRuntime() as runtime:
+    with tff_context.TffRuntime() as runtime:
       assert total([1, 2, 3]) == 6
       print("pids", *runtime.owned_pids, flush=True)
       if mode == "exception":

@@ -23,8 +23,8 @@ from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 
 
 def config(algorithm, backend, rounds=3, workers=(),
@@ -89,8 +89,8 @@ def test_dp_noise_on_tff_backend(tmp_path):
 
 
 def test_two_workers_on_localhost(tmp_path):
-  from fedclf.federated import tff_runtime  # pylint: disable=g-import-not-at-top
-  workers = [tff_runtime.start_local_worker() for _ in range(2)]
+  from fedclf.federated.backends import tff_workers  # pylint: disable=g-import-not-at-top
+  workers = [tff_workers.start_local_worker() for _ in range(2)]
   try:
     local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
     remote, _ = final_weights(

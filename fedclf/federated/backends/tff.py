@@ -5,22 +5,23 @@ backend runs, wrapped in a `tff.tensorflow.computation`; broadcast, aggregation
 (`tff.aggregators.MeanFactory`, or `DifferentiallyPrivateFactory` for
 DP-FedAvg) and the server optimizer (`tff.learning.optimizers`) are TFF's
 own. The computation runs on workers owned by `TffRuntime` (one local
-worker, or remote ones given as host:port), so the C++ worker process is
-stopped on every exit path.
+worker, or remote ones given as host:port; see tff_context.py and
+tff_workers.py), so the C++ worker process is stopped on every exit path.
 
 A client whose local training raises on the worker (TFF reports it as a
 gRPC INTERNAL error for the whole round) is found by running each client's
 update alone, dropped with a log line (`failed = 1` in its output, as on
 the `local` backend), and the round is rerun without it.
 
-Importing this module imports TFF (~50 s); `local` runs never do.
+Importing this module imports TFF (~50 s); `local` runs never do (the
+registry's `tff` factory imports it on first use).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import List, Tuple
 
 from absl import logging
 import grpc
@@ -29,13 +30,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedclf.errors import UserError
-from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.backends.protocol import BackendSpec
+from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
-from fedclf.federated.tff_runtime import TffRuntime
 
 
 def tff_server_optimizer(config: ServerOptimizerConfig):
@@ -77,27 +78,36 @@ def _types(arrays) -> List[tff.TensorType]:
   return [tff.TensorType(np.dtype(a.dtype), a.shape) for a in arrays]
 
 
+@dataclasses.dataclass(frozen=True)
+class _ValueTypes:
+  """The types the backend's computations are built from."""
+  trainable_spec: List[tf.TensorSpec]
+  trainable: List[tff.TensorType]
+  non_trainable: List[tff.TensorType]
+  extra: List[tff.TensorType]
+  client_state: List[tff.TensorType]
+  # One batch: (images, labels, 1.0 for real rows / 0.0 for padding).
+  batch: Tuple[tff.TensorType, tff.TensorType, tff.TensorType]
+  seed: tff.TensorType
+
+
 class TffBackend:
   """Runs an `Algorithm`'s rounds as TFF computations."""
 
   name = "tff"
 
-  def __init__(self, algorithm: Algorithm,
-               model_fn: Callable[[], tf.keras.Model], x_train: np.ndarray,
-               y_train: np.ndarray, batch_shape: Tuple[int, int],
-               expected_clients: int, num_clients: int, seed: int,
-               workers: Sequence[str] = ()):
-    self.algorithm = algorithm
-    self.work = algorithm.client_work
-    self.model_fn = model_fn
-    self.x = x_train
-    self.y = y_train.astype(np.int64)
-    self.batch_shape = batch_shape
-    self.num_clients = num_clients
-    self.runtime = TffRuntime(workers=workers)
+  def __init__(self, spec: BackendSpec):
+    self.algorithm = spec.algorithm
+    self.work = spec.algorithm.client_work
+    self.model_fn = spec.model_fn
+    self.x = spec.x_train
+    self.y = spec.y_train.astype(np.int64)
+    self.batch_shape = spec.batch_shape
+    self.num_clients = spec.num_clients
+    self.runtime = TffRuntime(workers=spec.tff_workers)
     self.runtime.__enter__()
     try:
-      self._build(expected_clients)
+      self._build(spec.clients_per_round)
     except BaseException:
       self.close()
       raise
@@ -109,6 +119,14 @@ class TffBackend:
 
   # -- building the computations --------------------------------------
   def _build(self, expected_clients: int) -> None:
+    types = self._value_types()
+    self._client_update = self._client_update_computation(types)
+    self._run_round = self._round_computation(types, self._client_update,
+                                              expected_clients)
+
+  def _value_types(self) -> _ValueTypes:
+    """The TFF types of the model's weights, the algorithm's state and a
+    client's batches; records which optional parts the algorithm has."""
     model = self.model_fn()
     trainable = [v.numpy() for v in model.trainable_variables]
     non_trainable = [v.numpy() for v in model.non_trainable_variables]
@@ -124,8 +142,16 @@ class TffBackend:
     batch_type = (tff.TensorType(np.float32, (width,) + shape),
                   tff.TensorType(np.int64, (width,)),
                   tff.TensorType(np.float32, (width,)))
-    work, model_fn = self.work, self.model_fn
     seed_type = tff.TensorType(np.int64, (2,))
+    return _ValueTypes(t_spec, t_type, nt_type, extra_type, state_type,
+                       batch_type, seed_type)
+
+  def _client_update_computation(self, types: _ValueTypes):
+    """One client's local training, as a TFF TensorFlow computation."""
+    work, model_fn = self.work, self.model_fn
+    t_type, nt_type = types.trainable, types.non_trainable
+    extra_type, state_type = types.extra, types.client_state
+    batch_type, seed_type = types.batch, types.seed
 
     @tff.tensorflow.computation(t_type, nt_type, extra_type,
                                 tff.SequenceType(batch_type), np.float32,
@@ -150,6 +176,16 @@ class TffBackend:
           correct=out["correct"], examples=out["examples"],
           steps=out["steps"])
 
+    return client_update
+
+  def _round_computation(self, types: _ValueTypes, client_update,
+                         expected_clients: int):
+    """One round (broadcast, client updates, aggregation, server update) as
+    a TFF federated computation; sets the aggregator and optimizer."""
+    work, t_spec = self.work, types.trainable_spec
+    t_type, nt_type = types.trainable, types.non_trainable
+    extra_type, state_type = types.extra, types.client_state
+    batch_type, seed_type = types.batch, types.seed
     result_t = client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
     factory = self.algorithm.aggregator.tff_factory(expected_clients)
@@ -224,8 +260,7 @@ class TffBackend:
       return (new_w, new_nt, new_ex, new_opt, agg.state,
               tff.federated_map(report, outs))
 
-    self._run_round = run_round
-    self._client_update = client_update
+    return run_round
 
   # -- the backend interface ------------------------------------------------
   def _check_open(self) -> None:
@@ -249,7 +284,7 @@ class TffBackend:
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     images = self.x[safe]
-    images[~valid] = 0.0  # padding rows are zero images (see local_backend)
+    images[~valid] = 0.0  # padding rows are zero images (see local.py)
     return tf.data.Dataset.from_tensor_slices(
         (images, self.y[safe], valid.astype(np.float32)))
 

@@ -1,22 +1,17 @@
-"""TFF execution contexts backed by C++ workers that fedclf owns.
+"""TFF C++ worker processes that fedclf starts, owns and always stops.
 
 Why this module exists: `import tensorflow_federated` installs a default
 context (`local_cpp_executor_factory`) that starts TFF's C++ `worker_binary`
 lazily, hands it the parent's stdout/stderr and never stops it at interpreter
 exit. The orphan keeps the pipe open, so `python -m ... | cat` hangs, and
-every crashed run leaks a worker. fedclf therefore starts (or connects to)
-workers itself and installs its own context:
-
-  with TffRuntime() as runtime:          # one local worker, owned
-    state = process.initialize()
-    ...
-  with TffRuntime(workers=["hostA:8000", "hostB:8000"]):   # remote workers
-    ...
-
-Remote workers are started with `python -m simulations.tff_worker --port=N`.
+every crashed run leaks a worker. fedclf therefore starts workers itself
+(`start_local_worker`) and connects TFF to them (`tff_context.TffRuntime`).
+Remote workers are started with `python -m simulations.tff_worker --port=N`
+and are not owned.
 
 Owned workers are killed on every exit path:
-  * `TffRuntime.__exit__` (also on exceptions propagating out of the block);
+  * `WorkerProcess.stop` (`TffRuntime.__exit__` calls it, also on exceptions
+    propagating out of the block);
   * `atexit` (normal interpreter exit, uncaught exceptions, KeyboardInterrupt);
   * SIGTERM, SIGINT and SIGHUP handlers, which stop the workers and then
     defer to the previous handler (SIGINT: KeyboardInterrupt as usual) or die
@@ -31,35 +26,9 @@ Owned workers are killed on every exit path:
 Workers never inherit the parent's stdout/stderr: they log to a temporary
 file (deleted when the worker is stopped; its tail goes into error messages).
 
-Several workers: each worker gets its own `AsyncExecutionContext` and they
-are combined with TFF's `create_mergeable_comp_execution_context`. That
-context compiles a computation to "mergeable comp form" (everything up to the
-single aggregation, the merge of partial aggregates, everything after it),
-splits the CLIENTS-placed argument into one contiguous slice per worker, runs
-`up_to_merge` on the workers in parallel, merges the partial aggregates and
-runs `after_merge`. This was checked (tests/federated/tff_runtime_test.py) on
-a FedAvg-style round: `federated_broadcast` of server weights,
-`federated_map` of a `tf_computation` over per-client data, and
-`federated_mean` weighted by the client example counts, plus parallel
-unweighted `federated_mean`/`federated_sum` aggregates; results match the
-single-worker context. A `tff.learning.algorithms.build_weighted_fed_avg`
-process (Keras model, tf.data client datasets) also runs `initialize` and
-`next` through it with the same metrics as one worker. The limit is TFF's:
-a computation may contain any number of *parallel* aggregations but no
-aggregation that depends on the result of another one in the same call
-(e.g. an aggregate that is broadcast back and aggregated again); those raise
-a ValueError at compile time, and such computations must be run with a
-single worker (`TffRuntime(workers=[one_address])`). One more difference:
-a CLIENTS cardinality that cannot be inferred from the arguments
-(`default_num_clients`) is split across the workers so the total number of
-clients stays the same as with one worker.
-
-Caveats: TFF's context stack is thread-local, so the context is the default
-only in the thread that entered the `TffRuntime`; after the block TFF's own
-(leaky) default context is back in effect. Remote workers are not owned: the
-runtime frees its executors on them but leaves them running. A remote worker
-that stays unreachable for `ready_timeout_s` ends the call with WorkerError
-(TFF alone would retry forever).
+This module does not import TFF (it finds the worker binary without
+importing the package), so `simulations.tff_worker` and the tests start
+workers without TFF's ~50 s import.
 """
 
 from __future__ import annotations
@@ -76,14 +45,11 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Sequence
-import weakref
+from typing import Any, Callable
 
 from absl import logging
 import grpc
 import portpicker
-
-from fedclf.errors import UserError
 
 # Same limits as TFF's own local context: model weights travel as one message.
 _GRPC_MAX_MESSAGE_LENGTH_BYTES = 2 * 1000 * 1000 * 1000
@@ -372,7 +338,7 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 
-def _wait_for_channel(channel: grpc.Channel, address: str, timeout_s: float,
+def wait_for_channel(channel: grpc.Channel, address: str, timeout_s: float,
                       worker: WorkerProcess | None) -> None:
   ready = grpc.channel_ready_future(channel)
   deadline = time.monotonic() + timeout_s
@@ -411,7 +377,7 @@ def wait_until_ready(address: str, timeout_s: float,
   """
   channel = grpc.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
   try:
-    _wait_for_channel(channel, address, timeout_s, worker)
+    wait_for_channel(channel, address, timeout_s, worker)
   finally:
     channel.close()
 
@@ -504,282 +470,3 @@ def start_local_worker(
                  worker.address, path)
     return worker
   raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------------------
-# Execution contexts.
-
-def _parse_workers(workers: Sequence[str] | str) -> list[str]:
-  if isinstance(workers, str):  # e.g. straight from a --workers flag
-    workers = [w for w in workers.split(",") if w.strip()]
-  addresses = []
-  for address in workers:
-    address = address.strip()
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-      raise UserError(f"bad TFF worker address {address!r}; expected "
-                      f"host:port, e.g. localhost:8000")
-    addresses.append(address)
-  return addresses
-
-
-def _split_evenly(total: int, parts: int) -> list[int]:
-  base, extra = divmod(total, parts)
-  return [base + (1 if i < extra else 0) for i in range(parts)]
-
-
-class _WorkerConnection:
-  """A gRPC channel to one worker and the TFF executors created on it."""
-
-  def __init__(self, address: str, default_num_clients: int,
-               worker: WorkerProcess | None, ready_timeout_s: float):
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
-    # pylint: enable=g-import-not-at-top
-    self.address = address
-    self.default_num_clients = default_num_clients
-    self.worker = worker
-    self.ready_timeout_s = ready_timeout_s
-    self.channel = grpc.insecure_channel(address,
-                                         options=GRPC_CHANNEL_OPTIONS)
-    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(
-        self.channel)
-    self._last_connect_request = float("-inf")
-    # Weak: TFF's executor cache drops executors it evicts; we only need to
-    # close the ones still alive at the end.
-    self._executors = weakref.WeakSet()
-
-  def ensure_ready(self) -> None:
-    """Raises WorkerError if the worker is dead or stays unreachable.
-
-    TFF's contexts retry gRPC UNAVAILABLE forever, re-creating the executor
-    each time; this check runs on each creation, so a dead owned worker (or a
-    remote one unreachable for `ready_timeout_s`) ends the retries with an
-    error instead of a silent hang.
-    """
-    if self.worker is not None and not self.worker.is_running():
-      raise WorkerError(f"TFF worker died: {self.worker.describe_exit()}")
-    if self._stub.is_ready:
-      return
-    self._last_connect_request = time.monotonic()
-    try:
-      _wait_for_channel(self.channel, self.address, self.ready_timeout_s,
-                        self.worker)
-    except TimeoutError as e:
-      raise WorkerError(f"lost the TFF worker: {e}") from None
-
-  def executor_factory(self):
-    """A TFF executor factory whose executors run on this worker."""
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-    from tensorflow_federated.python.core.impl.executors import remote_executor
-    from tensorflow_federated.python.core.impl.types import placements
-    # pylint: enable=g-import-not-at-top
-
-    def stack_fn(cardinalities):
-      self.ensure_ready()
-      if cardinalities.get(placements.CLIENTS) is None:
-        cardinalities[placements.CLIENTS] = self.default_num_clients
-      executor = remote_executor.RemoteExecutor(self._stub)
-      executor.set_cardinalities(cardinalities)
-      self._executors.add(executor)
-      return executor
-
-    return python_executor_stacks.ResourceManagingExecutorFactory(stack_fn)
-
-  @property
-  def num_executors(self) -> int:
-    return len(self._executors)
-
-  def close(self) -> None:
-    # Frees the executors' state on long-lived remote workers; harmless (and
-    # quick: calls on a broken channel fail fast) for owned ones.
-    for executor in list(self._executors):
-      try:
-        executor.close()
-      except Exception as e:  # pylint: disable=broad-except
-        logging.debug("closing executor on %s: %s", self.address, e)
-    # After a readiness wait, grpc's connectivity-polling thread makes one
-    # more call into the channel within its 0.2 s poll period; closing before
-    # that makes the thread die with "Cannot invoke RPC: Channel closed!".
-    wait = 0.3 - (time.monotonic() - self._last_connect_request)
-    if wait > 0:
-      time.sleep(wait)
-    self.channel.close()
-
-
-def _explain_split_errors(context, num_workers: int):
-  """Wraps a mergeable-comp context to say why a computation cannot split."""
-  # pylint: disable=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.context_stack import context_base
-  # pylint: enable=g-import-not-at-top
-
-  class ExplainingContext(context_base.SyncContext):
-    """Delegates to `context`; rewrites TFF's (multi-page) split error."""
-
-    def __init__(self):
-      self.wrapped = context
-
-    def invoke(self, comp, arg):
-      try:
-        return context.invoke(comp, arg)
-      except ValueError as e:
-        if "aggregate dependent on another" not in str(e):
-          raise
-        raise ValueError(
-            f"this computation aggregates a value that depends on another "
-            f"aggregate of the same call, so it cannot be split across "
-            f"{num_workers} TFF workers; run it with one worker") from e
-
-  return ExplainingContext()
-
-
-class TffRuntime:
-  """Installs a TFF execution context backed by fedclf-managed workers.
-
-  Usage:
-
-    with TffRuntime() as runtime:                 # one owned local worker
-      result = my_federated_computation(data)
-
-    with TffRuntime(workers=["hostA:8000", "hostB:8000"]):
-      ...
-
-  With no `workers` one local worker is started and owned (stopped on exit).
-  With `workers` ("host:port" strings, or one comma-separated string) the
-  runtime connects to workers that are already running, e.g. started by
-  `python -m simulations.tff_worker --port=8000`, and leaves them running.
-  Several workers share each computation through TFF's mergeable-comp
-  context (see the module docstring for what that can run).
-  """
-
-  def __init__(self, workers: Sequence[str] = (), default_num_clients: int = 0,
-               *, ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S):
-    """Configures the runtime; nothing starts before `__enter__`.
-
-    Args:
-      workers: Addresses of running TFF workers; empty starts a local one.
-      default_num_clients: CLIENTS cardinality for computations whose
-        arguments do not determine it (split across several workers).
-      ready_timeout_s: Seconds to wait for each worker to accept connections.
-
-    Raises:
-      UserError: A bad address or a negative `default_num_clients`.
-    """
-    self._addresses = _parse_workers(workers)
-    if default_num_clients < 0:
-      raise UserError(f"default_num_clients must be >= 0, got "
-                      f"{default_num_clients}")
-    self._default_num_clients = default_num_clients
-    self._ready_timeout_s = ready_timeout_s
-    self._owned: list[WorkerProcess] = []
-    self._connections: list[_WorkerConnection] = []
-    self._context = None
-    self._previous_context = None
-    self._active = False
-
-  @property
-  def num_workers(self) -> int:
-    return len(self._addresses) or 1
-
-  @property
-  def addresses(self) -> list[str]:
-    """Worker addresses (known for a local worker only once entered)."""
-    if self._owned:
-      return [w.address for w in self._owned]
-    return list(self._addresses)
-
-  @property
-  def owned_pids(self) -> list[int]:
-    """Pids of the live workers this runtime started (empty for remote)."""
-    return [w.pid for w in self._owned if w.is_running()]
-
-  @property
-  def context(self):
-    """The installed TFF context (None outside the `with` block)."""
-    return self._context
-
-  def __enter__(self) -> TffRuntime:
-    if self._active:
-      raise RuntimeError("this TffRuntime is already active")
-    try:
-      self._start()
-    except BaseException:
-      self._shutdown()
-      raise
-    self._active = True
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    self._active = False
-    self._shutdown()
-
-  def _start(self) -> None:
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-    # pylint: enable=g-import-not-at-top
-    if self._addresses:
-      workers = [None] * len(self._addresses)
-      for address in self._addresses:
-        try:
-          wait_until_ready(address, self._ready_timeout_s)
-        except TimeoutError as e:
-          raise UserError(f"{e}; start one there with `python -m "
-                          f"simulations.tff_worker --port=PORT`") from None
-      addresses = self._addresses
-    else:
-      self._owned = [start_local_worker(
-          ready_timeout_s=self._ready_timeout_s)]
-      workers = self._owned
-      addresses = [w.address for w in self._owned]
-
-    clients = _split_evenly(self._default_num_clients, len(addresses))
-    self._connections = [
-        _WorkerConnection(address, n, worker, self._ready_timeout_s)
-        for address, n, worker in zip(addresses, clients, workers)]
-    self._context = self._make_context()
-    stack = context_stack_impl.context_stack
-    # TFF has no public getter for the default (bottom) context.
-    self._previous_context = stack._stack[0]  # pylint: disable=protected-access
-    stack.set_default_context(self._context)
-
-  def _make_context(self):
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.backends.native import execution_contexts
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-    from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
-    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
-    # pylint: enable=g-import-not-at-top
-    kwargs = dict(compiler_fn=compiler.desugar_and_transform_to_native,
-                  transform_args=tensorflow_computation.transform_args,
-                  transform_result=tensorflow_computation.transform_result)
-    if len(self._connections) == 1:
-      return sync_execution_context.SyncExecutionContext(
-          executor_fn=self._connections[0].executor_factory(), **kwargs)
-    mergeable = execution_contexts.create_mergeable_comp_execution_context([
-        async_execution_context.AsyncExecutionContext(
-            executor_fn=c.executor_factory(), **kwargs)
-        for c in self._connections])
-    return _explain_split_errors(mergeable, len(self._connections))
-
-  def _shutdown(self) -> None:
-    if self._context is not None:
-      # pylint: disable=g-import-not-at-top
-      from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-      # pylint: enable=g-import-not-at-top
-      stack = context_stack_impl.context_stack
-      # Only undo our own change: someone may have installed another default
-      # inside the block on purpose.
-      if stack._stack[0] is self._context:  # pylint: disable=protected-access
-        stack.set_default_context(self._previous_context)
-    for connection in self._connections:
-      connection.close()
-    for worker in self._owned:
-      worker.send_stop_signal()
-    for worker in self._owned:
-      worker.stop()
-    self._connections = []
-    self._owned = []
-    self._context = None
-    self._previous_context = None

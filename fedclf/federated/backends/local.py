@@ -26,7 +26,7 @@ full list.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -34,7 +34,8 @@ import tensorflow as tf
 
 from fedclf.federated import server_optimizers
 from fedclf.federated.aggregators import Aggregator
-from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.backends.protocol import BackendSpec
+from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
@@ -42,40 +43,38 @@ from fedclf.federated.client_work import IndexedBatches
 from fedclf.federated.aggregators import weighted_mean
 from fedclf.federated.rounds import ServerState
 
-# (client id, step x batch index matrix, steps, examples, [2] int64 seed)
-ClientTask = Tuple[int, np.ndarray, int, int, np.ndarray]
-
 
 class LocalBackend:
   """Runs an `Algorithm`'s rounds in this process."""
 
   name = "local"
+  runtime = None  # no TFF runtime: everything runs in this process
 
-  def __init__(self, algorithm: Algorithm,
-               model_fn: Callable[[], tf.keras.Model], x_train: np.ndarray,
-               y_train: np.ndarray, parallel_clients: int,
-               batch_shape: Tuple[int, int], expected_clients: int,
-               num_clients: int, seed: int):
+  def __init__(self, spec: BackendSpec):
+    algorithm = spec.algorithm
     self.algorithm = algorithm
     self.work = algorithm.client_work
-    self.parallel = max(1, parallel_clients)
-    self.batch_shape = batch_shape
-    self.expected_clients = expected_clients
-    self.num_clients = num_clients
-    self.seed = seed
-    self.replicas = [model_fn() for _ in range(self.parallel)]
+    self.parallel = max(1, spec.parallel_clients)
+    self.batch_shape = spec.batch_shape
+    self.expected_clients = spec.clients_per_round
+    self.num_clients = spec.num_clients
+    self.seed = spec.seed
+    self.replicas = [spec.model_fn() for _ in range(self.parallel)]
     self.velocity = [[
         tf.Variable(tf.zeros_like(v), trainable=False)
         for v in m.trainable_variables
     ] for m in self.replicas]
-    self.x = tf.Variable(x_train, trainable=False, name="x_train")
-    self.y = tf.Variable(y_train.astype(np.int64), trainable=False,
+    self.x = tf.Variable(spec.x_train, trainable=False, name="x_train")
+    self.y = tf.Variable(spec.y_train.astype(np.int64), trainable=False,
                          name="y_train")
     # A subclass that keeps the base `combine` (e.g. only a different TFF
     # factory) still averages the same way.
     self.streams = type(algorithm.aggregator).combine is Aggregator.combine
     self._train_group = tf.function(self._train_group_impl)
     self._train_group_summed = tf.function(self._train_group_summed_impl)
+
+  def close(self) -> None:
+    """Nothing to free: the graphs and variables go with the object."""
 
   # -- server side ------------------------------------------------------
   def initial_state(self, model: tf.keras.Model) -> ServerState:

@@ -1,0 +1,282 @@
+"""The one epoch driver of every centralized loop.
+
+Supervised training (`fedclf.train.loop`), SSL pretraining
+(`fedclf.ssl.pretrain`) and centralized adaptation (`fedclf.adapt.methods.
+dann`) differ only in what one epoch does. `EpochDriver` does the rest, so
+it behaves the same everywhere:
+
+- the epoch counter and the checkpoints (the epoch variable is saved as
+  `epoch` beside the caller's objects, under the caller's names, so
+  checkpoints written before this module existed still resume);
+- resuming from the latest checkpoint;
+- each epoch's seed, derived from (seed, epoch) so that a resumed run
+  replays exactly the batches of the uninterrupted one;
+- the divergence stop: a non-finite training metric raises
+  `DivergenceError` with a one-line message (checkpoints are kept);
+- one log line, one `RunRecorder` row and one TensorBoard scalar per metric
+  per epoch;
+- an early-stopping hook, and Ctrl-C (see `EpochDriver.run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+from absl import logging
+import tensorflow as tf
+
+from fedclf.errors import DivergenceError
+from fedclf.errors import is_interrupt
+from fedclf.results import RunRecorder
+
+# (epoch, epoch seed) -> that epoch's training metrics (all must be finite).
+RunEpochFn = Callable[[int, int], Dict[str, float]]
+# epoch -> metrics measured after the epoch (validation, diagnostics).
+EvaluateFn = Callable[[int], Dict[str, float]]
+# epoch -> whether to stop after it (early stopping).
+ShouldStopFn = Callable[[int], bool]
+
+# Seed offsets: each loop's shuffles differ from the others' for one seed.
+SUPERVISED_SEED_OFFSET = 0
+SSL_SEED_OFFSET = 104_729
+DANN_SEED_OFFSET = 524_287
+
+
+def epoch_seed(seed: int, epoch: int, offset: int = 0) -> int:
+  """Epoch `epoch`'s seed of a run seeded with `seed`.
+
+  The formula is fixed: changing it changes every run's batch order.
+  """
+  return (seed * 1_000_003 + epoch * 7919 + offset) % (2**31 - 1)
+
+
+def learning_rate_now(optimizer: tf.keras.optimizers.Optimizer) -> float:
+  """The learning rate of the optimizer's next step (schedules included)."""
+  lr = optimizer.learning_rate
+  return float(lr(optimizer.iterations) if callable(lr) else lr)
+
+
+def checkpoint_manager(ckpt: tf.train.Checkpoint,
+                       checkpoint_dir: Optional[str], every: int,
+                       resume: bool, epoch: tf.Variable,
+                       log_prefix: str = ""
+                       ) -> Optional[tf.train.CheckpointManager]:
+  """A manager keeping the last two checkpoints (None when checkpoints are
+  off); with `resume`, restores the latest into `ckpt` first."""
+  if not checkpoint_dir or not every:
+    return None
+  manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
+  if resume and manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint)
+    logging.info("%sresumed from %s (epoch %d)", log_prefix,
+                 manager.latest_checkpoint, int(epoch.numpy()))
+  return manager
+
+
+def run_tensorboard_dir(recorder: Optional[RunRecorder]) -> Optional[str]:
+  """`tb/` in the recorder's run folder, as the federated binary writes;
+  None without a `RunRecorder` (a stand-in has no run folder)."""
+  if isinstance(recorder, RunRecorder):
+    return os.path.join(recorder.out_dir, "tb")
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochDriverConfig:
+  """What an `EpochDriver` runs and how it reports.
+
+  Attributes:
+    epochs: the last epoch; a resumed run continues to it.
+    seed: the run's seed (see `epoch_seed`).
+    seed_offset: sets this loop's epoch seeds apart from other loops'.
+    checkpoint_dir: where checkpoints go (None: no checkpoints).
+    checkpoint_every: epochs between checkpoints (0: none); the last epoch
+      is always saved.
+    resume: restore the latest checkpoint in `checkpoint_dir` first.
+    stage: what diverged, in the error ("training", "pretraining").
+    metric_prefix: prefixes the metric names of recorder rows and
+      TensorBoard tags.
+    log_prefix: prefixes log lines and the divergence message.
+    log_metrics: the metrics the per-epoch log line shows, in order.
+    divergence_hint: what to try after a divergence.
+    examples_per_epoch: examples one epoch trains on (for throughput).
+  """
+  epochs: int
+  seed: int
+  seed_offset: int = SUPERVISED_SEED_OFFSET
+  checkpoint_dir: Optional[str] = None
+  checkpoint_every: int = 1
+  resume: bool = False
+  stage: str = "training"
+  metric_prefix: str = ""
+  log_prefix: str = ""
+  log_metrics: Sequence[str] = ()
+  divergence_hint: str = "lower the learning rate"
+  examples_per_epoch: int = 0
+
+
+@dataclasses.dataclass
+class EpochRun:
+  """What `EpochDriver.run` did.
+
+  Attributes:
+    epochs_run: epochs done in all, resumed ones included.
+    stopped_early: `should_stop` ended the run.
+    train_seconds: time in `run_epoch` in this call.
+    examples_per_second: training throughput in this call.
+    history: one row per epoch run in this call ("epoch" and the metrics).
+  """
+  epochs_run: int
+  stopped_early: bool
+  train_seconds: float
+  examples_per_second: float
+  history: List[Dict[str, float]]
+
+
+class EpochDriver:
+  """Runs epochs of one training loop: checkpoints, resume, seeds,
+  divergence stop, logging, rows and TensorBoard.
+
+  Constructing it restores the latest checkpoint (with `config.resume`),
+  so that the caller can read restored state before `run`.
+  """
+
+  def __init__(self, config: EpochDriverConfig,
+               trackables: Mapping[str, object]):
+    """Args:
+      config: the epochs, seeds, checkpoints and reporting.
+      trackables: what the checkpoints hold besides the epoch counter (saved
+        as "epoch"), by checkpoint name: models, optimizer, extra state.
+    """
+    if "epoch" in trackables:
+      raise ValueError("the checkpoint name 'epoch' is the driver's own")
+    self.config = config
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **trackables)
+    self.manager = checkpoint_manager(self.checkpoint, config.checkpoint_dir,
+                                      config.checkpoint_every, config.resume,
+                                      self.epoch, config.log_prefix)
+
+  @property
+  def epochs_done(self) -> int:
+    """Epochs completed so far (restored ones included)."""
+    return int(self.epoch.numpy())
+
+  def run(self,
+          run_epoch: RunEpochFn,
+          evaluate: Optional[EvaluateFn] = None,
+          should_stop: Optional[ShouldStopFn] = None,
+          optimizer: Optional[tf.keras.optimizers.Optimizer] = None,
+          recorder: Optional[RunRecorder] = None,
+          tensorboard_dir: Optional[str] = None) -> EpochRun:
+    """Runs the epochs after the restored one, up to `config.epochs`.
+
+    Each epoch: `run_epoch(epoch, seed)`, the divergence check on its
+    metrics, the optimizer's learning rate, `evaluate(epoch)`, the log line,
+    the recorder row and TensorBoard scalars, the checkpoint if due, then
+    `should_stop(epoch)`. The row is logged before the checkpoint: a run
+    killed in between repeats that epoch's row on resume, never loses it.
+
+    Ctrl-C (a KeyboardInterrupt, or TensorFlow's RuntimeError wrapping one)
+    stops the run as a KeyboardInterrupt. No checkpoint is written then: the
+    models hold part of an epoch, and a resumed run replays only from whole
+    epochs; it continues from the last checkpoint, which is logged.
+
+    Args:
+      run_epoch: trains one epoch; returns its training metrics.
+      evaluate: metrics measured after the epoch (None: none).
+      should_stop: early stopping, asked after the epoch's checkpoint.
+      optimizer: its learning rate is reported as "learning_rate".
+      recorder: gets one row per epoch (step name "epoch").
+      tensorboard_dir: where the scalars go (None: no TensorBoard).
+
+    Returns:
+      The `EpochRun`.
+
+    Raises:
+      DivergenceError: a training metric is NaN or infinite.
+      KeyboardInterrupt: Ctrl-C.
+    """
+    writer = (tf.summary.create_file_writer(tensorboard_dir)
+              if tensorboard_dir else None)
+    run = EpochRun(self.epochs_done, False, 0.0, 0.0, [])
+    try:
+      self._run_epochs(run, run_epoch, evaluate, should_stop, optimizer,
+                       recorder, writer)
+    except (KeyboardInterrupt, RuntimeError) as e:
+      if not is_interrupt(e):
+        raise
+      latest = self.manager.latest_checkpoint if self.manager else None
+      logging.warning("%sinterrupted after epoch %d; %s",
+                      self.config.log_prefix, self.epochs_done,
+                      f"--resume continues from {latest}" if latest else
+                      "no checkpoint to resume from")
+      raise KeyboardInterrupt from None
+    finally:
+      if writer is not None:
+        writer.close()
+    run.epochs_run = self.epochs_done
+    examples = self.config.examples_per_epoch * len(run.history)
+    run.examples_per_second = examples / max(run.train_seconds, 1e-9)
+    return run
+
+  def _run_epochs(self, run: EpochRun, run_epoch: RunEpochFn,
+                  evaluate: Optional[EvaluateFn],
+                  should_stop: Optional[ShouldStopFn],
+                  optimizer: Optional[tf.keras.optimizers.Optimizer],
+                  recorder: Optional[RunRecorder],
+                  writer: Optional[tf.summary.SummaryWriter]) -> None:
+    config = self.config
+    for epoch in range(self.epochs_done + 1, config.epochs + 1):
+      t0 = time.time()
+      row = dict(run_epoch(epoch, epoch_seed(config.seed, epoch,
+                                             config.seed_offset)))
+      epoch_seconds = time.time() - t0
+      run.train_seconds += epoch_seconds
+      self._check_finite(epoch, row)
+      if optimizer is not None:
+        row["learning_rate"] = learning_rate_now(optimizer)
+      row["epoch_seconds"] = epoch_seconds
+      if evaluate is not None:
+        row.update(evaluate(epoch))
+      run.history.append({"epoch": epoch, **row})
+      self._report(epoch, row, recorder, writer)
+      self.epoch.assign(epoch)
+      if self.manager and (epoch % config.checkpoint_every == 0 or
+                           epoch == config.epochs):
+        self.manager.save(checkpoint_number=epoch)
+      if should_stop is not None and should_stop(epoch):
+        run.stopped_early = True
+        break
+
+  def _check_finite(self, epoch: int, metrics: Dict[str, float]) -> None:
+    bad = [f"{k} {v}" for k, v in metrics.items() if not math.isfinite(v)]
+    if not bad:
+      return
+    latest = self.manager.latest_checkpoint if self.manager else None
+    where = f"; last good checkpoint in {self.config.checkpoint_dir}" if (
+        latest) else ""
+    raise DivergenceError(
+        f"{self.config.log_prefix}{self.config.stage} diverged at epoch "
+        f"{epoch} ({', '.join(bad)}); {self.config.divergence_hint}{where}")
+
+  def _report(self, epoch: int, row: Dict[str, float],
+              recorder: Optional[RunRecorder],
+              writer: Optional[tf.summary.SummaryWriter]) -> None:
+    config = self.config
+    named = {f"{config.metric_prefix}{k}": v for k, v in row.items()}
+    if recorder is not None:
+      recorder.log_metrics(epoch, named, "epoch")
+    if writer is not None:
+      with writer.as_default(step=epoch):
+        for tag, value in named.items():
+          tf.summary.scalar(tag, value)
+      writer.flush()
+    shown = "".join(f"  {k} {row[k]:.4g}" for k in config.log_metrics
+                    if k in row)
+    logging.info("%sepoch %d/%d%s  %.1fs", config.log_prefix, epoch,
+                 config.epochs, shown, row["epoch_seconds"])
