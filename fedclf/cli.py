@@ -223,9 +223,11 @@ def params_from_flags(kind: registry.Registry, name: str) -> Any:
                       "hyper-parameter of %s)", flag_name, kind.kind, name,
                       spec.describe_owners())
   # A plugin loaded only after parsing (named in a file the pre-scan could
-  # not read) has no flags: its defaults apply.
+  # not read) has no flags: its defaults apply, rather than the value of
+  # some other flag that happens to share a field's name.
   return plugin_config.build_params(
-      params_class, {n: values[n].value for n in own if n in values},
+      params_class, {n: values[n].value for n in own
+                     if n in values and values[n] is _params_flags.get(n)},
       f"{kind.kind} {name}")
 
 
