@@ -14,7 +14,7 @@ from typing import Any, Dict
 from fedclf.export.serving import PIXELS_SIGNATURE
 from fedclf.export.serving import SERVING_SIGNATURE
 from fedclf.results import environment_info
-from fedclf.results.trained_run import TrainedRun
+from fedclf.run_reader import TrainedRun
 
 
 def _federation(run: TrainedRun) -> Dict[str, Any]:

@@ -32,8 +32,8 @@ from fedclf.export import tflite
 from fedclf.export import tfjs
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
-from fedclf.results.trained_run import load_classifier_run
-from fedclf.results.trained_run import TrainedRun
+from fedclf.run_reader import load_classifier_run
+from fedclf.run_reader import TrainedRun
 from fedclf.train.loop import predict_logits
 
 FORMATS = ("saved_model", "tflite", "tfjs")

@@ -14,8 +14,9 @@ import math
 from typing import Any, Tuple
 
 from fedclf.errors import UserError
-# The backends registry, with the built-in backends registered.
-from fedclf.federated.backends import BACKENDS
+# Filled by fedclf.federated.backends, which the package imports (a
+# module-level import of it here would close a cycle through its backends).
+from fedclf.registry import BACKENDS
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")

@@ -32,8 +32,8 @@ from fedclf.interpret.similarity import foreground
 from fedclf.interpret.similarity import map_similarity
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
-from fedclf.results.trained_run import load_classifier_run
-from fedclf.results.trained_run import TrainedRun
+from fedclf.run_reader import load_classifier_run
+from fedclf.run_reader import TrainedRun
 from fedclf.train.loop import predict_logits
 
 METHODS = ("gradient", "smoothgrad", "integrated_gradients", "grad_cam")

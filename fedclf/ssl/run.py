@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 from absl import logging
+import tensorflow as tf
 
 from fedclf.data import DataConfig
 from fedclf.data import load_dataset
@@ -83,6 +84,41 @@ class SslRunConfig:
                       f"{self.embedding_points}")
 
 
+def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
+                      build_parts: Callable[[], ModelParts],
+                      normalization: Normalization,
+                      recorder: RunRecorder) -> Dict[str, float]:
+  """The pretrained encoder against the same encoder at its random init:
+  linear probe and kNN accuracy, then label efficiency (fine-tuning against
+  training from scratch on each label fraction)."""
+  train = (ds.x_train, ds.y_train)
+  test = (ds.x_test, ds.y_test)
+  probe = linear_probe(encoder, train, test, normalization,
+                       ds.num_classes, config.probe, recorder, "probe_")
+  knn = knn_accuracy(encoder, train, test, normalization, config.knn_k)
+  random_encoder = build_parts().encoder
+  random_probe = linear_probe(random_encoder, train, test, normalization,
+                              ds.num_classes, config.probe, recorder,
+                              "random_probe_")
+  random_knn = knn_accuracy(random_encoder, train, test, normalization,
+                            config.knn_k)
+  logging.info("linear probe %.4f (random init %.4f)  kNN %.4f (random init "
+               "%.4f)", probe["accuracy"], random_probe["accuracy"], knn,
+               random_knn)
+  efficiency = label_efficiency(build_parts, encoder, ds, normalization,
+                                config.label_fractions, config.finetune,
+                                config.data.seed, recorder)
+  return {
+      "linear_probe_accuracy": probe["accuracy"],
+      "linear_probe_macro_f1": probe["macro_f1"],
+      "linear_probe_train_accuracy": probe["train_accuracy"],
+      "knn_accuracy": knn,
+      "random_init_linear_probe_accuracy": random_probe["accuracy"],
+      "random_init_knn_accuracy": random_knn,
+      **efficiency,
+  }
+
+
 def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
                         resume: bool = False) -> Dict:
   """Pretrains, evaluates and writes the run's results files.
@@ -124,23 +160,8 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
                             recorder, os.path.join(out_dir, "checkpoints"),
                             resume, normalization)
 
-  train = (ds.x_train, ds.y_train)
-  test = (ds.x_test, ds.y_test)
-  probe = linear_probe(parts.encoder, train, test, normalization,
-                       ds.num_classes, config.probe, recorder, "probe_")
-  knn = knn_accuracy(parts.encoder, train, test, normalization, config.knn_k)
-  random_encoder = build_parts().encoder
-  random_probe = linear_probe(random_encoder, train, test, normalization,
-                              ds.num_classes, config.probe, recorder,
-                              "random_probe_")
-  random_knn = knn_accuracy(random_encoder, train, test, normalization,
-                            config.knn_k)
-  logging.info("linear probe %.4f (random init %.4f)  kNN %.4f (random init "
-               "%.4f)", probe["accuracy"], random_probe["accuracy"], knn,
-               random_knn)
-  efficiency = label_efficiency(build_parts, parts.encoder, ds, normalization,
-                                config.label_fractions, config.finetune,
-                                config.data.seed, recorder)
+  final = _evaluate_encoder(config, ds, parts.encoder, build_parts,
+                            normalization, recorder)
   embedding_points = 0
   if config.embedding_points:
     embedding_points = plot_embeddings(
@@ -148,17 +169,7 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         os.path.join(out_dir, "embeddings.png"), normalization,
         config.embedding_points, config.pretrain.seed,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
-        f"probe {probe['accuracy']:.4f}", ds.class_names)
-
-  final = {
-      "linear_probe_accuracy": probe["accuracy"],
-      "linear_probe_macro_f1": probe["macro_f1"],
-      "linear_probe_train_accuracy": probe["train_accuracy"],
-      "knn_accuracy": knn,
-      "random_init_linear_probe_accuracy": random_probe["accuracy"],
-      "random_init_knn_accuracy": random_knn,
-      **efficiency,
-  }
+        f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
   recorder.log_metrics(result.epochs_run, final, "epoch")
   history = result.history
   summary = {
@@ -184,5 +195,5 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
   write_final_model(recorder, parts.encoder, "ssl_pretrain", summary,
                     normalization)
   logging.info("%s: linear probe %.4f, kNN %.4f (%s)", config.ssl.method,
-               probe["accuracy"], knn, out_dir)
+               final["linear_probe_accuracy"], final["knn_accuracy"], out_dir)
   return summary

@@ -214,8 +214,7 @@ def train_classifier(model: tf.keras.Model,
   if val is not None and int(best_epoch.numpy()) > 0:
     model.set_weights([var.numpy() for var in best_weights])
   return TrainResult(
-      epochs_run=run.epochs_run,
-      best_epoch=int(best_epoch.numpy()),
+      epochs_run=run.epochs_run, best_epoch=int(best_epoch.numpy()),
       best_val_accuracy=(float(best_val.numpy()) if val is not None else None),
       stopped_early=run.stopped_early,
       train_seconds=run.train_seconds,

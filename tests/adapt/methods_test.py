@@ -26,6 +26,7 @@ from fedclf.models import ModelConfig
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train import OptimizerConfig
 from fedclf.train import TrainConfig
+from tests.ctrl_c import CtrlCAt
 
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
 pytestmark = pytest.mark.skipif(
@@ -169,18 +170,6 @@ def test_federated_across_domains_reports_each_domain(tmp_path):
     federated_domain_config(("mnist", "mnist"), simulation)
 
 
-class _CtrlCAt:
-  """A recorder stand-in pressing Ctrl-C at epoch `epoch`'s row (after it
-  trained, before its checkpoint)."""
-
-  def __init__(self, epoch):
-    self.epoch = epoch
-
-  def log_metrics(self, step, metrics, step_name):
-    del metrics, step_name
-    if step == self.epoch:
-      raise KeyboardInterrupt
-
 
 def test_dann_resume_after_a_kill_ends_with_the_uninterrupted_weights(
     tmp_path):
@@ -195,7 +184,7 @@ def test_dann_resume_after_a_kill_ends_with_the_uninterrupted_weights(
   full = ADAPTATION_METHODS.get("dann")(dataclasses.replace(
       task(None, False), checkpoint_dir=None))
   with pytest.raises(KeyboardInterrupt):
-    ADAPTATION_METHODS.get("dann")(task(_CtrlCAt(2), False))
+    ADAPTATION_METHODS.get("dann")(task(CtrlCAt(2), False))
   resumed = ADAPTATION_METHODS.get("dann")(task(None, True))
   assert resumed.epochs_run == 3
   for key in ("final_domain_loss", "final_domain_accuracy", "final_lambda"):

@@ -17,7 +17,7 @@ from fedclf.export import run_export
 from fedclf.export import serving
 from fedclf.export import tflite
 from fedclf.results.trained_run import CLASSIFIER_KINDS
-from fedclf.results.trained_run import load_classifier_run
+from fedclf.run_reader import load_classifier_run
 from fedclf.train.loop import predict_logits
 from tests.export.tiny_runs import centralized_run
 from tests.export.tiny_runs import federated_run

@@ -14,8 +14,8 @@ from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.results import RunRecorder
-from fedclf.results.trained_run import load_classifier_run
-from fedclf.results.trained_run import load_trained_run
+from fedclf.run_reader import load_classifier_run
+from fedclf.run_reader import load_trained_run
 from fedclf.results.trained_run import RUN_KINDS
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.evaluate import knn_accuracy

@@ -16,6 +16,7 @@ from fedclf.ssl import PretrainConfig
 from fedclf.ssl import pretrain_encoder
 from fedclf.ssl import SslConfig
 from fedclf.train import OptimizerConfig
+from tests.ctrl_c import CtrlCAt
 
 SMALL = SslConfig(method="byol", projection_dim=16, hidden_dim=32,
                   params=ByolParams(predictor_hidden_dim=8))
@@ -39,18 +40,6 @@ def _parts():
   return encoder, method
 
 
-class _CtrlCAt:
-  """A recorder stand-in pressing Ctrl-C at epoch `epoch`'s row (after it
-  trained, before its checkpoint)."""
-
-  def __init__(self, epoch):
-    self.epoch = epoch
-
-  def log_metrics(self, step, metrics, step_name):
-    del metrics, step_name
-    if step == self.epoch:
-      raise KeyboardInterrupt
-
 
 def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(digits,
                                                                  tmp_path):
@@ -58,7 +47,7 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(digits,
   full = pretrain_encoder(full_encoder, full_method, digits.x_train, CONFIG)
   ckpt = str(tmp_path / "ckpt")
   with pytest.raises(KeyboardInterrupt):
-    pretrain_encoder(*_parts(), digits.x_train, CONFIG, _CtrlCAt(2), ckpt)
+    pretrain_encoder(*_parts(), digits.x_train, CONFIG, CtrlCAt(2), ckpt)
   encoder, method = _parts()
   rest = pretrain_encoder(encoder, method, digits.x_train, CONFIG,
                           checkpoint_dir=ckpt, resume=True)

@@ -15,6 +15,7 @@ from fedclf.train import OptimizerConfig
 from fedclf.train import train_classifier
 from fedclf.train import TrainConfig
 from fedclf.train.optimizers import WarmupSchedule
+from tests.ctrl_c import CtrlCAt
 
 
 def _blobs(n=200, seed=0):
@@ -120,18 +121,6 @@ def test_optimizer_validation():
     TrainConfig(epochs=0).validate()
 
 
-class _CtrlCAt:
-  """A recorder stand-in that presses Ctrl-C when epoch `epoch`'s row comes
-  (after that epoch trained, before its checkpoint): a kill mid-run."""
-
-  def __init__(self, epoch):
-    self.epoch = epoch
-
-  def log_metrics(self, step, metrics, step_name):
-    del metrics, step_name
-    if step == self.epoch:
-      raise KeyboardInterrupt
-
 
 def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
   x, y = _blobs()
@@ -146,7 +135,7 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
   reference = train_classifier(full, (x, y), None, norm, 2, config)
   ckpt = str(tmp_path / "ckpt")
   with pytest.raises(KeyboardInterrupt):
-    train_classifier(_model(), (x, y), None, norm, 2, config, _CtrlCAt(3),
+    train_classifier(_model(), (x, y), None, norm, 2, config, CtrlCAt(3),
                      ckpt)
   resumed = _model(seed=99)  # different init: the checkpoint must win
   result = train_classifier(resumed, (x, y), None, norm, 2, config, None,
@@ -190,7 +179,7 @@ def test_resume_after_the_best_epoch_ends_with_the_best_weights(tmp_path):
   assert reference.best_epoch < 3  # the cut below comes after it
   ckpt = str(tmp_path / "ckpt")
   with pytest.raises(KeyboardInterrupt):
-    train_classifier(_model(), (x, y), val, norm, 2, config, _CtrlCAt(4),
+    train_classifier(_model(), (x, y), val, norm, 2, config, CtrlCAt(4),
                      ckpt)
   resumed = _model(seed=99)
   result = train_classifier(resumed, (x, y), val, norm, 2, config, None,
