@@ -3,6 +3,10 @@
 Binaries stay thin: define flags with these helpers, turn them into config
 dataclasses, call one library entry point, and let `run` convert user errors
 into a one-line message with exit status 2.
+
+Plugins' own hyper-parameters (`fedclf.plugin_config`) become flags by
+generation: a binary calls `define_params_flags(ALGORITHMS, ...)` where it
+defines its flags, and `params_from_flags(ALGORITHMS, name)` in main.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from fedclf import plugin_config
 from fedclf import plugins
 from fedclf import registry
 from fedclf.errors import UserError
@@ -125,6 +130,105 @@ def optimizer_config_from_flags(prefix: str):
       warmup_epochs=f[f"{prefix}warmup_epochs"].value,
       step_epochs=f[f"{prefix}step_epochs"].value,
       step_gamma=f[f"{prefix}step_gamma"].value)
+
+
+# The flags `define_params_flags` made, to tell them from a binary's own
+# flag of the same name (and to define each only once).
+_params_flags: Dict[str, flags.Flag] = {}
+
+
+def plugins_named_in(argv: Sequence[str]) -> List[str]:
+  """The `--plugin` values of a command line, --flagfile contents included
+  (absl's own expansion, so nesting and relative paths behave alike)."""
+  args = list(argv[1:])
+  try:
+    args = flags.FLAGS.read_flags_from_files(args)
+  except flags.Error:
+    pass  # The real parse reports the unreadable flagfile.
+  modules = []
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    name, has_value, value = arg.lstrip("-").partition("=")
+    if name != "plugin" or not arg.startswith("-"):
+      continue
+    if has_value:
+      modules.append(value)
+    elif i + 1 < len(args):
+      modules.append(args[i + 1])
+  return modules
+
+
+def _define_params_flag(spec: plugin_config.FlagSpec) -> flags.Flag:
+  field = spec.field
+  # flags.FLAGS is read now, not bound at import, so tests can swap it.
+  values = flags.FLAGS
+  if field.kind == plugin_config.ENUM:
+    flags.DEFINE_enum(field.name, field.default, list(field.choices),
+                      spec.help(), flag_values=values)
+  else:
+    define = {plugin_config.INT: flags.DEFINE_integer,
+              plugin_config.FLOAT: flags.DEFINE_float,
+              plugin_config.BOOL: flags.DEFINE_bool,
+              plugin_config.STR: flags.DEFINE_string}[field.kind]
+    define(field.name, field.default, spec.help(), flag_values=values)
+  return values[field.name]
+
+
+def define_params_flags(*registries: registry.Registry) -> None:
+  """One flag per hyper-parameter of every plugin in `registries`, named as
+  the params field (`--prox_mu`, `--dirichlet_alpha`, a plugin's own).
+
+  Call it where the binary defines its flags, after its own: absl parses
+  before `run` loads plugins, so this first imports fedclf's plugins, the
+  `fedclf.plugins` entry points and the `--plugin` modules of the command
+  line (`sys.argv`, flagfiles included), so that `--helpfull` lists their
+  flags and `--my_param=3` parses. Calling it again (after loading more
+  plugins) defines only the flags that are new. A params class that is
+  malformed, or a field clashing with another plugin's or with the binary's
+  own flag, ends the binary with a one-line error naming both (exit 2).
+  """
+  try:
+    plugins.load_plugins(plugins_named_in(sys.argv))
+    for name, spec in plugin_config.flag_specs(registries).items():
+      if name in flags.FLAGS:
+        if flags.FLAGS[name] is _params_flags.get(name):
+          continue
+        raise plugin_config.ParamsDeclarationError(
+            f"hyper-parameter {name!r} of {spec.describe_owners()} is "
+            f"already a flag of "
+            f"{flags.FLAGS.find_module_defining_flag(name)}: rename it")
+      _params_flags[name] = _define_params_flag(spec)
+  except (UserError, registry.RegistryError) as e:
+    exit_with_user_error(str(e))
+
+
+def params_from_flags(kind: registry.Registry, name: str) -> Any:
+  """The validated hyper-parameters of `kind`'s plugin `name` (its params
+  dataclass, `NoParams()` if it declares none) from their flags.
+
+  A set flag that belongs only to other plugins of the same kind (say
+  --prox_mu with --algorithm=fedavg) draws a warning, not an error: grid
+  specs set one flag set for several algorithms or partitioners (NIID-Bench
+  sets --prox_mu and --dirichlet_alpha for all its runs), and their
+  recorded commands must keep running.
+  """
+  params_class = plugin_config.params_class_of(kind, name)
+  own = [f.name for f in plugin_config.param_fields(params_class)]
+  values = flags.FLAGS
+  for flag_name, spec in plugin_config.flag_specs([kind]).items():
+    if (flag_name not in own and flag_name in values and
+        values[flag_name].present):
+      logging.warning("--%s is set, but %s %s does not read it (a "
+                      "hyper-parameter of %s)", flag_name, kind.kind, name,
+                      spec.describe_owners())
+  # A plugin loaded only after parsing (named in a file the pre-scan could
+  # not read) has no flags: its defaults apply, rather than the value of
+  # some other flag that happens to share a field's name.
+  return plugin_config.build_params(
+      params_class, {n: values[n].value for n in own
+                     if n in values and values[n] is _params_flags.get(n)},
+      f"{kind.kind} {name}")
 
 
 def flag_values_dict() -> dict:

@@ -8,6 +8,10 @@ SSL methods and adaptation methods all register the same way:
     @MODELS.register("my_net")
     def build_my_net(input_shape, num_classes): ...
 
+An entry with hyper-parameters of its own registers their dataclass with it
+(`ALGORITHMS.register("fedprox", params=FedProxParams)`, see
+`fedclf.plugin_config`); the binaries make one flag per field.
+
 `Registry.register` refuses a duplicate name (a silently replaced entry is a
 bug that shows up as wrong numbers much later); `Registry.get` raises
 `UnknownNameError` whose message lists the valid names, so binaries can turn
@@ -21,7 +25,7 @@ import cycle.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, List, TypeVar
+from typing import Callable, Dict, Generic, List, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -48,15 +52,20 @@ class Registry(Generic[T]):
   def __init__(self, kind: str):
     self.kind = kind
     self._entries: Dict[str, T] = {}
+    self._params: Dict[str, type] = {}
 
-  def register(self, name: str) -> Callable[[T], T]:
+  def register(self, name: str,
+               params: Optional[type] = None) -> Callable[[T], T]:
+    """Decorator form of `add`."""
     def decorator(obj: T) -> T:
-      self.add(name, obj)
+      self.add(name, obj, params)
       return obj
 
     return decorator
 
-  def add(self, name: str, obj: T) -> None:
+  def add(self, name: str, obj: T, params: Optional[type] = None) -> None:
+    """Registers `obj` as `name`, with its hyper-parameters' dataclass
+    `params` (None: it has none)."""
     if not name or name != name.strip():
       raise RegistryError(f"invalid {self.kind} name {name!r}")
     if name in self._entries:
@@ -66,6 +75,15 @@ class Registry(Generic[T]):
           f"{getattr(existing, '__module__', '?')}."
           f"{getattr(existing, '__qualname__', existing)}; "
           f"{getattr(obj, '__module__', '?')} cannot register it again")
+    if params is not None:
+      # Deferred: this module imports nothing from fedclf when it loads
+      # (every plugin imports it); plugin_config needs only fedclf.errors.
+      from fedclf import plugin_config  # pylint: disable=g-import-not-at-top
+      try:
+        plugin_config.param_fields(params)
+      except plugin_config.ParamsDeclarationError as e:
+        raise RegistryError(f"{self.kind} {name!r}: {e}") from None
+      self._params[name] = params
     self._entries[name] = obj
 
   def get(self, name: str) -> T:
@@ -75,6 +93,11 @@ class Registry(Generic[T]):
       raise UnknownNameError(
           f"unknown {self.kind} {name!r}; choose one of: "
           f"{', '.join(self.names())}") from None
+
+  def params_class(self, name: str) -> Optional[type]:
+    """The hyper-parameters' dataclass of `name` (None: it has none)."""
+    self.get(name)  # An unknown name lists the known ones.
+    return self._params.get(name)
 
   def names(self) -> List[str]:
     return sorted(self._entries)

@@ -36,6 +36,7 @@ def main(argv):
   from fedclf import federated
   from fedclf.data import DataConfig
   from fedclf.models import ModelConfig
+  from fedclf.partition import DirichletParams
   from fedclf.partition import PartitionConfig
   from fedclf.results import curves
   from fedclf.results import tables
@@ -61,8 +62,7 @@ def main(argv):
   base = federated.FederatedRunConfig(
       data=data, model_name="cnn", model=model,
       partition=PartitionConfig(num_clients=FLAGS.num_clients,
-                                seed=FLAGS.seed,
-                                dirichlet_alpha=FLAGS.dirichlet_alpha),
+                                seed=FLAGS.seed),
       simulation=federated.SimulationConfig(
           algorithm="fedavg",
           algorithm_config=federated.AlgorithmConfig(
@@ -75,7 +75,8 @@ def main(argv):
   runs = {
       "fedavg_iid": dataclasses.replace(base, partitioner="iid"),
       f"fedavg_dirichlet{FLAGS.dirichlet_alpha}": dataclasses.replace(
-          base, partitioner="dirichlet"),
+          base, partitioner="dirichlet", partition=dataclasses.replace(
+              base.partition, params=DirichletParams(FLAGS.dirichlet_alpha))),
   }
   lines = {}
   for name, config in runs.items():

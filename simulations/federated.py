@@ -7,6 +7,10 @@ model with a federated algorithm, compare with centralized training.
       --client_lr=0.1 --rounds=300 --target_accuracy=0.99 --out_dir=runs/x
 
 Flags can come from a file: --flagfile=experiments/mcmahan_cnn_iid.cfg.
+Each algorithm's and partitioner's own hyper-parameters are flags named as
+their params fields (--prox_mu, --dirichlet_alpha, ...; a --plugin module's
+too, listed by --helpfull); one that the chosen algorithm or partitioner does
+not read is ignored with a warning.
 Writes config.json, metrics.jsonl (one row per round), summary.json,
 partition.json/.png, tb/ (TensorBoard) and checkpoints/ to --out_dir.
 """
@@ -14,6 +18,7 @@ partition.json/.png, tb/ (TensorBoard) and checkpoints/ to --out_dir.
 from absl import flags
 
 from fedclf import cli
+from fedclf import registry
 
 cli.define_common_flags()
 cli.define_data_flags("mnist")
@@ -34,12 +39,6 @@ flags.DEFINE_enum("ssl_projector_norm", "batch", ["batch", "none"],
 flags.DEFINE_string("partition", "iid",
                     "Registered partitioner: iid, dirichlet, shards, "
                     "labels_per_client, quantity_skew, natural, ...")
-flags.DEFINE_float("dirichlet_alpha", 0.5, "dirichlet: concentration.")
-flags.DEFINE_integer("shards_per_client", 2, "shards: shards per client.")
-flags.DEFINE_float("power_law_exponent", 1.5, "quantity_skew: Pareto shape.")
-flags.DEFINE_integer("labels_per_client", 2,
-                     "labels_per_client: distinct labels per client "
-                     "(NIID-Bench's #C=k).")
 flags.DEFINE_integer("num_clients", 100, "Simulated clients.")
 flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round.")
 flags.DEFINE_integer("rounds", 50, "Communication rounds.")
@@ -65,13 +64,6 @@ flags.DEFINE_float("server_momentum", 0.0,
 flags.DEFINE_float("server_beta_1", 0.9, "Adaptive server optimizers.")
 flags.DEFINE_float("server_beta_2", 0.99, "Adaptive server optimizers.")
 flags.DEFINE_float("server_epsilon", 1e-3, "Adaptive server optimizers' tau.")
-flags.DEFINE_float("prox_mu", 0.01, "fedprox: proximal term weight.")
-flags.DEFINE_float("dp_noise_multiplier", 1.0, "dp_fedavg: noise / clip.")
-flags.DEFINE_float("dp_clip", 0.1, "dp_fedavg: L2 clip of client updates.")
-flags.DEFINE_integer("personalization_steps", 5,
-                     "reptile: local fine-tuning steps before evaluation.")
-flags.DEFINE_float("personalization_lr", 0.0,
-                   "reptile: fine-tuning lr (0 = client_lr).")
 flags.DEFINE_float("client_dropout", 0.0,
                    "Chance that a sampled client fails to report.")
 flags.DEFINE_float("straggler_fraction", 0.0,
@@ -109,22 +101,28 @@ flags.DEFINE_list("tff_workers", [],
                   "empty = one local worker owned by this run.")
 cli.define_run_flags("runs/federated", "rounds", 10,
                      "Seed for partition, sampling, init, batches and noise.")
+# The algorithms' and partitioners' own hyper-parameters (--prox_mu,
+# --dirichlet_alpha, ..., and those of --plugin modules), generated from the
+# params dataclasses registered beside their factories.
+cli.define_params_flags(registry.ALGORITHMS, registry.PARTITIONERS)
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  # Imported here so --help and flag errors answer without loading TF.
+  # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf import federated  # pylint: disable=g-import-not-at-top
   from fedclf.partition import PartitionConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.registry import ALGORITHMS, BACKENDS, DATASETS, PARTITIONERS  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.ssl.methods.simclr import SimClrParams  # pylint: disable=g-import-not-at-top
 
-  DATASETS.get(FLAGS.dataset)
-  PARTITIONERS.get(FLAGS.partition)
-  ALGORITHMS.get(FLAGS.algorithm)
-  BACKENDS.get(FLAGS.backend)
+  registry.DATASETS.get(FLAGS.dataset)
+  partition_params = cli.params_from_flags(registry.PARTITIONERS,
+                                           FLAGS.partition)
+  algorithm_params = cli.params_from_flags(registry.ALGORITHMS,
+                                           FLAGS.algorithm)
+  registry.BACKENDS.get(FLAGS.backend)
   algorithm_config = federated.AlgorithmConfig(
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,
@@ -135,26 +133,19 @@ def main(argv):
       server=federated.ServerOptimizerConfig(
           name=FLAGS.server_optimizer, learning_rate=FLAGS.server_lr,
           momentum=FLAGS.server_momentum, beta_1=FLAGS.server_beta_1,
-          beta_2=FLAGS.server_beta_2, epsilon=FLAGS.server_epsilon),
-      prox_mu=FLAGS.prox_mu,
-      dp_noise_multiplier=FLAGS.dp_noise_multiplier,
-      dp_clip=FLAGS.dp_clip,
-      personalization_steps=FLAGS.personalization_steps,
-      personalization_lr=FLAGS.personalization_lr)
+          beta_2=FLAGS.server_beta_2, epsilon=FLAGS.server_epsilon))
   config = federated.FederatedRunConfig(
       data=cli.data_config_from_flags(FLAGS.seed),
       partitioner=FLAGS.partition,
       partition=PartitionConfig(
           num_clients=FLAGS.num_clients, seed=FLAGS.seed,
-          dirichlet_alpha=FLAGS.dirichlet_alpha,
-          shards_per_client=FLAGS.shards_per_client,
-          power_law_exponent=FLAGS.power_law_exponent,
-          labels_per_client=FLAGS.labels_per_client),
+          params=partition_params),
       model_name=FLAGS.model,
       model=cli.model_config_from_flags(),
       simulation=federated.SimulationConfig(
           algorithm=FLAGS.algorithm,
           algorithm_config=algorithm_config,
+          algorithm_params=algorithm_params,
           num_clients=FLAGS.num_clients,
           clients_per_round=FLAGS.clients_per_round,
           rounds=FLAGS.rounds,
@@ -180,8 +171,12 @@ def main(argv):
                   "simclr"),
           projection_dim=FLAGS.ssl_projection_dim,
           hidden_dim=FLAGS.ssl_hidden_dim,
-          temperature=FLAGS.ssl_temperature,
-          projector_norm=FLAGS.ssl_projector_norm, seed=FLAGS.seed))
+          projector_norm=FLAGS.ssl_projector_norm, seed=FLAGS.seed,
+          # This binary names SimCLR's temperature --ssl_temperature (the
+          # other methods' own hyper-parameters keep their defaults here).
+          params=(SimClrParams(temperature=FLAGS.ssl_temperature)
+                  if FLAGS.objective in ("simclr", "supervised") else
+                  None)))
   summary = federated.run_federated(config, FLAGS.out_dir,
                                     cli.flag_values_dict(), FLAGS.resume)
   if "linear_probe_accuracy" in summary:

@@ -9,7 +9,8 @@ linear-probe and kNN test accuracy (against the same architecture at random
 initialisation) and fine-tuning on --label_fractions of the labels (against
 training from scratch on the same labels). Writes config.json,
 metrics.jsonl, summary.json, embeddings.png, encoder.keras and checkpoints/
-to --out_dir.
+to --out_dir. Each method's own hyper-parameters are flags named as its
+params fields (--temperature for simclr, ...; --helpfull lists them).
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ import dataclasses
 from absl import flags
 
 from fedclf import cli
+from fedclf import registry
 from fedclf.errors import UserError
 
 cli.define_common_flags()
@@ -33,14 +35,8 @@ flags.DEFINE_string("method", "simclr",
 flags.DEFINE_integer("epochs", 50, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", 256,
                      "Pretraining batch size (images; two views each).")
-flags.DEFINE_float("temperature", 0.5, "simclr: NT-Xent temperature.")
 flags.DEFINE_integer("projection_dim", 128, "Projector output width.")
 flags.DEFINE_integer("hidden_dim", 512, "Projector hidden width.")
-flags.DEFINE_integer("predictor_hidden_dim", 128,
-                     "simsiam/byol: predictor bottleneck width.")
-flags.DEFINE_float("barlow_lambda", 5e-3,
-                   "barlow_twins: off-diagonal weight.")
-flags.DEFINE_float("byol_momentum", 0.99, "byol: target EMA decay per step.")
 flags.DEFINE_enum("projector_norm", "batch", ["batch", "none"],
                   "BatchNorm in the projector/predictor, or none.")
 flags.DEFINE_float("crop_min_scale", 0.0,
@@ -64,6 +60,10 @@ flags.DEFINE_integer("embedding_points", 2000,
                      "Test points in the t-SNE plot (0 = no plot).")
 cli.define_run_flags("runs/ssl", "epochs", 5,
                      "Seed for data slices, init, shuffles and views.")
+# Each method's own hyper-parameters (--temperature, --barlow_lambda,
+# --predictor_hidden_dim, --byol_momentum, a --plugin method's), generated
+# from the params dataclasses registered beside the methods.
+cli.define_params_flags(registry.SSL_METHODS)
 
 FLAGS = flags.FLAGS
 
@@ -80,7 +80,7 @@ def _label_fractions():
 
 def main(argv):
   del argv
-  # Imported here so --help and flag errors answer without loading fedclf.
+  # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf.registry import DATASETS  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import default_for  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import PretrainConfig  # pylint: disable=g-import-not-at-top
@@ -107,11 +107,9 @@ def main(argv):
                                 width_multiplier=FLAGS.width_multiplier),
       ssl=SslConfig(
           method=FLAGS.method, projection_dim=FLAGS.projection_dim,
-          hidden_dim=FLAGS.hidden_dim,
-          predictor_hidden_dim=FLAGS.predictor_hidden_dim,
-          temperature=FLAGS.temperature, barlow_lambda=FLAGS.barlow_lambda,
-          byol_momentum=FLAGS.byol_momentum,
-          projector_norm=FLAGS.projector_norm, seed=FLAGS.seed),
+          hidden_dim=FLAGS.hidden_dim, projector_norm=FLAGS.projector_norm,
+          seed=FLAGS.seed,
+          params=cli.params_from_flags(registry.SSL_METHODS, FLAGS.method)),
       pretrain=PretrainConfig(
           epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
           optimizer=cli.optimizer_config_from_flags(""), augment=augment,

@@ -6,7 +6,9 @@ One process checks every binary (TensorFlow is imported once): a binary
 module is imported (which defines its absl flags), each of its commands is
 parsed with `FLAGS(argv)` exactly as the binary would parse it, then the
 module's flags are deleted again so the next binary can define its own.
-Beyond parsing, registered names (--dataset, --model, --algorithm,
+The --plugin modules of a binary's commands are imported before the binary,
+so their hyper-parameter flags exist (as when the binary runs). Beyond
+parsing, registered names (--dataset, --model, --algorithm,
 --partition, --method, --backend) must exist (plugins named by --plugin are loaded
 first), and a `simulations.reproduce --spec=FILE` command expands into the
 runs of that spec, each checked against the spec's binary.
@@ -31,6 +33,7 @@ from typing import Dict, List
 import tensorflow  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
+from fedclf import cli
 from fedclf import plugins
 from fedclf import registry
 
@@ -118,6 +121,19 @@ def check_python_blocks(blocks) -> List[Dict]:
   return failures
 
 
+def _load_plugins_of(module: str, jobs: List[Dict]) -> None:
+  """Imports the --plugin modules of `jobs` before their binary is imported:
+  the binary defines the plugins' hyper-parameter flags at import (from its
+  sys.argv when run), so they must be registered by then. One that fails
+  to import is reported by `_check`."""
+  for job in jobs:
+    for plugin in cli.plugins_named_in([module, *job["args"]]):
+      try:
+        plugins.load_plugins([plugin], use_entry_points=False)
+      except registry.RegistryError:
+        pass
+
+
 def check_jobs(jobs: List[Dict]) -> List[Dict]:
   plugins.load_builtins()
   failures = []
@@ -130,6 +146,7 @@ def check_jobs(jobs: List[Dict]) -> List[Dict]:
   modules = list(dict.fromkeys(j["module"] for j in jobs))
   for module in modules:
     mine = [j for j in jobs if j["module"] == module]
+    _load_plugins_of(module, mine)
     # A package's flags live in its __main__, which `python -m` runs.
     defining = module
     try:

@@ -22,6 +22,8 @@ def _federation(run: TrainedRun) -> Dict[str, Any]:
   return {
       "algorithm": simulation["algorithm"],
       "algorithm_config": simulation["algorithm_config"],
+      # Runs recorded before algorithms owned their params lack it.
+      "algorithm_params": simulation.get("algorithm_params"),
       "backend": simulation["backend"],
       "num_clients": simulation["num_clients"],
       "clients_per_round": simulation["clients_per_round"],

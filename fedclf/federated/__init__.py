@@ -12,6 +12,9 @@ runtime (imported only when asked for: TFF takes ~50 s to load).
 from fedclf.federated import backends  # noqa: F401  pylint: disable=unused-import
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.algorithms import DpFedAvgParams
+from fedclf.federated.algorithms import FedProxParams
+from fedclf.federated.algorithms import ReptileParams
 from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.aggregators import DpGaussian
 from fedclf.federated.client_work import ClientOutput
@@ -26,7 +29,9 @@ from fedclf.federated.simulation import run_federated
 from fedclf.federated.simulation import Simulation
 
 __all__ = [
-    "Aggregator", "Algorithm", "AlgorithmConfig", "ClientOutput", "DpGaussian", "FederatedRunConfig",
-    "LocalSGD", "Scaffold", "ServerOptimizerConfig", "Simulation",
-    "SimulationConfig", "build_algorithm", "dp_epsilon", "run_federated"
+    "Aggregator", "Algorithm", "AlgorithmConfig", "ClientOutput",
+    "DpFedAvgParams", "DpGaussian", "FedProxParams", "FederatedRunConfig",
+    "LocalSGD", "ReptileParams", "Scaffold", "ServerOptimizerConfig",
+    "Simulation", "SimulationConfig", "build_algorithm", "dp_epsilon",
+    "run_federated"
 ]

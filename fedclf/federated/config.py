@@ -1,13 +1,17 @@
 """Typed configuration of federated algorithms and simulations.
 
-Binaries build these from flags; the library takes nothing else.
+Binaries build these from flags; the library takes nothing else. What every
+algorithm reads is `AlgorithmConfig`; an algorithm's own hyper-parameters
+(FedProx's mu, DP-FedAvg's clip, ...) are a params dataclass registered
+beside its factory in `algorithms.py` (see `fedclf.plugin_config`), carried
+here as `SimulationConfig.algorithm_params`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Tuple
+from typing import Any, Tuple
 
 from fedclf.errors import UserError
 # Filled by fedclf.federated.backends, which the package imports (a
@@ -68,7 +72,9 @@ class ServerOptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AlgorithmConfig:
-  """Everything an algorithm plugin may read; each uses what applies."""
+  """What every algorithm shares: the clients' optimizer and local work,
+  and the server optimizer. An algorithm's own hyper-parameters are its
+  params dataclass (`SimulationConfig.algorithm_params`)."""
   client_optimizer: str = "sgd"
   client_lr: float = 0.1
   client_momentum: float = 0.0
@@ -78,11 +84,6 @@ class AlgorithmConfig:
   local_epochs: int = 1
   local_batch_size: int = 10  # 0: the client's whole dataset is one batch
   server: ServerOptimizerConfig = ServerOptimizerConfig()
-  prox_mu: float = 0.01  # FedProx
-  dp_noise_multiplier: float = 1.0  # DP-FedAvg
-  dp_clip: float = 0.1  # DP-FedAvg: L2 bound of one client's update
-  personalization_steps: int = 5  # Reptile: local fine-tuning steps at eval
-  personalization_lr: float = 0.0  # 0: client_lr
 
   def validate(self) -> None:
     _require_finite(self)
@@ -102,13 +103,6 @@ class AlgorithmConfig:
     if self.local_batch_size < 0:
       raise UserError(f"local_batch_size must be >= 0 (0 = full batch), got "
                       f"{self.local_batch_size}")
-    if self.prox_mu < 0:
-      raise UserError(f"prox_mu must be >= 0, got {self.prox_mu}")
-    if self.dp_noise_multiplier < 0 or not self.dp_clip > 0:
-      raise UserError("dp_noise_multiplier must be >= 0 and dp_clip > 0")
-    if self.personalization_steps < 0 or self.personalization_lr < 0:
-      raise UserError("personalization_steps and personalization_lr must be "
-                      ">= 0")
     self.server.validate()
 
 
@@ -117,6 +111,9 @@ class SimulationConfig:
   """One federated simulation run (what `simulations.federated` does)."""
   algorithm: str = "fedavg"
   algorithm_config: AlgorithmConfig = AlgorithmConfig()
+  # The algorithm's params dataclass as registered beside its factory (e.g.
+  # FedProxParams); None: its defaults. Checked by `build_algorithm`.
+  algorithm_params: Any = None
   num_clients: int = 100
   clients_per_round: int = 10
   rounds: int = 10

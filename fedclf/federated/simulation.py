@@ -147,7 +147,8 @@ class Simulation:
     self.sim = config.simulation
     self.out_dir = out_dir
     self.resume = resume
-    algorithm = build_algorithm(self.sim.algorithm, self.sim.algorithm_config)
+    algorithm = build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
+                                self.sim.algorithm_params)
     self.ds, validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())

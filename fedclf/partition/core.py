@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
 from fedclf.errors import UserError
+from fedclf.plugin_config import resolve_params
 from fedclf.registry import PARTITIONERS
 
 # Signature every registered partitioner implements. It may return the
@@ -38,31 +39,27 @@ class PartitionConfig:
   Attributes:
     num_clients: Number of clients to produce; every one gets >= 1 example.
     seed: Seed of the generator all partitioners draw from.
-    dirichlet_alpha: Concentration of the `dirichlet` partitioner; small
-      values give strongly label-skewed clients, large values near-IID ones.
-    shards_per_client: Label-sorted shards each client gets in `shards`.
-    power_law_exponent: Pareto shape `a` of the `quantity_skew` client-size
-      weights, P(W > w) = w**-a for w >= 1; smaller means more skew.
     min_examples_per_client: Lower bound on client size enforced by
       `dirichlet` and `quantity_skew` (and met by `iid` whenever the request
       is feasible at all).
+    params: The partitioner's own hyper-parameters: the dataclass it
+      registered (e.g. `DirichletParams(dirichlet_alpha=0.1)`), or None for
+      its defaults. `partition()` checks it against the partitioner named
+      and hands the partitioner a config whose `params` is never None.
   """
   num_clients: int
   seed: int = 0
-  dirichlet_alpha: float = 0.5
-  shards_per_client: int = 2
-  power_law_exponent: float = 1.5
   min_examples_per_client: int = 1
-  labels_per_client: int = 2  # `labels_per_client`: distinct labels each
+  params: Any = None
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
   # bool is an int subclass, but `num_clients=True` is always a mistake.
   return isinstance(value, (int, np.integer)) and not isinstance(
       value, (bool, np.bool_))
 
 
-def _is_positive_finite(value) -> bool:
+def is_positive_finite(value) -> bool:
   return (isinstance(value, (int, float, np.integer, np.floating)) and
           not isinstance(value, (bool, np.bool_)) and math.isfinite(value) and
           value > 0)
@@ -93,7 +90,8 @@ def _as_labels(labels) -> np.ndarray:
 def validate_config(config: PartitionConfig, num_examples: int) -> None:
   """Raises `UserError` unless `config` can split `num_examples` examples.
 
-  Only constraints shared by all partitioners are checked here; a
+  Only constraints shared by all partitioners are checked here (a
+  partitioner's params validate themselves, see `partition`); a
   partitioner checks its own data-dependent ones (e.g. `shards` needs
   num_clients * shards_per_client <= num_examples).
   """
@@ -101,27 +99,15 @@ def validate_config(config: PartitionConfig, num_examples: int) -> None:
     raise TypeError(
         f"config must be a PartitionConfig, got {type(config).__name__}")
   m = config.num_clients
-  if not _is_int(m) or m < 1:
+  if not is_int(m) or m < 1:
     raise UserError(f"num_clients must be an integer >= 1, got {m!r}")
   if m > num_examples:
     raise UserError(
         f"cannot split {num_examples} examples across {m} clients")
-  if not _is_int(config.seed):
+  if not is_int(config.seed):
     raise UserError(f"seed must be an integer, got {config.seed!r}")
-  if not _is_positive_finite(config.dirichlet_alpha):
-    raise UserError(
-        f"dirichlet_alpha must be > 0, got {config.dirichlet_alpha!r}")
-  if not _is_int(config.shards_per_client) or config.shards_per_client < 1:
-    raise UserError(f"shards_per_client must be an integer >= 1, got "
-                    f"{config.shards_per_client!r}")
-  if not _is_positive_finite(config.power_law_exponent):
-    raise UserError(f"power_law_exponent must be > 0, got "
-                    f"{config.power_law_exponent!r}")
-  if not _is_int(config.labels_per_client) or config.labels_per_client < 1:
-    raise UserError(f"labels_per_client must be an integer >= 1, got "
-                    f"{config.labels_per_client!r}")
   k = config.min_examples_per_client
-  if not _is_int(k) or k < 1:
+  if not is_int(k) or k < 1:
     raise UserError(
         f"min_examples_per_client must be an integer >= 1, got {k!r}")
   if m * k > num_examples:
@@ -189,6 +175,8 @@ def partition(name: str,
   labels = _as_labels(labels)
   n = labels.shape[0]
   validate_config(config, n)
+  config = dataclasses.replace(
+      config, params=resolve_params(PARTITIONERS, name, config.params))
   if client_ids is not None:
     client_ids = np.asarray(client_ids)
     if client_ids.ndim != 1 or client_ids.shape[0] != n:

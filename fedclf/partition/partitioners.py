@@ -1,5 +1,9 @@
 """Built-in partitioners: iid, dirichlet, shards, quantity_skew, natural.
 
+A partitioner with hyper-parameters registers their dataclass with it
+(`DirichletParams`, ...; each field becomes a flag of the binaries) and
+reads them from `config.params`, which `partition()` has checked.
+
 Each is registered in `fedclf.registry.PARTITIONERS` and called through
 `fedclf.partition.partition`, which has already validated the config, made
 `labels` a non-empty int64 array and `client_ids` (if any) the same length,
@@ -10,11 +14,14 @@ comes from the `rng` argument so that a split is a pure function of
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 import numpy as np
 
 from fedclf.errors import UserError
+from fedclf.partition.core import is_int
+from fedclf.partition.core import is_positive_finite
 from fedclf.partition.core import PartitionConfig
 from fedclf.registry import PARTITIONERS
 
@@ -96,7 +103,19 @@ def _fix_up_min_size(counts: np.ndarray, min_size: int) -> np.ndarray:
   return counts
 
 
-@PARTITIONERS.register("dirichlet")
+@dataclasses.dataclass(frozen=True)
+class DirichletParams:
+  """Small alphas give strongly label-skewed clients, large ones near-IID."""
+  dirichlet_alpha: float = dataclasses.field(
+      default=0.5, metadata={"help": "concentration."})
+
+  def validate(self) -> None:
+    if not is_positive_finite(self.dirichlet_alpha):
+      raise UserError(
+          f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha!r}")
+
+
+@PARTITIONERS.register("dirichlet", params=DirichletParams)
 def dirichlet(labels: np.ndarray, config: PartitionConfig,
               rng: np.random.Generator,
               client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
@@ -111,6 +130,7 @@ def dirichlet(labels: np.ndarray, config: PartitionConfig,
   are moved from the largest clients deterministically (_fix_up_min_size).
   """
   del client_ids  # Unused.
+  params: DirichletParams = config.params
   m = config.num_clients
   classes = np.unique(labels)
   # Shuffle each class once; retries only redraw the proportions.
@@ -119,7 +139,7 @@ def dirichlet(labels: np.ndarray, config: PartitionConfig,
   class_sizes = np.array([len(x) for x in class_members], dtype=np.int64)
   counts = None
   for _ in range(MAX_DIRICHLET_RETRIES):
-    counts = _dirichlet_counts(class_sizes, m, config.dirichlet_alpha, rng)
+    counts = _dirichlet_counts(class_sizes, m, params.dirichlet_alpha, rng)
     if counts.sum(axis=0).min() >= config.min_examples_per_client:
       break
   counts = _fix_up_min_size(counts, config.min_examples_per_client)
@@ -129,7 +149,18 @@ def dirichlet(labels: np.ndarray, config: PartitionConfig,
   return _group(assignment, m)
 
 
-@PARTITIONERS.register("shards")
+@dataclasses.dataclass(frozen=True)
+class ShardsParams:
+  shards_per_client: int = dataclasses.field(
+      default=2, metadata={"help": "shards per client."})
+
+  def validate(self) -> None:
+    if not is_int(self.shards_per_client) or self.shards_per_client < 1:
+      raise UserError(f"shards_per_client must be an integer >= 1, got "
+                      f"{self.shards_per_client!r}")
+
+
+@PARTITIONERS.register("shards", params=ShardsParams)
 def shards(labels: np.ndarray, config: PartitionConfig,
            rng: np.random.Generator,
            client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
@@ -141,21 +172,34 @@ def shards(labels: np.ndarray, config: PartitionConfig,
   covered), and each client receives shards_per_client random shards.
   """
   del client_ids  # Unused.
+  per_client = config.params.shards_per_client
   n = labels.shape[0]
-  num_shards = config.num_clients * config.shards_per_client
+  num_shards = config.num_clients * per_client
   if num_shards > n:
     raise UserError(
         f"cannot cut {n} examples into {config.num_clients} clients x "
-        f"{config.shards_per_client} shards = {num_shards} non-empty shards")
+        f"{per_client} shards = {num_shards} non-empty shards")
   shuffled = rng.permutation(n)
   by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
   shard_list = np.array_split(by_label, num_shards)
   shard_order = rng.permutation(num_shards).reshape(
-      config.num_clients, config.shards_per_client)
+      config.num_clients, per_client)
   return [np.concatenate([shard_list[s] for s in row]) for row in shard_order]
 
 
-@PARTITIONERS.register("labels_per_client")
+@dataclasses.dataclass(frozen=True)
+class LabelsPerClientParams:
+  labels_per_client: int = dataclasses.field(
+      default=2, metadata={"help": "distinct labels per client "
+                                   "(NIID-Bench's #C=k)."})
+
+  def validate(self) -> None:
+    if not is_int(self.labels_per_client) or self.labels_per_client < 1:
+      raise UserError(f"labels_per_client must be an integer >= 1, got "
+                      f"{self.labels_per_client!r}")
+
+
+@PARTITIONERS.register("labels_per_client", params=LabelsPerClientParams)
 def labels_per_client(labels: np.ndarray, config: PartitionConfig,
                       rng: np.random.Generator,
                       client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
@@ -168,7 +212,8 @@ def labels_per_client(labels: np.ndarray, config: PartitionConfig,
   """
   del client_ids  # Unused.
   classes = np.unique(labels)
-  num_classes, k, m = len(classes), config.labels_per_client, config.num_clients
+  num_classes, m = len(classes), config.num_clients
+  k = config.params.labels_per_client
   if k > num_classes:
     raise UserError(f"labels_per_client={k} exceeds the {num_classes} "
                     f"classes of the dataset")
@@ -196,7 +241,18 @@ def labels_per_client(labels: np.ndarray, config: PartitionConfig,
   return _group(assignment, m)
 
 
-@PARTITIONERS.register("quantity_skew")
+@dataclasses.dataclass(frozen=True)
+class QuantitySkewParams:
+  power_law_exponent: float = dataclasses.field(
+      default=1.5, metadata={"help": "Pareto shape."})
+
+  def validate(self) -> None:
+    if not is_positive_finite(self.power_law_exponent):
+      raise UserError(f"power_law_exponent must be > 0, got "
+                      f"{self.power_law_exponent!r}")
+
+
+@PARTITIONERS.register("quantity_skew", params=QuantitySkewParams)
 def quantity_skew(labels: np.ndarray, config: PartitionConfig,
                   rng: np.random.Generator,
                   client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
@@ -214,7 +270,7 @@ def quantity_skew(labels: np.ndarray, config: PartitionConfig,
   del client_ids  # Unused.
   n = labels.shape[0]
   m = config.num_clients
-  weights = 1.0 + rng.pareto(config.power_law_exponent, size=m)
+  weights = 1.0 + rng.pareto(config.params.power_law_exponent, size=m)
   # Overflow to inf is possible for tiny exponents; keep the ordering sane.
   weights = np.nan_to_num(weights, posinf=np.finfo(np.float64).max / (m + 1))
   base = config.min_examples_per_client

@@ -7,8 +7,11 @@ Methods (SimCLR, SimSiam, Barlow Twins, BYOL) register in
     from fedclf.registry import SSL_METHODS
     from fedclf.ssl import SslConfig, SslMethod
 
-    @SSL_METHODS.register("my_method")
+    @SSL_METHODS.register("my_method", params=MyParams)  # params optional
     def build_my_method(config: SslConfig, feature_dim: int) -> SslMethod: ...
+
+where `MyParams` is a frozen dataclass of the method's own hyper-parameters
+(see `fedclf.plugin_config`), read from `config.params`.
 
 (This package is `fedclf.ssl`, never a top-level `ssl`, which would shadow
 Python's standard library module; see BUILD_NOTES.md.)
@@ -33,6 +36,10 @@ from fedclf.ssl.losses import barlow_twins_loss
 from fedclf.ssl.losses import byol_loss
 from fedclf.ssl.losses import nt_xent
 from fedclf.ssl.losses import simsiam_loss
+from fedclf.ssl.methods.barlow_twins import BarlowTwinsParams
+from fedclf.ssl.methods.byol import ByolParams
+from fedclf.ssl.methods.simclr import SimClrParams
+from fedclf.ssl.methods.simsiam import SimSiamParams
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
 from fedclf.ssl.pretrain import PretrainResult

@@ -21,14 +21,15 @@ loop (`fedclf.ssl.pretrain`) and a federated client update:
 
 Methods register a factory `(config: SslConfig, feature_dim: int) ->
 SslMethod` in `fedclf.registry.SSL_METHODS`, one module per method under
-`fedclf/ssl/methods/`.
+`fedclf/ssl/methods/`, with the dataclass of their own hyper-parameters
+(`SSL_METHODS.register("simclr", params=SimClrParams)`, see
+`fedclf.plugin_config`), which they read from `config.params`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,7 @@ from fedclf.errors import UserError
 from fedclf.models.core import BN_MOMENTUM
 from fedclf.models.core import NORM_EPSILON
 from fedclf.models.core import SeedStream
+from fedclf.plugin_config import resolve_params
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.augment import two_views
@@ -47,45 +49,34 @@ PROJECTOR_NORMS = ("batch", "none")
 
 @dataclasses.dataclass(frozen=True)
 class SslConfig:
-  """Options of the SSL methods (each reads only what it needs).
+  """Options every SSL method shares, and the chosen one's own.
 
   Attributes:
     method: a name registered in `fedclf.registry.SSL_METHODS`.
     projection_dim: width of the projector output z.
     hidden_dim: width of the projector's hidden layer.
-    predictor_hidden_dim: hidden width of SimSiam's / BYOL's predictor
-      (the bottleneck SimSiam found important, 1/4 of the output there).
-    temperature: SimCLR's softmax temperature.
-    barlow_lambda: Barlow Twins' off-diagonal weight.
-    byol_momentum: BYOL's target EMA decay per step.
     projector_norm: "batch" (BatchNorm in the projector/predictor, as in
       the papers) or "none" (e.g. for federated clients whose batch
       statistics are skewed; SimSiam tends to collapse without it).
     seed: seeds the heads' initialisers.
+    params: the method's own hyper-parameters, the dataclass it registered
+      (SimCLR's temperature, ...), or None for its defaults; `build_method`
+      hands the method a config whose params are never None.
   """
   method: str = "simclr"
   projection_dim: int = 128
   hidden_dim: int = 512
-  predictor_hidden_dim: int = 128
-  temperature: float = 0.5
-  barlow_lambda: float = 5e-3
-  byol_momentum: float = 0.99
   projector_norm: str = "batch"
   seed: int = 0
+  params: Any = None
 
   def validate(self) -> None:
     SSL_METHODS.get(self.method)  # unknown method: the error lists the names
-    for name in ("projection_dim", "hidden_dim", "predictor_hidden_dim"):
+    resolve_params(SSL_METHODS, self.method, self.params)
+    for name in ("projection_dim", "hidden_dim"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{name} must be a positive integer, got {value!r}")
-    if not self.temperature > 0 or not math.isfinite(self.temperature):
-      raise UserError(f"temperature must be > 0, got {self.temperature}")
-    if not self.barlow_lambda >= 0 or not math.isfinite(self.barlow_lambda):
-      raise UserError(f"barlow_lambda must be >= 0, got {self.barlow_lambda}")
-    if not 0.0 <= self.byol_momentum < 1.0:
-      raise UserError(f"byol_momentum must be in [0, 1), got "
-                      f"{self.byol_momentum}")
     if self.projector_norm not in PROJECTOR_NORMS:
       raise UserError(f"unknown projector norm {self.projector_norm!r}; "
                       f"choose one of: {', '.join(PROJECTOR_NORMS)}")
@@ -141,6 +132,8 @@ def build_method(config: SslConfig, feature_dim: int) -> SslMethod:
   config.validate()
   if feature_dim < 1:
     raise UserError(f"feature_dim must be >= 1, got {feature_dim}")
+  config = dataclasses.replace(
+      config, params=resolve_params(SSL_METHODS, config.method, config.params))
   method = SSL_METHODS.get(config.method)(config, int(feature_dim))
   if not isinstance(method, SslMethod):
     # A plugin bug, not bad user input: keep the traceback.
@@ -182,7 +175,8 @@ def mlp(input_dim: int, hidden_dims: Tuple[int, ...], output_dim: int,
 
 def projector_and_predictor(config: "SslConfig", feature_dim: int,
                             projector_output_norm: bool):
-  """SimSiam's and BYOL's heads: projector z = g(h) and predictor p = q(z).
+  """SimSiam's and BYOL's heads: projector z = g(h) and predictor p = q(z),
+  whose hidden width is `config.params.predictor_hidden_dim`.
 
   Returns (projector, predictor, heads) where `heads` maps features to
   [z, p] and holds every trainable weight of both.
@@ -191,7 +185,7 @@ def projector_and_predictor(config: "SslConfig", feature_dim: int,
   projector = mlp(feature_dim, (config.hidden_dim,), config.projection_dim,
                   config.projector_norm, seeds, "projector",
                   output_norm=projector_output_norm)
-  predictor = mlp(config.projection_dim, (config.predictor_hidden_dim,),
+  predictor = mlp(config.projection_dim, (config.params.predictor_hidden_dim,),
                   config.projection_dim, config.projector_norm, seeds,
                   "predictor")
   features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,

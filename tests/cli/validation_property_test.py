@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 import pytest
 
 from fedclf import cli
+from fedclf import plugin_config
 from fedclf.errors import UserError
+from fedclf.federated import algorithms
 from fedclf.federated import config as fed_config
 from fedclf.federated.backends import tff_context
 from fedclf.registry import RegistryError
@@ -68,10 +70,26 @@ algorithm_configs = st.builds(
     client_optimizer=st.sampled_from(fed_config.CLIENT_OPTIMIZERS),
     client_lr=positive(), client_momentum=unit(),
     local_epochs=st.integers(1, 100), local_batch_size=st.integers(0, 1000),
-    server=server_configs, prox_mu=non_negative(),
-    dp_noise_multiplier=non_negative(), dp_clip=positive(),
-    personalization_steps=st.integers(0, 100),
-    personalization_lr=non_negative())
+    server=server_configs)
+
+# Each algorithm's own hyper-parameters: valid values, and field -> values
+# that must be refused.
+algorithm_params = {
+    "fedprox": st.builds(algorithms.FedProxParams, prox_mu=non_negative()),
+    "dp_fedavg": st.builds(algorithms.DpFedAvgParams,
+                           dp_noise_multiplier=non_negative(),
+                           dp_clip=positive()),
+    "reptile": st.builds(algorithms.ReptileParams,
+                         personalization_steps=st.integers(0, 100),
+                         personalization_lr=non_negative()),
+}
+BAD_PARAMS = {
+    "prox_mu": negative_or_non_finite(),
+    "dp_noise_multiplier": negative_or_non_finite(),
+    "dp_clip": not_positive(),
+    "personalization_steps": st.integers(max_value=-1),
+    "personalization_lr": negative_or_non_finite(),
+}
 
 
 @st.composite
@@ -109,11 +127,6 @@ BAD_ALGORITHM = {
     "client_lr": not_positive(), "client_momentum": not_unit(),
     "local_epochs": st.integers(max_value=0),
     "local_batch_size": st.integers(max_value=-1),
-    "prox_mu": negative_or_non_finite(),
-    "dp_noise_multiplier": negative_or_non_finite(),
-    "dp_clip": not_positive(),
-    "personalization_steps": st.integers(max_value=-1),
-    "personalization_lr": negative_or_non_finite(),
 }
 BAD_SIMULATION = {
     "num_clients": st.integers(max_value=0),
@@ -162,6 +175,22 @@ def test_one_bad_algorithm_value_is_refused(config, data):
   field = data.draw(st.sampled_from(sorted(BAD_ALGORITHM)))
   assert_refused(dataclasses.replace(
       config, **{field: data.draw(BAD_ALGORITHM[field])}))
+
+
+@FAST
+@given(st.sampled_from(sorted(algorithm_params)), st.data())
+def test_algorithm_params_valid_pass_and_one_bad_value_is_refused(name,
+                                                                   data):
+  params = data.draw(algorithm_params[name])
+  owner = f"algorithm {name}"
+  plugin_config.validate_params(params, owner)
+  field = data.draw(st.sampled_from(sorted(
+      f.name for f in dataclasses.fields(params))))
+  with pytest.raises(UserError) as e:
+    plugin_config.validate_params(dataclasses.replace(
+        params, **{field: data.draw(BAD_PARAMS[field])}), owner)
+  message = str(e.value)
+  assert message and "\n" not in message, message
 
 
 @FAST

@@ -1,6 +1,10 @@
-"""The example plugin (examples/plugin_fedmedian) works without editing
-fedclf: imported by --plugin, it registers `fedmedian`, which runs."""
+"""The example plugins work without editing fedclf: imported by --plugin,
+examples/plugin_fedmedian registers `fedmedian`, which runs, and the
+one-file examples/fedclf_normbound.py registers `normbound` with its own
+hyper-parameter flag `--norm_bound`, which reaches the algorithm on both
+backends."""
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +57,73 @@ def test_federated_binary_runs_plugin_algorithm(tmp_path):
              f"--out_dir={tmp_path / 'tff'}")
   assert tff.returncode == 2
   assert "no TFF form" in tff.stderr and "Traceback" not in tff.stderr
+
+
+# -- examples/fedclf_normbound.py: a one-file plugin with its own flag -------
+
+EXAMPLES_DIR = os.path.join(ROOT, "examples")
+
+
+def _run_normbound(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=os.pathsep.join([EXAMPLES_DIR,
+                                         os.environ.get("PYTHONPATH", "")]))
+  return subprocess.run([sys.executable, "-m", "simulations.federated",
+                         "--plugin=fedclf_normbound", *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=400)
+
+
+def test_norm_bounded_mean_clips_each_update():
+  sys.path.insert(0, EXAMPLES_DIR)
+  try:
+    plugins.load_plugins(["fedclf_normbound"], use_entry_points=False)
+    from fedclf_normbound import NormBoundedMean  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.remove(EXAMPLES_DIR)
+  deltas = [[tf.constant([3.0, 4.0])], [tf.constant([0.3, 0.4])]]
+  (mean,) = NormBoundedMean(1.0).combine(deltas, [1.0, 3.0], 2, (0, 0))
+  # [0.6, 0.8] (clipped to norm 1) and [0.3, 0.4] (kept), weighted 1:3.
+  np.testing.assert_allclose(mean.numpy(), [0.375, 0.5], rtol=1e-6)
+  assert registry.ALGORITHMS.params_class("normbound").__name__ == (
+      "NormBoundParams")
+
+
+def test_helpfull_lists_the_plugin_flag():
+  proc = _run_normbound("--helpfull")  # absl exits 1 after the help.
+  assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+  assert ("--norm_bound: normbound: L2 bound of each client's model update."
+          in proc.stdout)
+  assert "--prox_mu: fedprox: proximal term weight." in proc.stdout
+
+
+def _normbound_run(out_dir, backend, *args):
+  proc = _run_normbound(
+      "--algorithm=normbound", "--dataset=digits", "--model=mlp",
+      "--num_clients=10", "--clients_per_round=5", "--rounds=2",
+      "--per_client_eval=0", "--checkpoint_every=0", f"--backend={backend}",
+      f"--out_dir={out_dir}", *args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "normbound: test accuracy" in proc.stdout
+  with open(out_dir / "config.json") as f:
+    resolved = json.load(f)["config"]["resolved"]
+  with open(out_dir / "summary.json") as f:
+    return proc, resolved, json.load(f)
+
+
+def test_plugin_flag_reaches_the_algorithm_on_both_backends(tmp_path):
+  _, resolved, default = _normbound_run(tmp_path / "default", "local")
+  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 1.0}
+  proc, resolved, tight = _normbound_run(
+      tmp_path / "tight", "local", "--norm_bound=0.01", "--prox_mu=0.5")
+  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 0.01}
+  # Another algorithm's flag is ignored, with a warning.
+  assert "--prox_mu is set, but algorithm normbound does not read it" in (
+      proc.stderr)
+  assert tight["final_test_loss"] != default["final_test_loss"]
+  _, resolved, tff = _normbound_run(tmp_path / "tff", "tff",
+                                    "--norm_bound=0.01")
+  assert tff["backend"] == "tff"
+  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 0.01}
+  # The same rule on TFF's aggregators: the same model, up to float noise.
+  np.testing.assert_allclose(tff["final_test_loss"],
+                             tight["final_test_loss"], rtol=1e-3)

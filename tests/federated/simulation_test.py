@@ -12,22 +12,31 @@ from fedclf.data import DataConfig
 from fedclf.errors import DivergenceError
 from fedclf.errors import UserError
 from fedclf.federated import AlgorithmConfig
+from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
+from fedclf.federated import ReptileParams
 from fedclf.federated import run_federated
 from fedclf.federated import Simulation
 from fedclf.federated.evaluation import ClassificationEvaluator
 from fedclf.federated import SimulationConfig
+from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
 from fedclf.results import curves
 from fedclf.results import tables
 
 
+# Algorithms' own hyper-parameters in the tiny runs (the rest: defaults).
+TINY_PARAMS = {
+    "dp_fedavg": DpFedAvgParams(dp_noise_multiplier=0.1, dp_clip=1.0),
+    "reptile": ReptileParams(personalization_steps=2),
+}
+
+
 def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
-  alg = AlgorithmConfig(client_lr=0.05, local_epochs=1, local_batch_size=16,
-                        dp_clip=1.0, dp_noise_multiplier=0.1,
-                        personalization_steps=2)
-  sim = dict(algorithm=algorithm, algorithm_config=alg, num_clients=8,
+  alg = AlgorithmConfig(client_lr=0.05, local_epochs=1, local_batch_size=16)
+  sim = dict(algorithm=algorithm, algorithm_config=alg,
+             algorithm_params=TINY_PARAMS.get(algorithm), num_clients=8,
              clients_per_round=4, rounds=rounds, eval_every=1,
              per_client_eval=3, checkpoint_every=1, parallel_clients=2,
              seed=3)
@@ -36,7 +45,7 @@ def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
       data=DataConfig(name="digits", train_limit=400, test_limit=100),
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=sim["num_clients"], seed=3,
-                                dirichlet_alpha=0.5),
+                                params=DirichletParams(dirichlet_alpha=0.5)),
       model_name="mlp",
       simulation=SimulationConfig(**sim))
 
@@ -221,11 +230,14 @@ def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
 
 @pytest.mark.parametrize("method", ["simclr", "simsiam", "barlow_twins"])
 def test_federated_ssl_objective(tmp_path, method):
+  from fedclf.ssl import SimSiamParams  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+  params = SimSiamParams(predictor_hidden_dim=8) if method == "simsiam" else (
+      None)
   config = dataclasses.replace(
       tiny_config(rounds=2), objective=method,
       ssl=SslConfig(method=method, projection_dim=16, hidden_dim=32,
-                    predictor_hidden_dim=8), knn_train_examples=200)
+                    params=params), knn_train_examples=200)
   sim, summary = run(config, tmp_path)
   assert summary["objective"] == method
   assert 0.0 <= summary["linear_probe_accuracy"] <= 1.0

@@ -38,16 +38,25 @@ def datasets(draw):
   return labels, groups
 
 
-def configs(max_clients):
+# Each partitioner's own hyper-parameters (the others have none).
+PARAMS = {
+    "dirichlet": st.builds(fp.DirichletParams,
+                           dirichlet_alpha=st.floats(1e-3, 1e3)),
+    "shards": st.builds(fp.ShardsParams, shards_per_client=st.integers(1, 4)),
+    "quantity_skew": st.builds(fp.QuantitySkewParams,
+                               power_law_exponent=st.floats(0.2, 5.0)),
+    "labels_per_client": st.builds(fp.LabelsPerClientParams,
+                                   labels_per_client=st.integers(1, 4)),
+}
+
+
+def configs(name, max_clients):
   return st.builds(
       fp.PartitionConfig,
       num_clients=st.integers(1, max_clients),
       seed=st.integers(0, 2**32),
-      dirichlet_alpha=st.floats(1e-3, 1e3),
-      shards_per_client=st.integers(1, 4),
-      power_law_exponent=st.floats(0.2, 5.0),
       min_examples_per_client=st.integers(1, 3),
-      labels_per_client=st.integers(1, 4))
+      params=PARAMS.get(name, st.none()))
 
 
 def assert_one_line(error):
@@ -60,7 +69,7 @@ def assert_one_line(error):
        st.data())
 def test_valid_split_or_one_line_user_error(name, dataset, data):
   labels, groups = dataset
-  config = data.draw(configs(max_clients=len(labels)))
+  config = data.draw(configs(name, max_clients=len(labels)))
   try:
     parts = fp.partition(name, labels, config, client_ids=groups)
   except UserError as e:  # infeasible for this partitioner (e.g. shards)
@@ -110,16 +119,22 @@ _BAD_FIELDS = st.one_of(
               st.one_of(st.integers(max_value=0), st.just(True),
                         st.floats(allow_nan=True))),
     st.tuples(st.just("seed"), st.one_of(st.floats(), st.text(max_size=3))),
-    st.tuples(st.just("dirichlet_alpha"),
-              st.one_of(st.floats(max_value=0.0), st.just(math.nan),
-                        st.just(math.inf), st.just(False))),
-    st.tuples(st.just("shards_per_client"), st.integers(max_value=0)),
-    st.tuples(st.just("power_law_exponent"),
-              st.one_of(st.floats(max_value=0.0), st.just(math.nan),
-                        st.just(-math.inf))),
-    st.tuples(st.just("labels_per_client"), st.integers(max_value=0)),
     st.tuples(st.just("min_examples_per_client"),
               st.one_of(st.integers(max_value=0), st.floats())))
+
+# (partitioner, params class, field) -> values it must refuse.
+_BAD_PARAMS = st.one_of(
+    st.tuples(st.just(("dirichlet", fp.DirichletParams, "dirichlet_alpha")),
+              st.one_of(st.floats(max_value=0.0), st.just(math.nan),
+                        st.just(math.inf), st.just(False))),
+    st.tuples(st.just(("shards", fp.ShardsParams, "shards_per_client")),
+              st.integers(max_value=0)),
+    st.tuples(st.just(("quantity_skew", fp.QuantitySkewParams,
+                       "power_law_exponent")),
+              st.one_of(st.floats(max_value=0.0), st.just(math.nan),
+                        st.just(-math.inf))),
+    st.tuples(st.just(("labels_per_client", fp.LabelsPerClientParams,
+                       "labels_per_client")), st.integers(max_value=0)))
 
 
 @FAST
@@ -131,6 +146,25 @@ def test_bad_config_values_are_one_line_user_errors(name, bad):
     fp.partition(name, np.arange(20) % 3, config,
                  client_ids=np.arange(20) % 4)
   assert_one_line(e.value)
+
+
+@FAST
+@given(_BAD_PARAMS)
+def test_bad_params_are_one_line_user_errors(bad):
+  (name, params_class, field), value = bad
+  config = fp.PartitionConfig(num_clients=2,
+                              params=params_class(**{field: value}))
+  with pytest.raises(UserError, match=field) as e:
+    fp.partition(name, np.arange(20) % 3, config)
+  assert_one_line(e.value)
+
+
+def test_params_of_another_partitioner_are_refused():
+  config = fp.PartitionConfig(num_clients=2, params=fp.ShardsParams())
+  with pytest.raises(UserError, match="dirichlet takes DirichletParams"):
+    fp.partition("dirichlet", np.arange(20) % 3, config)
+  with pytest.raises(UserError, match="iid takes NoParams"):
+    fp.partition("iid", np.arange(20) % 3, config)
 
 
 @FAST

@@ -77,7 +77,8 @@ def test_dirichlet_small_alpha_more_skewed():
   labels = _balanced()
 
   def skew(alpha):
-    config = fp.PartitionConfig(num_clients=10, dirichlet_alpha=alpha, seed=1)
+    config = fp.PartitionConfig(num_clients=10, seed=1,
+                                params=fp.DirichletParams(alpha))
     hist = fp.label_histogram(labels, fp.partition("dirichlet", labels, config),
                               NUM_CLASSES)
     return fp.partition_summary(hist)["label_skew"]
@@ -93,8 +94,9 @@ def test_dirichlet_min_examples_even_when_infeasible_by_chance(min_examples):
   # Tiny alpha with many clients essentially never draws a valid split, so
   # this exercises the bounded retries and the deterministic fix-up.
   labels = _balanced(50)
-  config = fp.PartitionConfig(num_clients=25, dirichlet_alpha=0.001, seed=0,
-                              min_examples_per_client=min_examples)
+  config = fp.PartitionConfig(num_clients=25, seed=0,
+                              min_examples_per_client=min_examples,
+                              params=fp.DirichletParams(0.001))
   parts = fp.partition("dirichlet", labels, config)
   _assert_valid(parts, labels.size, 25)
   assert min(p.size for p in parts) >= min_examples
@@ -102,15 +104,16 @@ def test_dirichlet_min_examples_even_when_infeasible_by_chance(min_examples):
 
 def test_dirichlet_extreme_min_examples_is_exactly_even():
   labels = _balanced(10)
-  config = fp.PartitionConfig(num_clients=20, dirichlet_alpha=0.01,
-                              min_examples_per_client=5)
+  config = fp.PartitionConfig(num_clients=20, min_examples_per_client=5,
+                              params=fp.DirichletParams(0.01))
   parts = fp.partition("dirichlet", labels, config)
   assert [p.size for p in parts] == [5] * 20
 
 
 def test_shards_at_most_shards_per_client_labels():
   labels = _balanced()
-  config = fp.PartitionConfig(num_clients=50, shards_per_client=2, seed=4)
+  config = fp.PartitionConfig(num_clients=50, seed=4,
+                              params=fp.ShardsParams(shards_per_client=2))
   parts = fp.partition("shards", labels, config)
   _assert_valid(parts, labels.size, 50)
   hist = fp.label_histogram(labels, parts, NUM_CLASSES)
@@ -120,7 +123,8 @@ def test_shards_at_most_shards_per_client_labels():
 
 def test_shards_remainder_covered():
   labels, _ = _data(n=1009)
-  config = fp.PartitionConfig(num_clients=12, shards_per_client=3)
+  config = fp.PartitionConfig(num_clients=12,
+                              params=fp.ShardsParams(shards_per_client=3))
   parts = fp.partition("shards", labels, config)
   _assert_valid(parts, labels.size, 12)
 
@@ -129,13 +133,14 @@ def test_shards_too_many_shards_is_user_error():
   labels = _balanced(1)
   with pytest.raises(UserError, match="shards"):
     fp.partition("shards", labels,
-                 fp.PartitionConfig(num_clients=6, shards_per_client=2))
+                 fp.PartitionConfig(num_clients=6,
+                                    params=fp.ShardsParams(2)))
 
 
 def test_quantity_skew_sizes_unequal():
   labels, _ = _data(n=20000)
-  config = fp.PartitionConfig(num_clients=100, power_law_exponent=1.5,
-                              min_examples_per_client=2, seed=0)
+  config = fp.PartitionConfig(num_clients=100, min_examples_per_client=2,
+                              seed=0, params=fp.QuantitySkewParams(1.5))
   parts = fp.partition("quantity_skew", labels, config)
   _assert_valid(parts, labels.size, 100)
   sizes = np.array([p.size for p in parts])
@@ -155,7 +160,8 @@ def test_quantity_skew_exponent_controls_skew():
   def cv(exponent):
     sizes = [p.size for p in fp.partition(
         "quantity_skew", labels,
-        fp.PartitionConfig(num_clients=100, power_law_exponent=exponent))]
+        fp.PartitionConfig(num_clients=100,
+                           params=fp.QuantitySkewParams(exponent)))]
     return np.std(sizes) / np.mean(sizes)
 
   assert cv(1.0) > cv(10.0)
@@ -203,20 +209,27 @@ def test_natural_errors():
                  client_ids=writers)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_clients=0), "num_clients"),
-    (dict(num_clients=11), "cannot split 10 examples across 11 clients"),
-    (dict(num_clients=2, dirichlet_alpha=0.0), "dirichlet_alpha"),
-    (dict(num_clients=2, dirichlet_alpha=float("nan")), "dirichlet_alpha"),
-    (dict(num_clients=2, shards_per_client=0), "shards_per_client"),
-    (dict(num_clients=2, power_law_exponent=-1.0), "power_law_exponent"),
-    (dict(num_clients=2, min_examples_per_client=0), "min_examples"),
-    (dict(num_clients=3, min_examples_per_client=4), "at least 4"),
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("iid", dict(num_clients=0), "num_clients"),
+    ("iid", dict(num_clients=11),
+     "cannot split 10 examples across 11 clients"),
+    ("dirichlet", dict(num_clients=2, params=fp.DirichletParams(0.0)),
+     "dirichlet_alpha"),
+    ("dirichlet",
+     dict(num_clients=2, params=fp.DirichletParams(float("nan"))),
+     "dirichlet_alpha"),
+    ("shards", dict(num_clients=2, params=fp.ShardsParams(0)),
+     "shards_per_client"),
+    ("quantity_skew", dict(num_clients=2, params=fp.QuantitySkewParams(-1.0)),
+     "power_law_exponent"),
+    ("iid", dict(num_clients=2, params=fp.ShardsParams()), "takes NoParams"),
+    ("iid", dict(num_clients=2, min_examples_per_client=0), "min_examples"),
+    ("iid", dict(num_clients=3, min_examples_per_client=4), "at least 4"),
 ])
-def test_validation_errors_are_user_errors(kwargs, match):
+def test_validation_errors_are_user_errors(name, kwargs, match):
   labels = np.arange(10) % 3
   with pytest.raises(UserError, match=match):
-    fp.partition("iid", labels, fp.PartitionConfig(**kwargs))
+    fp.partition(name, labels, fp.PartitionConfig(**kwargs))
 
 
 @pytest.mark.parametrize("labels", [
@@ -313,8 +326,9 @@ def test_plot_histogram_writes_png(tmp_path):
 def test_labels_per_client_gives_k_labels(k):
   labels = np.repeat(np.arange(10), 60)
   parts = fp.partition("labels_per_client", labels,
-                       fp.PartitionConfig(num_clients=10, seed=0,
-                                          labels_per_client=k))
+                       fp.PartitionConfig(
+                           num_clients=10, seed=0,
+                           params=fp.LabelsPerClientParams(k)))
   _assert_valid(parts, labels.size, 10)
   for part in parts:
     assert len(np.unique(labels[part])) == k
@@ -323,4 +337,5 @@ def test_labels_per_client_gives_k_labels(k):
 def test_labels_per_client_more_than_classes_is_user_error():
   with pytest.raises(UserError, match="exceeds"):
     fp.partition("labels_per_client", np.repeat(np.arange(3), 5),
-                 fp.PartitionConfig(num_clients=3, labels_per_client=4))
+                 fp.PartitionConfig(num_clients=3,
+                                    params=fp.LabelsPerClientParams(4)))

@@ -20,12 +20,21 @@ from fedclf.ssl import default_for
 from fedclf.ssl import PretrainConfig
 from fedclf.ssl import pretrain_encoder
 from fedclf.ssl import ssl_step_loss
+from fedclf.ssl import ByolParams
+from fedclf.ssl import SimSiamParams
 from fedclf.ssl import SslConfig
 from fedclf.ssl.core import SslMethod
 from fedclf.train import OptimizerConfig
 
 METHODS = ("barlow_twins", "byol", "simclr", "simsiam")
-SMALL = dict(projection_dim=16, hidden_dim=32, predictor_hidden_dim=8)
+# Small heads, SimSiam's and BYOL's predictor bottleneck included.
+SMALL_PARAMS = {"simsiam": SimSiamParams(predictor_hidden_dim=8),
+                "byol": ByolParams(predictor_hidden_dim=8)}
+
+
+def small_config(name):
+  return SslConfig(method=name, projection_dim=16, hidden_dim=32,
+                   params=SMALL_PARAMS.get(name))
 
 
 def small_encoder(model="cnn", shape=(8, 8, 1)):
@@ -46,7 +55,7 @@ def test_builtin_methods_registered():
 @pytest.mark.parametrize("name", METHODS)
 def test_step_in_one_tf_function_trains_encoder_and_heads(name):
   encoder = small_encoder()
-  method = build_method(SslConfig(method=name, **SMALL),
+  method = build_method(small_config(name),
                         encoder.output_shape[-1])
   assert isinstance(method, SslMethod)
   method.build(encoder)
@@ -81,7 +90,7 @@ def test_step_in_one_tf_function_trains_encoder_and_heads(name):
 @pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_loss_depends_on_seed_alone(name):
   encoder = small_encoder("mlp")
-  method = build_method(SslConfig(method=name, **SMALL), 25)
+  method = build_method(small_config(name), 25)
   method.build(encoder)
   images = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
   augment = default_for(1)
@@ -110,13 +119,13 @@ def test_resume_of_a_finished_run_restores_and_trains_nothing(digits,
                                                             tmp_path):
   ckpt = str(tmp_path / "ckpt")
   encoder = small_encoder("mlp")
-  method = build_method(SslConfig(method="simclr", **SMALL), 25)
+  method = build_method(small_config("simclr"), 25)
   done = pretrain_encoder(encoder, method, digits.x_train, config(2),
                           checkpoint_dir=ckpt)
   assert [r["epoch"] for r in done.history] == [1, 2]
   resumed = small_encoder("mlp")
   result = pretrain_encoder(
-      resumed, build_method(SslConfig(method="simclr", **SMALL), 25),
+      resumed, build_method(small_config("simclr"), 25),
       digits.x_train, config(2), checkpoint_dir=ckpt, resume=True)
   assert result.history == [] and result.epochs_run == 2
   for a, b in zip(encoder.get_weights(), resumed.get_weights()):
@@ -126,19 +135,19 @@ def test_resume_of_a_finished_run_restores_and_trains_nothing(digits,
 def test_resume_mid_run_matches(digits, tmp_path):
   ckpt = str(tmp_path / "ckpt")
   encoder = small_encoder("mlp")
-  method = build_method(SslConfig(method="simclr", **SMALL), 25)
+  method = build_method(small_config("simclr"), 25)
   full = pretrain_encoder(encoder, method, digits.x_train, config(2))
 
   # An interrupted run: one epoch of a 2-epoch schedule, checkpointed.
   part = small_encoder("mlp")
-  part_method = build_method(SslConfig(method="simclr", **SMALL), 25)
+  part_method = build_method(small_config("simclr"), 25)
   interrupted = dataclasses.replace(config(2), checkpoint_every=1)
   fail_after_one = _StopAfter(1)
   with pytest.raises(_Stop):
     pretrain_encoder(part, part_method, digits.x_train, interrupted,
                      recorder=fail_after_one, checkpoint_dir=ckpt)
   resumed = small_encoder("mlp")
-  resumed_method = build_method(SslConfig(method="simclr", **SMALL), 25)
+  resumed_method = build_method(small_config("simclr"), 25)
   rest = pretrain_encoder(resumed, resumed_method, digits.x_train,
                           interrupted, checkpoint_dir=ckpt, resume=True)
   assert [r["epoch"] for r in rest.history] == [2]
@@ -170,7 +179,7 @@ class _StopAfter:
 
 def test_divergence_is_a_user_error(digits, tmp_path):
   encoder = small_encoder("mlp")
-  method = build_method(SslConfig(method="simclr", **SMALL), 25)
+  method = build_method(small_config("simclr"), 25)
   exploding = dataclasses.replace(config(1),
                                   optimizer=OptimizerConfig("sgd", 1e30))
   with pytest.raises(DivergenceError, match="diverged at epoch 1"):

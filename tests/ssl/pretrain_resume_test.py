@@ -11,13 +11,15 @@ from fedclf.models import build_model_parts
 from fedclf.models import ModelConfig
 from fedclf.results import RunRecorder
 from fedclf.ssl import build_method
+from fedclf.ssl import ByolParams
 from fedclf.ssl import PretrainConfig
 from fedclf.ssl import pretrain_encoder
 from fedclf.ssl import SslConfig
 from fedclf.train import OptimizerConfig
 from tests.ctrl_c import CtrlCAt
 
-SMALL = dict(projection_dim=16, hidden_dim=32, predictor_hidden_dim=8)
+SMALL = SslConfig(method="byol", projection_dim=16, hidden_dim=32,
+                  params=ByolParams(predictor_hidden_dim=8))
 # Cosine decay over all epochs: the resumed run must restore the step.
 CONFIG = PretrainConfig(epochs=3, batch_size=64,
                         optimizer=OptimizerConfig("adam", 1e-3,
@@ -34,8 +36,7 @@ def _parts():
   encoder = build_model_parts("mlp", (8, 8, 1), 10,
                               ModelConfig(width_multiplier=0.125)).encoder
   # BYOL: its target network (in the method's checkpoint) moves by EMA.
-  method = build_method(SslConfig(method="byol", **SMALL),
-                        encoder.output_shape[-1])
+  method = build_method(SMALL, encoder.output_shape[-1])
   return encoder, method
 
 

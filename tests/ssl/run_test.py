@@ -13,6 +13,8 @@ from fedclf.models import ModelConfig
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import PretrainConfig
 from fedclf.ssl import run_ssl_pretraining
+from fedclf.ssl import ByolParams
+from fedclf.ssl import SimSiamParams
 from fedclf.ssl import SslConfig
 from fedclf.ssl import SslRunConfig
 from fedclf.train import OptimizerConfig
@@ -34,7 +36,9 @@ def tiny_config(method):
       model_name="mlp",
       model=ModelConfig(width_multiplier=0.25),
       ssl=SslConfig(method=method, projection_dim=16, hidden_dim=32,
-                    predictor_hidden_dim=8),
+                    params={"simsiam": SimSiamParams(predictor_hidden_dim=8),
+                            "byol": ByolParams(predictor_hidden_dim=8)}.get(
+                                method)),
       pretrain=PretrainConfig(epochs=1, batch_size=64,
                               optimizer=OptimizerConfig("adam", 1e-3)),
       probe=TrainConfig(epochs=3, batch_size=64, optimizer=adam,
@@ -95,8 +99,11 @@ def test_binary_tiny_run(tmp_path):
   assert summary["method"] == "simsiam" and summary["embedding_points"] == 0
   assert not (tmp_path / "embeddings.png").exists()
   assert "finetune_accuracy_10" in summary
-  flags = json.loads((tmp_path / "config.json").read_text())["config"]["flags"]
+  record = json.loads((tmp_path / "config.json").read_text())["config"]
+  flags = record["flags"]
   assert flags["lr_schedule"] == "cosine" and flags["optimizer"] == "adam"
+  # --predictor_hidden_dim is generated from SimSiamParams and reaches it.
+  assert record["resolved"]["ssl"]["params"] == {"predictor_hidden_dim": 8}
 
 
 def test_binary_bad_flag_is_one_line(tmp_path):

@@ -10,6 +10,7 @@ from fedclf.federated import Aggregator
 from fedclf.federated import Algorithm
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import LocalSGD
+from fedclf.plugin_config import NoParams
 from fedclf.registry import ALGORITHMS
 
 
@@ -36,6 +37,7 @@ class CoordinateMedian(Aggregator):
 
 
 @ALGORITHMS.register("fedmedian")
-def fedmedian(config: AlgorithmConfig) -> Algorithm:
+def fedmedian(config: AlgorithmConfig, params: NoParams) -> Algorithm:
+  del params  # No hyper-parameters of its own.
   return Algorithm("fedmedian", LocalSGD(config), config.server,
                    aggregator=CoordinateMedian())

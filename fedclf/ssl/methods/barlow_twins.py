@@ -3,8 +3,11 @@ views' projections the identity."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.models.core import SeedStream
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
@@ -13,6 +16,16 @@ from fedclf.ssl.core import mlp
 from fedclf.ssl.core import split_views
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.core import SslMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class BarlowTwinsParams:
+  barlow_lambda: float = dataclasses.field(
+      default=5e-3, metadata={"help": "off-diagonal weight."})
+
+  def validate(self) -> None:
+    if not self.barlow_lambda >= 0:
+      raise UserError(f"barlow_lambda must be >= 0, got {self.barlow_lambda}")
 
 
 class BarlowTwins(SslMethod):
@@ -31,9 +44,9 @@ class BarlowTwins(SslMethod):
     z = self.heads(encode_views(encoder, view1, view2, training),
                    training=training)
     z1, z2 = split_views(z)
-    return losses.barlow_twins_loss(z1, z2, self.config.barlow_lambda)
+    return losses.barlow_twins_loss(z1, z2, self.config.params.barlow_lambda)
 
 
-@SSL_METHODS.register("barlow_twins")
+@SSL_METHODS.register("barlow_twins", params=BarlowTwinsParams)
 def build_barlow_twins(config: SslConfig, feature_dim: int) -> SslMethod:
   return BarlowTwins(config, feature_dim)

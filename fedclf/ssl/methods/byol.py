@@ -3,10 +3,12 @@ projection of the other view."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
 from fedclf.ssl.core import encode_views
@@ -22,6 +24,23 @@ def _copy_of(model: tf.keras.Model) -> tf.keras.Model:
   copy.set_weights(model.get_weights())
   copy.trainable = False
   return copy
+
+
+@dataclasses.dataclass(frozen=True)
+class ByolParams:
+  # Shared with SimSiam (same type and default): one flag serves both.
+  predictor_hidden_dim: int = dataclasses.field(
+      default=128, metadata={"help": "predictor bottleneck width."})
+  byol_momentum: float = dataclasses.field(
+      default=0.99, metadata={"help": "target EMA decay per step."})
+
+  def validate(self) -> None:
+    if self.predictor_hidden_dim < 1:
+      raise UserError(f"predictor_hidden_dim must be >= 1, got "
+                      f"{self.predictor_hidden_dim}")
+    if not 0.0 <= self.byol_momentum < 1.0:
+      raise UserError(f"byol_momentum must be in [0, 1), got "
+                      f"{self.byol_momentum}")
 
 
 class Byol(SslMethod):
@@ -64,7 +83,7 @@ class Byol(SslMethod):
   def after_step(self, encoder: tf.keras.Model) -> None:
     if self.target_encoder is None:
       raise ValueError("byol: call method.build(encoder) before after_step()")
-    m = self.config.byol_momentum
+    m = self.config.params.byol_momentum
     # `weights` (not trainable_weights) so BatchNorm statistics follow too;
     # clones list their weights in the same order as the original.
     pairs = (list(zip(self.target_encoder.weights, encoder.weights)) +
@@ -73,6 +92,6 @@ class Byol(SslMethod):
       target.assign(m * target + (1.0 - m) * online)
 
 
-@SSL_METHODS.register("byol")
+@SSL_METHODS.register("byol", params=ByolParams)
 def build_byol(config: SslConfig, feature_dim: int) -> SslMethod:
   return Byol(config, feature_dim)

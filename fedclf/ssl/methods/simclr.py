@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.models.core import SeedStream
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
@@ -12,6 +15,16 @@ from fedclf.ssl.core import mlp
 from fedclf.ssl.core import split_views
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.core import SslMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class SimClrParams:
+  temperature: float = dataclasses.field(
+      default=0.5, metadata={"help": "NT-Xent temperature."})
+
+  def validate(self) -> None:
+    if not self.temperature > 0:
+      raise UserError(f"temperature must be > 0, got {self.temperature}")
 
 
 class SimClr(SslMethod):
@@ -27,9 +40,9 @@ class SimClr(SslMethod):
     z = self.heads(encode_views(encoder, view1, view2, training),
                    training=training)
     z1, z2 = split_views(z)
-    return losses.nt_xent(z1, z2, self.config.temperature)
+    return losses.nt_xent(z1, z2, self.config.params.temperature)
 
 
-@SSL_METHODS.register("simclr")
+@SSL_METHODS.register("simclr", params=SimClrParams)
 def build_simclr(config: SslConfig, feature_dim: int) -> SslMethod:
   return SimClr(config, feature_dim)

@@ -3,8 +3,11 @@ with a stop-gradient instead of negatives or a momentum encoder."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
 from fedclf.ssl.core import encode_views
@@ -12,6 +15,17 @@ from fedclf.ssl.core import projector_and_predictor
 from fedclf.ssl.core import split_views
 from fedclf.ssl.core import SslConfig
 from fedclf.ssl.core import SslMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSiamParams:
+  predictor_hidden_dim: int = dataclasses.field(
+      default=128, metadata={"help": "predictor bottleneck width."})
+
+  def validate(self) -> None:
+    if self.predictor_hidden_dim < 1:
+      raise UserError(f"predictor_hidden_dim must be >= 1, got "
+                      f"{self.predictor_hidden_dim}")
 
 
 class SimSiam(SslMethod):
@@ -35,6 +49,6 @@ class SimSiam(SslMethod):
     return losses.simsiam_loss(p1, p2, z1, z2)
 
 
-@SSL_METHODS.register("simsiam")
+@SSL_METHODS.register("simsiam", params=SimSiamParams)
 def build_simsiam(config: SslConfig, feature_dim: int) -> SslMethod:
   return SimSiam(config, feature_dim)

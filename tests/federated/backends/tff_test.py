@@ -15,9 +15,11 @@ import pytest
 
 from fedclf.data import DataConfig
 from fedclf.federated import AlgorithmConfig
+from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
 from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
+from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
 
@@ -25,18 +27,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 
-def config(algorithm, backend, rounds=3, workers=(), **alg):
-  alg_config = dict(client_lr=0.05, local_epochs=1, local_batch_size=16,
-                    dp_noise_multiplier=0.0, dp_clip=0.5)
-  alg_config.update(alg)
+def config(algorithm, backend, rounds=3, workers=(),
+           dp_noise_multiplier=0.0):
+  params = (DpFedAvgParams(dp_noise_multiplier=dp_noise_multiplier,
+                           dp_clip=0.5) if algorithm == "dp_fedavg" else None)
   return FederatedRunConfig(
       data=DataConfig(name="digits", train_limit=300, test_limit=100),
       partitioner="dirichlet",
-      partition=PartitionConfig(num_clients=6, seed=1, dirichlet_alpha=0.5),
+      partition=PartitionConfig(num_clients=6, seed=1,
+                                params=DirichletParams(dirichlet_alpha=0.5)),
       model_name="mlp",
       simulation=SimulationConfig(
           algorithm=algorithm,
-          algorithm_config=AlgorithmConfig(**alg_config), num_clients=6,
+          algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
+                                           local_batch_size=16),
+          algorithm_params=params, num_clients=6,
           clients_per_round=3, rounds=rounds, eval_every=rounds,
           checkpoint_every=0, per_client_eval=0, backend=backend,
           tff_workers=tuple(workers), seed=1))
