@@ -21,20 +21,20 @@ Input standardization (`AdaptConfig.normalization`): per_domain (default;
 each domain with its own training statistics), pooled, or source.
 
 Federated runs across domains: `run_federated_uda`
-(`fedclf.adapt.federated_uda`) runs source_only, dann (f-DANN),
+(`fedclf.adapt.unlabelled_target_clients`) runs source_only, dann (f-DANN),
 self_training (pseudo-labels) and target_oracle over labelled source
 clients and unlabelled target clients;
-`run_federated_adaptation` (`fedclf.adapt.federated`) runs any registered
+`run_federated_adaptation` (`fedclf.adapt.labelled_domain_clients`) runs any registered
 federated algorithm on clients that all hold labels, through the
 `domains:a+b` datasets and the `per_domain` partitioner.
 """
 
 from fedclf.adapt import methods  # noqa: F401  (registers the methods)
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
-from fedclf.adapt.core import AdaptConfig
-from fedclf.adapt.core import DannConfig
-from fedclf.adapt.core import few_shot_indices
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
+from fedclf.adapt.task import AdaptConfig
+from fedclf.adapt.task import DannConfig
+from fedclf.adapt.task import few_shot_indices
 from fedclf.adapt.domains import align
 from fedclf.adapt.domains import DOMAINS
 from fedclf.adapt.domains import DomainLimits
@@ -45,16 +45,16 @@ from fedclf.adapt.domains import load_domain
 from fedclf.adapt.domains import load_domain_pair
 from fedclf.adapt.domains import load_domains
 from fedclf.adapt.domains import mixture_name
-from fedclf.adapt.federated import per_domain
-from fedclf.adapt.federated import federated_domain_config
-from fedclf.adapt.federated import run_federated_adaptation
-from fedclf.adapt.federated_uda import FEDERATED_METHODS
-from fedclf.adapt.federated_uda import FederatedAdaptConfig
-from fedclf.adapt.federated_uda import run_federated_uda
+from fedclf.adapt.labelled_domain_clients import per_domain
+from fedclf.adapt.labelled_domain_clients import federated_domain_config
+from fedclf.adapt.labelled_domain_clients import run_federated_adaptation
+from fedclf.adapt.unlabelled_target_clients import FEDERATED_METHODS
+from fedclf.adapt.unlabelled_target_clients import FederatedAdaptConfig
+from fedclf.adapt.unlabelled_target_clients import run_federated_uda
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.grl import gradient_reversal
 from fedclf.adapt.mnist_m import make_mnist_m
-from fedclf.adapt.run import AdaptRunConfig
-from fedclf.adapt.run import evaluate_pair
-from fedclf.adapt.run import run_adaptation
-from fedclf.adapt.run import run_adaptation_seeds
+from fedclf.adapt.centralized_run import AdaptRunConfig
+from fedclf.adapt.centralized_run import evaluate_pair
+from fedclf.adapt.centralized_run import run_adaptation
+from fedclf.adapt.centralized_run import run_adaptation_seeds

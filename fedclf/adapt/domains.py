@@ -16,7 +16,7 @@ size, one channel count (grayscale replicated to RGB when either domain is
 colour), one label set. Mixtures of the digit domains are also registered
 as datasets (`domains:mnist+usps`, ...) whose examples carry their domain
 index as natural client id, for federated runs across domains (see
-`fedclf.adapt.federated`).
+`fedclf.adapt.labelled_domain_clients`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _data_config(name: str, options: DomainOptions,
 
 def _slice_indices(n: int, limit: int,
                    rng: np.random.Generator) -> Optional[np.ndarray]:
-  # The same draw as fedclf.data.core.load_dataset's slicing, so a domain
+  # The same draw as fedclf.data.image_dataset.load_dataset's slicing, so a domain
   # built from another dataset's full arrays (mnist_m) slices alike.
   if limit <= 0 or limit >= n:
     return None

@@ -17,9 +17,9 @@ import numpy as np
 
 from fedclf.data import checksums
 from fedclf.data import idx
-from fedclf.data.core import DataConfig
-from fedclf.data.core import ImageDataset
-from fedclf.data.core import make_image_dataset
+from fedclf.data.image_dataset import DataConfig
+from fedclf.data.image_dataset import ImageDataset
+from fedclf.data.image_dataset import make_image_dataset
 from fedclf.errors import DataFileError
 from fedclf.errors import UserError
 from fedclf.registry import DATASETS

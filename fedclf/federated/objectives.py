@@ -16,7 +16,7 @@ every objective.
 
 Federated domain adaptation's objectives (source-only, f-DANN,
 self-training, target oracle) live with the other adaptation methods in
-`fedclf.adapt.federated_uda`.
+`fedclf.adapt.unlabelled_target_clients`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fedclf.federated.ssl_objective import ssl_objective
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
 from fedclf.ssl.augment import default_for
-from fedclf.ssl.core import SslConfig
+from fedclf.ssl.method import SslConfig
 from fedclf.ssl.evaluate import linear_probe
 
 

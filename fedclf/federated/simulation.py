@@ -56,7 +56,7 @@ from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
 from fedclf.results.record import atomic_write_json
 from fedclf.results.trained_run import write_final_model
-from fedclf.ssl.core import SslConfig
+from fedclf.ssl.method import SslConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,10 +18,10 @@ from fedclf.errors import UserError
 from fedclf.models import build_model_parts
 from fedclf.models import ModelConfig
 from fedclf.ssl.augment import SslAugmentConfig
-from fedclf.ssl.core import build_method
-from fedclf.ssl.core import ssl_step_loss
-from fedclf.ssl.core import SslConfig
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import build_method
+from fedclf.ssl.method import ssl_step_loss
+from fedclf.ssl.method import SslConfig
+from fedclf.ssl.method import SslMethod
 
 # BYOL's target network follows the online one by an EMA after every local
 # step; its per-client target has no agreed federated form (FedU aggregates

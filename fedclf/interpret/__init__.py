@@ -16,9 +16,9 @@ from fedclf.interpret.attribution import last_conv_layer_name
 from fedclf.interpret.attribution import smoothgrad
 from fedclf.interpret.attribution import tapped_forward
 from fedclf.interpret.attribution import vanilla_gradients
-from fedclf.interpret.run import InterpretConfig
-from fedclf.interpret.run import METHODS
-from fedclf.interpret.run import run_interpret
+from fedclf.interpret.report import InterpretConfig
+from fedclf.interpret.report import METHODS
+from fedclf.interpret.report import run_interpret
 from fedclf.interpret.sanity import cascading_randomization
 from fedclf.interpret.sanity import RandomizationResult
 from fedclf.interpret.similarity import map_similarity

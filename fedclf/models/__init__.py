@@ -13,7 +13,7 @@ deterministically from `ModelConfig.seed` (initialisers are seeded per
 layer; the caller's global random state is never touched).
 
 A plugin registers `builder(input_shape, num_classes, config) -> ModelParts`
-with `@MODELS.register(name)`; `fedclf.models.core` has the helpers.
+with `@MODELS.register(name)`; `fedclf.models.building_blocks` has the helpers.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from fedclf.models import efficientnet  # noqa: F401
 from fedclf.models import lenet  # noqa: F401
 from fedclf.models import mlp  # noqa: F401
 from fedclf.models import resnet  # noqa: F401
-from fedclf.models.core import ModelConfig
-from fedclf.models.core import ModelParts
-from fedclf.models.core import NORMS
+from fedclf.models.building_blocks import ModelConfig
+from fedclf.models.building_blocks import ModelParts
+from fedclf.models.building_blocks import NORMS
 from fedclf.registry import MODELS
 
 __all__ = [

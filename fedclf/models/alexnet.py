@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from fedclf.models import core
+from fedclf.models import building_blocks
 from fedclf.registry import MODELS
 
 # (filters, pool after this conv): the CIFAR-style variant's 3x3 convolutions
@@ -16,7 +16,7 @@ DENSE_UNITS = (1024, 512)
 
 @MODELS.register("alexnet")
 def build_alexnet(input_shape: tuple[int, int, int], num_classes: int,
-                  config: core.ModelConfig) -> core.ModelParts:
+                  config: building_blocks.ModelConfig) -> building_blocks.ModelParts:
   """Five 3x3 conv layers, three pools, Dense 1024/512 encoder; Dense head.
 
   * Each conv is followed by `config.norm` (in place of the original local
@@ -29,15 +29,15 @@ def build_alexnet(input_shape: tuple[int, int, int], num_classes: int,
   The flattened conv output grows with the input: 3x3x256 on 28x28,
   4x4x256 on 32x32, so the first dense layer dominates the parameter count.
   """
-  seeds = core.SeedStream(config.seed)
-  inputs = core.image_input(input_shape)
+  seeds = building_blocks.SeedStream(config.seed)
+  inputs = building_blocks.image_input(input_shape)
   x = inputs
   for i, (filters, pool) in enumerate(CONV_LAYERS, start=1):
-    filters = core.scaled(filters, config)
+    filters = building_blocks.scaled(filters, config)
     x = tf.keras.layers.Conv2D(
         filters, 3, padding="same", use_bias=config.norm == "none",
         kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
-    x = core.norm_layer(config.norm, filters, name=f"norm{i}")(x)
+    x = building_blocks.norm_layer(config.norm, filters, name=f"norm{i}")(x)
     x = tf.keras.layers.ReLU(name=f"relu{i}")(x)
     if pool:
       x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same",
@@ -47,6 +47,6 @@ def build_alexnet(input_shape: tuple[int, int, int], num_classes: int,
     if config.dropout > 0:
       x = tf.keras.layers.Dropout(config.dropout, name=f"dropout{i}")(x)
     x = tf.keras.layers.Dense(
-        core.scaled(units, config), activation="relu",
+        building_blocks.scaled(units, config), activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
-  return core.make_parts(inputs, x, num_classes, seeds, head_dropout=0.0)
+  return building_blocks.make_parts(inputs, x, num_classes, seeds, head_dropout=0.0)

@@ -9,7 +9,7 @@ from typing import Any, Dict, Tuple
 import tensorflow as tf
 
 from fedclf.errors import UserError
-from fedclf.models import core
+from fedclf.models import building_blocks
 from fedclf.registry import MODELS
 
 # keras.applications refuses EfficientNet inputs smaller than this.
@@ -21,7 +21,7 @@ _PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 
 @MODELS.register("efficientnet_b0")
 def build_efficientnet_b0(input_shape: tuple[int, int, int], num_classes: int,
-                          config: core.ModelConfig) -> core.ModelParts:
+                          config: building_blocks.ModelConfig) -> building_blocks.ModelParts:
   """EfficientNet-B0 feature extractor (1280 features) and a Dense head.
 
   The encoder takes the images callers have: inputs smaller than 32 on a
@@ -40,9 +40,9 @@ def build_efficientnet_b0(input_shape: tuple[int, int, int], num_classes: int,
   if config.width_multiplier != 1.0:
     raise UserError("efficientnet_b0 supports only width_multiplier=1.0, got "
                     f"{config.width_multiplier}")
-  seeds = core.SeedStream(config.seed)
+  seeds = building_blocks.SeedStream(config.seed)
   height, width, channels = input_shape
-  inputs = core.image_input(input_shape)
+  inputs = building_blocks.image_input(input_shape)
   x = inputs
   side_h, side_w = max(height, MIN_SIDE), max(width, MIN_SIDE)
   if (side_h, side_w) != (height, width):
@@ -52,11 +52,11 @@ def build_efficientnet_b0(input_shape: tuple[int, int, int], num_classes: int,
     x = tf.keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
   backbone = _backbone((side_h, side_w, int(x.shape[-1])), config.norm, seeds)
   features = backbone(x)
-  return core.make_parts(inputs, features, num_classes, seeds, config=config)
+  return building_blocks.make_parts(inputs, features, num_classes, seeds, config=config)
 
 
 def _backbone(shape: Tuple[int, int, int], norm: str,
-              seeds: core.SeedStream) -> tf.keras.Model:
+              seeds: building_blocks.SeedStream) -> tf.keras.Model:
   """EfficientNetB0 rebuilt from its config with fedclf's changes.
 
   Editing the functional config and rebuilding is used rather than
@@ -73,7 +73,7 @@ def _backbone(shape: Tuple[int, int, int], norm: str,
     elif class_name == "BatchNormalization" and norm == "group":
       _replace(layer, "GroupNormalization", {
           "name": name,
-          "groups": core.group_count(bn_channels[name]),
+          "groups": building_blocks.group_count(bn_channels[name]),
           "epsilon": layer["config"]["epsilon"],
       })
     elif class_name == "BatchNormalization" and norm == "none":
@@ -92,7 +92,7 @@ def _replace(layer: Dict[str, Any], class_name: str,
 
 
 def _seed_initializers(layer_config: Dict[str, Any],
-                       seeds: core.SeedStream) -> None:
+                       seeds: building_blocks.SeedStream) -> None:
   """Gives every random initialiser of a layer its own seed.
 
   Keras' EfficientNet uses unseeded VarianceScaling initialisers; seeding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from fedclf.models import core
+from fedclf.models import building_blocks
 from fedclf.registry import MODELS
 
 KERNEL = 5
@@ -14,7 +14,7 @@ DESIGN_SIDE = 32
 
 @MODELS.register("lenet5")
 def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
-                 config: core.ModelConfig) -> core.ModelParts:
+                 config: building_blocks.ModelConfig) -> building_blocks.ModelParts:
   """conv(6)-pool-conv(16)-pool-Dense(120)-Dense(84) encoder, Dense head.
 
   Padding reproduces the original geometry where the input allows it and
@@ -26,8 +26,8 @@ def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
       paper; on 16x16 or 8x8 inputs it is 'same' so the model still works.
     * pools are 'same' so odd sizes round up instead of collapsing.
   """
-  seeds = core.SeedStream(config.seed)
-  inputs = core.image_input(input_shape)
+  seeds = building_blocks.SeedStream(config.seed)
+  inputs = building_blocks.image_input(input_shape)
   x = inputs
   for i, filters in enumerate((6, 16), start=1):
     side = min(int(x.shape[1]), int(x.shape[2]))
@@ -36,13 +36,13 @@ def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
     else:
       valid = side - KERNEL + 1 >= 2 * KERNEL
     x = tf.keras.layers.Conv2D(
-        core.scaled(filters, config), KERNEL,
+        building_blocks.scaled(filters, config), KERNEL,
         padding="valid" if valid else "same", activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
     x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"pool{i}")(x)
   x = tf.keras.layers.Flatten(name="flatten")(x)
   for i, units in enumerate((120, 84), start=1):
     x = tf.keras.layers.Dense(
-        core.scaled(units, config), activation="relu",
+        building_blocks.scaled(units, config), activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
-  return core.make_parts(inputs, x, num_classes, seeds, config=config)
+  return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)

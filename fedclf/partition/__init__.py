@@ -12,10 +12,10 @@ from `config.params`; see `fedclf.plugin_config`) and the signature
 `fn(labels, config, rng, client_ids) -> list[np.ndarray]`.
 """
 
-from fedclf.partition.core import PartitionConfig
-from fedclf.partition.core import PartitionInvariantError
-from fedclf.partition.core import partition
-from fedclf.partition.core import validate_config
+from fedclf.partition.split import PartitionConfig
+from fedclf.partition.split import PartitionInvariantError
+from fedclf.partition.split import partition
+from fedclf.partition.split import validate_config
 # Imported for its registration side effects.
 from fedclf.partition import partitioners  # noqa: F401
 from fedclf.partition.partitioners import DirichletParams

@@ -20,9 +20,9 @@ from typing import List, Optional
 import numpy as np
 
 from fedclf.errors import UserError
-from fedclf.partition.core import is_int
-from fedclf.partition.core import is_positive_finite
-from fedclf.partition.core import PartitionConfig
+from fedclf.partition.split import is_int
+from fedclf.partition.split import is_positive_finite
+from fedclf.partition.split import PartitionConfig
 from fedclf.registry import PARTITIONERS
 
 # Bounded so that an infeasible-by-chance Dirichlet setting (tiny alpha, many

@@ -22,12 +22,12 @@ from fedclf.ssl.augment import augment_batch
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.augment import two_views
-from fedclf.ssl.core import build_method
-from fedclf.ssl.core import encode_views
-from fedclf.ssl.core import normalize_images
-from fedclf.ssl.core import ssl_step_loss
-from fedclf.ssl.core import SslConfig
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import build_method
+from fedclf.ssl.method import encode_views
+from fedclf.ssl.method import normalize_images
+from fedclf.ssl.method import ssl_step_loss
+from fedclf.ssl.method import SslConfig
+from fedclf.ssl.method import SslMethod
 from fedclf.ssl.evaluate import knn_accuracy
 from fedclf.ssl.evaluate import label_efficiency
 from fedclf.ssl.evaluate import linear_probe
@@ -43,5 +43,5 @@ from fedclf.ssl.methods.simsiam import SimSiamParams
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
 from fedclf.ssl.pretrain import PretrainResult
-from fedclf.ssl.run import run_ssl_pretraining
-from fedclf.ssl.run import SslRunConfig
+from fedclf.ssl.pretraining_run import run_ssl_pretraining
+from fedclf.ssl.pretraining_run import SslRunConfig

@@ -20,8 +20,8 @@ from fedclf.data import ImageDataset
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import ModelParts
-from fedclf.models.core import build_head
-from fedclf.models.core import SeedStream
+from fedclf.models.building_blocks import build_head
+from fedclf.models.building_blocks import SeedStream
 from fedclf.results import RunRecorder
 from fedclf.train.centralized import labelled_subset
 from fedclf.train.loop import evaluate_classifier

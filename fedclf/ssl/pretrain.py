@@ -23,8 +23,8 @@ from fedclf.errors import UserError
 from fedclf.results import RunRecorder
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
-from fedclf.ssl.core import ssl_step_loss
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import ssl_step_loss
+from fedclf.ssl.method import SslMethod
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
 from fedclf.train.epoch_driver import run_tensorboard_dir

@@ -12,7 +12,7 @@ from fedclf.adapt import AdaptationTask
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import DomainPair
 from fedclf.adapt import run_adaptation
-from fedclf.adapt.core import pooled_normalization
+from fedclf.adapt.task import pooled_normalization
 from fedclf.data import make_image_dataset
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError

@@ -15,7 +15,7 @@ from fedclf.models import build_model_parts
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
 from fedclf.models import ModelParts
-from fedclf.models.core import group_count
+from fedclf.models.building_blocks import group_count
 from fedclf.registry import MODELS
 from fedclf.registry import UnknownNameError
 

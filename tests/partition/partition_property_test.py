@@ -13,7 +13,7 @@ import pytest
 
 # Registers `per_domain`, so every partitioner fedclf ships is covered
 # whatever else this test process imported.
-import fedclf.adapt.federated  # noqa: F401  pylint: disable=unused-import
+import fedclf.adapt.labelled_domain_clients  # noqa: F401  pylint: disable=unused-import
 from fedclf import partition as fp
 from fedclf.errors import UserError
 from fedclf.registry import PARTITIONERS

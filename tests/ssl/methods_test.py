@@ -23,7 +23,7 @@ from fedclf.ssl import ssl_step_loss
 from fedclf.ssl import ByolParams
 from fedclf.ssl import SimSiamParams
 from fedclf.ssl import SslConfig
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import SslMethod
 from fedclf.train import OptimizerConfig
 
 METHODS = ("barlow_twins", "byol", "simclr", "simsiam")

@@ -18,7 +18,7 @@ def _load(name: str, **kwargs):
 
 
 def _resize(ctx: core.Context) -> None:
-  from fedclf.data.core import resize_images  # pylint: disable=g-import-not-at-top
+  from fedclf.data.image_dataset import resize_images  # pylint: disable=g-import-not-at-top
   rows = [("cifar10", 3, (8, 16, 32, 64)), ("usps", 0, (8, 16, 28, 56)),
           ("digits", 0, (8, 16, 28, 56))]
   fig = core.new_figure(7.5, 6.0)

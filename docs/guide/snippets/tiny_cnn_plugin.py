@@ -3,7 +3,7 @@
 
 import tensorflow as tf
 
-from fedclf.models.core import ModelParts
+from fedclf.models.building_blocks import ModelParts
 from fedclf.registry import MODELS
 
 

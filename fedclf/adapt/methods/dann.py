@@ -29,12 +29,12 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.grl import gradient_reversal
 from fedclf.errors import UserError
-from fedclf.models.core import SeedStream
+from fedclf.models.building_blocks import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import EpochDriver

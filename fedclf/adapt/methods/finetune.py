@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from absl import logging
 
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
-from fedclf.adapt.core import few_shot_indices
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
+from fedclf.adapt.task import few_shot_indices
 from fedclf.adapt.methods.source_only import train_on_source
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train.loop import evaluate_classifier

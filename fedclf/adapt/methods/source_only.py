@@ -5,8 +5,8 @@ The lower bound every adaptation method has to beat.
 
 from __future__ import annotations
 
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train.loop import train_classifier
 

@@ -8,9 +8,9 @@ it is only scored on, with the source's under `per_domain`).
 
 from __future__ import annotations
 
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
-from fedclf.adapt.core import DomainNormalizations
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
+from fedclf.adapt.task import DomainNormalizations
 from fedclf.data.preprocess import Normalization
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train.loop import train_classifier

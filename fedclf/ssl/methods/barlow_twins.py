@@ -8,14 +8,14 @@ import dataclasses
 import tensorflow as tf
 
 from fedclf.errors import UserError
-from fedclf.models.core import SeedStream
+from fedclf.models.building_blocks import SeedStream
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
-from fedclf.ssl.core import encode_views
-from fedclf.ssl.core import mlp
-from fedclf.ssl.core import split_views
-from fedclf.ssl.core import SslConfig
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import encode_views
+from fedclf.ssl.method import mlp
+from fedclf.ssl.method import split_views
+from fedclf.ssl.method import SslConfig
+from fedclf.ssl.method import SslMethod
 
 
 @dataclasses.dataclass(frozen=True)

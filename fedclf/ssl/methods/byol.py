@@ -11,11 +11,11 @@ import tensorflow as tf
 from fedclf.errors import UserError
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl import losses
-from fedclf.ssl.core import encode_views
-from fedclf.ssl.core import projector_and_predictor
-from fedclf.ssl.core import split_views
-from fedclf.ssl.core import SslConfig
-from fedclf.ssl.core import SslMethod
+from fedclf.ssl.method import encode_views
+from fedclf.ssl.method import projector_and_predictor
+from fedclf.ssl.method import split_views
+from fedclf.ssl.method import SslConfig
+from fedclf.ssl.method import SslMethod
 
 
 def _copy_of(model: tf.keras.Model) -> tf.keras.Model:

@@ -15,10 +15,10 @@ from fedclf.adapt import DannConfig
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import FederatedAdaptConfig
 from fedclf.adapt import run_federated_uda
-from fedclf.adapt.federated_uda import SOURCE
-from fedclf.adapt.federated_uda import split_clients
-from fedclf.adapt.federated_uda import TARGET
-from fedclf.adapt.federated_uda import federated_uda_loop
+from fedclf.adapt.unlabelled_target_clients import SOURCE
+from fedclf.adapt.unlabelled_target_clients import split_clients
+from fedclf.adapt.unlabelled_target_clients import TARGET
+from fedclf.adapt.unlabelled_target_clients import federated_uda_loop
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
 from fedclf.models import ModelConfig

@@ -36,9 +36,9 @@ import tensorflow as tf
 
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
-from fedclf.models.core import BN_MOMENTUM
-from fedclf.models.core import NORM_EPSILON
-from fedclf.models.core import SeedStream
+from fedclf.models.building_blocks import BN_MOMENTUM
+from fedclf.models.building_blocks import NORM_EPSILON
+from fedclf.models.building_blocks import SeedStream
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import SSL_METHODS
 from fedclf.ssl.augment import SslAugmentConfig

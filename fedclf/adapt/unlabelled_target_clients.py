@@ -41,7 +41,7 @@ classifier) with a loss that depends on its domain, and the head and the
 encoder are averaged with different weights, which the algorithm backends'
 one-model client work and single-weight aggregation do not express. For
 any other federated algorithm on clients that all hold labels, see
-`fedclf.adapt.federated` (`run_federated_adaptation`), which runs on those
+`fedclf.adapt.labelled_domain_clients` (`run_federated_adaptation`), which runs on those
 backends.
 
 Every random choice (client split, sampling, batch order) derives from
@@ -60,15 +60,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from fedclf.adapt.core import AdaptationTask
-from fedclf.adapt.core import DannConfig
-from fedclf.adapt.core import DomainNormalizations
+from fedclf.adapt.task import AdaptationTask
+from fedclf.adapt.task import DannConfig
+from fedclf.adapt.task import DomainNormalizations
 from fedclf.adapt.domains import DomainPair
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.methods.dann import build_dann_models
 from fedclf.adapt.methods.dann import DannModels
 from fedclf.adapt.methods.dann import domain_loss_and_correct
-from fedclf.adapt.run import AdaptRunConfig
+from fedclf.adapt.centralized_run import AdaptRunConfig
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.federated.round_loop import diverged

@@ -28,8 +28,8 @@ from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
-from fedclf.ssl.core import build_method
-from fedclf.ssl.core import SslConfig
+from fedclf.ssl.method import build_method
+from fedclf.ssl.method import SslConfig
 from fedclf.ssl.evaluate import DEFAULT_FINETUNE
 from fedclf.ssl.evaluate import DEFAULT_PROBE
 from fedclf.ssl.evaluate import knn_accuracy

@@ -16,9 +16,9 @@ from absl import logging
 import numpy as np
 
 from fedclf import metrics as metrics_lib
-from fedclf.adapt.core import AdaptationResult
-from fedclf.adapt.core import AdaptationTask
-from fedclf.adapt.core import AdaptConfig
+from fedclf.adapt.task import AdaptationResult
+from fedclf.adapt.task import AdaptationTask
+from fedclf.adapt.task import AdaptConfig
 from fedclf.adapt.domains import DEFAULT_IMAGE_SIZE
 from fedclf.adapt.domains import DomainLimits
 from fedclf.adapt.domains import DomainPair

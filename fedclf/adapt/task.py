@@ -11,7 +11,7 @@ that trains a classifier for the target domain:
 
 The task carries the aligned `DomainPair` (labelled source, target whose
 training labels only `target_oracle` and `finetune` may read), the zoo
-model to build and the training configs; `fedclf.adapt.run` then scores the
+model to build and the training configs; `fedclf.adapt.centralized_run` then scores the
 returned model on both domains' test sets.
 """
 
