@@ -83,8 +83,8 @@ def checked_objective(model, images, labels, mask, seed=None):
   return masked_loss_and_correct(model, images, labels, mask, seed)
 
 
-def checked_fedavg(name, config):
-  del name  # Unused.
+def checked_fedavg(name, config, params=None):
+  del name, params  # Unused: FedAvg has no hyper-parameters of its own.
   return Algorithm("fedavg", LocalSGD(config).with_objective(
       checked_objective), config.server)
 
