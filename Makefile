@@ -21,7 +21,7 @@ $(STAMP): requirements.lock overrides.txt setup.cfg
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m simulations.demo --out_dir=demo_out
+	$(PY) -m simulations.demo --out_dir=demo_out --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests

@@ -11,6 +11,7 @@ defines its flags, and `params_from_flags(ALGORITHMS, name)` in main.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -80,12 +81,43 @@ def model_config_from_flags():
 
 def define_run_flags(default_out_dir: str, checkpoint_unit: str,
                      default_checkpoint_every: int, seed_help: str) -> None:
-  """--checkpoint_every, --resume, --seed, --out_dir (every training binary)."""
+  """--checkpoint_every, --resume, --overwrite, --seed, --out_dir (every
+  training binary; `run` claims --out_dir for them)."""
   flags.DEFINE_integer("checkpoint_every", default_checkpoint_every,
                        f"Checkpoint every N {checkpoint_unit} (0 = never).")
-  flags.DEFINE_bool("resume", False, "Resume from --out_dir's checkpoints.")
+  flags.DEFINE_bool("resume", False,
+                    "Resume the run in --out_dir from its checkpoints (its "
+                    "setting must match; more rounds/epochs may be asked).")
   flags.DEFINE_integer("seed", 0, seed_help)
   flags.DEFINE_string("out_dir", default_out_dir, "Output directory.")
+  define_overwrite_flag()
+
+
+def define_overwrite_flag() -> None:
+  """--overwrite; with --out_dir, `run` claims the folder for the binary."""
+  flags.DEFINE_bool("overwrite", False,
+                    "If --out_dir holds a run, move it aside to "
+                    "<out_dir>.old-<time> (nothing is deleted) and start "
+                    "afresh.")
+
+
+def claim_out_dir():
+  """The claim on --out_dir (see fedclf.results.run_folder) for binaries
+  with --out_dir and --overwrite; a no-op context for the others.
+
+  Taken before the binary's main (by `run`, and by docs.guide.runner,
+  which runs binaries in one process), so a used, locked or unwritable
+  folder is refused before any data is loaded.
+  """
+  f = flags.FLAGS
+  if "out_dir" not in f or "overwrite" not in f:
+    return contextlib.nullcontext()
+  from fedclf.results import run_folder  # pylint: disable=g-import-not-at-top
+  can_resume = "resume" in f
+  return run_folder.claim_run_folder(
+      f.out_dir, run_folder.run_setting(flag_values_dict()),
+      resume=can_resume and bool(f["resume"].value), overwrite=f.overwrite,
+      can_resume=can_resume)
 
 
 def data_config_from_flags(seed: int):
@@ -274,7 +306,8 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       if flags.FLAGS.list:
         print(plugins.describe_all())
         return
-      main(argv)
+      with claim_out_dir():
+        main(argv)
     except (UserError, registry.RegistryError) as e:
       logging.flush()
       exit_with_user_error(str(e))

@@ -8,6 +8,9 @@ Dirichlet(0.3) label-skewed clients. Prints a table and writes
 each run's standard results files.
 
   python -m simulations.demo --out_dir=demo_out
+
+An --out_dir that holds an earlier demo is refused; --overwrite moves it
+aside (`make demo` passes it).
 """
 
 import os
@@ -18,6 +21,7 @@ from fedclf import cli
 
 cli.define_common_flags()
 flags.DEFINE_string("out_dir", "demo_out", "Output directory.")
+cli.define_overwrite_flag()
 flags.DEFINE_integer("num_clients", 20, "Simulated clients.")
 flags.DEFINE_integer("clients_per_round", 5, "Clients per round.")
 flags.DEFINE_integer("rounds", 30, "Federated rounds.")

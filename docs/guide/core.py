@@ -34,6 +34,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from fedclf.errors import UserError
+from fedclf.results import run_folder
 from fedclf.results.record import atomic_output
 from fedclf.results.record import atomic_write_json
 from fedclf.results.record import atomic_write_text
@@ -101,6 +102,15 @@ class Command:
       if arg.startswith("--out_dir="):
         return arg.split("=", 1)[1]
     return None
+
+
+def _continue_flags(out_dir: str) -> List[str]:
+  """How a rerun treats a run folder left unfinished: resumed from its
+  checkpoints, or, stopped before the first one, moved aside and rerun
+  (the binaries refuse a used folder without one of the two)."""
+  if run_folder.has_checkpoints(out_dir):
+    return ["--resume"]
+  return ["--overwrite"] if run_folder.existing_run(out_dir) else []
 
 
 def bash_block(commands: Sequence[Command]) -> str:
@@ -185,8 +195,8 @@ class Context:
     if out_dir and os.path.exists(os.path.join(out_dir, "summary.json")):
       self.echo(f"  [done] {out_dir}")
       return read_text(stdout_path)
-    if out_dir and os.path.isdir(os.path.join(out_dir, "checkpoints")):
-      argv.append("--resume")
+    if out_dir:
+      argv += _continue_flags(out_dir)
     env = dict(os.environ, **dict(command.env))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log_path = self._log_path(command, "log")
@@ -232,8 +242,7 @@ class Context:
         self.echo(f"  [done] {out_dir}")
         continue
       args = list(command.args)
-      if os.path.isdir(os.path.join(out_dir, "checkpoints")):
-        args.append("--resume")
+      args += _continue_flags(out_dir)
       jobs.setdefault(command.module, []).append(
           {"args": args, "stdout": self._log_path(command, "stdout")})
     for module, module_jobs in jobs.items():

@@ -8,8 +8,8 @@ import on a small machine, more than many of the guide's runs take to
 train, so the commands of one binary share a process. Each command is what
 the binary's own `cli.run` does with it: the binary's flags are reset and
 parsed from the command line, plugins load, and its `main` runs with
-`sys.argv` set to that command line (which `config.json` records); its
-printed output goes to the job's "stdout" file.
+`sys.argv` set to that command line (which `config.json` records) and its
+--out_dir claimed; its printed output goes to the job's "stdout" file.
 
 Exit status: 0 when every command succeeded; 2 after a user error (one line
 on stderr, as the binary would print); otherwise the traceback and 1.
@@ -28,6 +28,7 @@ import tensorflow  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 from absl import logging
 
+from fedclf import cli
 from fedclf import plugins
 from fedclf import registry
 from fedclf.errors import UserError
@@ -53,7 +54,7 @@ def run_jobs(module_name: str, jobs) -> int:
     printed = io.StringIO()
     try:
       plugins.load_plugins(flags.FLAGS.plugin)
-      with contextlib.redirect_stdout(printed):
+      with contextlib.redirect_stdout(printed), cli.claim_out_dir():
         module.main([argv[0]])
     except (UserError, registry.RegistryError) as e:
       print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -18,7 +18,8 @@ flags and a grid; every combination becomes one run folder under the spec's
 
 Runs execute as subprocesses (a failing run does not stop the grid), are
 skipped when finished (summary.json) and resumed when checkpoints exist, so
-rerunning an interrupted grid continues it.
+rerunning an interrupted grid continues it (a run stopped before its first
+checkpoint is moved aside by --overwrite and started afresh).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from absl import logging
 import yaml
 
 from fedclf.errors import UserError
+from fedclf.results import run_folder
 from fedclf.results import search as search_lib
 from fedclf.results import tables
 from fedclf.results.record import atomic_write_json
@@ -173,15 +175,20 @@ def final_runs(spec: GridSpec, record: Dict) -> List[RunSpec]:
 
 def command(spec: GridSpec, run: RunSpec, python: str = sys.executable
             ) -> List[str]:
-  """The command line of one run (resuming if it has checkpoints)."""
+  """The command line of one run (resuming if it has checkpoints; the
+  binary refuses a resume whose setting differs from the spec's)."""
   out = os.path.join(spec.out_dir, run.name)
   argv = [python, "-m", spec.binary]
   if spec.flagfile:
     argv.append(f"--flagfile={spec.flagfile}")
   argv += [f"--{k}={_flag_text(v)}" for k, v in run.flags.items()]
   argv.append(f"--out_dir={out}")
-  if os.path.isdir(os.path.join(out, "checkpoints")):
+  if run_folder.has_checkpoints(out):
     argv.append("--resume")
+  elif run_folder.existing_run(out):
+    # Stopped before its first checkpoint: nothing to resume from, so the
+    # partial run moves aside (kept) and the run starts afresh.
+    argv.append("--overwrite")
   return argv
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, Optional
 import numpy as np
 
 import fedclf
+from fedclf.errors import UserError
 
 _VERSIONED_PACKAGES = ("tensorflow", "tensorflow-federated",
                        "tensorflow-datasets", "tensorflow-similarity", "numpy",
@@ -138,7 +139,10 @@ class RunRecorder:
       # not be appended to it.
       self._rewrite_metrics(last)
     elif not resume and os.path.exists(self.metrics_path):
-      os.remove(self.metrics_path)
+      # Never dropped silently: binaries claim their folder first (see
+      # run_folder), so this is a library caller writing over a run.
+      raise UserError(f"{out_dir} already holds a run (metrics.jsonl); "
+                      f"resume it or write to another folder")
     record = {"config": config, **environment_info(), "resumed": resume}
     config_path = os.path.join(out_dir, "config.json")
     if resume and os.path.exists(config_path):

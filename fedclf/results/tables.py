@@ -36,7 +36,9 @@ def _command(config: Dict) -> str:
   if module.endswith(".py"):
     parts = os.path.normpath(module).split(os.sep)
     module = ".".join(parts[-2:])[:-3]
-  args = [a for a in argv[1:] if not a.startswith("--resume")]
+  # How the run was continued or its folder cleared is not part of it.
+  args = [a for a in argv[1:]
+          if not a.startswith(("--resume", "--overwrite"))]
   return "python -m " + " ".join([module] + [shlex.quote(a) for a in args])
 
 
@@ -141,8 +143,8 @@ def hand_written_part(readme_path: str) -> str:
 
 # Flags that do not make a different setting: seeds of one setting differ
 # in these (grid specs group their runs by the same list).
-NON_SETTING_FLAGS = ("seed", "out_dir", "resume", "flagfile", "plugin",
-                     "list", "data_dir", "checkpoint_every")
+NON_SETTING_FLAGS = ("seed", "out_dir", "resume", "overwrite", "flagfile",
+                     "plugin", "list", "data_dir", "checkpoint_every")
 
 
 def run_flags(run: Dict) -> Dict:

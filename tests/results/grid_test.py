@@ -41,8 +41,14 @@ runs:
   assert argv[:3] == ["py", "-m", "simulations.federated"]
   assert f"--out_dir={tmp_path}/out/fedavg_seed0" in argv
   assert "--resume" not in argv
+  # A run stopped before its first checkpoint starts afresh (moved aside).
+  os.makedirs(tmp_path / "out" / "fedavg_seed0")
+  (tmp_path / "out" / "fedavg_seed0" / "config.json").write_text("{}")
+  argv = grid.command(spec, spec.runs[0])
+  assert "--overwrite" in argv and "--resume" not in argv
   os.makedirs(tmp_path / "out" / "fedavg_seed0" / "checkpoints")
-  assert "--resume" in grid.command(spec, spec.runs[0])
+  argv = grid.command(spec, spec.runs[0])
+  assert "--resume" in argv and "--overwrite" not in argv
   # Seeds of one setting share one setting name, their names' common part.
   assert grid.setting_labels(spec.runs) == {
       "fedavg_seed0": "fedavg", "fedavg_seed1": "fedavg",

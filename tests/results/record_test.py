@@ -4,7 +4,9 @@ import json
 import math
 
 import numpy as np
+import pytest
 
+from fedclf.errors import UserError
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
 
@@ -36,8 +38,10 @@ def test_resume_keeps_metrics_and_original_config(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["config"] == {
       "a": 1}
   assert list(tmp_path.glob("config.resume-*.json"))
-  fresh = RunRecorder(str(tmp_path), {"a": 3})
-  assert fresh.read_metrics() == []
+  # Without resume an existing run's metrics are never dropped.
+  with pytest.raises(UserError, match="already holds a run"):
+    RunRecorder(str(tmp_path), {"a": 3})
+  assert [r["step"] for r in resumed.read_metrics()] == [1]
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
