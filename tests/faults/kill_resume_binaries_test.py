@@ -1,0 +1,102 @@
+"""Every training binary killed with SIGKILL after its first checkpoint and
+continued with --resume ends with the uninterrupted run's results.
+
+The federated binary has its own, stricter test (kill_resume_test.py: the
+final checkpoints equal array for array); these cover the binaries on the
+epoch driver (centralized, SSL pretraining, DANN) and federated adaptation
+on the round loop, comparing every number of the final summary.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
+HAS_DIGIT_DOMAINS = all(os.path.isdir(os.path.join(REAL_DATA, d))
+                        for d in ("mnist", "usps"))
+TINY_DOMAINS = ["--source=mnist", "--target=usps", "--model=mlp",
+                "--train_limit=400", "--target_train_limit=300",
+                "--test_limit=200", "--checkpoint_every=1", "--seed=3"]
+
+CASES = {
+    "centralized": (["baselines.centralized", "--dataset=digits",
+                     "--model=mlp", "--epochs=12", "--batch_size=32",
+                     "--lr_schedule=cosine", "--checkpoint_every=1",
+                     "--seed=3"], "ckpt-1.index"),
+    "ssl_pretrain": (["simulations.ssl_pretrain", "--dataset=digits",
+                      "--model=mlp", "--method=simsiam", "--epochs=8",
+                      "--batch_size=128", "--probe_epochs=1",
+                      "--finetune_epochs=1", "--label_fractions=0.1",
+                      "--embedding_points=0", "--checkpoint_every=1",
+                      "--seed=3"], "ckpt-1.index"),
+    "domain_adaptation_dann": (["simulations.domain_adaptation",
+                                "--method=dann", "--epochs=10",
+                                "--dann_hidden=16", *TINY_DOMAINS],
+                               "ckpt-1.index"),
+    "domain_adaptation_federated": (["simulations.domain_adaptation",
+                                     "--mode=federated", "--method=dann",
+                                     "--num_clients=4",
+                                     "--clients_per_round=4", "--rounds=10",
+                                     "--eval_rounds=5", "--dann_hidden=16",
+                                     *TINY_DOMAINS], "round_00001.npz"),
+}
+NEEDS_DOMAINS = ("domain_adaptation_dann", "domain_adaptation_federated")
+# What measures the machine, not the computation.
+_TIMING = ("seconds", "per_second", "wall", "time")
+
+
+def start(args, out_dir, *extra):
+  module, *flags = args
+  return subprocess.Popen(
+      [sys.executable, "-m", module, *flags, f"--out_dir={out_dir}", *extra],
+      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def numbers(summary, prefix=""):
+  """Every number of a summary, by its path, timings left out."""
+  found = {}
+  for key, value in summary.items():
+    path = f"{prefix}{key}"
+    if any(t in key for t in _TIMING):
+      continue
+    if isinstance(value, dict):
+      found.update(numbers(value, path + "/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      found[path] = value
+  return found
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sigkill_then_resume_ends_like_the_uninterrupted_run(tmp_path, case):
+  if case in NEEDS_DOMAINS and not HAS_DIGIT_DOMAINS:
+    pytest.skip("FEDCLF_DATA_DIR with MNIST and USPS is not set")
+  args, first_checkpoint = CASES[case]
+  full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
+  full = start(args, full_dir)
+  killed = start(args, killed_dir)
+  marker = killed_dir / "checkpoints" / first_checkpoint
+  deadline = time.monotonic() + 400
+  while not marker.exists() and killed.poll() is None and (
+      time.monotonic() < deadline):
+    time.sleep(0.02)
+  killed.kill()
+  _, err = killed.communicate(timeout=60)
+  assert killed.returncode == -signal.SIGKILL, err[-2000:]
+  assert not (killed_dir / "summary.json").exists()
+
+  resumed = start(args, killed_dir, "--resume")
+  _, err = resumed.communicate(timeout=400)
+  assert resumed.returncode == 0, err[-2000:]
+  _, err = full.communicate(timeout=400)
+  assert full.returncode == 0, err[-2000:]
+  want = numbers(json.loads((full_dir / "summary.json").read_text()))
+  got = numbers(json.loads((killed_dir / "summary.json").read_text()))
+  assert got == want
