@@ -198,6 +198,11 @@ def _define_params_flag(spec: plugin_config.FlagSpec) -> flags.Flag:
   if field.kind == plugin_config.ENUM:
     flags.DEFINE_enum(field.name, field.default, list(field.choices),
                       spec.help(), flag_values=values)
+  elif field.kind == plugin_config.INT_TUPLE:
+    # absl has no integer-list flag: the strings become ints in
+    # `params_from_flags`, where a bad one is a UserError naming the flag.
+    flags.DEFINE_list(field.name, [str(v) for v in field.default],
+                      spec.help(), flag_values=values)
   else:
     define = {plugin_config.INT: flags.DEFINE_integer,
               plugin_config.FLOAT: flags.DEFINE_float,
@@ -246,7 +251,8 @@ def params_from_flags(kind: registry.Registry, name: str) -> Any:
   recorded commands must keep running.
   """
   params_class = plugin_config.params_class_of(kind, name)
-  own = [f.name for f in plugin_config.param_fields(params_class)]
+  fields = plugin_config.param_fields(params_class)
+  own = [f.name for f in fields]
   values = flags.FLAGS
   for flag_name, spec in plugin_config.flag_specs([kind]).items():
     if (flag_name not in own and flag_name in values and
@@ -258,9 +264,19 @@ def params_from_flags(kind: registry.Registry, name: str) -> Any:
   # not read) has no flags: its defaults apply, rather than the value of
   # some other flag that happens to share a field's name.
   return plugin_config.build_params(
-      params_class, {n: values[n].value for n in own
-                     if n in values and values[n] is _params_flags.get(n)},
+      params_class, {f.name: _params_flag_value(f) for f in fields
+                     if f.name in values and
+                     values[f.name] is _params_flags.get(f.name)},
       f"{kind.kind} {name}")
+
+
+def _params_flag_value(field: plugin_config.ParamField) -> Any:
+  """The field's flag value as the field's type (a list flag's strings as
+  ints)."""
+  value = flags.FLAGS[field.name].value
+  if field.kind == plugin_config.INT_TUPLE:
+    return plugin_config.parse_int_tuple(field.name, value)
+  return value
 
 
 def flag_values_dict() -> dict:

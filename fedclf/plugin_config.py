@@ -16,8 +16,9 @@ registers it with its factory:
     @ALGORITHMS.register("fedprox", params=FedProxParams)
     def fedprox(config: AlgorithmConfig, params: FedProxParams): ...
 
-Every field has a default and one of the types int, float, bool, str or
-`typing.Literal["a", "b", ...]` of strings (a choice). The binaries turn
+Every field has a default and one of the types int, float, bool, str,
+`typing.Literal["a", "b", ...]` of strings (a choice) or `Tuple[int, ...]`
+(a comma-separated list flag, `--dann_hidden=500,500`). The binaries turn
 each field into a flag of the same name (`--prox_mu`; see
 `fedclf.cli.define_params_flags`), so adding a hyper-parameter is one field
 in one file. Library callers build the dataclass directly, or from a
@@ -40,6 +41,7 @@ from fedclf.errors import UserError
 
 # The flag kinds a field can become.
 INT, FLOAT, BOOL, STR, ENUM = "int", "float", "bool", "str", "enum"
+INT_TUPLE = "int_tuple"  # Tuple[int, ...]: a comma-separated list flag
 _KIND_OF_TYPE = {int: INT, float: FLOAT, bool: BOOL, str: STR}
 
 
@@ -56,7 +58,7 @@ class NoParams:
 class ParamField:
   """One declared hyper-parameter, as a flag sees it."""
   name: str
-  kind: str  # INT, FLOAT, BOOL, STR or ENUM
+  kind: str  # INT, FLOAT, BOOL, STR, ENUM or INT_TUPLE
   default: Any
   help: str
   choices: Tuple[str, ...] = ()  # ENUM only
@@ -69,6 +71,8 @@ class ParamField:
   def type_text(self) -> str:
     if self.kind == ENUM:
       return f"one of {'/'.join(self.choices)}"
+    if self.kind == INT_TUPLE:
+      return "a tuple of int"
     return self.kind
 
   def describe(self) -> str:
@@ -82,6 +86,9 @@ def _kind_of(annotation: Any) -> Tuple[Optional[str], Tuple[str, ...]]:
     choices = typing.get_args(annotation)
     if choices and all(isinstance(c, str) for c in choices):
       return ENUM, tuple(choices)
+  if (typing.get_origin(annotation) is tuple and
+      typing.get_args(annotation) == (int, Ellipsis)):
+    return INT_TUPLE, ()
   return None, ()
 
 
@@ -109,7 +116,7 @@ def param_fields(params_class: type) -> Tuple[ParamField, ...]:
     if kind is None:
       raise ParamsDeclarationError(
           f"params {name}.{field.name}: type {hints.get(field.name)!r} is "
-          f"not int, float, bool, str or Literal[str, ...]")
+          f"not int, float, bool, str, Literal[str, ...] or Tuple[int, ...]")
     if field.default is dataclasses.MISSING:
       raise ParamsDeclarationError(
           f"params {name}.{field.name} needs a default (it becomes the "
@@ -123,15 +130,21 @@ def param_fields(params_class: type) -> Tuple[ParamField, ...]:
   return tuple(out)
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_value(field: ParamField, value: Any, owner: str) -> Any:
   """`value` as the field's type; UserError when it is not one."""
   ok = {
-      INT: isinstance(value, numbers.Integral) and
-           not isinstance(value, bool),
+      INT: _is_int(value),
       FLOAT: isinstance(value, numbers.Real) and not isinstance(value, bool),
       BOOL: isinstance(value, bool),
       STR: isinstance(value, str),
       ENUM: isinstance(value, str) and value in field.choices,
+      # A list too: what JSON and YAML give back for a recorded tuple.
+      INT_TUPLE: isinstance(value, (tuple, list)) and
+                 all(_is_int(v) for v in value),
   }[field.kind]
   if not ok:
     raise UserError(f"{owner}: {field.name} must be {field.type_text()}, "
@@ -140,7 +153,20 @@ def _check_value(field: ParamField, value: Any, owner: str) -> Any:
     return int(value)
   if field.kind == FLOAT:
     return float(value)
+  if field.kind == INT_TUPLE:
+    return tuple(int(v) for v in value)
   return value
+
+
+def parse_int_tuple(name: str, texts: Iterable[str]) -> Tuple[int, ...]:
+  """The ints of a list flag's strings (`--dann_hidden=500,500`); a
+  UserError naming the flag when one is not an integer."""
+  texts = list(texts)
+  try:
+    return tuple(int(text) for text in texts)
+  except ValueError:
+    raise UserError(f"--{name}: expected integers, got "
+                    f"{','.join(texts)}") from None
 
 
 def validate_params(params: Any, owner: str) -> None:

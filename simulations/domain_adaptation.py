@@ -9,7 +9,10 @@ training), finetune (source model fine-tuned on --target_labels_per_class
 labelled target examples per class). Writes config.json, metrics.jsonl,
 summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
-repeats the run into out_dir/seed_<s> and summarizes mean and std.
+repeats the run into out_dir/seed_<s> and summarizes mean and std. Each
+method's own hyper-parameters are flags named as its params fields
+(--dann_hidden, --dann_weight, ... for dann; --target_labels_per_class,
+--finetune_epochs, ... for finetune; --helpfull lists them).
 
 --mode says where the training happens:
 - centralized (default): one model on the pooled source data, as above.
@@ -27,9 +30,12 @@ repeats the run into out_dir/seed_<s> and summarizes mean and std.
 --federated is the older spelling of --mode=federated.
 """
 
+from typing import Any
+
 from absl import flags
 
 from fedclf import cli
+from fedclf import registry
 from fedclf.errors import UserError
 
 cli.define_common_flags()
@@ -75,29 +81,6 @@ flags.DEFINE_integer("batch_size", 64,
                      "Batch size (dann: this many source plus this many "
                      "target images per step).")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
-flags.DEFINE_integer("target_labels_per_class", 10,
-                     "finetune: labelled target examples per class.")
-flags.DEFINE_integer("finetune_epochs", 20, "finetune: epochs on them.")
-flags.DEFINE_float("finetune_lr", 0.001,
-                   "finetune: learning rate (same optimizer as --optimizer, "
-                   "constant).")
-flags.DEFINE_integer("finetune_batch_size", 32, "finetune: batch size.")
-flags.DEFINE_list("dann_hidden", ["500", "500"],
-                  "dann: hidden widths of the domain classifier MLP.")
-flags.DEFINE_float("dann_weight", 1.0,
-                   "dann: largest adaptation factor lambda (the schedule "
-                   "2/(1+exp(-gamma p))-1 is scaled by it).")
-flags.DEFINE_float("dann_gamma", 10.0, "dann: the lambda schedule's gamma.")
-flags.DEFINE_string("dann_feature_layer", "",
-                    "dann: the encoder layer the domain classifier reads "
-                    "(through the gradient reversal), e.g. flatten (after "
-                    "the convolutions, as in the paper); empty: the "
-                    "encoder output.")
-flags.DEFINE_bool("dann_anneal_lr", False,
-                  "dann: the paper's lr annealing lr/(1+alpha p)^beta "
-                  "(replaces --lr_schedule, which must stay constant).")
-flags.DEFINE_float("dann_alpha", 10.0, "dann: annealing alpha.")
-flags.DEFINE_float("dann_beta", 0.75, "dann: annealing beta.")
 flags.DEFINE_integer("eval_every", 1,
                      "dann: log the target test accuracy every N epochs "
                      "(a learning curve only; 0 = at the end only).")
@@ -139,48 +122,30 @@ flags.DEFINE_float("client_lr", 0.05, "federated modes: client learning "
 cli.define_run_flags("runs/domain_adaptation", "epochs (rounds in "
                      "the federated modes)", 1,
                      "Seed for data slices, init, shuffles and partition.")
+# Each method's own hyper-parameters (dann's --dann_hidden, --dann_weight,
+# ...; finetune's --target_labels_per_class, --finetune_epochs, ...; a
+# --plugin method's), generated from the params dataclasses registered
+# beside the methods.
+cli.define_params_flags(registry.ADAPTATION_METHODS)
 
 FLAGS = flags.FLAGS
 
 
-def _int_list(name: str, values) -> tuple:
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise UserError(f"--{name}: expected integers, got "
-                    f"{','.join(values)}") from None
-
-
-def _adapt_config():
+def _adapt_config(params: Any):
   from fedclf.adapt import AdaptConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.adapt import DannConfig  # pylint: disable=g-import-not-at-top
-  from fedclf.train import OptimizerConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train import TrainConfig  # pylint: disable=g-import-not-at-top
-  optimizer = cli.optimizer_config_from_flags("")
   return AdaptConfig(
       train=TrainConfig(
           epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-          optimizer=optimizer, label_smoothing=FLAGS.label_smoothing,
-          checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed),
-      finetune=TrainConfig(
-          epochs=FLAGS.finetune_epochs, batch_size=FLAGS.finetune_batch_size,
-          optimizer=OptimizerConfig(
-              name=optimizer.name, learning_rate=FLAGS.finetune_lr,
-              momentum=optimizer.momentum,
-              weight_decay=optimizer.weight_decay),
+          optimizer=cli.optimizer_config_from_flags(""),
           label_smoothing=FLAGS.label_smoothing,
           checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed),
-      target_labels_per_class=FLAGS.target_labels_per_class,
-      dann=DannConfig(
-          domain_hidden=_int_list("dann_hidden", FLAGS.dann_hidden),
-          domain_weight=FLAGS.dann_weight, gamma=FLAGS.dann_gamma,
-          anneal_lr=FLAGS.dann_anneal_lr, alpha=FLAGS.dann_alpha,
-          beta=FLAGS.dann_beta, feature_layer=FLAGS.dann_feature_layer),
-      eval_every=FLAGS.eval_every,
+      params=params, eval_every=FLAGS.eval_every,
       normalization=FLAGS.normalization)
 
 
-def _adapt_run_config():
+def _adapt_run_config(params_of: str):
+  """The run's config, with the params of method `params_of`."""
   from fedclf.adapt import AdaptRunConfig  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import DomainLimits  # pylint: disable=g-import-not-at-top
   return AdaptRunConfig(
@@ -193,7 +158,9 @@ def _adapt_run_config():
                                   FLAGS.test_limit)),
       data_dir=FLAGS.data_dir, download=FLAGS.download,
       mnist_m_seed=FLAGS.mnist_m_seed, model_name=FLAGS.model,
-      model=cli.model_config_from_flags(), adapt=_adapt_config(),
+      model=cli.model_config_from_flags(),
+      adapt=_adapt_config(cli.params_from_flags(
+          registry.ADAPTATION_METHODS, params_of)),
       seed=FLAGS.seed)
 
 
@@ -220,7 +187,8 @@ def _run_federated_uda():
       eval_every=FLAGS.eval_rounds, checkpoint_every=FLAGS.checkpoint_every,
       seed=FLAGS.seed, warmup_rounds=FLAGS.warmup_rounds,
       pseudo_label_threshold=FLAGS.pseudo_label_threshold)
-  summary = run_federated_uda(_adapt_run_config(), federated,
+  # Every federated method trains DANN's model: the params are DANN's.
+  summary = run_federated_uda(_adapt_run_config("dann"), federated,
                                FLAGS.out_dir, cli.flag_values_dict(),
                                FLAGS.resume)
   print(f"federated {FLAGS.method} {FLAGS.source} -> {FLAGS.target}: "
@@ -294,14 +262,15 @@ def main(argv):
   if mode == "federated_labelled":
     _run_federated()
     return
-  # Imported here so --help and flag errors answer without loading fedclf.
+  # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf.adapt import run_adaptation  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import run_adaptation_seeds  # pylint: disable=g-import-not-at-top
+  from fedclf.plugin_config import parse_int_tuple  # pylint: disable=g-import-not-at-top
 
-  config = _adapt_run_config()
+  config = _adapt_run_config(FLAGS.method)
   if FLAGS.seeds:
     summary = run_adaptation_seeds(
-        config, _int_list("seeds", FLAGS.seeds), FLAGS.out_dir,
+        config, parse_int_tuple("seeds", FLAGS.seeds), FLAGS.out_dir,
         cli.flag_values_dict(), FLAGS.resume)
     print(f"{FLAGS.method} {FLAGS.source} -> {FLAGS.target} over seeds "
           f"{summary['seeds']}: target accuracy "

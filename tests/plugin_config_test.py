@@ -2,7 +2,7 @@
 shared and clashing flag names, and the flags a binary generates."""
 
 import dataclasses
-from typing import Literal
+from typing import Literal, Tuple
 
 from absl import flags
 import pytest
@@ -30,6 +30,12 @@ class WidgetParams:
 class GadgetParams:
   size: int = 3  # Same as WidgetParams.size: one shared flag.
   speed: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LayersParams:
+  hidden: Tuple[int, ...] = dataclasses.field(
+      default=(500, 500), metadata={"help": "Hidden widths."})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,3 +183,45 @@ def test_params_clashing_with_a_binary_flag_exit_2(binary_flags, capsys):
   assert e.value.code == cli.USER_ERROR_EXIT
   err = capsys.readouterr().err
   assert "hyper-parameter 'rounds' of widget r is already a flag" in err
+
+
+def test_int_tuple_fields():
+  (field,) = plugin_config.param_fields(LayersParams)
+  assert field == plugin_config.ParamField(
+      "hidden", plugin_config.INT_TUPLE, (500, 500), "Hidden widths.")
+  assert field.describe() == "a tuple of int, default (500, 500)"
+  # A list (as JSON and YAML give back a recorded tuple) becomes a tuple.
+  assert plugin_config.build_params(
+      LayersParams, {"hidden": [16, 8]}, "layers l") == LayersParams((16, 8))
+  assert plugin_config.build_params(
+      LayersParams, {"hidden": ()}, "layers l") == LayersParams(())
+  for value in [("16",), (True,), (1.5,), 16, "16,8"]:
+    with pytest.raises(UserError, match="layers l: hidden must be a tuple of "
+                       "int"):
+      plugin_config.build_params(LayersParams, {"hidden": value}, "layers l")
+  reg = registry.Registry("layers")
+  for bad in [Tuple[str, ...], Tuple[int, int]]:
+    params = dataclasses.make_dataclass(
+        "P", [("x", bad, dataclasses.field(default=(1,)))], frozen=True)
+    with pytest.raises(registry.RegistryError,
+                       match=r"or Tuple\[int, ...\]"):
+      reg.add("bad", lambda: None, params=params)
+
+
+def test_int_tuple_flag_is_a_list_of_ints(binary_flags):
+  reg = registry.Registry("layers")
+  reg.add("mlp", lambda: None, params=LayersParams)
+  cli.define_params_flags(reg)
+  binary_flags(["prog"])
+  # The default's strings, as a hand-written DEFINE_list would record it.
+  assert binary_flags["hidden"].value == ["500", "500"]
+  assert cli.params_from_flags(reg, "mlp") == LayersParams()
+  for argv, hidden in [(["--hidden=16"], (16,)), (["--hidden=16,8"], (16, 8)),
+                       (["--hidden="], ())]:
+    binary_flags.unparse_flags()
+    binary_flags(["prog", *argv])
+    assert cli.params_from_flags(reg, "mlp") == LayersParams(hidden)
+  binary_flags.unparse_flags()
+  binary_flags(["prog", "--hidden=4,x"])
+  with pytest.raises(UserError, match="--hidden: expected integers, got 4,x"):
+    cli.params_from_flags(reg, "mlp")

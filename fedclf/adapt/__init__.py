@@ -17,6 +17,10 @@ one with
     @ADAPTATION_METHODS.register("my_method")
     def my_method(task: AdaptationTask) -> AdaptationResult: ...
 
+A method's own hyper-parameters are a params dataclass registered with it
+(`params=DannParams`, `FinetuneParams`), read from `AdaptConfig.params`
+(`task.method_params(name)`); the binary turns their fields into flags.
+
 Input standardization (`AdaptConfig.normalization`): per_domain (default;
 each domain with its own training statistics), pooled, or source.
 
@@ -33,8 +37,9 @@ from fedclf.adapt import methods  # noqa: F401  (registers the methods)
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import AdaptConfig
-from fedclf.adapt.task import DannConfig
 from fedclf.adapt.task import few_shot_indices
+from fedclf.adapt.methods.dann import DannParams
+from fedclf.adapt.methods.finetune import FinetuneParams
 from fedclf.adapt.domains import align
 from fedclf.adapt.domains import DOMAINS
 from fedclf.adapt.domains import DomainLimits

@@ -27,6 +27,7 @@ from fedclf.adapt.domains import parse_domain
 from fedclf.errors import UserError
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
@@ -52,7 +53,7 @@ class AdaptRunConfig:
     data_dir, download: as `DataConfig`.
     mnist_m_seed: the MNIST-M generator's seed (fixed across run seeds).
     model_name, model: the zoo model.
-    adapt: the training settings.
+    adapt: the training settings and the method's params.
     seed: the limit slices' seed (model and training seeds are in `model`
       and `adapt`; `with_seed` sets all of them).
   """
@@ -83,15 +84,21 @@ class AdaptRunConfig:
     self.limits.validate()
     if self.target_limits is not None:
       self.target_limits.validate()
-    self.adapt.validate()
-    if self.method == "finetune" and self.adapt.target_labels_per_class < 1:
-      raise UserError("finetune needs target_labels_per_class >= 1")
+    # The params resolved, so the defaults too meet the training settings.
+    self.with_resolved_params().adapt.validate()
+
+  def with_resolved_params(self) -> "AdaptRunConfig":
+    """This config with the method's params resolved (its defaults for
+    None), as a run records and runs it."""
+    return dataclasses.replace(self, adapt=dataclasses.replace(
+        self.adapt, params=resolve_params(ADAPTATION_METHODS, self.method,
+                                          self.adapt.params)))
 
   def with_seed(self, seed: int) -> "AdaptRunConfig":
-    """This config with `seed` for the slices, the model and training."""
+    """This config with `seed` for the slices, the model and training
+    (`finetune`'s second stage follows the training's)."""
     adapt = dataclasses.replace(
-        self.adapt, train=dataclasses.replace(self.adapt.train, seed=seed),
-        finetune=dataclasses.replace(self.adapt.finetune, seed=seed))
+        self.adapt, train=dataclasses.replace(self.adapt.train, seed=seed))
     return dataclasses.replace(
         self, seed=seed, model=dataclasses.replace(self.model, seed=seed),
         adapt=adapt)
@@ -135,6 +142,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
     `test_accuracy` / `test_macro_f1` repeat the target's, for tables.
   """
   config.validate()
+  config = config.with_resolved_params()
   pair = config.load_pair()
   logging.info("domains %s", pair.describe())
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
@@ -198,6 +206,7 @@ def run_adaptation_seeds(config: AdaptRunConfig, seeds: Sequence[int],
   if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
     raise UserError(f"seeds must be distinct and >= 0, got {seeds}")
   config.validate()
+  config = config.with_resolved_params()
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "seeds": seeds}, resume=resume)
   per_seed = []

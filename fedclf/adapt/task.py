@@ -11,16 +11,27 @@ that trains a classifier for the target domain:
 
 The task carries the aligned `DomainPair` (labelled source, target whose
 training labels only `target_oracle` and `finetune` may read), the zoo
-model to build and the training configs; `fedclf.adapt.centralized_run` then scores the
-returned model on both domains' test sets.
+model to build and the training configs; `fedclf.adapt.centralized_run`
+then scores the returned model on both domains' test sets.
+
+A method with hyper-parameters of its own declares them as a frozen
+dataclass beside it and registers it (`fedclf.plugin_config`):
+
+    @ADAPTATION_METHODS.register("my_method", params=MyParams)
+    def my_method(task: AdaptationTask) -> AdaptationResult:
+      params = task.method_params("my_method")
+
+The binary turns each field into a flag of its name (`--dann_weight`). A
+params class may also define `validate_training(train: TrainConfig)`,
+which `AdaptConfig.validate` calls to check the params against the shared
+training settings (DANN's lr annealing needs the constant schedule).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +41,8 @@ from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.plugin_config import resolve_params
+from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder
 from fedclf.train.loop import TrainConfig
 from fedclf.train.optimizers import OptimizerConfig
@@ -47,58 +60,18 @@ NORMALIZATIONS = ("source", "pooled", "per_domain")
 
 
 @dataclasses.dataclass(frozen=True)
-class DannConfig:
-  """DANN (Ganin et al. 2016) settings.
-
-  Attributes:
-    domain_hidden: hidden widths of the domain classifier MLP on the
-      encoder features (ReLU), before its single logit. ADDA's
-      discriminator for digits has two layers of 500.
-    domain_weight: the largest adaptation factor lambda; the schedule
-      2 / (1 + exp(-gamma p)) - 1 (p: training progress) is scaled by it.
-    gamma: the schedule's steepness (10 in the paper).
-    anneal_lr: the paper's learning-rate annealing
-      lr_p = lr / (1 + alpha p)^beta, replacing the optimizer's schedule.
-    alpha, beta: the annealing constants (10 and 0.75 in the paper).
-    feature_layer: the encoder layer whose output the domain classifier
-      reads through the gradient-reversal layer ("" = the encoder's output,
-      the head's input). The paper attaches it after the convolutions
-      (e.g. the zoo models' "flatten"), which leaves the dense layers above
-      to the labels alone.
-  """
-  domain_hidden: Tuple[int, ...] = (500, 500)
-  domain_weight: float = 1.0
-  gamma: float = 10.0
-  anneal_lr: bool = False
-  alpha: float = 10.0
-  beta: float = 0.75
-  feature_layer: str = ""
-
-  def validate(self) -> None:
-    if any(int(w) < 1 for w in self.domain_hidden):
-      raise UserError(f"dann domain classifier widths must be >= 1, got "
-                      f"{list(self.domain_hidden)}")
-    for name in ("domain_weight", "gamma", "alpha", "beta"):
-      value = getattr(self, name)
-      if not math.isfinite(value) or value < 0:
-        raise UserError(f"dann {name} must be >= 0, got {value}")
-
-
-@dataclasses.dataclass(frozen=True)
 class AdaptConfig:
-  """Training settings shared by the methods.
+  """Training settings shared by the methods, and the chosen one's own.
 
   Attributes:
     train: the main training run (source training; the oracle's target
       training; DANN's joint training, which reads epochs, batch_size,
       optimizer, label_smoothing, checkpoint_every, eval_batch_size and
       seed, and takes batch_size source plus batch_size target images
-      per step).
-    finetune: `finetune`'s second stage on the few labelled target
-      examples (its optimizer is usually a smaller learning rate).
-    target_labels_per_class: labelled target examples per class for
-      `finetune` (seeded choice from the target training set).
-    dann: DANN's settings.
+      per step; `finetune`'s second stage follows its optimizer).
+    params: the method's own hyper-parameters, the dataclass it registered
+      (`DannParams`, `FinetuneParams`), or None for its defaults;
+      `run_adaptation` records and runs them resolved, never None.
     eval_every: methods with their own loop (dann) log the target test
       accuracy every this many epochs (0 = only at the end). It is a
       learning curve only: no method selects a model on target labels.
@@ -108,31 +81,24 @@ class AdaptConfig:
   train: TrainConfig = TrainConfig(
       epochs=10, batch_size=64,
       optimizer=OptimizerConfig(name="momentum", learning_rate=0.01))
-  finetune: TrainConfig = TrainConfig(
-      epochs=20, batch_size=32,
-      optimizer=OptimizerConfig(name="momentum", learning_rate=0.001))
-  target_labels_per_class: int = 10
-  dann: DannConfig = DannConfig()
+  params: Any = None
   eval_every: int = 1
   normalization: str = "per_domain"
 
   def validate(self) -> None:
+    """Checks the shared settings, and the params against them where the
+    params class asks to (see `validate_training` in the module doc); the
+    params on their own are checked against the method by
+    `AdaptRunConfig.validate`, which knows the method."""
     if self.normalization not in NORMALIZATIONS:
       raise UserError(f"unknown normalization {self.normalization!r}; "
                       f"choose one of: {', '.join(NORMALIZATIONS)}")
     self.train.validate()
-    self.finetune.validate()
-    self.dann.validate()
-    if self.target_labels_per_class < 0:
-      raise UserError(f"target_labels_per_class must be >= 0, got "
-                      f"{self.target_labels_per_class}")
     if self.eval_every < 0:
       raise UserError(f"eval_every must be >= 0, got {self.eval_every}")
-    optimizer = self.train.optimizer
-    if self.dann.anneal_lr and (optimizer.schedule != "constant" or
-                                optimizer.warmup_epochs):
-      raise UserError("dann's lr annealing replaces the lr schedule; use "
-                      "the constant schedule without warm-up with it")
+    validate_training = getattr(self.params, "validate_training", None)
+    if validate_training is not None:
+      validate_training(self.train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +148,12 @@ class AdaptationTask:
     "head"), with the same initial weights on every call."""
     return build_classifier(self.model_name, self.pair.input_shape,
                             self.pair.num_classes, self.model_config)
+
+  def method_params(self, method: str) -> Any:
+    """`config.params` as the adaptation method `method` declares them:
+    its defaults when None; a UserError when they are another method's
+    or invalid (a method may be called on a hand-built task)."""
+    return resolve_params(ADAPTATION_METHODS, method, self.config.params)
 
   def checkpoint_subdir(self, stage: str) -> Optional[str]:
     return (os.path.join(self.checkpoint_dir, stage)

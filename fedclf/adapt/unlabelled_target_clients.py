@@ -61,12 +61,12 @@ import numpy as np
 import tensorflow as tf
 
 from fedclf.adapt.task import AdaptationTask
-from fedclf.adapt.task import DannConfig
 from fedclf.adapt.task import DomainNormalizations
 from fedclf.adapt.domains import DomainPair
 from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.methods.dann import build_dann_models
 from fedclf.adapt.methods.dann import DannModels
+from fedclf.adapt.methods.dann import DannParams
 from fedclf.adapt.methods.dann import domain_loss_and_correct
 from fedclf.adapt.centralized_run import AdaptRunConfig
 from fedclf.data.preprocess import Normalization
@@ -177,7 +177,7 @@ class SourceOnly:
   adversarial = False  # trains the domain classifier through the GRL
   reads_target_labels = False
 
-  def __init__(self, config: FederatedAdaptConfig, dann: DannConfig):
+  def __init__(self, config: FederatedAdaptConfig, dann: DannParams):
     self.config = config
     self.dann = dann
 
@@ -212,7 +212,7 @@ class Dann(SourceOnly):
 
   def round_lambda(self, round_num: int) -> float:
     return dann_lambda((round_num - 1) / self.config.rounds,
-                       self.dann.gamma, self.dann.domain_weight)
+                       self.dann.dann_gamma, self.dann.dann_weight)
 
   def body_weight(self, client: Client, labelled: float) -> float:
     del labelled  # The unlabelled images shape the encoder too.
@@ -470,14 +470,18 @@ def federated_uda_loop(pair: DomainPair, task: AdaptationTask, method: str,
     raise UserError(f"federated adaptation runs {', '.join(FEDERATED_METHODS)}"
                     f"; got {method!r}")
   config.validate()
-  uda = FEDERATED_UDA_METHODS[method](config, task.config.dann)
+  # Every method trains DANN's model (only dann's loss reads the domain
+  # classifier), so the params are DANN's whatever the method.
+  dann_params: DannParams = task.method_params("dann")
+  uda = FEDERATED_UDA_METHODS[method](config, dann_params)
   normalizations = task.normalizations()
   data = _client_data(pair, normalizations, uda.reads_target_labels)
   clients = split_clients(len(data[SOURCE][1]), len(data[TARGET][1]), config)
   checkpointer = Checkpointer(os.path.join(out_dir, "checkpoints"))
   eval_batch_size = task.config.train.eval_batch_size
-  rounds = UdaRounds(uda, config, data, clients, build_dann_models(task),
-                     eval_batch_size, checkpointer)
+  rounds = UdaRounds(uda, config, data, clients,
+                     build_dann_models(task, dann_params), eval_batch_size,
+                     checkpointer)
   evaluator = UdaEvaluator(rounds, pair, normalizations, eval_batch_size)
   loop = RoundLoop(
       RoundLoopConfig(rounds=config.rounds, eval_every=config.eval_every,
@@ -495,9 +499,11 @@ def run_federated_uda(config: AdaptRunConfig,
   """A federated adaptation run with the usual results files.
 
   Args:
-    config: the domains, model, `method` (one of `FEDERATED_METHODS`) and
-      `adapt.dann` / `adapt.normalization` (`adapt.train` is not read: the
-      federation's training settings are in `federated`).
+    config: the domains, model, `method` (one of `FEDERATED_METHODS`),
+      `adapt.normalization` and `adapt.params`: DANN's (`DannParams`, None
+      for its defaults) whatever the method, since every method trains
+      DANN's model (`adapt.train` is not read: the federation's training
+      settings are in `federated`).
     federated: the federation.
     out_dir: results folder (config.json, metrics.jsonl with a row per
       round, summary.json, checkpoints/).
@@ -513,8 +519,11 @@ def run_federated_uda(config: AdaptRunConfig,
     raise UserError(f"federated adaptation runs {', '.join(FEDERATED_METHODS)}"
                     f"; got {config.method!r}")
   # Everything but the method (self_training is federated only, so not in
-  # ADAPTATION_METHODS).
-  dataclasses.replace(config, method="source_only").validate()
+  # ADAPTATION_METHODS), with the params as DANN's (see above).
+  as_dann = dataclasses.replace(config, method="dann")
+  as_dann.validate()
+  config = dataclasses.replace(as_dann.with_resolved_params(),
+                               method=config.method)
   federated.validate()
   pair = config.load_pair()
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
@@ -527,7 +536,7 @@ def run_federated_uda(config: AdaptRunConfig,
              "client_sizes": [int(len(c.indices))
                               for c in loop.runner.clients]}
   if config.method == "dann":
-    details["dann"] = dataclasses.asdict(config.adapt.dann)
+    details["dann"] = dataclasses.asdict(config.adapt.params)
 
   def on_divergence(progress: Dict) -> None:
     recorder.write_summary({"method": config.method, **details,

@@ -39,8 +39,10 @@ def test_tiny_run(tmp_path):
   assert summary["target_labelled_examples"] == 20
   config = json.loads((out / "config.json").read_text())
   assert config["config"]["flags"]["method"] == "finetune"
-  assert config["config"]["resolved"]["adapt"]["finetune"]["optimizer"][
-      "learning_rate"] == 0.001
+  # The method's params, generated flags and all, are recorded resolved.
+  assert config["config"]["resolved"]["adapt"]["params"] == {
+      "target_labels_per_class": 2, "finetune_epochs": 1,
+      "finetune_lr": 0.001, "finetune_batch_size": 32}
 
 
 @needs_real_data
@@ -82,6 +84,12 @@ def test_tiny_federated_dann_run(tmp_path):
     (["--mode=federated_labelled", "--method=dann"],
      "--method applies to --mode=centralized and --mode=federated"),
     (["--mode=federated", "--seeds=0,1"], "--seeds does not apply"),
+    (["--method=dann", "--dann_hidden=16,x"],
+     "--dann_hidden: expected integers, got 16,x"),
+    (["--method=dann", "--dann_hidden=0"],
+     "dann domain classifier widths must be >= 1"),
+    (["--method=finetune", "--target_labels_per_class=0"],
+     "finetune needs target_labels_per_class >= 1"),
 ])
 def test_bad_flags(tmp_path, flags, message):
   proc = run_binary(*flags, f"--out_dir={tmp_path}")

@@ -13,10 +13,11 @@ from fedclf import federated
 from fedclf.adapt import AdaptationTask
 from fedclf.adapt import AdaptConfig
 from fedclf.adapt import AdaptRunConfig
-from fedclf.adapt import DannConfig
+from fedclf.adapt import DannParams
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import federated_domain_config
 from fedclf.adapt import few_shot_indices
+from fedclf.adapt import FinetuneParams
 from fedclf.adapt import run_adaptation
 from fedclf.adapt import run_adaptation_seeds
 from fedclf.adapt import run_federated_adaptation
@@ -39,7 +40,14 @@ SUMMARY_KEYS = ("target_accuracy", "source_accuracy", "target_macro_f1",
                 "test_accuracy", "target_confusion_matrix", "train_seconds")
 
 
-def tiny(method, epochs=1, dann=DannConfig(domain_hidden=(32,))):
+TINY_PARAMS = {
+    "dann": DannParams(dann_hidden=(32,)),
+    "finetune": FinetuneParams(target_labels_per_class=3, finetune_epochs=1,
+                               finetune_lr=0.05, finetune_batch_size=16),
+}
+
+
+def tiny(method, epochs=1, params=None):
   momentum = OptimizerConfig("momentum", 0.05)
   return AdaptRunConfig(
       source="mnist", target="usps", method=method, model_name="mlp",
@@ -47,8 +55,7 @@ def tiny(method, epochs=1, dann=DannConfig(domain_hidden=(32,))):
       limits=DomainLimits(train=300, test=200),
       adapt=AdaptConfig(
           train=TrainConfig(epochs=epochs, batch_size=32, optimizer=momentum),
-          finetune=TrainConfig(epochs=1, batch_size=16, optimizer=momentum),
-          target_labels_per_class=3, dann=dann))
+          params=params or TINY_PARAMS.get(method)))
 
 
 @pytest.mark.parametrize("method", ["source_only", "target_oracle", "dann",
@@ -107,7 +114,8 @@ def test_dann_annealing_schedule():
   assert float(schedule(100)) == pytest.approx(0.01 / 11 ** 0.75)
   assert float(schedule(500)) == pytest.approx(float(schedule(100)))
   with pytest.raises(UserError, match="replaces the lr schedule"):
-    bad = tiny("dann", dann=DannConfig(domain_hidden=(8,), anneal_lr=True))
+    bad = tiny("dann", params=DannParams(dann_hidden=(8,),
+                                         dann_anneal_lr=True))
     bad = dataclasses.replace(bad, adapt=dataclasses.replace(
         bad.adapt, train=dataclasses.replace(
             bad.adapt.train, optimizer=OptimizerConfig(
@@ -141,10 +149,32 @@ def test_few_shot_indices():
 def test_config_errors():
   with pytest.raises(UserError, match="finetune needs"):
     dataclasses.replace(tiny("finetune"), adapt=AdaptConfig(
-        target_labels_per_class=0)).validate()
+        params=FinetuneParams(target_labels_per_class=0))).validate()
+  with pytest.raises(UserError, match="learning rate must be > 0"):
+    dataclasses.replace(tiny("finetune"), adapt=AdaptConfig(
+        params=FinetuneParams(finetune_lr=0.0))).validate()
   with pytest.raises(UserError, match="dann domain classifier"):
     dataclasses.replace(tiny("dann"), adapt=AdaptConfig(
-        dann=DannConfig(domain_hidden=(0,)))).validate()
+        params=DannParams(dann_hidden=(0,)))).validate()
+  # A method's params belong to it alone.
+  with pytest.raises(UserError, match="adaptation method source_only takes "
+                     "NoParams, got DannParams"):
+    tiny("source_only", params=DannParams()).validate()
+
+
+def test_params_registered_and_resolved():
+  assert ADAPTATION_METHODS.params_class("dann") is DannParams
+  assert ADAPTATION_METHODS.params_class("finetune") is FinetuneParams
+  config = dataclasses.replace(tiny("dann"), adapt=AdaptConfig())
+  assert config.with_resolved_params().adapt.params == DannParams()
+  # finetune's second stage follows the main run's optimizer and seed.
+  train = TrainConfig(optimizer=OptimizerConfig(
+      "nesterov", 0.1, momentum=0.8, weight_decay=1e-4, schedule="cosine"),
+                      label_smoothing=0.1, checkpoint_every=2, seed=3)
+  assert FinetuneParams(finetune_lr=0.002).train_config(train) == TrainConfig(
+      epochs=20, batch_size=32, optimizer=OptimizerConfig(
+          "nesterov", 0.002, momentum=0.8, weight_decay=1e-4),
+      label_smoothing=0.1, checkpoint_every=2, seed=3)
 
 
 def test_federated_across_domains_reports_each_domain(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from fedclf.adapt import AdaptConfig
 from fedclf.adapt import AdaptRunConfig
 from fedclf.adapt import AdaptationTask
-from fedclf.adapt import DannConfig
+from fedclf.adapt import DannParams
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import FederatedAdaptConfig
 from fedclf.adapt import run_federated_uda
@@ -41,7 +41,8 @@ def tiny(method):
       source="mnist", target="usps", method=method, model_name="mlp",
       model=ModelConfig(width_multiplier=0.25),
       limits=DomainLimits(train=160, test=100),
-      adapt=AdaptConfig(dann=DannConfig(domain_hidden=(16,))))
+      # DANN's params whatever the method: every method trains its model.
+      adapt=AdaptConfig(params=DannParams(dann_hidden=(16,))))
 
 
 def test_split_clients_covers_each_domain_once():

@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
 from fedclf.adapt import AdaptConfig
 from fedclf.adapt import AdaptRunConfig
-from fedclf.adapt import DannConfig
+from fedclf.adapt import DannParams
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import federated_domain_config
 from fedclf.adapt import FederatedAdaptConfig
@@ -144,13 +144,13 @@ def train_federated_ssl(out_dir: str) -> None:
       out_dir, {"test": "tiny federated_ssl run"})
 
 
-def _tiny_adaptation(method: str) -> AdaptRunConfig:
+def _tiny_adaptation(method: str, params: Any = None) -> AdaptRunConfig:
   return AdaptRunConfig(
       source="mnist", target="usps", method=method, model_name="mlp",
       model=SMALL_MLP, limits=DOMAIN_LIMITS,
       adapt=AdaptConfig(
           train=TrainConfig(epochs=1, batch_size=32, optimizer=MOMENTUM),
-          dann=DannConfig(domain_hidden=(16,))))
+          params=params))
 
 
 def train_domain_adaptation(out_dir: str) -> None:
@@ -160,7 +160,7 @@ def train_domain_adaptation(out_dir: str) -> None:
 
 def train_federated_domain_adaptation(out_dir: str) -> None:
   run_federated_uda(
-      _tiny_adaptation("dann"),
+      _tiny_adaptation("dann", DannParams(dann_hidden=(16,))),
       FederatedAdaptConfig(source_clients=1, target_clients=1,
                            clients_per_round=2, rounds=1,
                            local_batch_size=32, client_lr=0.05,

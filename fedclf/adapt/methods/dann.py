@@ -42,11 +42,78 @@ from fedclf.train.epoch_driver import EpochDriverConfig
 from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
+from fedclf.train.loop import TrainConfig
 from fedclf.train.optimizers import build_optimizer
 
 # Offsets the domain classifier's initialiser seeds from the zoo model's,
 # which is built from the same ModelConfig.seed.
 _DOMAIN_SEED_OFFSET = 7919
+
+
+@dataclasses.dataclass(frozen=True)
+class DannParams:
+  """DANN's hyper-parameters (Ganin et al. 2016); each is a flag of its
+  name. `fedclf.adapt.unlabelled_target_clients` builds every federated
+  method's model from them too, and its `dann` reads the lambda schedule.
+
+  Attributes:
+    dann_hidden: hidden widths of the domain classifier MLP on the encoder
+      features (ReLU), before its single logit. ADDA's discriminator for
+      digits has two layers of 500.
+    dann_weight: the largest adaptation factor lambda; the schedule
+      2 / (1 + exp(-gamma p)) - 1 (p: training progress) is scaled by it.
+    dann_gamma: the schedule's steepness (10 in the paper).
+    dann_feature_layer: the encoder layer whose output the domain
+      classifier reads through the gradient-reversal layer ("" = the
+      encoder's output, the head's input). The paper attaches it after the
+      convolutions (e.g. the zoo models' "flatten"), which leaves the dense
+      layers above to the labels alone.
+    dann_anneal_lr: the paper's learning-rate annealing
+      lr_p = lr / (1 + alpha p)^beta, replacing the optimizer's schedule.
+    dann_alpha, dann_beta: the annealing constants (10 and 0.75 in the
+      paper).
+  """
+  dann_hidden: Tuple[int, ...] = dataclasses.field(
+      default=(500, 500),
+      metadata={"help": "Hidden widths of the domain classifier MLP."})
+  dann_weight: float = dataclasses.field(
+      default=1.0,
+      metadata={"help": "Largest adaptation factor lambda (the schedule "
+                        "2/(1+exp(-gamma p))-1 is scaled by it)."})
+  dann_gamma: float = dataclasses.field(
+      default=10.0, metadata={"help": "The lambda schedule's gamma."})
+  dann_feature_layer: str = dataclasses.field(
+      default="",
+      metadata={"help": "The encoder layer the domain classifier reads "
+                        "(through the gradient reversal), e.g. flatten "
+                        "(after the convolutions, as in the paper); empty: "
+                        "the encoder output."})
+  dann_anneal_lr: bool = dataclasses.field(
+      default=False,
+      metadata={"help": "The paper's lr annealing lr/(1+alpha p)^beta "
+                        "(replaces --lr_schedule, which must stay "
+                        "constant)."})
+  dann_alpha: float = dataclasses.field(
+      default=10.0, metadata={"help": "Annealing alpha."})
+  dann_beta: float = dataclasses.field(
+      default=0.75, metadata={"help": "Annealing beta."})
+
+  def validate(self) -> None:
+    if any(w < 1 for w in self.dann_hidden):
+      raise UserError(f"dann domain classifier widths must be >= 1, got "
+                      f"{list(self.dann_hidden)}")
+    for name in ("dann_weight", "dann_gamma", "dann_alpha", "dann_beta"):
+      value = getattr(self, name)
+      if not math.isfinite(value) or value < 0:
+        raise UserError(f"{name} must be >= 0, got {value}")
+
+  def validate_training(self, train: TrainConfig) -> None:
+    """The annealing takes the optimizer's schedule over (see `dann`)."""
+    optimizer = train.optimizer
+    if self.dann_anneal_lr and (optimizer.schedule != "constant" or
+                                optimizer.warmup_epochs):
+      raise UserError("dann's lr annealing replaces the lr schedule; use "
+                      "the constant schedule without warm-up with it")
 
 
 class AnnealedLearningRate(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -123,13 +190,13 @@ class DannModels:
   domain_classifier: tf.keras.Model
 
 
-def build_dann_models(task: AdaptationTask) -> DannModels:
+def build_dann_models(task: AdaptationTask, params: DannParams
+                      ) -> DannModels:
   model = task.build_classifier()
-  dann_config = task.config.dann
   tap = build_feature_tap(model.get_layer("encoder"),
-                          dann_config.feature_layer)
+                          params.dann_feature_layer)
   domain_classifier = build_domain_classifier(
-      int(tap.output_shape[0][-1]), dann_config.domain_hidden,
+      int(tap.output_shape[0][-1]), params.dann_hidden,
       task.model_config.seed)
   return DannModels(model, model.get_layer("head"), tap, domain_classifier)
 
@@ -203,11 +270,11 @@ def _train_step_fn(models: DannModels,
   return train_step
 
 
-@ADAPTATION_METHODS.register("dann")
+@ADAPTATION_METHODS.register("dann", params=DannParams)
 def dann(task: AdaptationTask) -> AdaptationResult:
   config = task.config
   train_config = config.train
-  dann_config = config.dann
+  params: DannParams = task.method_params("dann")
   pair = task.pair
   normalizations = task.normalizations()
   x_source = normalizations.source.apply(pair.source.x_train).astype(
@@ -221,16 +288,16 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   steps_per_epoch = math.ceil(len(y_source) / batch)
   total_steps = steps_per_epoch * train_config.epochs
 
-  models = build_dann_models(task)
+  models = build_dann_models(task, params)
   model, domain_classifier = models.model, models.domain_classifier
   optimizer = build_optimizer(train_config.optimizer, steps_per_epoch,
                               train_config.epochs)
-  if dann_config.anneal_lr:
+  if params.dann_anneal_lr:
     # AdaptConfig.validate made sure no other schedule is asked for. A
     # schedule may replace a schedule on Keras optimizers (not a float).
     optimizer.learning_rate = AnnealedLearningRate(
-        train_config.optimizer.learning_rate, total_steps, dann_config.alpha,
-        dann_config.beta)
+        train_config.optimizer.learning_rate, total_steps, params.dann_alpha,
+        params.dann_beta)
   loss_fn = classification_loss(pair.num_classes, train_config.label_smoothing)
   variables = model.trainable_variables + domain_classifier.trainable_variables
   driver = EpochDriver(
@@ -258,8 +325,7 @@ def dann(task: AdaptationTask) -> AdaptationResult:
       idx_s = order_s[step * batch:(step + 1) * batch]
       idx_t = order_t[step * batch:step * batch + len(idx_s)]
       progress = ((epoch - 1) * steps_per_epoch + step) / max(total_steps, 1)
-      lambda_ = dann_lambda(progress, dann_config.gamma,
-                            dann_config.domain_weight)
+      lambda_ = dann_lambda(progress, params.dann_gamma, params.dann_weight)
       out = train_step(tf.constant(x_source[idx_s]),
                        tf.constant(y_source[idx_s]),
                        tf.constant(x_target[idx_t]),
@@ -290,7 +356,7 @@ def dann(task: AdaptationTask) -> AdaptationResult:
   run = driver.run(run_epoch, evaluate, None, optimizer, task.recorder,
                    run_tensorboard_dir(task.recorder))
   history = run.history
-  details = {"dann": dataclasses.asdict(dann_config),
+  details = {"dann": dataclasses.asdict(params),
              "domain_classifier_parameters": int(
                  domain_classifier.count_params())}
   if history:
