@@ -533,6 +533,19 @@ def _diff(old: float, new: float) -> float:
   return abs(new - old)  # nan or inf when only one side is finite
 
 
+# Keys the redesign renamed on purpose (old name -> new name), compared
+# under the new name and listed in the report. DANN's hyper-parameters
+# became its plugin params, named as their flags (`--dann_gamma`), and the
+# summary's `dann` block echoes them under those names.
+RENAMED_KEYS = {
+    f"summary.json:dann/{old}": f"summary.json:dann/{new}"
+    for old, new in (("alpha", "dann_alpha"), ("anneal_lr", "dann_anneal_lr"),
+                     ("beta", "dann_beta"), ("gamma", "dann_gamma"),
+                     ("domain_weight", "dann_weight"),
+                     ("domain_hidden[0]", "dann_hidden[0]"),
+                     ("domain_hidden[1]", "dann_hidden[1]"))}
+
+
 def compare_case(name: str, old: Optional[Dict], new: Optional[Dict],
                  atol: float) -> CaseComparison:
   """Compares one case's records (either may be absent)."""
@@ -548,7 +561,8 @@ def compare_case(name: str, old: Optional[Dict], new: Optional[Dict],
       error = " ".join(str(record.get("error", "")).split())
       result.problem = f"failed on the {side} code: {error[-300:]}"
       return result
-  old_m = {k: v for k, v in old["metrics"].items() if not excluded(k)}
+  old_m = {RENAMED_KEYS.get(k, k): v for k, v in old["metrics"].items()
+           if not excluded(k)}
   new_m = {k: v for k, v in new["metrics"].items() if not excluded(k)}
   result.missing = sorted(set(old_m) - set(new_m))
   result.added = sorted(set(new_m) - set(old_m))
@@ -610,6 +624,8 @@ def report_markdown(old_path: str, new_path: str, old: Dict, new: Dict,
       f"- new: {_describe(new_path, new)}",
       f"- tolerance: absolute difference <= {default_atol:g} "
       f"(a case's own where the table says so); integers must match.",
+      f"- renamed on purpose, compared under the new name: "
+      f"{', '.join(f'`{a}` → `{b}`' for a, b in RENAMED_KEYS.items())}.",
       f"- result: **{same} of {len(comparisons)} cases the same**.", "",
       "| case | command | metrics compared | max abs difference | "
       "verdict |", "|---|---|---|---|---|"]

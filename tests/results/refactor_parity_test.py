@@ -205,3 +205,13 @@ def test_compare_binary_exits_1_when_a_case_differs(tmp_path):
   proc = subprocess.run(argv + [f"--compare={old},{old}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_a_key_renamed_on_purpose_is_compared_under_its_new_name():
+  old = _ok({"summary.json:dann/gamma": 10.0})
+  same = parity.compare_case("da_dann", old,
+                             _ok({"summary.json:dann/dann_gamma": 10.0}), 0.0)
+  assert same.same and same.compared == 1
+  changed = parity.compare_case(
+      "da_dann", old, _ok({"summary.json:dann/dann_gamma": 5.0}), 0.0)
+  assert changed.differing == [("summary.json:dann/dann_gamma", 10.0, 5.0)]
