@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
@@ -128,6 +128,9 @@ class RunRecorder:
     os.makedirs(out_dir, exist_ok=True)
     self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
     self.summary_path = os.path.join(out_dir, "summary.json")
+    # Stages that replay epochs on resume drop the rows they logged for
+    # them first (see `drop_metrics`); a fresh run has none to drop.
+    self.resumed = resume
     self._start = time.time()
     self._wall_offset = 0.0
     if resume and os.path.exists(self.metrics_path):
@@ -181,8 +184,20 @@ class RunRecorder:
 
   def drop_metrics_after(self, step: int, step_name: str = "step") -> None:
     """Keeps the rows up to `step` (a resumed run replays the later ones)."""
-    self._rewrite_metrics([r for r in self.read_metrics()
-                           if r.get(step_name, 0) <= step])
+    self.drop_metrics(lambda row: row.get(step_name, 0) > step)
+
+  def drop_metrics(self, drop: Callable[[Dict[str, Any]], bool]) -> int:
+    """Removes the rows for which `drop(row)` is true; the others stay, in
+    order. Atomic: a kill leaves the file as it was before or after. A line
+    cut by a kill is dropped too, with any after it (see `read_metrics`).
+
+    Returns:
+      How many rows were removed.
+    """
+    rows = self.read_metrics()
+    kept = [row for row in rows if not drop(row)]
+    self._rewrite_metrics(kept)
+    return len(rows) - len(kept)
 
   def _rewrite_metrics(self, rows) -> None:
     atomic_write_text(self.metrics_path, "".join(

@@ -14,7 +14,8 @@ it behaves the same everywhere:
 - the divergence stop: a non-finite training metric raises
   `DivergenceError` with a one-line message (checkpoints are kept);
 - one log line, one `RunRecorder` row and one TensorBoard scalar per metric
-  per epoch;
+  per epoch, each epoch's row once even across kills and resumes (see
+  `EpochDriver.run`);
 - an early-stopping hook, and Ctrl-C (see `EpochDriver.run`).
 """
 
@@ -24,7 +25,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -77,6 +78,19 @@ def checkpoint_manager(ckpt: tf.train.Checkpoint,
   return manager
 
 
+def is_stage_row(row: Mapping[str, Any], metric_prefix: str) -> bool:
+  """Whether `row` of a metrics.jsonl is an epoch row of the driver stage
+  whose metrics carry `metric_prefix`.
+
+  Every driver row has the step "epoch" and `{metric_prefix}epoch_seconds`;
+  no other row of a run has that column as long as the stages sharing its
+  recorder have distinct prefixes (as they must, or their curves would mix).
+  Rows written before stages were told apart this way match too, so runs
+  killed by older versions resume cleanly.
+  """
+  return "epoch" in row and f"{metric_prefix}epoch_seconds" in row
+
+
 def run_tensorboard_dir(recorder: Optional[RunRecorder]) -> Optional[str]:
   """`tb/` in the recorder's run folder, as the federated binary writes;
   None without a `RunRecorder` (a stand-in has no run folder)."""
@@ -99,7 +113,9 @@ class EpochDriverConfig:
     resume: restore the latest checkpoint in `checkpoint_dir` first.
     stage: what diverged, in the error ("training", "pretraining").
     metric_prefix: prefixes the metric names of recorder rows and
-      TensorBoard tags.
+      TensorBoard tags; also tells this stage's rows from other stages' in
+      a shared metrics.jsonl (`is_stage_row`), so stages sharing a recorder
+      need distinct prefixes.
     log_prefix: prefixes log lines and the divergence message.
     log_metrics: the metrics the per-epoch log line shows, in order.
     divergence_hint: what to try after a divergence.
@@ -178,8 +194,14 @@ class EpochDriver:
     Each epoch: `run_epoch(epoch, seed)`, the divergence check on its
     metrics, the optimizer's learning rate, `evaluate(epoch)`, the log line,
     the recorder row and TensorBoard scalars, the checkpoint if due, then
-    `should_stop(epoch)`. The row is logged before the checkpoint: a run
-    killed in between repeats that epoch's row on resume, never loses it.
+    `should_stop(epoch)`. The row is logged before the checkpoint, so a
+    killed run may have logged rows for epochs after its last checkpoint
+    (for every epoch, in a stage without checkpoints). With a resumed
+    `RunRecorder`, this stage's rows after the restored epoch are dropped
+    first (all of them when it starts from scratch): the epochs replayed
+    log them again, so each epoch's row is in metrics.jsonl once (after
+    any rows logged meanwhile). Other stages' rows stay as they are, in
+    order.
 
     Ctrl-C (a KeyboardInterrupt, or TensorFlow's RuntimeError wrapping one)
     stops the run as a KeyboardInterrupt. No checkpoint is written then: the
@@ -204,6 +226,7 @@ class EpochDriver:
     writer = (tf.summary.create_file_writer(tensorboard_dir)
               if tensorboard_dir else None)
     run = EpochRun(self.epochs_done, False, 0.0, 0.0, [])
+    self._drop_replayed_rows(recorder)
     try:
       self._run_epochs(run, run_epoch, evaluate, should_stop, optimizer,
                        recorder, writer)
@@ -252,6 +275,17 @@ class EpochDriver:
       if should_stop is not None and should_stop(epoch):
         run.stopped_early = True
         break
+
+  def _drop_replayed_rows(self, recorder: Optional[RunRecorder]) -> None:
+    # A fresh run replays nothing; a stand-in recorder has no file.
+    if not (isinstance(recorder, RunRecorder) and recorder.resumed):
+      return
+    prefix, done = self.config.metric_prefix, self.epochs_done
+    dropped = recorder.drop_metrics(
+        lambda row: is_stage_row(row, prefix) and int(row["epoch"]) > done)
+    if dropped:
+      logging.info("%sdropped %d rows of epochs after %d (replayed now)",
+                   self.config.log_prefix, dropped, done)
 
   def _check_finite(self, epoch: int, metrics: Dict[str, float]) -> None:
     bad = [f"{k} {v}" for k, v in metrics.items() if not math.isfinite(v)]

@@ -25,9 +25,12 @@ from fedclf.adapt.methods.dann import AnnealedLearningRate
 from fedclf.errors import UserError
 from fedclf.models import ModelConfig
 from fedclf.registry import ADAPTATION_METHODS
+from fedclf.results import RunRecorder
 from fedclf.train import OptimizerConfig
 from fedclf.train import TrainConfig
+from tests.ctrl_c import CtrlCAfterRow
 from tests.ctrl_c import CtrlCAt
+from tests.ctrl_c import rows_without_clock
 
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
 pytestmark = pytest.mark.skipif(
@@ -221,3 +224,24 @@ def test_dann_resume_after_a_kill_ends_with_the_uninterrupted_weights(
     assert resumed.details[key] == full.details[key], key
   for a, b in zip(full.model.get_weights(), resumed.model.get_weights()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_dann_resumed_run_logs_each_epoch_row_once(tmp_path):
+  config = tiny("dann", epochs=3)
+  pair = config.load_pair()
+
+  def dann(recorder, ckpt, resume=False):
+    return ADAPTATION_METHODS.get("dann")(AdaptationTask(
+        pair, config.model_name, config.model, config.adapt, recorder,
+        str(ckpt), resume))
+
+  full = RunRecorder(str(tmp_path / "full"), {})
+  dann(full, tmp_path / "full" / "ckpt")
+  cut = tmp_path / "cut"
+  # Killed after epoch 2's row, before its checkpoint.
+  with pytest.raises(KeyboardInterrupt):
+    dann(CtrlCAfterRow(cut, 2), cut / "ckpt")
+  resumed = RunRecorder(str(cut), {}, resume=True)
+  dann(resumed, cut / "ckpt", resume=True)
+  assert [r["epoch"] for r in resumed.read_metrics()] == [1, 2, 3]
+  assert rows_without_clock(resumed) == rows_without_clock(full)

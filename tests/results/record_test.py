@@ -47,3 +47,15 @@ def test_resume_keeps_metrics_and_original_config(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
   atomic_write_json(str(tmp_path / "x.json"), {"a": [1, 2]})
   assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_drop_metrics_removes_the_chosen_rows_and_keeps_the_order(tmp_path):
+  rec = RunRecorder(str(tmp_path), {})
+  for step, stage in ((1, "a"), (1, "b"), (2, "a"), (2, "b"), (3, "a")):
+    rec.log_metrics(step, {stage: float(step)}, "epoch")
+  assert rec.drop_metrics(lambda row: "a" in row and row["epoch"] > 1) == 2
+  assert [(r["epoch"], "a" in r) for r in rec.read_metrics()] == [
+      (1, True), (1, False), (2, False)]
+  assert rec.drop_metrics(lambda row: False) == 0
+  assert len(rec.read_metrics()) == 3
+  assert not list(tmp_path.glob(".tmp-*"))

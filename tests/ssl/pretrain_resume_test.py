@@ -1,5 +1,8 @@
 """SSL pretraining killed mid-run and resumed ends with exactly the weights
-of the uninterrupted run, and writes rows and TensorBoard scalars."""
+and rows of the uninterrupted run, and writes rows and TensorBoard
+scalars."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,7 +19,9 @@ from fedclf.ssl import PretrainConfig
 from fedclf.ssl import pretrain_encoder
 from fedclf.ssl import SslConfig
 from fedclf.train import OptimizerConfig
+from tests.ctrl_c import CtrlCAfterRow
 from tests.ctrl_c import CtrlCAt
+from tests.ctrl_c import rows_without_clock
 
 SMALL = SslConfig(method="byol", projection_dim=16, hidden_dim=32,
                   params=ByolParams(predictor_hidden_dim=8))
@@ -40,7 +45,6 @@ def _parts():
   return encoder, method
 
 
-
 def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(digits,
                                                                  tmp_path):
   full_encoder, full_method = _parts()
@@ -58,6 +62,23 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(digits,
   for a, b in zip(full_encoder.get_weights() + full_method.heads.get_weights(),
                   encoder.get_weights() + method.heads.get_weights()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_resumed_run_logs_each_epoch_row_once(digits, tmp_path):
+  config = dataclasses.replace(CONFIG, checkpoint_every=2)
+  full = RunRecorder(str(tmp_path / "full"), {})
+  pretrain_encoder(*_parts(), digits.x_train, config, full)
+  cut = tmp_path / "cut"
+  # Killed after epoch 3's row, before its checkpoint (the last is saved
+  # whatever checkpoint_every says): the last checkpoint is epoch 2's.
+  with pytest.raises(KeyboardInterrupt):
+    pretrain_encoder(*_parts(), digits.x_train, config,
+                     CtrlCAfterRow(cut, 3, "ssl_"), str(cut / "ckpt"))
+  resumed = RunRecorder(str(cut), {}, resume=True)
+  pretrain_encoder(*_parts(), digits.x_train, config, resumed,
+                   str(cut / "ckpt"), resume=True)
+  assert [r["epoch"] for r in resumed.read_metrics()] == [1, 2, 3]
+  assert rows_without_clock(resumed) == rows_without_clock(full)
 
 
 def test_rows_and_tensorboard(digits, tmp_path):

@@ -203,3 +203,30 @@ def test_other_errors_pass_through(tmp_path):
 def test_epoch_is_the_drivers_checkpoint_name(tmp_path):
   with pytest.raises(ValueError, match="'epoch'"):
     EpochDriver(_config(tmp_path), {"epoch": tf.Variable(0)})
+
+
+def test_resumed_recorder_loses_only_this_stages_replayed_rows(tmp_path):
+  recorder = RunRecorder(str(tmp_path / "run"), {})
+  EpochDriver(_config(tmp_path, epochs=2), {}).run(_Counter().run_epoch,
+                                                    recorder=recorder)
+  # Rows the killed run logged after its epoch-2 checkpoint, and another
+  # stage's rows, which must stay.
+  recorder.log_metrics(3, {"loss": 0.3, "epoch_seconds": 1.0}, "epoch")
+  recorder.log_metrics(1, {"probe_loss": 0.1, "probe_epoch_seconds": 1.0},
+                       "epoch")
+  recorder.log_metrics(4, {"loss": 0.4, "epoch_seconds": 1.0}, "epoch")
+  resumed = RunRecorder(str(tmp_path / "run"), {}, resume=True)
+  EpochDriver(_config(tmp_path, epochs=4, resume=True), {}).run(
+      _Counter().run_epoch, recorder=resumed)
+  rows = resumed.read_metrics()
+  assert [(r["epoch"], "probe_loss" in r) for r in rows] == [
+      (1, False), (2, False), (1, True), (3, False), (4, False)]
+  assert rows[-1]["loss"] == 1.0 / 4  # replayed, not the killed run's
+
+
+def test_fresh_recorder_rows_are_never_dropped(tmp_path):
+  recorder = RunRecorder(str(tmp_path / "run"), {})
+  for _ in range(2):  # one stage twice, no checkpoints: both runs' rows
+    EpochDriver(_config(tmp_path, epochs=2, checkpoint_dir=None), {}).run(
+        _Counter().run_epoch, recorder=recorder)
+  assert [r["epoch"] for r in recorder.read_metrics()] == [1, 2, 1, 2]

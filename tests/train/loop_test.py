@@ -15,7 +15,9 @@ from fedclf.train import OptimizerConfig
 from fedclf.train import train_classifier
 from fedclf.train import TrainConfig
 from fedclf.train.optimizers import WarmupSchedule
+from tests.ctrl_c import CtrlCAfterRow
 from tests.ctrl_c import CtrlCAt
+from tests.ctrl_c import rows_without_clock
 
 
 def _blobs(n=200, seed=0):
@@ -187,3 +189,53 @@ def test_resume_after_the_best_epoch_ends_with_the_best_weights(tmp_path):
   assert result.best_epoch == reference.best_epoch
   for a, b in zip(full.get_weights(), resumed.get_weights()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_resumed_run_logs_each_epoch_row_once(tmp_path):
+  x, y = _blobs()
+  norm = Normalization.from_images(x)
+  val = (x[:50], y[:50])
+  config = TrainConfig(epochs=5, batch_size=16, seed=3, checkpoint_every=2)
+  full = RunRecorder(str(tmp_path / "full"), {})
+  train_classifier(_model(), (x, y), val, norm, 2, config, full,
+                   str(tmp_path / "full" / "ckpt"))
+  cut = tmp_path / "cut"
+  # Killed after epoch 4's row, before its checkpoint: rows 3 and 4 are
+  # logged past the epoch-2 checkpoint, and the resumed run replays them.
+  with pytest.raises(KeyboardInterrupt):
+    train_classifier(_model(), (x, y), val, norm, 2, config,
+                     CtrlCAfterRow(cut, 4), str(cut / "ckpt"))
+  resumed = RunRecorder(str(cut), {}, resume=True)
+  train_classifier(_model(seed=99), (x, y), val, norm, 2, config, resumed,
+                   str(cut / "ckpt"), resume=True)
+  assert [r["epoch"] for r in resumed.read_metrics()] == [1, 2, 3, 4, 5]
+  assert rows_without_clock(resumed) == rows_without_clock(full)
+
+
+def _train_then_probe(recorder, out_dir, resume):
+  """A checkpointed stage, then one without checkpoints (a linear probe's
+  way), sharing `recorder`."""
+  x, y = _blobs()
+  norm = Normalization.from_images(x)
+  train_classifier(_model(), (x, y), None, norm, 2,
+                   TrainConfig(epochs=2, batch_size=16, seed=3), recorder,
+                   str(out_dir / "ckpt"), resume)
+  train_classifier(_model(seed=1), (x, y), None, norm, 2,
+                   TrainConfig(epochs=3, batch_size=16, seed=4,
+                               checkpoint_every=0), recorder,
+                   log_prefix="probe_")
+
+
+def test_a_stage_without_checkpoints_relogs_its_rows_once(tmp_path):
+  full = RunRecorder(str(tmp_path / "full"), {})
+  _train_then_probe(full, tmp_path / "full", False)
+  cut = tmp_path / "cut"
+  with pytest.raises(KeyboardInterrupt):
+    _train_then_probe(CtrlCAfterRow(cut, 2, "probe_"), cut, False)
+  resumed = RunRecorder(str(cut), {}, resume=True)
+  # The first stage is done (nothing replayed); the probe starts over.
+  _train_then_probe(resumed, cut, True)
+  assert [(r["epoch"], "probe_train_loss" in r)
+          for r in resumed.read_metrics()] == [
+              (1, False), (2, False), (1, True), (2, True), (3, True)]
+  assert rows_without_clock(resumed) == rows_without_clock(full)
