@@ -39,7 +39,7 @@ CASES = {
     "domain_adaptation_dann": (["simulations.domain_adaptation",
                                 "--method=dann", "--epochs=10",
                                 "--dann_hidden=16", *TINY_DOMAINS],
-                               "ckpt-1.index"),
+                               "dann/ckpt-1.index"),
     "domain_adaptation_federated": (["simulations.domain_adaptation",
                                      "--mode=federated", "--method=dann",
                                      "--num_clients=4",
