@@ -626,7 +626,11 @@ def report_markdown(old_path: str, new_path: str, old: Dict, new: Dict,
       f"(a case's own where the table says so); integers must match.",
       f"- renamed on purpose, compared under the new name: "
       f"{', '.join(f'`{a}` → `{b}`' for a, b in RENAMED_KEYS.items())}.",
-      f"- result: **{same} of {len(comparisons)} cases the same**.", "",
+      f"- result: **{same} of {len(comparisons)} cases the same**.",
+      "- regenerate: `python -m benchmarks.refactor_parity --repo=DIR "
+      "--out=FILE.json` on a checkout of each commit, then "
+      f"`python -m benchmarks.refactor_parity --compare={old_path},"
+      f"{new_path} --report=results/refactor_parity.md`.", "",
       "| case | command | metrics compared | max abs difference | "
       "verdict |", "|---|---|---|---|---|"]
   for c in comparisons:
