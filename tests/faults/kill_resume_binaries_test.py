@@ -1,10 +1,15 @@
-"""Every training binary killed with SIGKILL after its first checkpoint and
-continued with --resume ends with the uninterrupted run's results.
+"""Training binaries killed with SIGKILL after their first checkpoint and
+continued with --resume end with the uninterrupted run's results.
 
-The federated binary has its own, stricter test (kill_resume_test.py: the
-final checkpoints equal array for array); these cover the binaries on the
-epoch driver (centralized, SSL pretraining, DANN) and federated adaptation
-on the round loop, comparing every number of the final summary.
+Together with the other kill tests every binary is covered, each engine at
+the binary level at least once: `simulations.federated` (kill_resume_test:
+final checkpoints equal array for array), `simulations.ssl_pretrain`
+(resume_rows_test: Ctrl-C past a checkpoint, every metrics row equal), and
+here `baselines.centralized` (the epoch driver) and
+`simulations.domain_adaptation --mode=federated` (the round loop), every
+number of the final summary compared. DANN's and SSL pretraining's
+kill-and-resume are also tested in-process (tests/adapt/methods_test.py,
+tests/ssl/pretrain_resume_test.py).
 """
 
 import json
@@ -30,16 +35,6 @@ CASES = {
                      "--model=mlp", "--epochs=12", "--batch_size=32",
                      "--lr_schedule=cosine", "--checkpoint_every=1",
                      "--seed=3"], "ckpt-1.index"),
-    "ssl_pretrain": (["simulations.ssl_pretrain", "--dataset=digits",
-                      "--model=mlp", "--method=simsiam", "--epochs=8",
-                      "--batch_size=128", "--probe_epochs=1",
-                      "--finetune_epochs=1", "--label_fractions=0.1",
-                      "--embedding_points=0", "--checkpoint_every=1",
-                      "--seed=3"], "ckpt-1.index"),
-    "domain_adaptation_dann": (["simulations.domain_adaptation",
-                                "--method=dann", "--epochs=10",
-                                "--dann_hidden=16", *TINY_DOMAINS],
-                               "dann/ckpt-1.index"),
     "domain_adaptation_federated": (["simulations.domain_adaptation",
                                      "--mode=federated", "--method=dann",
                                      "--num_clients=4",
@@ -47,7 +42,7 @@ CASES = {
                                      "--eval_rounds=5", "--dann_hidden=16",
                                      *TINY_DOMAINS], "round_00001.npz"),
 }
-NEEDS_DOMAINS = ("domain_adaptation_dann", "domain_adaptation_federated")
+NEEDS_DOMAINS = ("domain_adaptation_federated",)
 # What measures the machine, not the computation.
 _TIMING = ("seconds", "per_second", "wall", "time")
 
