@@ -197,8 +197,8 @@ class SourceOnly:
     del client  # Only labelled examples teach the encoder here.
     return labelled
 
-  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
-    del totals, pseudo_labelled  # Nothing beyond the common fields.
+  def row(self, totals: np.ndarray, target_labelled: int) -> Row:
+    del totals, target_labelled  # Nothing beyond the common fields.
     return {}
 
 
@@ -218,7 +218,7 @@ class Dann(SourceOnly):
     del labelled  # The unlabelled images shape the encoder too.
     return float(len(client.indices))
 
-  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
+  def row(self, totals: np.ndarray, target_labelled: int) -> Row:
     if not totals[3]:
       return {}
     # Each client's own domain classifier after its local epochs; near
@@ -241,8 +241,8 @@ class SelfTraining(SourceOnly):
     confident = probs.max(-1) >= self.config.pseudo_label_threshold
     return probs.argmax(-1).astype(np.int64), confident.astype(np.float32)
 
-  def row(self, totals: np.ndarray, pseudo_labelled: int) -> Row:
-    return {"pseudo_labels": pseudo_labelled}
+  def row(self, totals: np.ndarray, target_labelled: int) -> Row:
+    return {"pseudo_labels": target_labelled}
 
 
 class TargetOracle(SourceOnly):
@@ -374,15 +374,16 @@ class UdaRounds:
     head_sum = [np.zeros_like(w) for w in global_head]
     body_weight = head_weight = 0.0
     totals = np.zeros(5)
-    trained = pseudo_labelled = 0
+    trained = target_labelled = 0
     for client_id in sampled:
       client = self.clients[client_id]
       _assign(self.body, global_body)
       _assign(self.head, global_head)
       labels, weights = self._labels(client, round_num)
       labelled = float(weights.sum())
-      if client.domain == TARGET and isinstance(self.method, SelfTraining):
-        pseudo_labelled += int(labelled)
+      if client.domain == TARGET:
+        # Images a target client learns from; self-training reports them.
+        target_labelled += int(labelled)
       if not labelled and not self.method.adversarial:
         continue  # Nothing to learn from without labels or adaptation.
       totals += self._train_client(client, int(client_id), round_num,
@@ -405,7 +406,7 @@ class UdaRounds:
     row = {"lambda": lambda_, "clients_trained": trained}
     if totals[4]:
       row["train_loss"] = totals[0] / totals[4]
-    row.update(self.method.row(totals, pseudo_labelled))
+    row.update(self.method.row(totals, target_labelled))
     weights_now = global_body + global_head
     if not all(math.isfinite(v) for v in row.values()) or not all(
         np.all(np.isfinite(w)) for w in weights_now):

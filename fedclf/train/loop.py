@@ -25,8 +25,6 @@ from fedclf.data.preprocess import make_pipeline
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
-# Re-exported: other loops import checkpoint_manager from here.
-from fedclf.train.epoch_driver import checkpoint_manager  # noqa: F401
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
 from fedclf.train.epoch_driver import run_tensorboard_dir
