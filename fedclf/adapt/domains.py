@@ -168,9 +168,8 @@ def load_mnist_corrupted(options: DomainOptions, variant: str) -> ImageDataset:
   corruption = variant or "shot_noise"
   name = f"mnist_corrupted/{corruption}"
   config = _data_config(name, options, limited=False)
-  x_tr, y_tr, x_te, y_te = load_tfds(
-      name, config, f"MNIST-C ({name}) is not prepared under "
-      f"{config.resolved_data_dir()}/tfds")
+  # No local files to look for first: only tfds's prepared copy.
+  x_tr, y_tr, x_te, y_te = load_tfds(name, config, [])
   train_idx, test_idx = _limit_slices(len(y_tr), len(y_te), options)
   return make_image_dataset(name, "tfds", x_tr[train_idx], y_tr[train_idx],
                             x_te[test_idx], y_te[test_idx], DIGIT_NAMES)

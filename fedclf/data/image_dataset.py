@@ -46,6 +46,14 @@ class DataConfig:
   def resolved_data_dir(self) -> str:
     return os.path.expanduser(self.data_dir or default_data_dir())
 
+  def data_dir_origin(self) -> str:
+    """Where `resolved_data_dir` comes from, for error messages."""
+    if self.data_dir:
+      return "--data_dir"
+    if os.environ.get(DATA_DIR_ENV):
+      return f"${DATA_DIR_ENV}"
+    return f"the default; ${DATA_DIR_ENV} is not set"
+
 
 @dataclasses.dataclass
 class ImageDataset:

@@ -2,19 +2,24 @@
 
 Each loader reads real files from the data directory when they are there
 (checking their md5), and otherwise downloads through tensorflow-datasets
-(or TFF for federated EMNIST). Offline, a missing file is a one-line
-`DataFileError` naming the file and its expected md5.
+(or TFF for federated EMNIST). Before any download the loader checks that
+downloads are allowed and the host answers (`availability`): with
+`--nodownload` or offline, a missing file is at once a one-line
+`DataFileError` naming the files, their md5 and the folder searched.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import sqlite3
-from typing import List, Tuple
+import textwrap
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from fedclf.data import availability
 from fedclf.data import checksums
 from fedclf.data import idx
 from fedclf.data.image_dataset import DataConfig
@@ -35,15 +40,52 @@ CIFAR10_NAMES = [
 ]
 
 
-def load_tfds(tfds_name: str, config: DataConfig,
-              missing: str) -> Tuple[np.ndarray, ...]:
-  """(x_train, y_train, x_test, y_test) from tensorflow-datasets.
+# Where tensorflow-datasets downloads each dataset from (the builders'
+# URLs: host, port), probed before a download; any other dataset is probed
+# at tfds's own bucket of prepared data, which it tries first.
+TFDS_HOSTS = {
+    "mnist": ("storage.googleapis.com", 443),
+    "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+                      80),
+    "cifar10": ("www.cs.toronto.edu", 443),
+    "mnist_corrupted": ("zenodo.org", 443),
+}
+TFDS_BUCKET = ("storage.googleapis.com", 443)
+# tensorflow-datasets' errors can run to pages; the first line, shortened
+# at a word boundary, says enough.
+TFDS_ERROR_CHARS = 300
 
-  `missing` describes the local files that were not found, so the offline
-  error names both what was looked for and what was tried.
+
+def tfds_prepared(tfds_name: str, tfds_dir: str) -> bool:
+  """Whether `tfds_dir` holds a prepared copy of `tfds_name` (any version).
+
+  Read from the file system: building a tfds builder to ask it costs ~20 s
+  offline (it looks for dataset metadata on Google Cloud Storage).
   """
+  pattern = os.path.join(glob.escape(tfds_dir), tfds_name, "*",
+                         "dataset_info.json")
+  return bool(glob.glob(pattern))
+
+
+def load_tfds(tfds_name: str, config: DataConfig,
+              missing: Sequence[str]) -> Tuple[np.ndarray, ...]:
+  """(x_train, y_train, x_test, y_test) from tensorflow-datasets: its
+  prepared copy under `<data_dir>/tfds`, else downloaded and prepared there.
+
+  `missing` lists the local files looked for first (relative to the data
+  directory, md5 where known). Without a prepared copy, the download is
+  tried only if allowed and the host answers (`availability`); otherwise
+  the one-line error names `missing`, the prepared copy and the folder.
+  """
+  data_dir = config.resolved_data_dir()
+  tfds_dir = os.path.join(data_dir, "tfds")
+  if not tfds_prepared(tfds_name, tfds_dir):
+    host, port = TFDS_HOSTS.get(tfds_name.split("/")[0], TFDS_BUCKET)
+    prepared = f"a prepared tensorflow-datasets copy tfds/{tfds_name}/"
+    availability.require_download(
+        config.name, [*missing, f"or {prepared}" if missing else prepared],
+        data_dir, config.data_dir_origin(), host, config.download, port)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds_dir = os.path.join(config.resolved_data_dir(), "tfds")
   try:
     splits = tfds.load(
         tfds_name,
@@ -53,9 +95,14 @@ def load_tfds(tfds_name: str, config: DataConfig,
         download=config.download)
   except Exception as e:  # pylint: disable=broad-except
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    looked_for = (f"missing {'; '.join(missing)} in {data_dir}, and "
+                  if missing else "")
     raise DataFileError(
-        f"{config.name}: {missing}, and tensorflow-datasets could not provide "
-        f"'{tfds_name}' ({type(e).__name__}: {first_line[:200]})") from None
+        f"{config.name}: {looked_for}"
+        f"tensorflow-datasets could not provide '{tfds_name}' "
+        f"({type(e).__name__}: "
+        f"{textwrap.shorten(first_line, TFDS_ERROR_CHARS, placeholder=' ...')}"
+        f")") from None
   arrays = []
   for split in splits:
     xs, ys = [], []
@@ -64,6 +111,10 @@ def load_tfds(tfds_name: str, config: DataConfig,
       ys.append(y)
     arrays.extend([np.stack(xs), np.asarray(ys)])
   return tuple(arrays)
+
+
+def _with_md5(relative_path: str) -> str:
+  return f"{relative_path} (md5 {checksums.KNOWN_MD5[relative_path]})"
 
 
 def _load_idx_dataset(config: DataConfig, folder: str, tfds_name: str,
@@ -79,11 +130,9 @@ def _load_idx_dataset(config: DataConfig, folder: str, tfds_name: str,
         idx.parse_idx(checksums.read_verified(data_dir, f), f) for f in files)
     source = f"files:{os.path.join(data_dir, folder)}"
   else:
-    missing = [f for f in files if not os.path.exists(os.path.join(data_dir, f))]
-    x_tr, y_tr, x_te, y_te = load_tfds(
-        tfds_name, config,
-        f"missing {os.path.join(data_dir, missing[0])} (expected md5 "
-        f"{checksums.KNOWN_MD5[missing[0]]})")
+    missing = [_with_md5(f) for f in files
+               if not os.path.exists(os.path.join(data_dir, f))]
+    x_tr, y_tr, x_te, y_te = load_tfds(tfds_name, config, missing)
     source = "tfds"
   return make_image_dataset(config.name, source, x_tr, y_tr, x_te, y_te,
                             class_names)
@@ -103,6 +152,7 @@ def load_fashion_mnist(config: DataConfig) -> ImageDataset:
 USPS_FILE = "usps/usps.h5"
 USPS_URL = ("https://github.com/niuers/Learning-From-Data-A-Short-Course/raw/"
             "master/data/usps.h5")
+USPS_HOST = "github.com"
 
 
 @DATASETS.register("usps")
@@ -115,7 +165,10 @@ def load_usps(config: DataConfig) -> ImageDataset:
   import h5py  # pylint: disable=g-import-not-at-top
   data_dir = config.resolved_data_dir()
   path = os.path.join(data_dir, USPS_FILE)
-  if not os.path.exists(path) and config.download:
+  if not os.path.exists(path):
+    availability.require_download(config.name, [_with_md5(USPS_FILE)],
+                                  data_dir, config.data_dir_origin(),
+                                  USPS_HOST, config.download)
     _download(USPS_URL, path, checksums.KNOWN_MD5[USPS_FILE])
   content = checksums.read_verified(data_dir, USPS_FILE)
   try:
@@ -211,16 +264,16 @@ def load_cifar10(config: DataConfig) -> ImageDataset:
         for f in CIFAR_SUBSET)
     source = f"files:{os.path.join(data_dir, 'cifar10')} (4000/1000 subset)"
   else:
-    x_tr, y_tr, x_te, y_te = load_tfds(
-        "cifar10", config,
-        f"neither {os.path.join(data_dir, CIFAR_FULL_DIR)} nor "
-        f"{os.path.join(data_dir, CIFAR_SUBSET[0])} exists")
+    x_tr, y_tr, x_te, y_te = load_tfds("cifar10", config, [
+        f"{CIFAR_FULL_DIR}/{{data_batch_1..5,test_batch}}.bin",
+        f"or the subset {' and '.join(_with_md5(f) for f in CIFAR_SUBSET)}"])
     source = "tfds"
   return make_image_dataset(config.name, source, x_tr, y_tr, x_te, y_te,
                             CIFAR10_NAMES)
 
 
 EMNIST_FILE = "emnist/emnist_all.sqlite"
+EMNIST_HOST = "storage.googleapis.com"  # TFF's tff-datasets-public bucket
 
 
 def read_emnist_sqlite(path: str, split: str) -> Tuple[np.ndarray, ...]:
@@ -260,8 +313,9 @@ def load_emnist(config: DataConfig) -> ImageDataset:
   data_dir = config.resolved_data_dir()
   path = os.path.join(data_dir, EMNIST_FILE)
   if not os.path.exists(path):
-    if not config.download:
-      raise DataFileError(f"missing data file {path}")
+    availability.require_download(config.name, [EMNIST_FILE], data_dir,
+                                  config.data_dir_origin(), EMNIST_HOST,
+                                  config.download)
     try:
       # Importing TFF is slow (~40 s); only done for the download.
       import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
@@ -303,8 +357,8 @@ def _read_class_folders(root: str, class_names: List[str], size: int,
         raise DataFileError(f"corrupt image file {fpath}: {e}") from None
       labels.append(label)
   if not images:
-    raise DataFileError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under "
-                        f"{root}")
+    raise DataFileError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the "
+                        f"class subfolders of {root} (--dataset_path)")
   return np.stack(images), np.asarray(labels)
 
 
@@ -334,7 +388,8 @@ def load_image_folder(config: DataConfig) -> ImageDataset:
     raise UserError("dataset image_folder needs --dataset_path=<folder of "
                     "class subfolders>")
   if not os.path.isdir(root):
-    raise DataFileError(f"image folder {root} does not exist")
+    raise DataFileError(f"image folder {root} (--dataset_path) does not "
+                        f"exist")
   size = config.image_size or DEFAULT_FOLDER_IMAGE_SIZE
   has_splits = os.path.isdir(os.path.join(root, "train")) and os.path.isdir(
       os.path.join(root, "test"))
@@ -343,8 +398,9 @@ def load_image_folder(config: DataConfig) -> ImageDataset:
       d for d in os.listdir(train_root)
       if os.path.isdir(os.path.join(train_root, d)))
   if len(class_names) < 2:
-    raise DataFileError(f"{train_root} needs at least two class subfolders, "
-                        f"found {len(class_names)}")
+    raise DataFileError(f"image folder {train_root} (--dataset_path) needs "
+                        f"at least two class subfolders of images, found "
+                        f"{len(class_names)}")
   channels = _detect_channels(train_root, class_names)
   x, y = _read_class_folders(train_root, class_names, size, channels)
   if has_splits:

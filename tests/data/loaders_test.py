@@ -3,13 +3,16 @@
 import gzip
 import os
 import shutil
+import socket
 import sqlite3
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from fedclf.data import availability
 from fedclf.data import DataConfig
 from fedclf.data import load_dataset
 from fedclf.data import loaders
@@ -109,7 +112,9 @@ def test_limits_are_seeded_slices():
 @pytest.mark.parametrize("name,tfds_shape", [("mnist", (28, 28, 1)),
                                              ("fashion_mnist", (28, 28, 1)),
                                              ("cifar10", (32, 32, 3))])
-def test_tfds_fallback_with_mock_data(tmp_path, name, tfds_shape):
+def test_tfds_fallback_with_mock_data(tmp_path, monkeypatch, name,
+                                     tfds_shape):
+  monkeypatch.setattr(availability, "host_reachable", lambda *a: True)
   with tfds.testing.mock_data(num_examples=6):
     ds = load_dataset(DataConfig(name, data_dir=str(tmp_path)))
   _check(ds, tfds_shape, 10, 6, 6)
@@ -123,6 +128,112 @@ def test_missing_files_offline_is_one_line_error(tmp_path):
   assert "\n" not in message
   assert "train-images-idx3-ubyte.gz" in message
   assert "6bbc9ace898e44ae57da46a324031adb" in message
+
+
+def _offline(monkeypatch):
+  """The network probe answers "offline" and tensorflow-datasets must not
+  be asked; returns the hosts probed."""
+  probed = []
+
+  def probe(host, port=443):
+    probed.append((host, port))
+    return False
+
+  def no_tfds(*args, **kwargs):
+    raise AssertionError("tfds.load called while offline")
+
+  monkeypatch.setattr(availability, "host_reachable", probe)
+  monkeypatch.setattr(tfds, "load", no_tfds)
+  return probed
+
+
+@pytest.mark.parametrize("name,files,host", [
+    ("mnist", ["mnist/train-images-idx3-ubyte.gz",
+               "mnist/t10k-labels-idx1-ubyte.gz",
+               "27ae3e4e09519cfbb04c329615203637", "tfds/mnist/"],
+     "storage.googleapis.com"),
+    ("fashion_mnist", ["fashion_mnist/t10k-images-idx3-ubyte.gz"],
+     "fashion-mnist.s3-website.eu-central-1.amazonaws.com"),
+    ("cifar10", ["cifar-10-batches-bin", "data_batch_1_first4000.bin.gz",
+                 "test_batch_first1000.bin.gz", "tfds/cifar10/"],
+     "www.cs.toronto.edu"),
+    ("usps", ["usps/usps.h5", "355df6b942eb766252e0340bc019b0b9"],
+     "github.com"),
+    ("emnist", ["emnist/emnist_all.sqlite"], "storage.googleapis.com"),
+])
+def test_missing_dataset_offline_fails_at_once_listing_files(
+    tmp_path, monkeypatch, name, files, host):
+  probed = _offline(monkeypatch)
+  start = time.monotonic()
+  with pytest.raises(DataFileError) as e:
+    load_dataset(DataConfig(name, data_dir=str(tmp_path)))
+  assert time.monotonic() - start < 5
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(f"{name}: ")
+  assert f"offline: {host} cannot be reached" in message
+  for part in files:
+    assert part in message
+  assert f"looks in {tmp_path} (--data_dir)" in message
+  assert "FEDCLF_DATA_DIR" in message
+  assert [h for h, _ in probed] == [host]
+
+
+def test_nodownload_never_probes_the_network(tmp_path, monkeypatch):
+  _offline(monkeypatch)
+  monkeypatch.setattr(availability, "host_reachable",
+                      lambda *a: pytest.fail("probed with --nodownload"))
+  with pytest.raises(DataFileError, match=r"downloads are off: --nodownload"
+                     r".*mnist/train-labels-idx1-ubyte.gz.*allow "
+                     r"downloads \(--download\)"):
+    load_dataset(DataConfig("mnist", data_dir=str(tmp_path), download=False))
+
+
+def test_prepared_tfds_copy_is_used_without_probing(tmp_path, monkeypatch):
+  monkeypatch.setattr(availability, "host_reachable",
+                      lambda *a: pytest.fail("probed with a prepared copy"))
+  (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)
+  (tmp_path / "tfds" / "mnist" / "3.0.1" / "dataset_info.json").write_text(
+      "{}")
+  with tfds.testing.mock_data(num_examples=4):
+    ds = load_dataset(DataConfig("mnist", data_dir=str(tmp_path),
+                                 download=False))
+  assert ds.source == "tfds" and len(ds.y_train) == 4
+
+
+def test_tfds_error_is_shortened_at_a_word(tmp_path, monkeypatch):
+  monkeypatch.setattr(availability, "host_reachable", lambda *a: True)
+  words = " ".join(f"word{i}" for i in range(200))
+
+  def failing_load(*args, **kwargs):
+    raise ConnectionError(f"{words}\nsecond line")
+
+  monkeypatch.setattr(tfds, "load", failing_load)
+  with pytest.raises(DataFileError) as e:
+    load_dataset(DataConfig("mnist", data_dir=str(tmp_path)))
+  message = str(e.value)
+  assert "\n" not in message and "second line" not in message
+  kept = message.split("(ConnectionError: ", 1)[1]
+  assert kept.endswith(" ...)")
+  assert words.startswith(kept[:-len(" ...)")] + " ")
+
+
+def test_host_reachable_probes_a_real_socket(monkeypatch):
+  for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    monkeypatch.delenv(var, raising=False)
+  with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    assert availability.host_reachable("127.0.0.1", port, timeout=2)
+  start = time.monotonic()
+  assert not availability.host_reachable("127.0.0.1", port, timeout=2)
+  assert not availability.host_reachable("fedclf-no-such-host.invalid",
+                                         timeout=0.5)
+  assert time.monotonic() - start < 3
+  # Downloads through a proxy: the proxy is what must answer.
+  monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+  monkeypatch.setenv("no_proxy", "")
+  assert availability._proxy_for("example.org") == ("127.0.0.1", port)
 
 
 @needs_real_data
@@ -217,3 +328,12 @@ def test_image_folder_train_test_and_errors(tmp_path):
     load_dataset(DataConfig("image_folder"))
   with pytest.raises(DataFileError, match="does not exist"):
     load_dataset(DataConfig("image_folder", path=str(tmp_path / "none")))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(DataFileError, match="needs at least two class "
+                     "subfolders of images, found 0"):
+    load_dataset(DataConfig("image_folder", path=str(tmp_path / "empty")))
+  for cls in ("a", "b"):
+    (tmp_path / "empty" / cls).mkdir()
+  with pytest.raises(DataFileError, match=r"no images .* in the class "
+                     r"subfolders of .*empty \(--dataset_path\)"):
+    load_dataset(DataConfig("image_folder", path=str(tmp_path / "empty")))
