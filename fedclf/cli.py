@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -93,17 +93,47 @@ def define_run_flags(default_out_dir: str, checkpoint_unit: str,
   define_overwrite_flag()
 
 
-def define_overwrite_flag() -> None:
-  """--overwrite; with --out_dir, `run` claims the folder for the binary."""
+# The flag naming the entry of --out_dir that `claim_out_dir` claims (see
+# `define_overwrite_flag`); None: it claims --out_dir itself.
+_out_dir_entry_flag: Optional[str] = None
+
+
+def define_overwrite_flag(entry_flag: str = "") -> None:
+  """--overwrite; with --out_dir, `run` claims the folder for the binary.
+
+  `entry_flag`: for a binary whose --out_dir collects one result folder per
+  value of that flag (export: one per --model_name), the claim is on
+  `<out_dir>/<value>` instead, so the other entries stay as they are and a
+  used entry alone is refused, or moved aside with --overwrite.
+  """
+  global _out_dir_entry_flag
+  _out_dir_entry_flag = entry_flag or None
+  folder = f"<out_dir>/<{entry_flag}>" if entry_flag else "<out_dir>"
   flags.DEFINE_bool("overwrite", False,
-                    "If --out_dir holds a run, move it aside to "
-                    "<out_dir>.old-<time> (nothing is deleted) and start "
-                    "afresh.")
+                    f"If {folder} holds results, move it aside to "
+                    f"{folder}.old-<time> (nothing is deleted) and start "
+                    f"afresh.")
+
+
+def _claimed_folder() -> str:
+  """--out_dir, or its entry named by `_out_dir_entry_flag`."""
+  f = flags.FLAGS
+  if not _out_dir_entry_flag:
+    return f.out_dir
+  entry = f[_out_dir_entry_flag].value
+  if not entry:
+    raise UserError(f"--{_out_dir_entry_flag} is required")
+  if entry in (".", "..") or os.sep in entry or (
+      os.altsep and os.altsep in entry):
+    raise UserError(f"--{_out_dir_entry_flag}={entry} must name one folder "
+                    f"inside --out_dir")
+  return os.path.join(f.out_dir, entry)
 
 
 def claim_out_dir():
   """The claim on --out_dir (see fedclf.results.run_folder) for binaries
-  with --out_dir and --overwrite; a no-op context for the others.
+  with --out_dir and --overwrite, or on its entry (`define_overwrite_flag`);
+  a no-op context for the others.
 
   Taken before the binary's main (by `run`, and by docs.guide.runner,
   which runs binaries in one process), so a used, locked or unwritable
@@ -115,7 +145,7 @@ def claim_out_dir():
   from fedclf.results import run_folder  # pylint: disable=g-import-not-at-top
   can_resume = "resume" in f
   return run_folder.claim_run_folder(
-      f.out_dir, run_folder.run_setting(flag_values_dict()),
+      _claimed_folder(), run_folder.run_setting(flag_values_dict()),
       resume=can_resume and bool(f["resume"].value), overwrite=f.overwrite,
       can_resume=can_resume)
 

@@ -98,8 +98,21 @@ class Command:
     return "\n".join(lines)
 
   def out_dir(self) -> Optional[str]:
+    return self._flag("out_dir")
+
+  def results_dir(self) -> Optional[str]:
+    """The folder the binary claims and writes summary.json to: --out_dir,
+    or for an export, which collects one folder per model in --out_dir,
+    <out_dir>/<model_name>."""
+    out_dir = self.out_dir()
+    model_name = self._flag("model_name")
+    if out_dir and self.module == "fedclf.export" and model_name:
+      return os.path.join(out_dir, model_name)
+    return out_dir
+
+  def _flag(self, name: str) -> Optional[str]:
     for arg in self.args:
-      if arg.startswith("--out_dir="):
+      if arg.startswith(f"--{name}="):
         return arg.split("=", 1)[1]
     return None
 
@@ -189,7 +202,7 @@ class Context:
     resumed, as `simulations.reproduce` does. stdout and stderr are kept in
     runs/guide/logs/.
     """
-    out_dir = command.out_dir()
+    out_dir = command.results_dir()
     argv = command.argv(self.python)
     stdout_path = self._log_path(command, "stdout")
     if out_dir and os.path.exists(os.path.join(out_dir, "summary.json")):
@@ -234,7 +247,7 @@ class Context:
     TensorFlow's start-up once instead of once per command."""
     jobs: Dict[str, List[Dict]] = {}
     for command in commands:
-      out_dir = command.out_dir()
+      out_dir = command.results_dir()
       if not out_dir or command.env:
         raise ValueError(f"run_all needs --out_dir and no environment: "
                          f"{command.display()}")

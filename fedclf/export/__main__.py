@@ -13,6 +13,15 @@ each format on the run's test set next to the Keras model (TF.js in Node),
 and writes <out_dir>/<model_name>/{summary,model_card,config}.json,
 saved_model_cli.txt and <out_dir>/table.md. Exits with status 1 when a
 parity check fails (the files are still written).
+
+One --out_dir collects several models: the binary claims only
+<out_dir>/<model_name> (see fedclf.results.run_folder), so exporting
+another model adds its row to table.md and leaves the others alone, while
+exporting a model name that already has results there is refused unless
+--overwrite, which moves the old <out_dir>/<model_name> aside to
+<out_dir>/<model_name>.old-<time> (kept, left out of table.md). The
+--export_dir versions are never replaced: each export adds the next
+version and TF Serving serves the highest.
 """
 
 import sys
@@ -43,6 +52,7 @@ flags.DEFINE_integer("tfjs_examples", 256,
 flags.DEFINE_integer("seed", 0, "Seed of the slices above.")
 flags.DEFINE_string("out_dir", "results/export",
                     "Results folder (one subfolder per model name).")
+cli.define_overwrite_flag(entry_flag="model_name")
 
 FLAGS = flags.FLAGS
 
@@ -54,8 +64,9 @@ def main(argv):
   from fedclf.export import run_export  # pylint: disable=g-import-not-at-top
   from fedclf.errors import UserError  # pylint: disable=g-import-not-at-top
 
-  if not FLAGS.run_dir or not FLAGS.model_name:
-    raise UserError("--run_dir and --model_name are required")
+  # --model_name is checked by the claim on <out_dir>/<model_name>.
+  if not FLAGS.run_dir:
+    raise UserError("--run_dir is required")
 
   config = ExportConfig(
       run_dir=FLAGS.run_dir, model_name=FLAGS.model_name,

@@ -31,7 +31,9 @@ from fedclf.export import serving
 from fedclf.export import tflite
 from fedclf.export import tfjs
 from fedclf.results import atomic_write_json
+from fedclf.results import run_folder
 from fedclf.results import RunRecorder
+from fedclf.results.record import atomic_write_text
 from fedclf.run_reader import load_classifier_run
 from fedclf.run_reader import TrainedRun
 from fedclf.train.loop import predict_logits
@@ -218,16 +220,23 @@ def run_export(config: ExportConfig, out_dir: str,
                run_config: Dict[str, Any]) -> Dict[str, Any]:
   """Exports, measures, writes the model card and the results files."""
   config.validate()
-  run = load_classifier_run(config.run_dir, config.data_dir)
   results_dir = os.path.join(out_dir, config.model_name)
+  found = run_folder.existing_run(results_dir)
+  if found:
+    # The binary's claim moved it aside already if --overwrite asked to.
+    raise UserError(f"{results_dir} already holds an export of "
+                    f"{config.model_name} ({found}); pass --overwrite to "
+                    f"move it aside, or choose another --model_name or "
+                    f"--out_dir")
+  run = load_classifier_run(config.run_dir, config.data_dir)
   recorder = RunRecorder(results_dir, {"flags": run_config,
                                        "resolved": config})
   path, version = export_version(run, config)
   logging.info("exported %s", path)
   cli_output = serving.saved_model_cli_show(path)
   serving.check_signature_listed(cli_output, run.input_shape)
-  with open(os.path.join(results_dir, "saved_model_cli.txt"), "w") as f:
-    f.write(f"$ saved_model_cli show --dir {path} --all\n{cli_output}")
+  atomic_write_text(os.path.join(results_dir, "saved_model_cli.txt"),
+                    f"$ saved_model_cli show --dir {path} --all\n{cli_output}")
   metrics = measure(run, config, path)
   card = card_lib.model_card(run, config.model_name, version, metrics,
                              _files(path))
@@ -268,7 +277,10 @@ def _row(summary: Dict[str, Any]) -> List[str]:
 
 
 def write_table(out_dir: str) -> str:
-  """Markdown table over every `<out_dir>/*/summary.json`; returns it."""
+  """Markdown table over every `<out_dir>/<model_name>/summary.json`;
+  returns it. Folders moved aside by --overwrite
+  (`<model_name>.old-<time>`) are left out: their summary names another
+  folder."""
   header = ["model", "trained", "version", "test examples", "Keras acc %",
             "SavedModel acc % (parity)", "TFLite float acc %", "float size",
             "TFLite int8 acc %", "int8 size", "float/int8 size",
@@ -278,13 +290,14 @@ def write_table(out_dir: str) -> str:
     path = os.path.join(out_dir, name, "summary.json")
     if os.path.isfile(path):
       with open(path) as f:
-        rows.append(_row(json.load(f)))
+        summary = json.load(f)
+      if summary.get("model_name") == name:
+        rows.append(_row(summary))
   lines = ["| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   table = "\n".join(lines) + "\n"
-  tmp = os.path.join(out_dir, ".table.md.tmp")
-  with open(tmp, "w") as f:
-    f.write(table)
-  os.replace(tmp, os.path.join(out_dir, "table.md"))
+  # A temporary file of its own: two exports of other models into this
+  # out_dir may render the table at once.
+  atomic_write_text(os.path.join(out_dir, "table.md"), table)
   return table

@@ -13,6 +13,12 @@ ig_completeness.json, randomization.{json,png} and randomization_maps.png
 (the cascading model-parameter randomization test), with --compare_run_dir
 compare.{json,png}, and architecture.png, filters.png, activations.png,
 config.json, summary.json to --out_dir.
+
+--out_dir holds one interpretation: the binary claims it like a training
+run (see fedclf.results.run_folder), so a folder that already holds one
+is refused (a second interpretation would overwrite some files and leave
+others, compare.* say, from the first) unless --overwrite, which moves it
+aside to <out_dir>.old-<time>. Every file is written atomically.
 """
 
 from absl import flags
@@ -58,6 +64,7 @@ flags.DEFINE_integer("seed", 0,
                      "Seed of the example choice, SmoothGrad noise and "
                      "re-initialization.")
 flags.DEFINE_string("out_dir", "results/interpret", "Output directory.")
+cli.define_overwrite_flag()
 
 FLAGS = flags.FLAGS
 

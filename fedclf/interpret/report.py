@@ -31,6 +31,7 @@ from fedclf.interpret.sanity import cascading_randomization
 from fedclf.interpret.similarity import foreground
 from fedclf.interpret.similarity import map_similarity
 from fedclf.results import atomic_write_json
+from fedclf.results import run_folder
 from fedclf.results import RunRecorder
 from fedclf.run_reader import load_classifier_run
 from fedclf.run_reader import TrainedRun
@@ -96,6 +97,9 @@ class InterpretConfig:
       raise UserError("ig_steps and smoothgrad_samples must be >= 1")
     if self.ig_tolerance <= 0 or self.smoothgrad_noise < 0:
       raise UserError("ig_tolerance must be > 0 and smoothgrad_noise >= 0")
+    if self.architecture:
+      # Before the work, not after every other figure is drawn.
+      visualize.check_architecture_tools()
 
 
 Explainer = Callable[[tf.keras.Model, np.ndarray, Sequence[int]], np.ndarray]
@@ -185,6 +189,12 @@ def run_interpret(config: InterpretConfig, out_dir: str,
                   run_config: Dict) -> Dict:
   """Explains the run's model and writes the results files."""
   config.validate()
+  found = run_folder.existing_run(out_dir)
+  if found:
+    # The binary's claim moved it aside already if --overwrite asked to.
+    raise UserError(f"{out_dir} already holds an interpretation ({found}); "
+                    f"pass --overwrite to move it aside, or choose another "
+                    f"--out_dir")
   run = load_classifier_run(config.run_dir, config.data_dir)
   name = _label(run, config.name)
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config})

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from fedclf.errors import UserError
 from fedclf.interpret.attribution import tapped_forward
+from fedclf.results.record import atomic_output
 from fedclf.interpret.similarity import unit_scale
 
 
@@ -30,10 +31,8 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=110)
 
 
 def _show_image(ax, image: np.ndarray) -> None:
@@ -180,8 +179,8 @@ def plot_comparison(path: str, images: np.ndarray, titles: Sequence[str],
   _save(fig, path)
 
 
-def plot_architecture(model: tf.keras.Model, path: str) -> None:
-  """Keras plot_model with nested models expanded (needs graphviz `dot`)."""
+def check_architecture_tools() -> None:
+  """UserError unless graphviz's `dot` and pydot (plot_model's) are there."""
   if shutil.which("dot") is None:
     raise UserError("graphviz's 'dot' program is not installed (apt-get "
                     "install graphviz); pass --noarchitecture to skip the "
@@ -191,12 +190,18 @@ def plot_architecture(model: tf.keras.Model, path: str) -> None:
   except ImportError:
     raise UserError("pydot is not installed (pip install pydot); pass "
                     "--noarchitecture to skip the diagram") from None
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tf.keras.utils.plot_model(model, to_file=path, show_shapes=True,
-                            show_layer_names=True, expand_nested=True,
-                            dpi=80)
-  if not os.path.exists(path):
-    raise UserError(f"plot_model wrote no {path} (is graphviz working?)")
+
+
+def plot_architecture(model: tf.keras.Model, path: str) -> None:
+  """Keras plot_model with nested models expanded (needs graphviz `dot`)."""
+  check_architecture_tools()
+  with atomic_output(path) as tmp:
+    os.remove(tmp)  # plot_model reports success by the file appearing.
+    tf.keras.utils.plot_model(model, to_file=tmp, show_shapes=True,
+                              show_layer_names=True, expand_nested=True,
+                              dpi=80)
+    if not os.path.exists(tmp):
+      raise UserError(f"plot_model wrote no {path} (is graphviz working?)")
 
 
 def _tile(fig, tiles: np.ndarray, cols: int, titles: Sequence[str],

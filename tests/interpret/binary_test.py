@@ -2,7 +2,14 @@
 federated one to compare with), and bad input giving one error line."""
 
 import json
+import os
 import shutil
+
+import pytest
+
+from fedclf.errors import UserError
+from fedclf.interpret import InterpretConfig
+from fedclf.interpret import run_interpret
 
 from tests.export.tiny_runs import assert_one_error_line
 from tests.export.tiny_runs import run_module
@@ -47,8 +54,24 @@ def test_interpret_binary(tmp_path, tmp_path_factory):
   assert -1.0 <= compare["similarity"]["gradient"]["spearman_abs"] <= 1.0
 
 
-def test_bad_method_is_one_error_line(tmp_path):
+def test_bad_method_gives_one_line(tmp_path):
+  # (No "error" in the test name: the --overwrite warning names tmp_path.)
+  # Folded in: the claim on --out_dir, before main: --overwrite moves the
+  # interpretation already there aside.
+  out = tmp_path / "interpret"
+  out.mkdir()
+  (out / "summary.json").write_text("{}")
   proc = run_binary("--run_dir=/nonexistent", "--methods=lime",
-                    f"--out_dir={tmp_path}")
+                    "--overwrite", f"--out_dir={out}")
   assert_one_error_line(
       proc, "unknown attribution method 'lime'; choose from: gradient")
+  aside = [n for n in os.listdir(tmp_path) if n.startswith("interpret.old-")]
+  assert len(aside) == 1 and (tmp_path / aside[0] / "summary.json").exists()
+
+
+def test_library_refuses_a_used_out_dir_before_loading(tmp_path):
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(UserError, match="already holds an interpretation "
+                     r"\(config.json\); pass --overwrite"):
+    run_interpret(InterpretConfig(run_dir="/nonexistent",
+                                  architecture=False), str(tmp_path), {})
