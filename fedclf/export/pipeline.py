@@ -32,6 +32,7 @@ from fedclf.export import tflite
 from fedclf.export import tfjs
 from fedclf.results import atomic_write_json
 from fedclf.results import RunRecorder
+from fedclf.results.record import atomic_write_text
 from fedclf.run_reader import load_classifier_run
 from fedclf.run_reader import TrainedRun
 from fedclf.train.loop import predict_logits
@@ -226,8 +227,8 @@ def run_export(config: ExportConfig, out_dir: str,
   logging.info("exported %s", path)
   cli_output = serving.saved_model_cli_show(path)
   serving.check_signature_listed(cli_output, run.input_shape)
-  with open(os.path.join(results_dir, "saved_model_cli.txt"), "w") as f:
-    f.write(f"$ saved_model_cli show --dir {path} --all\n{cli_output}")
+  atomic_write_text(os.path.join(results_dir, "saved_model_cli.txt"),
+                    f"$ saved_model_cli show --dir {path} --all\n{cli_output}")
   metrics = measure(run, config, path)
   card = card_lib.model_card(run, config.model_name, version, metrics,
                              _files(path))
@@ -283,8 +284,5 @@ def write_table(out_dir: str) -> str:
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   table = "\n".join(lines) + "\n"
-  tmp = os.path.join(out_dir, ".table.md.tmp")
-  with open(tmp, "w") as f:
-    f.write(table)
-  os.replace(tmp, os.path.join(out_dir, "table.md"))
+  atomic_write_text(os.path.join(out_dir, "table.md"), table)
   return table

@@ -19,6 +19,7 @@ import tensorflow as tf
 from fedclf.errors import UserError
 from fedclf.interpret.attribution import tapped_forward
 from fedclf.interpret.similarity import unit_scale
+from fedclf.results.record import atomic_output
 
 
 def _figure(width: float, height: float):
@@ -30,10 +31,8 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=110)
 
 
 def _show_image(ax, image: np.ndarray) -> None:
@@ -191,12 +190,12 @@ def plot_architecture(model: tf.keras.Model, path: str) -> None:
   except ImportError:
     raise UserError("pydot is not installed (pip install pydot); pass "
                     "--noarchitecture to skip the diagram") from None
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tf.keras.utils.plot_model(model, to_file=path, show_shapes=True,
-                            show_layer_names=True, expand_nested=True,
-                            dpi=80)
-  if not os.path.exists(path):
-    raise UserError(f"plot_model wrote no {path} (is graphviz working?)")
+  with atomic_output(path) as tmp:
+    tf.keras.utils.plot_model(model, to_file=tmp, show_shapes=True,
+                              show_layer_names=True, expand_nested=True,
+                              dpi=80)
+    if not os.path.getsize(tmp):
+      raise UserError(f"plot_model wrote no {path} (is graphviz working?)")
 
 
 def _tile(fig, tiles: np.ndarray, cols: int, titles: Sequence[str],
