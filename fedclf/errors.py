@@ -13,6 +13,12 @@ class DataFileError(UserError):
   """A data file is missing, corrupt or has an unexpected checksum."""
 
 
+class UnreadableCheckpointError(UserError):
+  """A checkpoint cannot be read: truncated, garbled or missing a file.
+  Resuming skips it for the previous one (see
+  `fedclf.results.checkpoint_setting`)."""
+
+
 class DivergenceError(UserError):
   """Training produced NaN or Inf; state written so far is kept."""
 

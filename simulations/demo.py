@@ -44,6 +44,7 @@ def main(argv):
   from fedclf.partition import PartitionConfig
   from fedclf.results import curves
   from fedclf.results import tables
+  from fedclf.results.record import atomic_write_text
   from fedclf.train import OptimizerConfig
   from fedclf.train import TrainConfig
   from fedclf.train.centralized import CentralizedConfig
@@ -93,8 +94,8 @@ def main(argv):
       {"centralized": central["test_accuracy"]})
   table = tables.results_table(tables.load_runs(out),
                                "fedclf demo: cnn on digits")
-  with open(os.path.join(out, "README.md"), "w") as f:
-    f.write(table + "\n![accuracy per round](accuracy.png)\n")
+  atomic_write_text(os.path.join(out, "README.md"),
+                    table + "\n![accuracy per round](accuracy.png)\n")
   print(table)
   print(f"plot: {out}/accuracy.png  tables: {out}/README.md")
 

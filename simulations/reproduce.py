@@ -80,8 +80,8 @@ def main(argv):
   atomic_write_text(readme, text + f"\nRegenerate: `python -m "
                     f"simulations.reproduce --spec={FLAGS.spec}`\n" +
                     tables.hand_written_part(readme))
-  with open(os.path.join(spec.out_dir, "table.tex"), "w") as f:
-    f.write(tables.latex_table(runs, title, setting_of))
+  atomic_write_text(os.path.join(spec.out_dir, "table.tex"),
+                    tables.latex_table(runs, title, setting_of))
   print(f"wrote {spec.out_dir}/README.md, table.tex"
         f"{', accuracy.png' if federated else ''}")
 

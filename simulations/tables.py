@@ -15,6 +15,7 @@ from absl import flags
 
 from fedclf import cli
 from fedclf.errors import UserError
+from fedclf.results.record import atomic_write_text
 
 cli.define_common_flags()
 flags.DEFINE_string("runs", None, "Directory holding run folders.")
@@ -52,9 +53,7 @@ def main(argv):
           os.path.abspath(FLAGS.out)))
       text += f"\n![test accuracy per round]({rel})\n"
   if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-      f.write(text)
+    atomic_write_text(FLAGS.out, text)
     print(f"wrote {FLAGS.out}")
   else:
     print(text)

@@ -31,6 +31,7 @@ from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.run_folder import run_setting
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
@@ -150,7 +151,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
                          resume=resume)
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         recorder, os.path.join(out_dir, "checkpoints"),
-                        resume)
+                        resume, run_setting(run_config))
   result = ADAPTATION_METHODS.get(config.method)(task)
   reports = evaluate_pair(result, pair, config.adapt.train.eval_batch_size)
   target, source = reports["target"], reports["source"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -134,6 +134,8 @@ class AdaptationTask:
     checkpoint_dir: root of the method's checkpoints (None: none); each
       training stage uses its own subfolder (`checkpoint_subdir`).
     resume: continue from the checkpoints there.
+    setting: the run's setting, stored in and checked against the
+      checkpoints (see `fedclf.train.epoch_driver.EpochDriverConfig`).
   """
   pair: DomainPair
   model_name: str
@@ -142,6 +144,7 @@ class AdaptationTask:
   recorder: Optional[RunRecorder] = None
   checkpoint_dir: Optional[str] = None
   resume: bool = False
+  setting: Optional[Mapping[str, Any]] = None
 
   def build_classifier(self) -> tf.keras.Model:
     """A fresh zoo classifier (image -> logits; nested layers "encoder" and

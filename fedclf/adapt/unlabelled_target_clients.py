@@ -77,6 +77,7 @@ from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
+from fedclf.results.run_folder import run_setting
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
@@ -478,7 +479,8 @@ def federated_uda_loop(pair: DomainPair, task: AdaptationTask, method: str,
   normalizations = task.normalizations()
   data = _client_data(pair, normalizations, uda.reads_target_labels)
   clients = split_clients(len(data[SOURCE][1]), len(data[TARGET][1]), config)
-  checkpointer = Checkpointer(os.path.join(out_dir, "checkpoints"))
+  checkpointer = Checkpointer(os.path.join(out_dir, "checkpoints"),
+                              setting=task.setting)
   eval_batch_size = task.config.train.eval_batch_size
   rounds = UdaRounds(uda, config, data, clients,
                      build_dann_models(task, dann_params), eval_batch_size,
@@ -530,7 +532,8 @@ def run_federated_uda(config: AdaptRunConfig,
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "federated": federated,
                                    "domains": pair.describe()}, resume=resume)
-  task = AdaptationTask(pair, config.model_name, config.model, config.adapt)
+  task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
+                        setting=run_setting(run_config))
   loop, evaluator = federated_uda_loop(pair, task, config.method, federated,
                                        recorder, out_dir)
   details = {"federated": dataclasses.asdict(federated),

@@ -12,13 +12,13 @@ Accuracy is measured through `tf.lite.Interpreter`, as a device would run it.
 
 from __future__ import annotations
 
-import os
 from typing import Iterator, List
 
 import numpy as np
 import tensorflow as tf
 
 from fedclf.export.serving import PIXELS_SIGNATURE
+from fedclf.results.record import atomic_output
 
 FLAVOURS = ("float", "int8")
 
@@ -52,11 +52,9 @@ def convert(saved_model_path: str, flavour: str,
 
 def write_tflite(content: bytes, path: str) -> int:
   """Writes the flatbuffer atomically; returns its size in bytes."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(content)
-  os.replace(tmp, path)
+  with atomic_output(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(content)
   return len(content)
 
 

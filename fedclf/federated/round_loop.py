@@ -183,14 +183,16 @@ class RoundLoop:
     """
     state = self.runner.initial_state()
     client_states: ClientStates = {}
-    if resume and self.checkpointer.latest():
-      path = self.checkpointer.latest()
-      state, client_states = self.checkpointer.restore(path, state, self.tag)
+    restored = (self.checkpointer.restore_latest(state, self.tag)
+                if resume else None)
+    if restored is not None:
+      path, state, client_states = restored
       logging.info("resumed from %s (round %d)", path, state.round_num)
     tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
     if resume:
       # Rounds logged after the checkpoint (all of them if there is none)
-      # are replayed.
+      # are replayed; after an unreadable newest checkpoint, that includes
+      # the rounds since the previous one.
       self.recorder.drop_metrics_after(state.round_num, "round")
       self._finish_interrupted_evaluation(state, tb)
     progress = _Progress(self.config, self.recorder.read_metrics())

@@ -12,13 +12,21 @@ import dataclasses
 import math
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from fedclf.errors import UnreadableCheckpointError
 from fedclf.errors import UserError
+from fedclf.results.checkpoint_setting import check_setting
+from fedclf.results.checkpoint_setting import parse_setting_text
+from fedclf.results.checkpoint_setting import resume_newest_readable
+from fedclf.results.checkpoint_setting import setting_text
 from fedclf.results.record import atomic_output
+
+# Per-client state by client id (SCAFFOLD's c_i, ...).
+ClientStates = Dict[int, List[np.ndarray]]
 
 # Independent random streams per round.
 _SAMPLE, _DROPOUT, _STRAGGLE, _NOISE = 1, 2, 3, 4
@@ -134,18 +142,27 @@ def same_setup(saved_tag: str, tag: str) -> bool:
 
 class Checkpointer:
   """Atomic `round_NNNNN.npz` files holding the server state and all
-  per-client state; keeps the newest `keep`."""
+  per-client state; keeps the newest `keep`.
 
-  def __init__(self, directory: str, keep: int = 2):
+  Each file also holds the setup tag of the run (algorithm, model, ...)
+  and, when given, the run's `setting` (see
+  `fedclf.results.checkpoint_setting`), both checked on restore.
+  """
+
+  def __init__(self, directory: str, keep: int = 2,
+               setting: Optional[Mapping[str, Any]] = None):
     self.directory = directory
     self.keep = keep
+    self.setting = setting
 
   def save(self, state: ServerState,
            client_states: Dict[int, List[np.ndarray]], tag: str) -> str:
     os.makedirs(self.directory, exist_ok=True)
     path = os.path.join(self.directory, f"round_{state.round_num:05d}.npz")
     with atomic_output(path) as tmp:
-      np.savez(tmp, __tag__=np.asarray(tag), **_flatten(state, client_states))
+      np.savez(tmp, __tag__=np.asarray(tag),
+               __setting__=np.asarray(setting_text(self.setting)),
+               **_flatten(state, client_states))
     for old in self.list()[:-self.keep]:
       os.remove(old)
     return path
@@ -161,36 +178,74 @@ class Checkpointer:
     paths = self.list()
     return paths[-1] if paths else None
 
-  def restore(self, path: str, template: ServerState, tag: str):
-    """Returns (state, client_states) shaped like `template`."""
-    try:
-      data = np.load(path)
-      saved_tag = str(data["__tag__"])
-    except Exception as e:  # pylint: disable=broad-except
-      raise UserError(f"cannot read checkpoint {path}: {e}") from None
+  def restore_latest(self, template: ServerState, tag: str
+                     ) -> Optional[Tuple[str, ServerState, ClientStates]]:
+    """(path, state, client_states) of the newest readable checkpoint (an
+    unreadable newer one is skipped with a warning), or None when there is
+    none. UserError when none can be read, or on another setup or
+    setting."""
+    found = resume_newest_readable(
+        self.list()[::-1], lambda path: self.restore(path, template, tag))
+    if found is None:
+      return None
+    path, (state, client_states) = found
+    return path, state, client_states
+
+  def restore(self, path: str, template: ServerState, tag: str
+              ) -> Tuple[ServerState, ClientStates]:
+    """Returns (state, client_states) shaped like `template`.
+
+    Raises UnreadableCheckpointError when the file cannot be read whole,
+    UserError when it is of another setup or setting.
+    """
+    data = _read_npz(path)
+    saved_tag = str(data["__tag__"])
     if not same_setup(saved_tag, tag):
       raise UserError(
           f"checkpoint {path} was written by a different setup ({saved_tag})"
           f"; resume with the same algorithm, model and backend ({tag})")
+    check_setting(path, parse_setting_text(
+        path, str(data.get("__setting__", ""))), self.setting)
+    try:
+      return _unflatten(data, template)
+    except (KeyError, ValueError) as e:
+      raise UnreadableCheckpointError(
+          f"checkpoint {path} lacks part of the state: {e}") from None
 
-    def group(name, count):
-      return [data[f"{name}/{i}"] for i in range(count)]
 
-    opt_flat = tf.nest.flatten(template.optimizer)
-    state = ServerState(
-        trainable=group("trainable", len(template.trainable)),
-        non_trainable=group("non_trainable", len(template.non_trainable)),
-        optimizer=tf.nest.pack_sequence_as(
-            template.optimizer, group("optimizer", len(opt_flat))),
-        extra=group("extra", len(template.extra)),
-        round_num=int(data["round_num"]))
-    client_states: Dict[int, List[np.ndarray]] = {}
-    for key in data.files:
-      if key.startswith("client/"):
-        _, cid, i = key.split("/")
-        client_states.setdefault(int(cid), []).append((int(i), data[key]))
-    client_states = {
-        cid: [v for _, v in sorted(values)]
-        for cid, values in client_states.items()
-    }
-    return state, client_states
+def _read_npz(path: str) -> Dict[str, np.ndarray]:
+  """Every array of the checkpoint at `path`: a zip member's CRC is only
+  checked when it is read, so all are read here, before any is used."""
+  try:
+    with np.load(path) as data:
+      arrays = {key: data[key] for key in data.files}
+  except Exception as e:  # pylint: disable=broad-except
+    # Truncated or garbled: zipfile, zlib and numpy each raise their own.
+    raise UnreadableCheckpointError(
+        f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+  if "__tag__" not in arrays or "round_num" not in arrays:
+    raise UnreadableCheckpointError(
+        f"cannot read checkpoint {path}: it is not a round checkpoint")
+  return arrays
+
+
+def _unflatten(data: Dict[str, np.ndarray], template: ServerState
+               ) -> Tuple[ServerState, ClientStates]:
+  def group(name, count):
+    return [data[f"{name}/{i}"] for i in range(count)]
+
+  opt_flat = tf.nest.flatten(template.optimizer)
+  state = ServerState(
+      trainable=group("trainable", len(template.trainable)),
+      non_trainable=group("non_trainable", len(template.non_trainable)),
+      optimizer=tf.nest.pack_sequence_as(
+          template.optimizer, group("optimizer", len(opt_flat))),
+      extra=group("extra", len(template.extra)),
+      round_num=int(data["round_num"]))
+  client_states: Dict[int, List] = {}
+  for key in data:
+    if key.startswith("client/"):
+      _, cid, i = key.split("/")
+      client_states.setdefault(int(cid), []).append((int(i), data[key]))
+  return state, {cid: [v for _, v in sorted(values)]
+                 for cid, values in client_states.items()}

@@ -54,6 +54,7 @@ from fedclf.partition import plot_histogram
 from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
+from fedclf.results.run_folder import run_setting
 from fedclf.results.record import atomic_write_json
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.method import SslConfig
@@ -167,7 +168,7 @@ class Simulation:
         "flags": run_config, "resolved": config,
         "dataset": self.ds.describe()}, resume=resume)
     self.checkpointer = rounds_lib.Checkpointer(
-        os.path.join(out_dir, "checkpoints"))
+        os.path.join(out_dir, "checkpoints"), setting=run_setting(run_config))
     self.tag = (f"{algorithm.name}/{config.model_name}/"
                 f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}/"
                 f"{config.objective}")

@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from fedclf.errors import UserError
+from fedclf.results.record import atomic_output
 
 # Beyond these sizes per-cell numbers and per-class tick labels become an
 # unreadable smear, so they are dropped and only the colours remain.
@@ -61,4 +62,5 @@ def plot_confusion_matrix(cm: np.ndarray,
   if directory:
     os.makedirs(directory, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png", dpi=100)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=100)

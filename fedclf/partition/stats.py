@@ -12,6 +12,7 @@ from typing import Dict, Sequence, Union
 import numpy as np
 
 from fedclf.errors import UserError
+from fedclf.results.record import atomic_output
 
 
 def label_histogram(labels: np.ndarray, parts: Sequence[np.ndarray],
@@ -95,7 +96,8 @@ def plot_histogram(hist: np.ndarray, path: Union[str, os.PathLike],
   if directory:
     os.makedirs(directory, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png", dpi=100)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=100)
 
 
 def partition_summary(hist: np.ndarray) -> Dict[str, Union[int, float]]:

@@ -7,23 +7,19 @@ import os
 import textwrap
 from typing import Dict, Optional
 
+from fedclf.results.record import atomic_output
+from fedclf.results.record import read_metrics_file
+
 
 def read_curve(run_dir: str, key: str = "test_accuracy"):
   """(rounds, values) of `key` from a run's metrics.jsonl; empty for a run
   that logged no round (one that diverged in its first)."""
   rounds, values = [], []
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return rounds, values
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      row = json.loads(line)
-      if key in row and "round" in row:
-        rounds.append(row["round"])
-        values.append(row[key])
+  # A run killed mid-append has a cut last line: it is left out.
+  for row in read_metrics_file(os.path.join(run_dir, "metrics.jsonl")):
+    if key in row and "round" in row:
+      rounds.append(row["round"])
+      values.append(row[key])
   return rounds, values
 
 
@@ -55,7 +51,8 @@ def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
   ax.legend(loc="lower right")
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=120)
 
 
 def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
@@ -88,7 +85,8 @@ def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
   ax.legend(loc="lower right", fontsize="small")
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=120)
 
 
 def read_client_accuracy(run_dir: str) -> Optional[list]:
@@ -126,5 +124,6 @@ def plot_client_accuracy(groups: Dict[str, list], path: str,
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=100)
   return True

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import numpy as np
 
@@ -84,6 +84,27 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, json.dumps(_jsonable(obj), indent=2,
                                      sort_keys=True) + "\n")
+
+
+def read_metrics_file(path: str) -> List[Dict[str, Any]]:
+  """The rows of a metrics.jsonl (none when it does not exist).
+
+  Rows are appended one line at a time, not atomically: a kill during an
+  append leaves a cut last line, which is left out with anything after it
+  (everything before it is intact).
+  """
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          break
+  return rows
 
 
 def git_commit() -> Dict[str, Any]:
@@ -169,18 +190,7 @@ class RunRecorder:
       f.flush()
 
   def read_metrics(self):
-    if not os.path.exists(self.metrics_path):
-      return []
-    rows = []
-    with open(self.metrics_path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          try:
-            rows.append(json.loads(line))
-          except json.JSONDecodeError:
-            break  # A line cut by a kill; everything before it is intact.
-    return rows
+    return read_metrics_file(self.metrics_path)
 
   def drop_metrics_after(self, step: int, step_name: str = "step") -> None:
     """Keeps the rows up to `step` (a resumed run replays the later ones)."""

@@ -23,6 +23,7 @@ from fedclf.models import ModelParts
 from fedclf.models.building_blocks import build_head
 from fedclf.models.building_blocks import SeedStream
 from fedclf.results import RunRecorder
+from fedclf.results.record import atomic_output
 from fedclf.train.centralized import labelled_subset
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
@@ -244,5 +245,6 @@ def plot_embeddings(encoder: tf.keras.Model, x: np.ndarray, y: np.ndarray,
   if directory:
     os.makedirs(directory, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png", dpi=100)
+  with atomic_output(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=100)
   return int(len(keep))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from absl import logging
 import numpy as np
@@ -106,7 +106,9 @@ def pretrain_encoder(encoder: tf.keras.Model,
                      checkpoint_dir: Optional[str] = None,
                      resume: bool = False,
                      normalization: Optional[Normalization] = None,
-                     log_prefix: str = "ssl_") -> PretrainResult:
+                     log_prefix: str = "ssl_",
+                     setting: Optional[Mapping[str, Any]] = None
+                     ) -> PretrainResult:
   """Trains `encoder` and `method.heads` on `method`'s loss.
 
   Args:
@@ -121,6 +123,8 @@ def pretrain_encoder(encoder: tf.keras.Model,
       statistics for probes and fine-tuning. None: computed from
       `x_unlabelled`.
     log_prefix: prefix of the metric names and log lines.
+    setting: the run's setting, stored in and checked against its
+      checkpoints (see `EpochDriverConfig.setting`).
 
   Returns:
     The `PretrainResult` (one history row per epoch run in this call).
@@ -155,7 +159,7 @@ def pretrain_encoder(encoder: tf.keras.Model,
           stage="pretraining", metric_prefix=log_prefix,
           log_prefix=log_prefix,
           log_metrics=("loss", "representation_std", "learning_rate"),
-          examples_per_epoch=steps_per_epoch * batch_size),
+          examples_per_epoch=steps_per_epoch * batch_size, setting=setting),
       {"encoder": encoder, "method": method, "optimizer": optimizer})
 
   @tf.function
@@ -191,7 +195,5 @@ def pretrain_encoder(encoder: tf.keras.Model,
   run = driver.run(run_epoch, evaluate, None, optimizer, recorder,
                    run_tensorboard_dir(recorder))
   return PretrainResult(
-      epochs_run=run.epochs_run,
-      train_seconds=run.train_seconds,
-      examples_per_second=run.examples_per_second,
-      history=run.history)
+      epochs_run=run.epochs_run, train_seconds=run.train_seconds,
+      examples_per_second=run.examples_per_second, history=run.history)

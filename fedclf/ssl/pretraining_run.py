@@ -26,6 +26,7 @@ from fedclf.models import ModelConfig
 from fedclf.models import ModelParts
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.run_folder import run_setting
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.method import build_method
@@ -158,7 +159,8 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
   method = build_method(config.ssl, parts.feature_dim)
   result = pretrain_encoder(parts.encoder, method, ds.x_train, config.pretrain,
                             recorder, os.path.join(out_dir, "checkpoints"),
-                            resume, normalization)
+                            resume, normalization,
+                            setting=run_setting(run_config))
 
   final = _evaluate_encoder(config, ds, parts.encoder, build_parts,
                             normalization, recorder)

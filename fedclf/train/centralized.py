@@ -23,6 +23,7 @@ from fedclf.models import count_params
 from fedclf.models import ModelConfig
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
+from fedclf.results.run_folder import run_setting
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import train_classifier
@@ -141,7 +142,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
                             config.train, recorder,
                             checkpoint_dir=os.path.join(out_dir,
                                                         "checkpoints"),
-                            resume=resume)
+                            resume=resume, setting=run_setting(run_config))
   test = evaluate_classifier(model, (ds.x_test, ds.y_test), normalization,
                              ds.num_classes, ds.class_names,
                              config.train.eval_batch_size)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -32,7 +33,12 @@ import tensorflow as tf
 
 from fedclf.errors import DivergenceError
 from fedclf.errors import is_interrupt
+from fedclf.errors import UnreadableCheckpointError
 from fedclf.results import RunRecorder
+from fedclf.results.checkpoint_setting import check_setting
+from fedclf.results.checkpoint_setting import parse_setting_text
+from fedclf.results.checkpoint_setting import resume_newest_readable
+from fedclf.results.checkpoint_setting import setting_text
 
 # (epoch, epoch seed) -> that epoch's training metrics (all must be finite).
 RunEpochFn = Callable[[int, int], Dict[str, float]]
@@ -61,21 +67,75 @@ def learning_rate_now(optimizer: tf.keras.optimizers.Optimizer) -> float:
   return float(lr(optimizer.iterations) if callable(lr) else lr)
 
 
+# The checkpoint name of the run's setting (see
+# fedclf.results.checkpoint_setting), beside "epoch" and the caller's.
+SETTING_NAME = "run_setting"
+_SETTING_KEY = f"{SETTING_NAME}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def checkpoint_manager(ckpt: tf.train.Checkpoint,
                        checkpoint_dir: Optional[str], every: int,
                        resume: bool, epoch: tf.Variable,
-                       log_prefix: str = ""
+                       log_prefix: str = "",
+                       setting: Optional[Mapping[str, Any]] = None
                        ) -> Optional[tf.train.CheckpointManager]:
   """A manager keeping the last two checkpoints (None when checkpoints are
-  off); with `resume`, restores the latest into `ckpt` first."""
+  off); with `resume`, restores the newest readable one into `ckpt` first
+  (an unreadable newer one is skipped with a warning). `setting`: the
+  run's, refused when a checkpoint holds another."""
   if not checkpoint_dir or not every:
     return None
   manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=2)
-  if resume and manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint)
-    logging.info("%sresumed from %s (epoch %d)", log_prefix,
-                 manager.latest_checkpoint, int(epoch.numpy()))
+  if resume:
+    found = resume_newest_readable(
+        _checkpoints_newest_first(manager, checkpoint_dir),
+        lambda path: _restore(ckpt, path, setting))
+    if found is not None:
+      logging.info("%sresumed from %s (epoch %d)", log_prefix, found[0],
+                   int(epoch.numpy()))
   return manager
+
+
+def _checkpoints_newest_first(manager: tf.train.CheckpointManager,
+                              checkpoint_dir: str) -> List[str]:
+  """The checkpoints the manager's state file names, newest first; when it
+  names none (missing or unreadable), every `ckpt-N` in the folder."""
+  if manager.checkpoints:
+    return list(reversed(manager.checkpoints))
+  if not os.path.isdir(checkpoint_dir):
+    return []
+  numbers = [int(m.group(1)) for m in
+             (re.fullmatch(r"ckpt-(\d+)\.index", name)
+              for name in os.listdir(checkpoint_dir)) if m]
+  return [os.path.join(checkpoint_dir, f"ckpt-{n}")
+          for n in sorted(numbers, reverse=True)]
+
+
+def _restore(ckpt: tf.train.Checkpoint, path: str,
+             setting: Optional[Mapping[str, Any]]) -> None:
+  """Restores the checkpoint at `path` into `ckpt` once it is known to be
+  readable whole and of this run's setting."""
+  try:
+    # Every tensor, so that each one's checksum is verified now: objects
+    # built later (optimizer slots) are restored lazily, past any check.
+    reader = tf.train.load_checkpoint(path)
+    values = {name: reader.get_tensor(name)
+              for name in reader.get_variable_to_dtype_map()}
+  except Exception as e:  # pylint: disable=broad-except
+    # Truncated or garbled: the reader raises OpErrors, IndexError, ...
+    raise UnreadableCheckpointError(
+        f"cannot read checkpoint {path}: {type(e).__name__}: "
+        f"{' '.join(str(e).split())[:300]}") from None
+  stored = values.get(_SETTING_KEY, b"")
+  check_setting(path, parse_setting_text(path, stored.decode()
+                                         if isinstance(stored, bytes)
+                                         else str(stored)), setting)
+  try:
+    ckpt.restore(path)
+  except (tf.errors.OpError, ValueError) as e:
+    raise UnreadableCheckpointError(
+        f"cannot restore checkpoint {path}: "
+        f"{' '.join(str(e).split())[:300]}") from None
 
 
 def is_stage_row(row: Mapping[str, Any], metric_prefix: str) -> bool:
@@ -120,6 +180,9 @@ class EpochDriverConfig:
     log_metrics: the metrics the per-epoch log line shows, in order.
     divergence_hint: what to try after a divergence.
     examples_per_epoch: examples one epoch trains on (for throughput).
+    setting: the run's setting (see `fedclf.results.run_folder.
+      run_setting`), stored in every checkpoint; resuming from a checkpoint
+      of another setting is refused. None: not stored, not checked.
   """
   epochs: int
   seed: int
@@ -133,6 +196,7 @@ class EpochDriverConfig:
   log_metrics: Sequence[str] = ()
   divergence_hint: str = "lower the learning rate"
   examples_per_epoch: int = 0
+  setting: Optional[Mapping[str, Any]] = None
 
 
 @dataclasses.dataclass
@@ -168,14 +232,23 @@ class EpochDriver:
       trackables: what the checkpoints hold besides the epoch counter (saved
         as "epoch"), by checkpoint name: models, optimizer, extra state.
     """
-    if "epoch" in trackables:
-      raise ValueError("the checkpoint name 'epoch' is the driver's own")
+    for own in ("epoch", SETTING_NAME):
+      if own in trackables:
+        raise ValueError(f"the checkpoint name {own!r} is the driver's own")
     self.config = config
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **trackables)
+    # A string variable, so the setting rides in TF's own checkpoint files.
+    setting = setting_text(config.setting)
+    self.setting = tf.Variable(setting, dtype=tf.string, trainable=False)
+    self.checkpoint = tf.train.Checkpoint(
+        epoch=self.epoch, **{SETTING_NAME: self.setting}, **trackables)
     self.manager = checkpoint_manager(self.checkpoint, config.checkpoint_dir,
                                       config.checkpoint_every, config.resume,
-                                      self.epoch, config.log_prefix)
+                                      self.epoch, config.log_prefix,
+                                      config.setting)
+    # The restore brought the checkpoint's record back; the next saves carry
+    # this run's (flags only one of them has may differ).
+    self.setting.assign(setting)
 
   @property
   def epochs_done(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -127,13 +127,15 @@ def train_classifier(model: tf.keras.Model,
                      recorder: Optional[RunRecorder] = None,
                      checkpoint_dir: Optional[str] = None,
                      resume: bool = False,
-                     log_prefix: str = "") -> TrainResult:
+                     log_prefix: str = "",
+                     setting: Optional[Mapping[str, Any]] = None
+                     ) -> TrainResult:
   """Trains `model` (logits output) on `train`; early-stops on `val`.
 
   With early stopping the model ends holding its best-validation weights.
   Raises DivergenceError on a non-finite loss; checkpoints already written
-  are kept. Epochs run in `EpochDriver` (checkpoints, resume, rows,
-  TensorBoard in the recorder's `tb/`).
+  are kept. Epochs run in `EpochDriver` (checkpoints holding the run's
+  `setting`, resume, rows, TensorBoard in the recorder's `tb/`).
   """
   config.validate()
   x_train, y_train = train
@@ -155,7 +157,7 @@ def train_classifier(model: tf.keras.Model,
           checkpoint_every=config.checkpoint_every, resume=resume,
           stage="training", metric_prefix=log_prefix, log_prefix=log_prefix,
           log_metrics=("train_loss", "train_accuracy", "val_accuracy"),
-          examples_per_epoch=len(y_train)),
+          examples_per_epoch=len(y_train), setting=setting),
       {"model": model, "optimizer": optimizer, "best_val": best_val,
        "best_epoch": best_epoch, "best_weights": best_weights})
 
@@ -214,7 +216,5 @@ def train_classifier(model: tf.keras.Model,
   return TrainResult(
       epochs_run=run.epochs_run, best_epoch=int(best_epoch.numpy()),
       best_val_accuracy=(float(best_val.numpy()) if val is not None else None),
-      stopped_early=run.stopped_early,
-      train_seconds=run.train_seconds,
-      examples_per_second=run.examples_per_second,
-      history=run.history)
+      stopped_early=run.stopped_early, train_seconds=run.train_seconds,
+      examples_per_second=run.examples_per_second, history=run.history)

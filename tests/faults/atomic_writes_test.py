@@ -16,7 +16,6 @@ from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
 from fedclf.results.record import atomic_output
-from fedclf.results.record import atomic_write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -109,3 +108,15 @@ def test_resume_after_a_cut_metrics_line_appends_cleanly(tmp_path):
       "rounds_run"] == 3
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
+
+
+def test_curves_read_a_metrics_file_with_a_cut_last_line(tmp_path):
+  # Rows are appended, not replaced: a kill mid-append cuts the last line,
+  # and tables and plots of that run must still read the rows before it.
+  from fedclf.results import curves  # pylint: disable=g-import-not-at-top
+  recorder = RunRecorder(str(tmp_path), {})
+  for step in (1, 2):
+    recorder.log_metrics(step, {"test_accuracy": 0.1 * step}, "round")
+  with open(recorder.metrics_path, "a") as f:
+    f.write('{"round": 3, "test_acc')
+  assert curves.read_curve(str(tmp_path)) == ([1, 2], [0.1, 0.2])

@@ -82,18 +82,31 @@ def test_every_algorithm_runs_two_rounds(tmp_path, algorithm):
     assert "final_personal_query_accuracy_after" in summary
 
 
-def test_resumed_run_matches_uninterrupted(tmp_path):
+def test_resumed_run_matches_uninterrupted(tmp_path, caplog):
   # SCAFFOLD keeps per-client state and dropout skips clients: both must be
   # restored exactly for the weights to match.
   full = tiny_config("scaffold", rounds=4, client_dropout=0.25)
-  sim_a, _ = run(full, tmp_path / "a")
+  sim_a, summary_a = run(full, tmp_path / "a")
   first = dataclasses.replace(
-      full, simulation=dataclasses.replace(full.simulation, rounds=2))
+      full, simulation=dataclasses.replace(full.simulation, rounds=3))
   run(first, tmp_path / "b")
-  sim_b, _ = run(full, tmp_path / "b", resume=True)
+  # The newest checkpoint is unreadable: the resumed run starts from round
+  # 2's (with a warning) and replays round 3, whose row it logs again.
+  checkpoints = tmp_path / "b" / "checkpoints"
+  with np.load(checkpoints / "round_00003.npz") as data:
+    stored = json.loads(str(data["__setting__"]))["setting"]
+  assert stored == {"test": True}  # the run's flags (see `run`)
+  with open(checkpoints / "round_00003.npz", "r+b") as f:
+    f.truncate(1000)
+  with caplog.at_level("WARNING"):
+    sim_b, summary_b = run(full, tmp_path / "b", resume=True)
+  assert "cannot read checkpoint" in caplog.text
+  assert "round_00003.npz" in caplog.text
   for a, b in zip(sim_a.final_state.trainable, sim_b.final_state.trainable):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert [r["round"] for r in read_rows(tmp_path / "b")] == [1, 2, 3, 4]
+  assert summary_b["final_test_accuracy"] == pytest.approx(
+      summary_a["final_test_accuracy"])
 
 
 def test_parallel_slots_do_not_change_the_result(tmp_path):

@@ -310,7 +310,7 @@ def dann(task: AdaptationTask) -> AdaptationResult:
           log_metrics=("train_loss", "train_accuracy", "domain_loss",
                        "domain_accuracy", "lambda", "target_test_accuracy"),
           divergence_hint="lower the learning rate or --dann_weight",
-          examples_per_epoch=2 * len(y_source)),
+          examples_per_epoch=2 * len(y_source), setting=task.setting),
       {"model": model, "domain_classifier": domain_classifier,
        "optimizer": optimizer})
 

@@ -90,7 +90,7 @@ def finetune(task: AdaptationTask) -> AdaptationResult:
       normalizations.target, task.pair.num_classes,
       params.train_config(config.train), task.recorder,
       checkpoint_dir=task.checkpoint_subdir("finetune"), resume=task.resume,
-      log_prefix="finetune_")
+      log_prefix="finetune_", setting=task.setting)
   seconds = source_result.train_seconds + tuned.train_seconds
   examples = (source_result.examples_per_second *
               source_result.train_seconds +

@@ -24,7 +24,7 @@ def train_on_source(task: AdaptationTask, log_prefix: str = ""):
       model, (source.x_train, source.y_train), None, normalizations.source,
       task.pair.num_classes, task.config.train, task.recorder,
       checkpoint_dir=task.checkpoint_subdir("source"), resume=task.resume,
-      log_prefix=log_prefix)
+      log_prefix=log_prefix, setting=task.setting)
   return model, normalizations, result
 
 

@@ -24,7 +24,8 @@ def target_oracle(task: AdaptationTask) -> AdaptationResult:
   result = train_classifier(
       model, (target.x_train, target.y_train), None, normalization,
       task.pair.num_classes, task.config.train, task.recorder,
-      checkpoint_dir=task.checkpoint_subdir("oracle"), resume=task.resume)
+      checkpoint_dir=task.checkpoint_subdir("oracle"), resume=task.resume,
+      setting=task.setting)
   source = (task.normalizations().source
             if task.config.normalization == "per_domain" else normalization)
   return AdaptationResult(model, DomainNormalizations(source, normalization),
