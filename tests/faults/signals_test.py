@@ -1,8 +1,9 @@
 """SIGTERM and a closed output pipe end a binary's run like Ctrl-C: with a
 checkpoint, exit 143 / 141, no traceback, and `--resume` goes on.
 
-(Ctrl-C itself: interrupt_test.py for the TFF backend, and the loops' own
-tests; a TFF worker stopped on SIGTERM: interrupt_test.py too.)
+All binaries share this through `fedclf.cli.run`, so one binary is run
+here; the epoch driver's side is tests/train/epoch_driver_test.py. Ctrl-C,
+and both signals on the TFF backend (its worker stopped): interrupt_test.py.
 """
 
 import os
@@ -107,20 +108,6 @@ def test_closed_output_pipe_checkpoints_and_exits_141(tmp_path):
   # Stopped by the pipe at its next log line, not by its 100000 rounds.
   assert time.monotonic() - closed_at < 120
   assert checkpoints(out), "no checkpoint when the output closed"
-
-
-def test_sigterm_of_centralized_run_keeps_its_checkpoint(tmp_path):
-  out = tmp_path / "run"
-  run = start(["baselines.centralized", "--dataset=digits", "--model=mlp",
-               "--epochs=100000", "--batch_size=32", "--checkpoint_every=1",
-               "--seed=3"], out)
-  wait_for(out / "checkpoints" / "ckpt-1.index", run)
-  run.send_signal(signal.SIGTERM)
-  _, err = run.communicate(timeout=120)
-  assert run.returncode == 143, err[-3000:]
-  assert "Traceback" not in err, err[-3000:]
-  assert "interrupted after epoch" in err, err[-3000:]
-  assert list((out / "checkpoints").glob("ckpt-*.index"))
 
 
 # A stand-in for a grid's training binary (given as the grid's `python`, it
