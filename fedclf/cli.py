@@ -21,9 +21,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from fedclf import process_exit
 from fedclf import plugin_config
 from fedclf import plugins
+from fedclf import process_exit
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.errors import as_interrupt
@@ -318,10 +318,12 @@ def _run_main(main: Callable[[Sequence[str]], None],
     plugins.load_plugins(flags.FLAGS.plugin)
     if flags.FLAGS.list:
       print(plugins.describe_all())
-      sys.stdout.flush()  # here, where a closed pipe is still caught
-      return
-    with claim_out_dir():
-      main(argv)
+    else:
+      with claim_out_dir():
+        main(argv)
+    # Here, where a closed pipe is still caught: Python's own flush at exit
+    # would print "Exception ignored ... BrokenPipeError" and exit 120.
+    sys.stdout.flush()
   except BrokenPipeError:
     interrupt = process_exit.output_closed()
     if interrupt is None:
