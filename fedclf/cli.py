@@ -23,12 +23,15 @@ from absl import logging
 
 from fedclf import plugin_config
 from fedclf import plugins
+from fedclf import process_exit
 from fedclf import registry
 from fedclf.errors import UserError
+from fedclf.errors import as_interrupt
+from fedclf.errors import interrupt_exit_code
+from fedclf.errors import interrupt_message
 from fedclf.errors import is_interrupt
 
 USER_ERROR_EXIT = 2
-INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
 
 
 def define_common_flags() -> None:
@@ -336,8 +339,40 @@ def exit_with_user_error(message: str) -> None:
   sys.exit(USER_ERROR_EXIT)
 
 
+def _run_main(main: Callable[[Sequence[str]], None],
+              argv: Sequence[str]) -> None:
+  """Plugins, --list, the run folder claim and `main`; a BrokenPipeError
+  from a print to a closed stdout becomes OutputClosed (a logging call to
+  one raises nothing: the SIGPIPE handler raises OutputClosed instead)."""
+  try:
+    plugins.load_plugins(flags.FLAGS.plugin)
+    if flags.FLAGS.list:
+      print(plugins.describe_all())
+    else:
+      with claim_out_dir():
+        main(argv)
+    # Here, where a closed pipe is still caught: Python's own flush at exit
+    # would print "Exception ignored ... BrokenPipeError" and exit 120.
+    sys.stdout.flush()
+  except BrokenPipeError:
+    interrupt = process_exit.output_closed()
+    if interrupt is None:
+      raise
+    raise interrupt from None
+
+
+def _exit_interrupted(error: KeyboardInterrupt) -> None:
+  # A closed pipe not written to since (a Ctrl-C after `| head` ended)
+  # would make the message and Python's final flush fail.
+  process_exit.silence_closed_outputs()
+  print(interrupt_message(error), file=sys.stderr)
+  sys.exit(interrupt_exit_code(error))
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """app.run with one-line user errors (exit 2), plugins and --list."""
+  """app.run with one-line user errors (exit 2), plugins and --list; Ctrl-C,
+  SIGTERM and a closed stdout/stderr pipe stop `main` as a KeyboardInterrupt
+  (its checkpoint saved) and exit 130, 143 and 141 (fedclf.process_exit)."""
   # TensorFlow must be imported before absl's app.run: imported inside it,
   # tf.keras builds functional models from graph placeholders
   # (SymbolicTensor) instead of KerasTensors and Flatten fails on the
@@ -348,22 +383,21 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     if len(argv) > 1:
       exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-      plugins.load_plugins(flags.FLAGS.plugin)
-      if flags.FLAGS.list:
-        print(plugins.describe_all())
-        return
-      with claim_out_dir():
-        main(argv)
+      _run_main(main, argv)
     except (UserError, registry.RegistryError) as e:
       logging.flush()
       exit_with_user_error(str(e))
     except (KeyboardInterrupt, RuntimeError) as e:
       if not is_interrupt(e):
         raise
-      print("interrupted", file=sys.stderr)
-      sys.exit(INTERRUPTED_EXIT)
+      _exit_interrupted(as_interrupt(e))
 
-  app.run(guarded, flags_parser=_parse_flags)
+  process_exit.install()
+  try:
+    app.run(guarded, flags_parser=_parse_flags)
+  except KeyboardInterrupt as e:
+    # One that came before main (parsing flags, importing plugins).
+    _exit_interrupted(e)
 
 
 def print_json(obj) -> None:

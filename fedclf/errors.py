@@ -2,7 +2,11 @@
 
 Binaries turn any `UserError` (and registry errors) into a one-line message
 and exit status 2; everything else is a bug and keeps its traceback.
+Interrupts (Ctrl-C, SIGTERM, a closed output pipe) are KeyboardInterrupts
+that carry their exit status; see fedclf/process_exit.py.
 """
+
+import re
 
 
 class UserError(ValueError):
@@ -23,10 +27,65 @@ class DivergenceError(UserError):
   """Training produced NaN or Inf; state written so far is kept."""
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM (`kill`, a job scheduler, a grid stopping its run). A
+  KeyboardInterrupt, so every path that checkpoints on Ctrl-C does so on
+  SIGTERM too; only the exit status and the message differ."""
+  exit_code = 143  # 128 + SIGTERM
+  message = "terminated"
+
+
+class OutputClosed(KeyboardInterrupt):
+  """stdout or stderr is a pipe whose reader has gone (`... | head -1`):
+  the run stops as on Ctrl-C instead of training on with no one to tell."""
+  exit_code = 141  # 128 + SIGPIPE
+  message = "stopped: output closed"
+
+
+_SIGNAL_INTERRUPTS = {cls.__name__: cls for cls in (Terminated, OutputClosed)}
+# pybind11 names both exception types when a Python exception raised inside
+# a TensorFlow op comes back out of C++ (see `is_interrupt`).
+_PYBIND_MISMATCH = "MISMATCH of original and normalized"
+
+
+def _wrapped_interrupt_name(error: BaseException) -> str | None:
+  if not isinstance(error, RuntimeError):
+    return None
+  text = str(error)
+  if _PYBIND_MISMATCH in text:
+    for name in _SIGNAL_INTERRUPTS:
+      if re.search(rf"\b{name}\b", text):
+        return name
+  return "KeyboardInterrupt" if "KeyboardInterrupt" in text else None
+
+
 def is_interrupt(error: BaseException) -> bool:
-  """Whether `error` is a Ctrl-C. One that lands inside a TensorFlow op (a
-  tf.data iterator, say) can surface as pybind11's RuntimeError "MISMATCH
-  of original and normalized active exception types ... REPLACED BY
-  KeyboardInterrupt" instead of the KeyboardInterrupt itself."""
-  return isinstance(error, KeyboardInterrupt) or (
-      isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error))
+  """Whether `error` is a Ctrl-C, SIGTERM or closed output. One that lands
+  inside a TensorFlow op (a tf.data iterator, say) can surface as
+  pybind11's RuntimeError "MISMATCH of original and normalized active
+  exception types ... REPLACED BY KeyboardInterrupt" (or by the name of one
+  of the subclasses above) instead of the exception itself."""
+  return (isinstance(error, KeyboardInterrupt) or
+          _wrapped_interrupt_name(error) is not None)
+
+
+def as_interrupt(error: BaseException) -> KeyboardInterrupt:
+  """The interrupt to re-raise for `error` (`is_interrupt` is true): itself,
+  or a fresh one of the type a pybind11 RuntimeError names, so the exit
+  status still tells SIGTERM from Ctrl-C."""
+  if isinstance(error, KeyboardInterrupt):
+    return error
+  cls = _SIGNAL_INTERRUPTS.get(_wrapped_interrupt_name(error) or "",
+                               KeyboardInterrupt)
+  return cls()
+
+
+def interrupt_exit_code(error: KeyboardInterrupt) -> int:
+  return getattr(error, "exit_code", INTERRUPTED_EXIT)
+
+
+def interrupt_message(error: KeyboardInterrupt) -> str:
+  return getattr(error, "message", "interrupted")

@@ -26,6 +26,7 @@ from absl import logging
 import tensorflow as tf
 
 from fedclf.errors import DivergenceError
+from fedclf.errors import as_interrupt
 from fedclf.errors import is_interrupt
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
@@ -179,7 +180,8 @@ class RoundLoop:
     On divergence `on_divergence` gets the progress fields (with
     `diverged_at_round` and `divergence`) to record before the error
     propagates; Ctrl-C checkpoints the last completed round and raises
-    KeyboardInterrupt.
+    KeyboardInterrupt (SIGTERM and a closed output too: their
+    KeyboardInterrupt subclasses, fedclf.errors, re-raised as they came).
     """
     state = self.runner.initial_state()
     client_states: ClientStates = {}
@@ -219,7 +221,7 @@ class RoundLoop:
       if not is_interrupt(e):
         raise
       self._save_interrupted(cursor, client_states)
-      raise KeyboardInterrupt from None
+      raise as_interrupt(e) from None
     tb.flush()
     state, last_eval = cursor.state, cursor.last_eval
     if not last_eval:

@@ -32,6 +32,7 @@ from absl import logging
 import tensorflow as tf
 
 from fedclf.errors import DivergenceError
+from fedclf.errors import as_interrupt
 from fedclf.errors import is_interrupt
 from fedclf.errors import UnreadableCheckpointError
 from fedclf.results import RunRecorder
@@ -277,7 +278,8 @@ class EpochDriver:
     order.
 
     Ctrl-C (a KeyboardInterrupt, or TensorFlow's RuntimeError wrapping one)
-    stops the run as a KeyboardInterrupt. No checkpoint is written then: the
+    stops the run as a KeyboardInterrupt (of the same subclass for SIGTERM
+    and a closed output, fedclf.errors). No checkpoint is written then: the
     models hold part of an epoch, and a resumed run replays only from whole
     epochs; it continues from the last checkpoint, which is logged.
 
@@ -294,7 +296,7 @@ class EpochDriver:
 
     Raises:
       DivergenceError: a training metric is NaN or infinite.
-      KeyboardInterrupt: Ctrl-C.
+      KeyboardInterrupt: Ctrl-C, SIGTERM, a closed output.
     """
     writer = (tf.summary.create_file_writer(tensorboard_dir)
               if tensorboard_dir else None)
@@ -311,7 +313,7 @@ class EpochDriver:
                       self.config.log_prefix, self.epochs_done,
                       f"--resume continues from {latest}" if latest else
                       "no checkpoint to resume from")
-      raise KeyboardInterrupt from None
+      raise as_interrupt(e) from None
     finally:
       if writer is not None:
         writer.close()

@@ -1,6 +1,7 @@
-"""Ctrl-C (SIGINT) of a `--backend=tff` run piped into `cat`: the run saves
-a checkpoint, stops its TFF worker and exits 130, and the pipeline returns
-(no leaked worker holds the pipe open)."""
+"""Ctrl-C (SIGINT) and SIGTERM of a `--backend=tff` run piped into `cat`:
+the run saves a checkpoint, stops its TFF worker and exits 130 / 143, and
+the pipeline returns (no leaked worker holds the pipe open). Both runs go
+at once: each pays TFF's import."""
 
 import os
 import signal
@@ -14,9 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def test_sigint_of_tff_run_checkpoints_stops_worker_and_pipe_returns(
-    tmp_path):
-  out = tmp_path / "run"
+def start_piped_run(out):
   run = subprocess.Popen(
       [sys.executable, "-m", "simulations.federated", "--dataset=digits",
        "--model=mlp", "--num_clients=6", "--clients_per_round=2",
@@ -28,26 +27,43 @@ def test_sigint_of_tff_run_checkpoints_stops_worker_and_pipe_returns(
   # (the run and anything it leaked) has exited.
   cat = subprocess.Popen(["cat"], stdin=run.stdout, stdout=subprocess.PIPE)
   run.stdout.close()
-  workers = []
+  return run, cat
+
+
+def wait_for_rounds(out, run, rounds=2, timeout_s=500):
+  metrics = out / "metrics.jsonl"
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline and run.poll() is None and (
+      not metrics.exists() or len(metrics.read_text().splitlines()) < rounds):
+    time.sleep(0.2)
+
+
+def interrupt_and_check(run, cat, out, signum, code, message):
+  workers = [p for p in psutil.Process(run.pid).children(recursive=True)
+             if "worker_binary" in p.name()]
+  assert len(workers) == 1, "the run should own one TFF worker"
+  run.send_signal(signum)
+  output, _ = cat.communicate(timeout=120)
+  assert run.wait(timeout=30) == code, output.decode()[-3000:]
+  assert message in output
+  assert b"Traceback" not in output, output.decode()[-3000:]
+  _, alive = psutil.wait_procs(workers, timeout=10)
+  assert not alive, "the TFF worker outlived the run"
+  # Saved on the interrupt although --checkpoint_every=1000.
+  assert list((out / "checkpoints").glob("round_*.npz"))
+
+
+def test_sigint_and_sigterm_of_tff_run_checkpoint_stop_worker_and_pipe(
+    tmp_path):
+  cases = [(tmp_path / "int", signal.SIGINT, 130, b"interrupted"),
+           (tmp_path / "term", signal.SIGTERM, 143, b"terminated")]
+  started = [start_piped_run(out) for out, *_ in cases]
   try:
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 500
-    while time.monotonic() < deadline and run.poll() is None and (
-        not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-      time.sleep(0.2)
-    workers = [p for p in psutil.Process(run.pid).children(recursive=True)
-               if "worker_binary" in p.name()]
-    assert len(workers) == 1, "the run should own one TFF worker"
-    run.send_signal(signal.SIGINT)
-    output, _ = cat.communicate(timeout=120)
-    assert run.wait(timeout=30) == 130, output.decode()[-3000:]
+    for (out, signum, code, message), (run, cat) in zip(cases, started):
+      wait_for_rounds(out, run)
+      interrupt_and_check(run, cat, out, signum, code, message)
   finally:
-    for proc in (run, cat):
+    for proc in [p for pair in started for p in pair]:
       if proc.poll() is None:
         proc.kill()
         proc.wait()
-  assert b"interrupted" in output
-  _, alive = psutil.wait_procs(workers, timeout=10)
-  assert not alive, "the TFF worker outlived the run"
-  # Saved on Ctrl-C although --checkpoint_every=1000.
-  assert list((out / "checkpoints").glob("round_*.npz"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fedclf import errors
 from fedclf.errors import DivergenceError
 from fedclf.results import RunRecorder
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
@@ -170,7 +171,11 @@ def test_no_tensorboard_without_a_run_folder():
     KeyboardInterrupt(),
     RuntimeError("MISMATCH of original and normalized active exception types"
                  ": ORIGINAL _NotOkStatusException REPLACED BY "
-                 "KeyboardInterrupt")])
+                 "KeyboardInterrupt"),
+    # SIGTERM (fedclf.process_exit): the same stop, its own exit status.
+    errors.Terminated(),
+    RuntimeError("MISMATCH of original and normalized active exception types"
+                 ": ORIGINAL _NotOkStatusException REPLACED BY Terminated")])
 def test_ctrl_c_keeps_the_last_checkpoint_and_resumes(tmp_path, interrupt):
   full = _Counter()
   EpochDriver(_config(tmp_path / "full"), {"weight": full.weight}).run(
@@ -183,8 +188,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resumes(tmp_path, interrupt):
       raise interrupt
     return out
 
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(KeyboardInterrupt) as stopped:
     EpochDriver(_config(tmp_path), {"weight": killed.weight}).run(run_epoch)
+  assert type(stopped.value) is type(errors.as_interrupt(interrupt))
   assert tf.train.latest_checkpoint(str(tmp_path / "c")).endswith("ckpt-2")
   resumed = _Counter()
   EpochDriver(_config(tmp_path, resume=True), {"weight": resumed.weight}).run(

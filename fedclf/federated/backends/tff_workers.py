@@ -16,8 +16,10 @@ Owned workers are killed on every exit path:
   * SIGTERM, SIGINT and SIGHUP handlers, which stop the workers and then
     defer to the previous handler (SIGINT: KeyboardInterrupt as usual) or die
     by the same signal, so the exit status stays conventional (128 + signal).
-    So a SIGTERM ends the process at once, without running `finally` blocks;
-    and code that catches the KeyboardInterrupt of a Ctrl-C finds its owned
+    Under `fedclf.cli.run` the previous SIGTERM handler raises
+    `errors.Terminated` (fedclf/process_exit.py), so the run checkpoints
+    as on Ctrl-C; elsewhere a SIGTERM ends the process at once, without
+    running `finally` blocks. Code that catches the interrupt finds its owned
     workers gone (the next TFF call raises WorkerError; a terminal's Ctrl-C
     reaches the workers directly anyway). Handlers are installed only from
     the main thread and only for signals that are not ignored;

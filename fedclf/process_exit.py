@@ -1,0 +1,168 @@
+"""How a binary's process ends: SIGTERM and a closed output pipe stop a
+run the way Ctrl-C does, and TFF's teardown prints nothing.
+
+`install()` (called by `fedclf.cli.run` before a binary's main) makes
+
+  * SIGTERM raise `errors.Terminated` (exit 143);
+  * a write to a stdout or stderr whose reader has gone (`... | head -1`)
+    raise `errors.OutputClosed` (exit 141). Python ignores SIGPIPE, so such
+    a write only raises BrokenPipeError, which logging swallows: without
+    this a run whose log nobody reads trains on to its end. The closed
+    stream is pointed at /dev/null at once, so the checkpoint save, the
+    last message and Python's final flush write nowhere instead of failing;
+  * SIGINT raise KeyboardInterrupt as usual (exit 130), noted as the run's
+    interrupt.
+
+Both are KeyboardInterrupts, so the loops' checkpoint-on-Ctrl-C paths
+(fedclf/federated/round_loop.py, fedclf/train/epoch_driver.py) cover them.
+Only the first SIGTERM or closed pipe raises: a repeat (a process group
+signalled twice, a grid forwarding the signal its child also got, more log
+lines to the closed pipe) would otherwise cut the checkpoint save short.
+A second Ctrl-C still raises, to force a stuck save to stop.
+
+It also drops, at exit, the default execution context that `import
+tensorflow_federated` installs: its ServiceManager's `__del__` otherwise
+runs during module teardown and prints an AttributeError traceback after
+the run's own last line, whichever way the process ends.
+
+The TFF backend's handlers (fedclf/federated/backends/tff_workers.py) are
+installed later and chain to these after stopping their workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+from fedclf.errors import OutputClosed
+from fedclf.errors import Terminated
+
+_OUTPUT_FDS = (1, 2)
+# Set by the first interrupt of the process: later SIGTERMs and SIGPIPEs are
+# ignored while the run saves its checkpoint and exits.
+_stopping = False
+
+
+def _closed_pipes() -> list[int]:
+  """Which of stdout and stderr are pipes with no reader left. Linux (and
+  the BSDs) report POLLERR on the write end of such a pipe; a terminal, a
+  file or a pipe still read reports none."""
+  poller = select.poll()
+  for fd in _OUTPUT_FDS:
+    poller.register(fd, select.POLLOUT)
+  return [fd for fd, events in poller.poll(0)
+          if events & select.POLLERR and not events & select.POLLNVAL]
+
+
+def silence_closed_outputs() -> bool:
+  """Points a stdout or stderr whose reader has gone at /dev/null, so later
+  writes (and Python's flush at exit) neither fail nor print "Exception
+  ignored ... BrokenPipeError". Returns whether one was closed."""
+  closed = _closed_pipes()
+  if closed:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+      for fd in closed:
+        os.dup2(devnull, fd)
+    finally:
+      os.close(devnull)
+  return bool(closed)
+
+
+def output_closed() -> OutputClosed | None:
+  """For a BrokenPipeError caught by a binary: the OutputClosed to raise
+  instead when stdout or stderr is a closed pipe, else None (some other
+  pipe broke: a real error). Marks the run as stopping."""
+  global _stopping
+  if not silence_closed_outputs():
+    return None
+  _stopping = True
+  return OutputClosed()
+
+
+def _on_sigterm(signum: int, frame) -> None:
+  del signum, frame
+  global _stopping
+  if _stopping:
+    return
+  _stopping = True
+  raise Terminated()
+
+
+def _on_sigpipe(signum: int, frame) -> None:
+  del signum, frame
+  global _stopping
+  # A pipe other than ours (a child's stdin, say): the write that broke
+  # raises BrokenPipeError to its caller, as without this handler.
+  if not silence_closed_outputs() or _stopping:
+    return
+  _stopping = True
+  raise OutputClosed()
+
+
+def _on_sigint(signum: int, frame) -> None:
+  global _stopping
+  _stopping = True
+  signal.default_int_handler(signum, frame)
+
+
+_TFF_CONTEXTS = "tensorflow_federated.python.core.impl.context_stack."
+
+
+def _release_tff_default_context() -> None:
+  """Replaces TFF's import-time default context while modules are intact,
+  so its ServiceManager is freed now (it never started a worker: fedclf
+  runs TFF on its own, `tff_context`) rather than in module teardown,
+  where its `__del__` finds `subprocess` gone. Looked up in sys.modules:
+  a process that never imported TFF does not import it here."""
+  stack = sys.modules.get(_TFF_CONTEXTS + "context_stack_impl")
+  errors = sys.modules.get(_TFF_CONTEXTS + "runtime_error_context")
+  if stack is None or errors is None:
+    return
+  try:
+    stack.context_stack.set_default_context(errors.RuntimeErrorContext())
+  except Exception:  # pylint: disable=broad-except
+    pass  # a TFF version without these: its noise, not a failure of ours
+
+
+_installed = False
+
+
+def install() -> None:
+  """Installs the handlers; only from the main thread (elsewhere Python
+  refuses), and never over a signal the user asked to ignore (`nohup`,
+  a background job's SIGINT)."""
+  global _stopping, _installed
+  if not _installed:
+    atexit.register(_release_tff_default_context)
+    _installed = True
+  if threading.current_thread() is not threading.main_thread():
+    return
+  _stopping = False
+  if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+  if signal.getsignal(signal.SIGINT) == signal.default_int_handler:
+    signal.signal(signal.SIGINT, _on_sigint)
+  # Python itself ignores SIGPIPE (so a parent's choice cannot be told);
+  # children get the default back (subprocess's restore_signals).
+  signal.signal(signal.SIGPIPE, _on_sigpipe)
+
+
+def stop_child(process: subprocess.Popen) -> None:
+  """Stops a child binary after this process was interrupted: SIGTERM, so
+  it checkpoints and exits (if it got the same Ctrl-C or SIGTERM, it
+  ignores this repeat), then waits for it. Another interrupt meanwhile
+  kills it."""
+  try:
+    if process.poll() is None:
+      process.terminate()
+    process.wait()
+  except BaseException:
+    process.kill()
+    process.wait()
+    raise
