@@ -12,6 +12,7 @@ defines its flags, and `params_from_flags(ALGORITHMS, name)` in main.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -369,6 +370,23 @@ def _exit_interrupted(error: KeyboardInterrupt) -> None:
   sys.exit(interrupt_exit_code(error))
 
 
+def _guarded(main: Callable[[Sequence[str]], None],
+             argv: Sequence[str]) -> None:
+  """`main` on parsed flags; a user error ends it with one line and exit
+  status 2, an interrupt with its own status (130/143/141)."""
+  if len(argv) > 1:
+    exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    _run_main(main, argv)
+  except (UserError, registry.RegistryError) as e:
+    logging.flush()
+    exit_with_user_error(str(e))
+  except (KeyboardInterrupt, RuntimeError) as e:
+    if not is_interrupt(e):
+      raise
+    _exit_interrupted(as_interrupt(e))
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """app.run with one-line user errors (exit 2), plugins and --list; Ctrl-C,
   SIGTERM and a closed stdout/stderr pipe stop `main` as a KeyboardInterrupt
@@ -378,26 +396,35 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   # (SymbolicTensor) instead of KerasTensors and Flatten fails on the
   # unknown batch size.
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-
-  def guarded(argv):
-    if len(argv) > 1:
-      exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-      _run_main(main, argv)
-    except (UserError, registry.RegistryError) as e:
-      logging.flush()
-      exit_with_user_error(str(e))
-    except (KeyboardInterrupt, RuntimeError) as e:
-      if not is_interrupt(e):
-        raise
-      _exit_interrupted(as_interrupt(e))
-
   process_exit.install()
   try:
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
   except KeyboardInterrupt as e:
     # One that came before main (parsing flags, importing plugins).
     _exit_interrupted(e)
+
+
+def run_in_process(main: Callable[[Sequence[str]], None],
+                   argv: Sequence[str]) -> int:
+  """Runs one command line (`argv[0]` the program) of a binary whose flags
+  are defined in this process, answering it as `run` would, and returns
+  its exit status instead of exiting.
+
+  For running many command lines of one binary in one process, where
+  importing TensorFlow (seconds) would cost more than most of them take:
+  the guide's build and the tests of binaries' answers. Flags are reset
+  and parsed afresh; absl's app setup (--help handling, signal handlers)
+  is not repeated.
+  """
+  flags.FLAGS.unparse_flags()
+  try:
+    _guarded(main, _parse_flags(list(argv)))
+  except SystemExit as e:
+    if e.code is None or isinstance(e.code, int):
+      return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+  return 0
 
 
 def print_json(obj) -> None:
