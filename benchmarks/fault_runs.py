@@ -327,7 +327,9 @@ class Result:
   @property
   def error_line(self) -> str:
     """The binary's one-line message ('error: ...'), else its last line."""
-    lines = [l for l in self.stderr.splitlines() if l.strip()]
+    # absl's log lines (I/W/E/F + date) are not the message.
+    lines = [l for l in self.stderr.splitlines() if l.strip() and
+             not re.match(r"[IWEF]\d{4} ", l)]
     errors = [l for l in lines if l.startswith("error:")]
     return (errors or lines or [""])[-1].strip()
 
