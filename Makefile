@@ -9,7 +9,7 @@ export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench guide clean-venv
+.PHONY: install demo test bench faults guide clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.federation_bench --out=results/benchmarks.md
+
+# Every binary x every fault (kill -9, SIGINT/SIGTERM, full disk, read-only,
+# corrupt checkpoint, concurrent run, rerun, NaN client): writes
+# results/reliability.md and .json. Needs root for the mounts.
+FAULT_FLAGS ?= --trials=2
+faults: $(STAMP)
+	$(PY) -m benchmarks.fault_injection $(FAULT_FLAGS) --out=results/reliability.md
 
 # Regenerates every figure, table and output the guide's chapters show
 # (steps whose outputs exist are skipped; GUIDE_FLAGS=--force redoes them).

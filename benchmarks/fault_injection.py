@@ -1,0 +1,234 @@
+r"""Fault injection: every binary x every fault, with the runs' bytes checked.
+
+  python -m benchmarks.fault_injection [--trials=2] [--binaries=centralized]
+      [--faults=kill9,rerun_finished] [--out=results/reliability.md]
+  make faults
+
+For each binary (one tiny but real configuration each, `BINARIES`) and each
+fault (`FAULTS`), runs --trials trials and writes a Markdown table of
+binaries x faults (each cell: trials, passes, and the exact failure) to
+--out and every trial's details to the JSON next to it. A binary's
+uninterrupted reference run is made once and shared by its faults; every
+trial works in a fresh folder. Results are compared as in
+tests/faults/kill_resume_binaries_test.py: every number of every
+summary.json and metrics.jsonl row under the run's folder, timing fields
+left out, must be equal (bit for bit, not within a tolerance).
+
+The faults (what a trial must show to pass):
+  kill9               SIGKILL at a seeded random time after a checkpoint,
+                      --resume, --kills times over; then the reference's
+                      result.
+  sigint, sigterm     the signal after the first checkpoint: exit 130 / 143,
+                      no traceback, a checkpoint kept; --resume then gives
+                      the reference's result.
+  full_disk           out_dir on a tmpfs too small for the run: exit != 0
+                      with one line and no traceback, every JSON written
+                      whole; and a finished run on a full filesystem
+                      re-run with --resume: refused in one line or
+                      completed, its md5 unchanged.
+  read_only           a finished run's folder read-only (bind mount),
+                      re-run with and without --resume: one-line refusal,
+                      exit 2, md5 unchanged; a fresh out_dir under a
+                      read-only parent: one-line refusal, exit 2.
+  corrupt_checkpoint  the newest checkpoint of a killed run garbled, then
+                      --resume: a warning, the reference's result.
+  concurrent          two runs on one out_dir at once: one refused in one
+                      line with exit 2, the other gives the reference's
+                      result.
+  rerun_finished      the same command into a finished out_dir: one-line
+                      refusal, exit 2, md5 unchanged; with --overwrite the
+                      old run moved aside with its md5 intact.
+  nan_client          (federated binaries) one client's update NaN under a
+                      clipped mean (benchmarks/fault_plugins.py): the run
+                      finishes finite and metrics.jsonl counts the client.
+The grid (simulations.reproduce) and the export (fedclf.export) have no
+--resume or claim of their own; their expectations are in `_grid_*` and
+`_export_*` (a rerun continues the grid; an export never changes the run it
+reads). full_disk and read_only need root (mounts); without it their cells
+say so.
+
+md5 of a folder: md5 over its sorted relative paths and each file's bytes.
+Set FEDCLF_DATA_DIR first. About 20 minutes with --trials=2 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence
+
+from absl import app
+from absl import flags
+
+from benchmarks import fault_cases as fc
+from benchmarks import fault_runs as fr
+
+flags.DEFINE_integer("trials", 2, "Trials per cell (binary x fault).")
+flags.DEFINE_integer("slow_trials", 1,
+                     "Trials per cell of the slow binaries (the tff "
+                     "backend: TFF takes about a minute to import).")
+flags.DEFINE_list("binaries", [], "Only these binaries (default: all).")
+flags.DEFINE_list("faults", [], "Only these faults (default: all).")
+flags.DEFINE_string("out", "results/reliability.md",
+                    "Markdown table; the JSON goes next to it (.json).")
+flags.DEFINE_integer("seed", 0, "Seeds the random kill times.")
+flags.DEFINE_integer("kills", 2, "kill9: kill/resume cycles per trial.")
+flags.DEFINE_integer("timeout", 600, "Seconds before a process is killed.")
+flags.DEFINE_string("work_dir", "",
+                    "Folder for the runs (default: a fresh temporary one, "
+                    "deleted at the end unless --keep).")
+flags.DEFINE_bool("keep", False, "Keep --work_dir's runs.")
+
+FLAGS = flags.FLAGS
+
+FAULTS: Dict[str, Callable] = {
+    "kill9": fc.kill9, "sigint": fc.sigint, "sigterm": fc.sigterm,
+    "full_disk": fc.full_disk, "read_only": fc.read_only,
+    "corrupt_checkpoint": fc.corrupt_checkpoint,
+    "concurrent": fc.concurrent, "rerun_finished": fc.rerun_finished,
+    "nan_client": fc.nan_client}
+
+
+def select(names: Sequence[str], known: Sequence[str], what: str
+           ) -> List[str]:
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise fr.HarnessError(f"unknown {what} {', '.join(unknown)}; known: "
+                          f"{', '.join(known)}")
+  return list(names) or list(known)
+
+
+def run_cell(ctx: fr.Context, binary: fr.Binary, fault: str,
+             trials: int) -> Dict[str, object]:
+  """The trials of one cell; a harness error ends the cell, recorded."""
+  cell: Dict[str, object] = {"binary": binary.name, "fault": fault,
+                             "trials": []}
+  if not fr.applies(binary, fault):
+    cell["status"] = "n/a"
+    return cell
+  if fault in fr.NEEDS_ROOT and os.geteuid() != 0:
+    cell["status"] = "skipped (needs root for mounts)"
+    return cell
+  for trial in range(trials):
+    rng = random.Random(f"{FLAGS.seed}/{binary.name}/{fault}/{trial}")
+    folder = ctx.trial_dir(binary, fault, trial)
+    start = time.monotonic()
+    try:
+      outcome = FAULTS[fault](ctx, binary, folder, rng)
+    except fr.HarnessError as e:
+      outcome = fr.Outcome(False, f"harness: {e}")
+    finally:
+      fr.unmount_all()
+    record = dataclasses.asdict(outcome)
+    record["seconds"] = round(time.monotonic() - start, 1)
+    cell["trials"].append(record)
+    print(f"  {binary.name} {fault} #{trial}: "
+          f"{'pass' if outcome.ok else 'FAIL'} ({record['seconds']} s) "
+          f"{outcome.detail}", flush=True)
+  cell["status"] = "ran"
+  return cell
+
+
+def cell_text(cell: Dict[str, object]) -> str:
+  if cell["status"] != "ran":
+    return str(cell["status"])
+  trials = cell["trials"]
+  passed = sum(t["ok"] for t in trials)
+  if passed == len(trials):
+    return f"{len(trials)} trials: nothing lost, same final result"
+  first = next(t for t in trials if not t["ok"])
+  return (f"{len(trials)} trials, **{len(trials) - passed} failed**: "
+          f"{fr.cell_safe(first['detail'])}")
+
+
+def markdown(record: Dict[str, object], binaries: Sequence[fr.Binary],
+             faults: Sequence[str]) -> str:
+  cells = {(c["binary"], c["fault"]): c for c in record["cells"]}
+  pending = {"status": "not run yet"}
+  lines = [
+      "# Reliability: binaries x faults", "",
+      f"Written by `{record['command']}` (`make faults`); every trial's "
+      f"details are in `{os.path.basename(record['json'])}`. What each "
+      "fault does and what a trial must show to pass: "
+      "benchmarks/fault_injection.py's docstring. Results are compared bit "
+      "for bit: every number of every summary.json and metrics.jsonl row, "
+      "timing fields left out. md5 of a folder: over its sorted relative "
+      "paths and file bytes.", "",
+      f"- commit `{record['commit']}`{' (uncommitted changes)' if record['dirty'] else ''}, "
+      f"{record['started_utc']}, {record['machine']}, "
+      f"{record['seconds'] / 60:.1f} minutes",
+      f"- trials per cell: {record['trials']} ({record['slow_trials']} for "
+      f"the slow binaries: {', '.join(b.name for b in binaries if b.slow) or 'none'}); "
+      f"kill9: {record['kills']} kills per trial; seed {record['seed']}", "",
+      "| binary | " + " | ".join(faults) + " |",
+      "|---" * (len(faults) + 1) + "|"]
+  for b in binaries:
+    lines.append(f"| {b.name} | " + " | ".join(
+        cell_text(cells.get((b.name, f), pending)) for f in faults) + " |")
+  lines += ["", "## Binaries", ""]
+  lines += [f"- {b.name}: `{b.describe()}`" for b in binaries]
+  failures = [(c, t) for c in record["cells"] for t in c["trials"]
+              if not t["ok"]]
+  if failures:
+    lines += ["", "## Failures", ""]
+    for c, t in failures:
+      lines.append(f"- {c['binary']} / {c['fault']}: "
+                   f"{fr.cell_safe(t['detail'])}")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    binaries = [fr.BINARIES[n] for n in select(
+        FLAGS.binaries, list(fr.BINARIES), "binary")]
+    faults = select(FLAGS.faults, list(FAULTS), "fault")
+    if "FEDCLF_DATA_DIR" not in os.environ:
+      raise fr.HarnessError("set FEDCLF_DATA_DIR to the shared data")
+    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="fault_injection_")
+    ctx = fr.Context(work, FLAGS.timeout, FLAGS.kills)
+    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    record = {"command": " ".join(["python -m benchmarks.fault_injection",
+                                   *sys.argv[1:]]),
+              "json": json_path, **fr.git_state(),
+              "started_utc": datetime.datetime.now(
+                  datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "trials": FLAGS.trials, "slow_trials": FLAGS.slow_trials,
+              "kills": FLAGS.kills, "seed": FLAGS.seed, "cells": []}
+    start = time.monotonic()
+    try:
+      for b in binaries:
+        for fault in faults:
+          print(f"{b.name} x {fault}", flush=True)
+          trials = FLAGS.slow_trials if b.slow else FLAGS.trials
+          record["cells"].append(run_cell(ctx, b, fault, trials))
+          record["seconds"] = round(time.monotonic() - start, 1)
+          # Both files after every cell: a stopped suite keeps its table.
+          fr.write_json(json_path, record)
+          fr.write_text(FLAGS.out, markdown(record, binaries, faults))
+    finally:
+      fr.unmount_all()
+      if not FLAGS.keep and not FLAGS.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    record["references"] = ctx.reference_record()
+    fr.write_json(json_path, record)
+    text = markdown(record, binaries, faults)
+    fr.write_text(FLAGS.out, text)
+    print(text)
+  except fr.HarnessError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,112 @@
+"""A faulty client for the fault-injection suite (benchmarks/fault_injection).
+
+  python -m simulations.federated --plugin=benchmarks.fault_plugins \
+      --algorithm=nan_client_clipped --nan_client=0 --clip_norm=5 ...
+
+Registers the algorithm `nan_client_clipped`: FedAvg whose client
+`--nan_client` trains on a loss multiplied by NaN in every round it is
+sampled (its update becomes NaN, as a client with a broken sensor or a
+numerical blow-up would send), aggregated by a robust rule, an
+example-weighted mean of the updates each clipped to L2 norm
+`--clip_norm`. fedclf drops a non-finite update before aggregation and
+counts it in metrics.jsonl (`clients_nonfinite`); the suite checks that the
+run finishes with finite metrics and that the count is recorded.
+
+Only a test aid: nothing in fedclf imports it.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from fedclf.errors import UserError
+from fedclf.federated import Aggregator
+from fedclf.federated import Algorithm
+from fedclf.federated import AlgorithmConfig
+from fedclf.federated import LocalSGD
+from fedclf.federated.aggregators import global_norm
+from fedclf.federated.aggregators import weighted_mean
+from fedclf.registry import ALGORITHMS
+
+# client_work.LocalSGD derives each step's seed from the client's
+# (rounds.client_seed: [run seed, round * 1_000_003 + client]) as
+# [seed[0], seed[1] * 100_003 + step]: the client id is recoverable inside
+# the traced objective, which has no other way to know whose data it sees.
+_STEP_FACTOR = 100_003
+_ROUND_FACTOR = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class NanClientParams:
+  nan_client: int = dataclasses.field(
+      default=0, metadata={"help": "The client whose update becomes NaN."})
+  clip_norm: float = dataclasses.field(
+      default=5.0, metadata={"help": "L2 bound of each client's update."})
+
+  def validate(self) -> None:
+    if self.nan_client < 0:
+      raise UserError(f"nan_client must be >= 0, got {self.nan_client}")
+    if not self.clip_norm > 0:
+      raise UserError(f"clip_norm must be > 0, got {self.clip_norm}")
+
+
+def poisoned(objective, client: int):
+  """`objective` whose loss is NaN for `client` (finite for the others)."""
+
+  def wrapped(model, images, labels, mask, seed=None):
+    loss, hits, count = objective(model, images, labels, mask, seed)
+    if seed is None:
+      return loss, hits, count
+    cid = (seed[1] // _STEP_FACTOR) % _ROUND_FACTOR
+    # A factor, not tf.where(is_target, loss * nan, loss): the gradient of
+    # the unselected branch would be 0 * nan = nan for every client.
+    factor = tf.where(tf.equal(cid, client), tf.constant(float("nan")),
+                      tf.constant(1.0))
+    return loss * factor, hits, count
+
+  return wrapped
+
+
+class NanClientSGD(LocalSGD):
+  """LocalSGD whose objective, whatever the simulation sets, is poisoned
+  for one client."""
+
+  def __init__(self, config: AlgorithmConfig, client: int):
+    super().__init__(config)
+    self.client = int(client)
+    self.objective = poisoned(self.objective, self.client)
+
+  def with_objective(self, objective):
+    return super().with_objective(poisoned(objective, self.client))
+
+
+class ClippedMean(Aggregator):
+  """Example-weighted mean of the updates, each clipped to L2 `bound`."""
+
+  name = "clipped_mean"
+
+  def __init__(self, bound: float):
+    self.bound = float(bound)
+
+  def combine(self, deltas, weights, expected_clients, seed):
+    del expected_clients, seed  # Unused.
+    clipped = []
+    for delta in deltas:
+      scale = tf.minimum(1.0, self.bound / tf.maximum(global_norm(delta),
+                                                      1e-12))
+      clipped.append([scale * t for t in delta])
+    return weighted_mean(clipped, weights)
+
+  def tff_factory(self, expected_clients):
+    del expected_clients  # Unused.
+    import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+    return tff.aggregators.clipping_factory(self.bound,
+                                            tff.aggregators.MeanFactory())
+
+
+@ALGORITHMS.register("nan_client_clipped", params=NanClientParams)
+def nan_client_clipped(config: AlgorithmConfig,
+                       params: NanClientParams) -> Algorithm:
+  return Algorithm("nan_client_clipped",
+                   NanClientSGD(config, params.nan_client), config.server,
+                   aggregator=ClippedMean(params.clip_norm))
