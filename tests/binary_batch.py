@@ -24,10 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_commands(module: str, commands: Sequence[Sequence[str]],
-                 timeout: float = 600) -> List[subprocess.CompletedProcess]:
+                 timeout: float = 600, python_path: Sequence[str] = ()
+                 ) -> List[subprocess.CompletedProcess]:
   """The answers of `python -m module *args` for each `args` of
-  `commands`, all from one process."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  `commands`, all from one process (with `python_path` before
+  $PYTHONPATH)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
+      [*python_path, os.environ.get("PYTHONPATH", "")]))
   proc = subprocess.run(
       [sys.executable, "-m", "tests.binary_batch", module],
       input=json.dumps([list(args) for args in commands]), cwd=ROOT, env=env,
@@ -62,8 +65,14 @@ def _answer(module, args):
 def _main(module_name: str) -> None:
   # TensorFlow before absl parses anything (see fedclf.cli.run).
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+  app.define_help_flags()  # --help, --helpfull: app.run defines them
   commands = json.load(sys.stdin)
+  # A binary defines its plugins' flags on import, for the --plugin modules
+  # of the command line it finds in sys.argv (fedclf.cli.define_params_flags).
+  sys.argv = [module_name, *(arg for args in commands for arg in args
+                             if arg.startswith("--plugin="))]
   module = importlib.import_module(module_name)
   if hasattr(module, "__path__"):  # a package: `python -m` runs __main__
     module = importlib.import_module(f"{module_name}.__main__")

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-import pytest
+from tests.binary_batch import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -19,12 +19,42 @@ def run(module, *args, timeout=300):
                         timeout=timeout)
 
 
-def test_centralized_tiny_run_then_resume(tmp_path):
+# Bad input: each command line (after --dataset=digits) and a fragment of
+# its one error line.
+CENTRALIZED_BAD_FLAGS = [
+    ("--dataset=nope", "unknown dataset 'nope'; choose one of: cifar10"),
+    ("--model=vgg", "unknown model 'vgg'; choose one of: alexnet"),
+    ("--epochs=-1", "epochs must be >= 1"),
+    ("--train_limit=-5", "train_limit"),
+    ("--optimizer=lbfgs", "value should be one of"),
+    ("--no_such_flag", "Unknown command line flag"),
+    ("--cv_folds=1", "cv_folds"),
+]
+
+
+def one_error_line(proc, message):
+  """Exit status 2, no traceback, one error line holding `message`."""
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert proc.returncode == 2, proc.stderr[-1500:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
+
+
+def test_centralized_runs_and_answers_bad_input(tmp_path):
+  # One process answers every command line (tests/binary_batch.py).
   out = tmp_path / "run"
   args = ["--dataset=digits", "--model=mlp", "--epochs=2", "--batch_size=32",
           "--lr=0.05", "--cv_folds=2", f"--out_dir={out}"]
-  proc = run("baselines.centralized", *args)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  bad = [["--dataset=digits", flag, f"--out_dir={tmp_path / 'bad'}"]
+         for flag, _ in CENTRALIZED_BAD_FLAGS]
+  first, listing, plugin, offline, *refused = run_commands(
+      "baselines.centralized", [
+          args, ["--list"],
+          ["--plugin=no_such_plugin_mod", "--list"],
+          ["--dataset=usps", f"--data_dir={tmp_path}", "--nodownload",
+           f"--out_dir={tmp_path / 'offline'}"], *bad])
+
+  assert first.returncode == 0, first.stderr[-2000:]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["test_accuracy"] > 0.5
   assert summary["cross_validation"]["folds"] == 2
@@ -38,50 +68,15 @@ def test_centralized_tiny_run_then_resume(tmp_path):
   assert any("val_accuracy" in r for r in rows)
   assert (out / "confusion_matrix.png").stat().st_size > 0
 
-  # Resuming a finished run trains nothing more and keeps the results.
-  proc = run("baselines.centralized", *args, "--resume")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
-
-
-@pytest.mark.parametrize("flag,message", [
-    ("--dataset=nope", "unknown dataset 'nope'; choose one of: cifar10"),
-    ("--model=vgg", "unknown model 'vgg'; choose one of: alexnet"),
-    ("--epochs=-1", "epochs must be >= 1"),
-    ("--train_limit=-5", "train_limit"),
-    ("--optimizer=lbfgs", "value should be one of"),
-    ("--no_such_flag", "Unknown command line flag"),
-    ("--cv_folds=1", "cv_folds"),
-])
-def test_centralized_bad_flags(tmp_path, flag, message):
-  proc = run("baselines.centralized", "--dataset=digits", flag,
-             f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-1000:]
-  assert "Traceback" not in proc.stderr
-
-
-def test_missing_data_offline_is_one_line(tmp_path):
-  proc = run("baselines.centralized", "--dataset=usps",
-             f"--data_dir={tmp_path}", "--nodownload", f"--out_dir={tmp_path}")
-  assert proc.returncode == 2 and "Traceback" not in proc.stderr
-  assert "usps.h5" in proc.stderr.strip().splitlines()[-1]
-
-
-def test_list_shows_every_kind():
-  proc = run("baselines.centralized", "--list")
-  assert proc.returncode == 0
-  assert "datasets: cifar10, digits" in proc.stdout
-  assert "models: alexnet, cnn" in proc.stdout
-  assert "partitioners: dirichlet" in proc.stdout
-  assert "backends: local, tff" in proc.stdout
-
-
-def test_unknown_plugin_is_one_line(tmp_path):
-  proc = run("baselines.centralized", "--plugin=no_such_plugin_mod", "--list")
-  assert proc.returncode == 2
-  assert "plugin 'no_such_plugin_mod'" in proc.stderr
+  assert listing.returncode == 0
+  assert "datasets: cifar10, digits" in listing.stdout
+  assert "models: alexnet, cnn" in listing.stdout
+  assert "partitioners: dirichlet" in listing.stdout
+  assert "backends: local, tff" in listing.stdout
+  one_error_line(plugin, "plugin 'no_such_plugin_mod'")
+  one_error_line(offline, "usps.h5")
+  for proc, (_, message) in zip(refused, CENTRALIZED_BAD_FLAGS):
+    one_error_line(proc, message)
 
 
 def test_tables_renders_runs(tmp_path):
@@ -133,20 +128,21 @@ def test_federated_from_flagfile_piped(tmp_path):
   assert (out / "tb").is_dir() and (out / "partition.json").exists()
 
 
-@pytest.mark.parametrize("flag,message", [
+FEDERATED_BAD_FLAGS = [
     ("--algorithm=fedfoo", "unknown algorithm 'fedfoo'; choose one of:"),
     ("--clients_per_round=50", "clients_per_round must be in [1, num_clients"),
     ("--partition=zipf", "unknown partitioner 'zipf'"),
     ("--client_dropout=1.5", "client_dropout must be in [0, 1)"),
     ("--backend=spark", "unknown backend 'spark'; choose one of: local, tff"),
-])
-def test_federated_bad_flags(tmp_path, flag, message):
-  proc = run("simulations.federated", "--dataset=digits", "--num_clients=20",
-             flag, f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
-  assert "Traceback" not in proc.stderr
+]
+
+
+def test_federated_bad_flags(tmp_path):
+  answers = run_commands("simulations.federated", [
+      ["--dataset=digits", "--num_clients=20", flag,
+       f"--out_dir={tmp_path}"] for flag, _ in FEDERATED_BAD_FLAGS])
+  for proc, (_, message) in zip(answers, FEDERATED_BAD_FLAGS):
+    one_error_line(proc, message)
 
 
 def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):

@@ -6,7 +6,6 @@ a bad --out_dir fails before any data is loaded."""
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from fedclf.errors import UserError
 from fedclf.results import run_folder
 from fedclf.results import RunRecorder
+from tests.binary_batch import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -241,16 +241,10 @@ def test_recorder_never_drops_an_existing_runs_metrics(tmp_path):
 
 
 # -- the binaries -----------------------------------------------------------
+# One process per binary answers its command lines (tests/binary_batch.py).
 
-CENTRAL = ["--dataset=digits", "--model=mlp", "--epochs=1", "--batch_size=64",
-           "--val_fraction=0"]
-
-
-def run(module, *args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True,
-                        timeout=timeout)
+CENTRAL = ["baselines.centralized", "--dataset=digits", "--model=mlp",
+           "--epochs=1", "--batch_size=64", "--val_fraction=0"]
 
 
 def refused(proc):
@@ -262,62 +256,42 @@ def refused(proc):
   return errors[0]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  out = tmp_path_factory.mktemp("central") / "run"
-  proc = run("baselines.centralized", *CENTRAL, f"--out_dir={out}")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  return out
-
-
-@pytest.fixture
-def used(finished_run, tmp_path):
-  out = tmp_path / "run"
-  shutil.copytree(finished_run, out)
-  return out
-
-
-def test_binary_rerun_into_a_finished_run_is_refused(used):
-  assert (used / "setting.json").exists()
-  assert not (used / run_folder.LOCK_FILE).exists()
-  before = md5s(used)
-  line = refused(run("baselines.centralized", *CENTRAL, f"--out_dir={used}"))
-  assert "--resume" in line and "--overwrite" in line
-  assert md5s(used) == before
-
-
-def test_binary_overwrite_keeps_the_old_run_aside(used):
-  before = md5s(used)
-  proc = run("baselines.centralized", *CENTRAL, f"--out_dir={used}",
-             "--overwrite")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  aside = [p for p in used.parent.iterdir() if p.name.startswith("run.old-")]
-  assert len(aside) == 1 and md5s(aside[0]) == before
-  assert (used / "summary.json").exists()
-  assert not (used / run_folder.LOCK_FILE).exists()
-
-
-def test_binary_resume_with_another_seed_is_refused(used):
-  before = md5s(used)
-  line = refused(run("baselines.centralized", *CENTRAL, f"--out_dir={used}",
-                     "--resume", "--seed=1"))
-  assert "--seed=0 (now 1)" in line
-  assert md5s(used) == before
-
-
-def test_binary_refuses_a_locked_folder(tmp_path):
-  write_lock(tmp_path / "run")  # held by this (live) test process
-  line = refused(run("baselines.centralized", *CENTRAL,
-                     f"--out_dir={tmp_path / 'run'}"))
-  assert f"in use by pid {os.getpid()}" in line
-
-
-def test_binary_bad_out_dir_fails_before_loading_data(tmp_path):
+def test_binary_guards_its_run_folder(tmp_path):
+  module, *args = CENTRAL
+  out, locked = tmp_path / "run", tmp_path / "locked"
+  (first,) = run_commands(module, [[*args, f"--out_dir={out}"]])
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert (out / "setting.json").exists()
+  assert not (out / run_folder.LOCK_FILE).exists()
+  finished = md5s(out)
+  write_lock(locked)  # held by this (live) test process
   (tmp_path / "file.txt").write_text("x")
-  # The data would fail too (missing offline): the out_dir error comes first.
-  line = refused(run("baselines.centralized", "--dataset=usps",
-                     f"--data_dir={tmp_path}", "--nodownload",
-                     f"--out_dir={tmp_path / 'file.txt' / 'run'}"))
+  (rerun, other_seed, overwrite, resumed, in_use, bad_dir) = run_commands(
+      module, [
+          [*args, f"--out_dir={out}"],
+          [*args, f"--out_dir={out}", "--resume", "--seed=1"],
+          [*args, f"--out_dir={out}", "--overwrite"],
+          [*args, f"--out_dir={out}", "--resume"],
+          [*args, f"--out_dir={locked}"],
+          # The data would fail too (missing offline): the out_dir comes
+          # first.
+          [*args, "--dataset=usps", f"--data_dir={tmp_path}", "--nodownload",
+           f"--out_dir={tmp_path / 'file.txt' / 'run'}"]])
+  line = refused(rerun)
+  assert "--resume" in line and "--overwrite" in line
+  assert "--seed=0 (now 1)" in refused(other_seed)
+  # Both refusals left the run as it was, and --overwrite moved it aside
+  # byte for byte.
+  assert overwrite.returncode == 0, overwrite.stderr[-2000:]
+  aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+  assert len(aside) == 1 and md5s(aside[0]) == finished
+  assert (out / "summary.json").exists()
+  assert not (out / run_folder.LOCK_FILE).exists()
+  # Resuming a finished run trains nothing more and keeps its results.
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+  assert f"in use by pid {os.getpid()}" in refused(in_use)
+  line = refused(bad_dir)
   assert "cannot create --out_dir" in line and "usps" not in line
 
 
@@ -325,9 +299,9 @@ def test_federated_rerun_is_refused(tmp_path):
   out = tmp_path / "run"
   args = ["--dataset=digits", "--model=mlp", "--rounds=1", "--num_clients=4",
           "--clients_per_round=2", "--per_client_eval=0", f"--out_dir={out}"]
-  proc = run("simulations.federated", *args)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  before = md5s(out)
-  line = refused(run("simulations.federated", *args))
-  assert "already holds a run" in line
-  assert md5s(out) == before
+  first, rerun = run_commands("simulations.federated", [args, args])
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "already holds a run" in refused(rerun)
+  # The claim is every binary's (fedclf.cli.run): that nothing is touched
+  # is checked byte for byte on the centralized binary above.
+  assert json.loads((out / "summary.json").read_text())["rounds_run"] == 1

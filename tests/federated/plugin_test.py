@@ -6,7 +6,6 @@ backends."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ import tensorflow as tf
 
 from fedclf import plugins
 from fedclf import registry
+from tests.binary_batch import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -34,27 +34,20 @@ def test_median_aggregator_ignores_an_outlier():
   assert "fedmedian" in registry.ALGORITHMS
 
 
-def _run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-             PYTHONPATH=os.pathsep.join([PLUGIN_DIR,
-                                         os.environ.get("PYTHONPATH", "")]))
-  return subprocess.run([sys.executable, "-m", "simulations.federated",
-                         "--plugin=fedclf_fedmedian", *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_federated_binary_runs_plugin_algorithm(tmp_path):
-  listing = _run("--list")
+  listing, local, tff = run_commands("simulations.federated", [
+      ["--plugin=fedclf_fedmedian", "--list"],
+      ["--plugin=fedclf_fedmedian", "--algorithm=fedmedian",
+       "--dataset=digits", "--model=mlp", "--num_clients=10",
+       "--clients_per_round=5", "--rounds=2", f"--out_dir={tmp_path}"],
+      ["--plugin=fedclf_fedmedian", "--algorithm=fedmedian",
+       "--dataset=digits", "--backend=tff", "--num_clients=10",
+       "--clients_per_round=5", "--rounds=1",
+       f"--out_dir={tmp_path / 'tff'}"]], python_path=[PLUGIN_DIR])
   assert listing.returncode == 0, listing.stderr[-1500:]
   assert "fedmedian" in listing.stdout
-  proc = _run("--algorithm=fedmedian", "--dataset=digits", "--model=mlp",
-              "--num_clients=10", "--clients_per_round=5", "--rounds=2",
-              f"--out_dir={tmp_path}")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "fedmedian: test accuracy" in proc.stdout
-  tff = _run("--algorithm=fedmedian", "--dataset=digits", "--backend=tff",
-             "--num_clients=10", "--clients_per_round=5", "--rounds=1",
-             f"--out_dir={tmp_path / 'tff'}")
+  assert local.returncode == 0, local.stderr[-2000:]
+  assert "fedmedian: test accuracy" in local.stdout
   assert tff.returncode == 2
   assert "no TFF form" in tff.stderr and "Traceback" not in tff.stderr
 
@@ -62,15 +55,6 @@ def test_federated_binary_runs_plugin_algorithm(tmp_path):
 # -- examples/fedclf_normbound.py: a one-file plugin with its own flag -------
 
 EXAMPLES_DIR = os.path.join(ROOT, "examples")
-
-
-def _run_normbound(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-             PYTHONPATH=os.pathsep.join([EXAMPLES_DIR,
-                                         os.environ.get("PYTHONPATH", "")]))
-  return subprocess.run([sys.executable, "-m", "simulations.federated",
-                         "--plugin=fedclf_normbound", *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=400)
 
 
 def test_norm_bounded_mean_clips_each_update():
@@ -88,42 +72,42 @@ def test_norm_bounded_mean_clips_each_update():
       "NormBoundParams")
 
 
-def test_helpfull_lists_the_plugin_flag():
-  proc = _run_normbound("--helpfull")  # absl exits 1 after the help.
-  assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+def test_plugin_flag_in_help_and_on_both_backends(tmp_path):
+  common = ["--plugin=fedclf_normbound", "--algorithm=normbound",
+            "--dataset=digits", "--model=mlp", "--num_clients=10",
+            "--clients_per_round=5", "--rounds=2", "--per_client_eval=0",
+            "--checkpoint_every=0"]
+  helpfull, default, tight, tff = run_commands("simulations.federated", [
+      ["--plugin=fedclf_normbound", "--helpfull"],
+      [*common, f"--out_dir={tmp_path / 'default'}"],
+      [*common, "--norm_bound=0.01", "--prox_mu=0.5",
+       f"--out_dir={tmp_path / 'tight'}"],
+      [*common, "--norm_bound=0.01", "--backend=tff",
+       f"--out_dir={tmp_path / 'tff'}"]], python_path=[EXAMPLES_DIR])
+  assert "Traceback" not in helpfull.stderr, helpfull.stderr[-1500:]
   assert ("--norm_bound: normbound: L2 bound of each client's model update."
-          in proc.stdout)
-  assert "--prox_mu: fedprox: proximal term weight." in proc.stdout
+          in helpfull.stdout)
+  assert "--prox_mu: fedprox: proximal term weight." in helpfull.stdout
 
+  def result(proc, name):
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "normbound: test accuracy" in proc.stdout
+    with open(tmp_path / name / "config.json") as f:
+      resolved = json.load(f)["config"]["resolved"]
+    with open(tmp_path / name / "summary.json") as f:
+      return resolved["simulation"]["algorithm_params"], json.load(f)
 
-def _normbound_run(out_dir, backend, *args):
-  proc = _run_normbound(
-      "--algorithm=normbound", "--dataset=digits", "--model=mlp",
-      "--num_clients=10", "--clients_per_round=5", "--rounds=2",
-      "--per_client_eval=0", "--checkpoint_every=0", f"--backend={backend}",
-      f"--out_dir={out_dir}", *args)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "normbound: test accuracy" in proc.stdout
-  with open(out_dir / "config.json") as f:
-    resolved = json.load(f)["config"]["resolved"]
-  with open(out_dir / "summary.json") as f:
-    return proc, resolved, json.load(f)
-
-
-def test_plugin_flag_reaches_the_algorithm_on_both_backends(tmp_path):
-  _, resolved, default = _normbound_run(tmp_path / "default", "local")
-  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 1.0}
-  proc, resolved, tight = _normbound_run(
-      tmp_path / "tight", "local", "--norm_bound=0.01", "--prox_mu=0.5")
-  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 0.01}
+  params, default = result(default, "default")
+  assert params == {"norm_bound": 1.0}
+  params, tight_summary = result(tight, "tight")
+  assert params == {"norm_bound": 0.01}
   # Another algorithm's flag is ignored, with a warning.
   assert "--prox_mu is set, but algorithm normbound does not read it" in (
-      proc.stderr)
-  assert tight["final_test_loss"] != default["final_test_loss"]
-  _, resolved, tff = _normbound_run(tmp_path / "tff", "tff",
-                                    "--norm_bound=0.01")
-  assert tff["backend"] == "tff"
-  assert resolved["simulation"]["algorithm_params"] == {"norm_bound": 0.01}
+      tight.stderr)
+  assert tight_summary["final_test_loss"] != default["final_test_loss"]
+  params, tff_summary = result(tff, "tff")
+  assert tff_summary["backend"] == "tff"
+  assert params == {"norm_bound": 0.01}
   # The same rule on TFF's aggregators: the same model, up to float noise.
-  np.testing.assert_allclose(tff["final_test_loss"],
-                             tight["final_test_loss"], rtol=1e-3)
+  np.testing.assert_allclose(tff_summary["final_test_loss"],
+                             tight_summary["final_test_loss"], rtol=1e-3)
