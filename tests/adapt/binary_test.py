@@ -3,33 +3,34 @@ line and exit status 2."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import run_commands
+
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
 needs_real_data = pytest.mark.skipif(
     not os.path.isdir(os.path.join(REAL_DATA, "usps")),
     reason="FEDCLF_DATA_DIR with the real files is not set")
 
 
-def run_binary(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "simulations.domain_adaptation",
-                         *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
 @needs_real_data
-def test_tiny_run(tmp_path):
-  out = tmp_path / "run"
-  proc = run_binary("--source=usps", "--target=mnist", "--method=finetune",
-                    "--model=mlp", "--epochs=1", "--finetune_epochs=1",
-                    "--target_labels_per_class=2", "--train_limit=300",
-                    "--test_limit=200", "--lr=0.05", f"--out_dir={out}")
+def test_tiny_runs(tmp_path):
+  # One process answers both command lines (tests/binary_batch.py).
+  finetune, dann = run_commands("simulations.domain_adaptation", [
+      ["--source=usps", "--target=mnist", "--method=finetune", "--model=mlp",
+       "--epochs=1", "--finetune_epochs=1", "--target_labels_per_class=2",
+       "--train_limit=300", "--test_limit=200", "--lr=0.05",
+       f"--out_dir={tmp_path / 'finetune'}"],
+      ["--mode=federated", "--method=dann", "--model=mlp", "--num_clients=3",
+       "--clients_per_round=3", "--rounds=2", "--eval_rounds=1",
+       "--train_limit=150", "--target_train_limit=90", "--test_limit=100",
+       "--dann_hidden=16", f"--out_dir={tmp_path / 'dann'}"]])
+  check_finetune_run(finetune, tmp_path / "finetune")
+  check_federated_dann_run(dann, tmp_path / "dann")
+
+
+def check_finetune_run(proc, out):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "finetune usps -> mnist: target accuracy" in proc.stdout
   summary = json.loads((out / "summary.json").read_text())
@@ -45,14 +46,7 @@ def test_tiny_run(tmp_path):
       "finetune_lr": 0.001, "finetune_batch_size": 32}
 
 
-@needs_real_data
-def test_tiny_federated_dann_run(tmp_path):
-  out = tmp_path / "run"
-  proc = run_binary("--mode=federated", "--method=dann", "--model=mlp",
-                    "--num_clients=3", "--clients_per_round=3", "--rounds=2",
-                    "--eval_rounds=1", "--train_limit=150",
-                    "--target_train_limit=90", "--test_limit=100",
-                    "--dann_hidden=16", f"--out_dir={out}")
+def check_federated_dann_run(proc, out):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "federated dann mnist -> usps: global model test accuracy" in (
       proc.stdout)
@@ -66,7 +60,7 @@ def test_tiny_federated_dann_run(tmp_path):
   assert [r["round"] for r in rows if "test_accuracy" in r] == [1, 2]
 
 
-@pytest.mark.parametrize("flags,message", [
+BAD_FLAGS = [
     (["--source=svhn"], "unknown domain 'svhn'; choose one of: mnist"),
     (["--channels=2"], "value should be one of"),
     (["--mode=federated", "--method=finetune"],
@@ -90,10 +84,16 @@ def test_tiny_federated_dann_run(tmp_path):
      "dann domain classifier widths must be >= 1"),
     (["--method=finetune", "--target_labels_per_class=0"],
      "finetune needs target_labels_per_class >= 1"),
-])
-def test_bad_flags(tmp_path, flags, message):
-  proc = run_binary(*flags, f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-1000:]
-  assert "Traceback" not in proc.stderr
+
+]
+
+
+def test_bad_flags(tmp_path):
+  answers = run_commands("simulations.domain_adaptation", [
+      [*flags, f"--out_dir={tmp_path}"] for flags, _ in BAD_FLAGS])
+  for proc, (flags, message) in zip(answers, BAD_FLAGS):
+    errors = [l for l in proc.stderr.splitlines() if "error" in l]
+    assert proc.returncode == 2, (flags, proc.stderr[-1000:])
+    assert len(errors) == 1 and message in errors[0], (flags,
+                                                       proc.stderr[-1000:])
+    assert "Traceback" not in proc.stderr

@@ -1,9 +1,11 @@
 """SIGTERM and a closed output pipe end a binary's run like Ctrl-C: with a
-checkpoint, exit 143 / 141, no traceback, and `--resume` goes on.
+checkpoint, exit 143 / 141, no traceback.
 
 All binaries share this through `fedclf.cli.run`, so one binary is run
-here; the epoch driver's side is tests/train/epoch_driver_test.py. Ctrl-C,
-and both signals on the TFF backend (its worker stopped): interrupt_test.py.
+here; the epoch driver's side is tests/train/epoch_driver_test.py. SIGTERM
+on the TFF backend (its worker stopped): interrupt_test.py; Ctrl-C:
+tests/binaries/binaries_test.py. `make faults` sends every signal to every
+binary and resumes.
 """
 
 import os
@@ -70,27 +72,6 @@ def wait_for(path, process, timeout_s=300):
 
 def checkpoints(out_dir):
   return sorted(p.name for p in (out_dir / "checkpoints").glob("round_*.npz"))
-
-
-def test_sigterm_checkpoints_exits_143_and_resume_finishes(tmp_path):
-  out = tmp_path / "run"
-  run = start(FEDERATED, out, ENDLESS, "--checkpoint_every=1000")
-  wait_for(out / "metrics.jsonl", run)
-  run.send_signal(signal.SIGTERM)
-  _, err = run.communicate(timeout=120)
-  assert run.returncode == 143, err[-3000:]
-  assert "Traceback" not in err, err[-3000:]
-  assert err.rstrip().endswith("terminated"), err[-3000:]
-  # Saved on SIGTERM although --checkpoint_every=1000.
-  saved = checkpoints(out)
-  assert saved, "no checkpoint on SIGTERM"
-  rounds = int(saved[-1][len("round_"):-len(".npz")])
-
-  resumed = start(FEDERATED, out, f"--rounds={rounds + 2}",
-                  "--checkpoint_every=1000", "--resume")
-  _, err = resumed.communicate(timeout=300)
-  assert resumed.returncode == 0, err[-3000:]
-  assert (out / "summary.json").exists()
 
 
 def test_closed_output_pipe_checkpoints_and_exits_141(tmp_path):
