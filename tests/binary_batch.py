@@ -44,6 +44,17 @@ def run_commands(module: str, commands: Sequence[Sequence[str]],
           for args, a in zip(commands, answers)]
 
 
+def assert_one_error_line(proc: subprocess.CompletedProcess,
+                          message: str = "") -> str:
+  """Exit status 2, no traceback and one 'error' line, which holds
+  `message`; returns that line."""
+  assert proc.returncode == 2, proc.stderr[-1500:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
+  return errors[0]
+
+
 def _answer(module, args):
   # pylint: disable=g-import-not-at-top
   from absl import logging

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from tests.binary_batch import assert_one_error_line
 from tests.binary_batch import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -30,14 +31,6 @@ CENTRALIZED_BAD_FLAGS = [
     ("--no_such_flag", "Unknown command line flag"),
     ("--cv_folds=1", "cv_folds"),
 ]
-
-
-def one_error_line(proc, message):
-  """Exit status 2, no traceback, one error line holding `message`."""
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert proc.returncode == 2, proc.stderr[-1500:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
 
 
 def test_centralized_runs_and_answers_bad_input(tmp_path):
@@ -73,10 +66,10 @@ def test_centralized_runs_and_answers_bad_input(tmp_path):
   assert "models: alexnet, cnn" in listing.stdout
   assert "partitioners: dirichlet" in listing.stdout
   assert "backends: local, tff" in listing.stdout
-  one_error_line(plugin, "plugin 'no_such_plugin_mod'")
-  one_error_line(offline, "usps.h5")
+  assert_one_error_line(plugin, "plugin 'no_such_plugin_mod'")
+  assert_one_error_line(offline, "usps.h5")
   for proc, (_, message) in zip(refused, CENTRALIZED_BAD_FLAGS):
-    one_error_line(proc, message)
+    assert_one_error_line(proc, message)
 
 
 def test_tables_renders_runs(tmp_path):
@@ -142,7 +135,7 @@ def test_federated_bad_flags(tmp_path):
       ["--dataset=digits", "--num_clients=20", flag,
        f"--out_dir={tmp_path}"] for flag, _ in FEDERATED_BAD_FLAGS])
   for proc, (_, message) in zip(answers, FEDERATED_BAD_FLAGS):
-    one_error_line(proc, message)
+    assert_one_error_line(proc, message)
 
 
 def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):

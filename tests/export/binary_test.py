@@ -13,22 +13,25 @@ from fedclf.export import ExportConfig
 from fedclf.export import run_export
 from fedclf.export import write_table
 
-from tests.export.tiny_runs import assert_one_error_line
-from tests.export.tiny_runs import run_module
 from tests.export.tiny_runs import centralized_run
+from tests.binary_batch import assert_one_error_line
+from tests.binary_batch import run_commands
 
 
-def run_binary(*args):
-  return run_module("fedclf.export", *args)
-
-
-def test_export_binary(tmp_path, tmp_path_factory):
+def test_export_binary_and_a_refused_export(tmp_path, tmp_path_factory):
+  # One process answers both command lines (tests/binary_batch.py). (No
+  # "error" in the test name: the --overwrite warning names tmp_path.)
   run_dir = centralized_run(tmp_path_factory)
-  proc = run_binary(f"--run_dir={run_dir}", "--model_name=tiny",
-                    f"--export_dir={tmp_path / 'exports'}",
-                    "--formats=saved_model,tflite",
-                    "--representative_examples=50",
-                    f"--out_dir={tmp_path / 'results'}")
+  claims = tmp_path / "claims"
+  _write_export(claims, "m")
+  _write_export(claims, "other")
+  proc, refused = run_commands("fedclf.export", [
+      [f"--run_dir={run_dir}", "--model_name=tiny",
+       f"--export_dir={tmp_path / 'exports'}",
+       "--formats=saved_model,tflite", "--representative_examples=50",
+       f"--out_dir={tmp_path / 'results'}"],
+      ["--run_dir=/nonexistent", "--model_name=m", "--overwrite",
+       f"--out_dir={claims}"]])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "TFLite int8" in proc.stdout
   assert (tmp_path / "exports" / "tiny" / "1" / "saved_model.pb").exists()
@@ -36,6 +39,15 @@ def test_export_binary(tmp_path, tmp_path_factory):
                         "summary.json").read_text())
   assert summary["version"] == 1 and "tfjs" not in summary
   assert summary["saved_model"]["matches_keras"]
+
+  assert_one_error_line(refused,
+                        "run directory /nonexistent does not exist")
+  # --overwrite moved only <out_dir>/<model_name> aside, before main; the
+  # other model's results stay.
+  aside = [n for n in os.listdir(claims) if n.startswith("m.old-")]
+  assert len(aside) == 1 and not (claims / "m").exists()
+  assert (claims / aside[0] / "summary.json").exists()
+  assert (claims / "other" / "summary.json").exists()
 
 
 def _summary(name):
@@ -52,22 +64,6 @@ def _write_export(out_dir, name, folder=None):
   os.makedirs(out_dir / (folder or name))
   (out_dir / (folder or name) / "summary.json").write_text(
       json.dumps(_summary(name)))
-
-
-def test_bad_run_dir_gives_one_line(tmp_path):
-  # (No "error" in the test name: the --overwrite warning names tmp_path.)
-  # Folded in: --overwrite moves only <out_dir>/<model_name> aside, before
-  # main; the other model's results stay.
-  _write_export(tmp_path, "m")
-  _write_export(tmp_path, "other")
-  proc = run_binary("--run_dir=/nonexistent", "--model_name=m",
-                    "--overwrite", f"--out_dir={tmp_path}")
-  assert_one_error_line(proc,
-                        "run directory /nonexistent does not exist")
-  aside = [n for n in os.listdir(tmp_path) if n.startswith("m.old-")]
-  assert len(aside) == 1 and not (tmp_path / "m").exists()
-  assert (tmp_path / aside[0] / "summary.json").exists()
-  assert (tmp_path / "other" / "summary.json").exists()
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ kinds need the MNIST and USPS files under $FEDCLF_DATA_DIR)."""
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 from typing import Any, Callable
 
 import pytest
@@ -194,19 +192,3 @@ def tiny_run(tmp_path_factory, kind: str) -> str:
                            for d in ("mnist", "usps")):
     pytest.skip("FEDCLF_DATA_DIR with the MNIST and USPS files is not set")
   return session_dir(tmp_path_factory, f"tiny_{kind}", build)
-
-
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-  """`python -m module args` from the repository root, TF quiet."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=600)
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess,
-                          message: str) -> None:
-  """Exit status 2, one 'error' line containing `message`, no traceback."""
-  assert proc.returncode == 2, proc.stderr[-1000:]
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-1000:]
-  assert "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ import pytest
 from fedclf.errors import UserError
 from fedclf.results import run_folder
 from fedclf.results import RunRecorder
+from tests.binary_batch import assert_one_error_line
 from tests.binary_batch import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -157,7 +158,7 @@ def test_resume_of_an_empty_folder_starts_it(tmp_path):
     assert (tmp_path / "run" / "setting.json").exists()
 
 
-def test_resume_and_overwrite_together_are_refused(tmp_path):
+def test_resume_and_overwrite_together_are_assert_one_error_line(tmp_path):
   with pytest.raises(UserError, match="one of them"):
     claim(tmp_path / "run", resume=True, overwrite=True)
 
@@ -208,7 +209,7 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path, holder,
   assert not list(out.glob(".fedclf.lock*"))
 
 
-def test_lock_of_another_host_is_refused(tmp_path):
+def test_lock_of_another_host_is_assert_one_error_line(tmp_path):
   write_lock(tmp_path / "run", host="elsewhere", pid=dead_pid())
   with pytest.raises(UserError, match="on elsewhere"):
     claim(tmp_path / "run")
@@ -247,15 +248,6 @@ CENTRAL = ["baselines.centralized", "--dataset=digits", "--model=mlp",
            "--epochs=1", "--batch_size=64", "--val_fraction=0"]
 
 
-def refused(proc):
-  """The refusal line of a binary that exited 2 without a traceback."""
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, proc.stderr[-2000:]
-  return errors[0]
-
-
 def test_binary_guards_its_run_folder(tmp_path):
   module, *args = CENTRAL
   out, locked = tmp_path / "run", tmp_path / "locked"
@@ -277,9 +269,9 @@ def test_binary_guards_its_run_folder(tmp_path):
           # first.
           [*args, "--dataset=usps", f"--data_dir={tmp_path}", "--nodownload",
            f"--out_dir={tmp_path / 'file.txt' / 'run'}"]])
-  line = refused(rerun)
+  line = assert_one_error_line(rerun)
   assert "--resume" in line and "--overwrite" in line
-  assert "--seed=0 (now 1)" in refused(other_seed)
+  assert "--seed=0 (now 1)" in assert_one_error_line(other_seed)
   # Both refusals left the run as it was, and --overwrite moved it aside
   # byte for byte.
   assert overwrite.returncode == 0, overwrite.stderr[-2000:]
@@ -290,18 +282,18 @@ def test_binary_guards_its_run_folder(tmp_path):
   # Resuming a finished run trains nothing more and keeps its results.
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
-  assert f"in use by pid {os.getpid()}" in refused(in_use)
-  line = refused(bad_dir)
+  assert f"in use by pid {os.getpid()}" in assert_one_error_line(in_use)
+  line = assert_one_error_line(bad_dir)
   assert "cannot create --out_dir" in line and "usps" not in line
 
 
-def test_federated_rerun_is_refused(tmp_path):
+def test_federated_rerun_is_assert_one_error_line(tmp_path):
   out = tmp_path / "run"
   args = ["--dataset=digits", "--model=mlp", "--rounds=1", "--num_clients=4",
           "--clients_per_round=2", "--per_client_eval=0", f"--out_dir={out}"]
   first, rerun = run_commands("simulations.federated", [args, args])
   assert first.returncode == 0, first.stderr[-2000:]
-  assert "already holds a run" in refused(rerun)
+  assert "already holds a run" in assert_one_error_line(rerun)
   # The claim is every binary's (fedclf.cli.run): that nothing is touched
   # is checked byte for byte on the centralized binary above.
   assert json.loads((out / "summary.json").read_text())["rounds_run"] == 1

@@ -3,8 +3,6 @@ the binary (a tiny run, and bad flags giving one line and exit status 2)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,16 +16,15 @@ from fedclf.ssl import SimSiamParams
 from fedclf.ssl import SslConfig
 from fedclf.ssl import SslRunConfig
 from fedclf.train import OptimizerConfig
+from tests.binary_batch import assert_one_error_line
+from tests.binary_batch import run_commands
 from fedclf.train import TrainConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 SUMMARY_KEYS = ("linear_probe_accuracy", "knn_accuracy",
                 "random_init_linear_probe_accuracy",
                 "random_init_knn_accuracy", "finetune_accuracy_10",
                 "supervised_accuracy_10", "labelled_examples_10",
                 "final_ssl_loss", "pretrain_seconds")
-
 
 def tiny_config(method):
   adam = OptimizerConfig("adam", 1e-2, schedule="cosine")
@@ -48,7 +45,6 @@ def tiny_config(method):
       finetune=TrainConfig(epochs=1, batch_size=32, optimizer=adam,
                            checkpoint_every=0),
       embedding_points=60)
-
 
 @pytest.mark.parametrize("method", SSL_METHODS.names())
 def test_tiny_run_writes_results(method, tmp_path):
@@ -77,42 +73,30 @@ def test_tiny_run_writes_results(method, tmp_path):
     assert (tmp_path / name).stat().st_size > 0
   assert os.listdir(tmp_path / "checkpoints")
 
-
-def run_binary(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "simulations.ssl_pretrain",
-                         *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
-def test_binary_tiny_run(tmp_path):
-  proc = run_binary(
-      "--dataset=digits", "--model=mlp", "--width_multiplier=0.25",
-      "--method=simsiam", "--epochs=1", "--batch_size=64",
-      "--train_limit=300", "--test_limit=200", "--projection_dim=16",
-      "--hidden_dim=32", "--predictor_hidden_dim=8", "--probe_epochs=2",
-      "--probe_batch_size=64", "--knn_k=5", "--label_fractions=0.1",
-      "--finetune_epochs=1", "--embedding_points=0", f"--out_dir={tmp_path}")
+def test_binary_tiny_run_and_a_refused_method(tmp_path):
+  # One process answers both command lines (tests/binary_batch.py).
+  out = tmp_path / "run"
+  proc, refused = run_commands("simulations.ssl_pretrain", [
+      ["--dataset=digits", "--model=mlp", "--width_multiplier=0.25",
+       "--method=simsiam", "--epochs=1", "--batch_size=64",
+       "--train_limit=300", "--test_limit=200", "--projection_dim=16",
+       "--hidden_dim=32", "--predictor_hidden_dim=8", "--probe_epochs=2",
+       "--probe_batch_size=64", "--knn_k=5", "--label_fractions=0.1",
+       "--finetune_epochs=1", "--embedding_points=0", f"--out_dir={out}"],
+      ["--dataset=digits", "--method=moco",
+       f"--out_dir={tmp_path / 'refused'}"]])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "simsiam: linear probe" in proc.stdout
-  summary = json.loads((tmp_path / "summary.json").read_text())
+  summary = json.loads((out / "summary.json").read_text())
   assert summary["method"] == "simsiam" and summary["embedding_points"] == 0
-  assert not (tmp_path / "embeddings.png").exists()
+  assert not (out / "embeddings.png").exists()
   assert "finetune_accuracy_10" in summary
-  record = json.loads((tmp_path / "config.json").read_text())["config"]
+  record = json.loads((out / "config.json").read_text())["config"]
   flags = record["flags"]
   assert flags["lr_schedule"] == "cosine" and flags["optimizer"] == "adam"
   # --predictor_hidden_dim is generated from SimSiamParams and reaches it.
   assert record["resolved"]["ssl"]["params"] == {"predictor_hidden_dim": 8}
 
-
-def test_binary_bad_flag_is_one_line(tmp_path):
-  proc = run_binary("--dataset=digits", "--method=moco",
-                    f"--out_dir={tmp_path}")
-  assert proc.returncode == 2
-  errors = [l for l in proc.stderr.splitlines() if "error" in l]
-  assert len(errors) == 1, proc.stderr[-1000:]
-  assert ("unknown ssl method 'moco'; choose one of: barlow_twins, byol, "
-          "simclr, simsiam") in errors[0]
-  assert "Traceback" not in proc.stderr
-  assert not (tmp_path / "summary.json").exists()
+  assert_one_error_line(refused, "unknown ssl method 'moco'; choose one of: "
+                        "barlow_twins, byol, simclr, simsiam")
+  assert not (tmp_path / "refused" / "summary.json").exists()
