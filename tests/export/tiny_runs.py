@@ -38,8 +38,6 @@ from fedclf.train.centralized import run_centralized
 from fedclf.train.loop import TrainConfig
 from fedclf.train.optimizers import OptimizerConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 DATA = DataConfig(name="digits", train_limit=600, test_limit=200)
 
 
