@@ -3,7 +3,6 @@ refused without --resume/--overwrite, --overwrite moves it aside byte for
 byte, --resume checks the setting, a lock keeps a second process out, and
 a bad --out_dir fails before any data is loaded."""
 
-import hashlib
 import json
 import os
 import socket
@@ -13,6 +12,7 @@ import sys
 from absl import logging
 import pytest
 
+from benchmarks.fault_runs import file_md5s
 from fedclf.errors import UserError
 from fedclf.results import run_folder
 from fedclf.results import RunRecorder
@@ -23,18 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SETTING = {"dataset": "digits", "model": "mlp", "lr": 0.1, "seed": 0,
            "augment": ["flip"], "rounds": 5, "out_dir": "x", "resume": False}
-
-
-def md5s(folder):
-  """Relative path -> md5 of every file below `folder`."""
-  found = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        found[os.path.relpath(path, folder)] = hashlib.md5(
-            f.read()).hexdigest()
-  return found
 
 
 def fake_run(folder, setting=None):
@@ -86,12 +74,12 @@ def test_claim_of_a_run_folder_that_is_used_keeps_setting_and_run(tmp_path):
 def test_used_folder_is_refused_naming_resume_and_overwrite(tmp_path):
   out = tmp_path / "run"
   fake_run(out)
-  before = md5s(out)
+  before = file_md5s(out)
   with pytest.raises(UserError) as error:
     claim(out)
   text = one_line(error)
   assert "--resume" in text and "--overwrite" in text and str(out) in text
-  assert md5s(out) == before
+  assert file_md5s(out) == before
 
 
 def test_nested_run_counts_as_a_used_folder(tmp_path):
@@ -103,17 +91,17 @@ def test_nested_run_counts_as_a_used_folder(tmp_path):
 def test_overwrite_moves_the_old_run_aside_byte_for_byte(tmp_path):
   out = tmp_path / "run"
   fake_run(out)
-  before = md5s(out)
+  before = file_md5s(out)
   with claim(out, overwrite=True) as lock:
     aside = lock.moved_aside_to
     assert aside and os.path.basename(aside).startswith("run.old-")
     assert sorted(os.listdir(out)) == [run_folder.LOCK_FILE, "setting.json"]
-  assert md5s(aside) == before
+  assert file_md5s(aside) == before
   # Twice in one second: a second name, nothing replaced.
   fake_run(out)
   with claim(out, overwrite=True) as lock:
     assert lock.moved_aside_to != aside
-  assert md5s(aside) == before
+  assert file_md5s(aside) == before
 
 
 def test_resume_with_another_setting_names_the_flags(tmp_path):
@@ -235,10 +223,10 @@ def test_read_only_out_dir_is_one_line(tmp_path):
 
 def test_recorder_never_drops_an_existing_runs_metrics(tmp_path):
   fake_run(tmp_path)
-  before = md5s(tmp_path)
+  before = file_md5s(tmp_path)
   with pytest.raises(UserError, match="already holds a run"):
     RunRecorder(str(tmp_path), {})
-  assert md5s(tmp_path) == before
+  assert file_md5s(tmp_path) == before
 
 
 # -- the binaries -----------------------------------------------------------
@@ -255,7 +243,7 @@ def test_binary_guards_its_run_folder(tmp_path):
   assert first.returncode == 0, first.stderr[-2000:]
   assert (out / "setting.json").exists()
   assert not (out / run_folder.LOCK_FILE).exists()
-  finished = md5s(out)
+  finished = file_md5s(out)
   write_lock(locked)  # held by this (live) test process
   (tmp_path / "file.txt").write_text("x")
   (rerun, other_seed, overwrite, resumed, in_use, bad_dir) = run_commands(
@@ -276,7 +264,7 @@ def test_binary_guards_its_run_folder(tmp_path):
   # byte for byte.
   assert overwrite.returncode == 0, overwrite.stderr[-2000:]
   aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
-  assert len(aside) == 1 and md5s(aside[0]) == finished
+  assert len(aside) == 1 and file_md5s(aside[0]) == finished
   assert (out / "summary.json").exists()
   assert not (out / run_folder.LOCK_FILE).exists()
   # Resuming a finished run trains nothing more and keeps its results.
