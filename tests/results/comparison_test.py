@@ -1,17 +1,13 @@
 """Comparison tables: named runs of different binaries side by side."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from fedclf.errors import UserError
 from fedclf.results import tables
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import assert_one_error_line
+from tests.binary_batch import run_commands
 
 
 def _run(tmp_path, name, summary):
@@ -70,14 +66,10 @@ def test_binary_writes_the_comparison(tmp_path):
   spec.write_text(f"title: Cmp\nrows:\n  - {{label: a, run: {run}, "
                   f"metric: test_accuracy}}\n")
   out = tmp_path / "cmp.md"
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run([sys.executable, "-m", "simulations.tables",
-                         f"--compare={spec}", f"--out={out}"], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
+  # One process answers both command lines (tests/binary_batch.py).
+  proc, bad = run_commands("simulations.tables", [
+      [f"--compare={spec}", f"--out={out}"],
+      [f"--compare={tmp_path / 'missing.yaml'}"]])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "| a | 0.7500 |" in out.read_text()
-  bad = subprocess.run([sys.executable, "-m", "simulations.tables",
-                        f"--compare={tmp_path / 'missing.yaml'}"], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0
-  assert bad.stderr.strip().splitlines()[-1].startswith("error:")
+  assert_one_error_line(bad, "missing.yaml")
