@@ -35,7 +35,7 @@ CENTRALIZED_BAD_FLAGS = [
 
 def test_centralized_runs_and_answers_bad_input(tmp_path):
   # One process answers every command line (tests/binary_batch.py).
-  out = tmp_path / "run"
+  out = tmp_path / "runs" / "a"
   args = ["--dataset=digits", "--model=mlp", "--epochs=2", "--batch_size=32",
           "--lr=0.05", "--cv_folds=2", f"--out_dir={out}"]
   bad = [["--dataset=digits", flag, f"--out_dir={tmp_path / 'bad'}"]
@@ -71,17 +71,15 @@ def test_centralized_runs_and_answers_bad_input(tmp_path):
   for proc, (_, message) in zip(refused, CENTRALIZED_BAD_FLAGS):
     assert_one_error_line(proc, message)
 
-
-def test_tables_renders_runs(tmp_path):
-  out = tmp_path / "runs" / "a"
-  assert run("baselines.centralized", "--dataset=digits", "--model=mlp",
-             "--epochs=1", f"--out_dir={out}").returncode == 0
-  proc = run("simulations.tables", f"--runs={tmp_path / 'runs'}",
-             f"--out={tmp_path / 't.md'}")
-  assert proc.returncode == 0, proc.stderr[-1000:]
+  # The run in a table; and without its inputs the tables binary answers
+  # with one line, not absl's usage dump.
+  table, no_input = run_commands("simulations.tables", [
+      [f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 't.md'}"], []])
+  assert table.returncode == 0, table.stderr[-1000:]
   text = (tmp_path / "t.md").read_text()
   assert "| a | digits | mlp |" in text
   assert "python -m baselines.centralized --dataset=digits" in text
+  assert_one_error_line(no_input, "give exactly one of --runs=DIR")
 
 
 def test_demo_runs(tmp_path):
@@ -161,13 +159,8 @@ def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):
   assert checkpoints  # saved on Ctrl-C although checkpoint_every=1000
 
 
-def test_grid_and_table_binaries_answer_without_their_inputs():
-  # --list needs no spec; without --list a missing input is a one-line
-  # user error, not absl's usage dump (one binary each, to keep it short).
+def test_grid_binary_lists_without_a_spec():
+  # --list needs no spec (the tables binary without its inputs: above).
   proc = run("simulations.reproduce", "--list")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "algorithms: " in proc.stdout
-  proc = run("simulations.tables")
-  assert proc.returncode == 2
-  assert "give exactly one of --runs=DIR" in (
-      proc.stderr.strip().splitlines()[-1])

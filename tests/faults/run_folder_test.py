@@ -275,7 +275,7 @@ def test_binary_guards_its_run_folder(tmp_path):
   assert "cannot create --out_dir" in line and "usps" not in line
 
 
-def test_federated_rerun_is_assert_one_error_line(tmp_path):
+def test_federated_rerun_is_refused(tmp_path):
   out = tmp_path / "run"
   args = ["--dataset=digits", "--model=mlp", "--rounds=1", "--num_clients=4",
           "--clients_per_round=2", "--per_client_eval=0", f"--out_dir={out}"]
