@@ -208,7 +208,8 @@ class EpochRun:
     epochs_run: epochs done in all, resumed ones included.
     stopped_early: `should_stop` ended the run.
     train_seconds: time in `run_epoch` in this call.
-    examples_per_second: training throughput in this call.
+    examples_per_second: training throughput over the run's epochs
+      (restored ones included when a `RunRecorder` holds their rows).
     history: one row per epoch run in this call ("epoch" and the metrics).
   """
   epochs_run: int
@@ -318,9 +319,23 @@ class EpochDriver:
       if writer is not None:
         writer.close()
     run.epochs_run = self.epochs_done
-    examples = self.config.examples_per_epoch * len(run.history)
-    run.examples_per_second = examples / max(run.train_seconds, 1e-9)
+    run.examples_per_second = self._throughput(run, recorder)
     return run
+
+  def _throughput(self, run: EpochRun,
+                  recorder: Optional[RunRecorder]) -> float:
+    """Training examples per second over the run's epochs: from this
+    stage's rows in a `RunRecorder`'s metrics.jsonl, which a resumed run
+    keeps for its restored epochs (so resuming a finished run, with nothing
+    left to train, does not report 0); else over this call's epochs."""
+    epochs, seconds = len(run.history), run.train_seconds
+    if isinstance(recorder, RunRecorder):
+      prefix = self.config.metric_prefix
+      rows = [r for r in recorder.read_metrics() if is_stage_row(r, prefix)]
+      if rows:
+        epochs = len(rows)
+        seconds = sum(r[f"{prefix}epoch_seconds"] for r in rows)
+    return self.config.examples_per_epoch * epochs / max(seconds, 1e-9)
 
   def _run_epochs(self, run: EpochRun, run_epoch: RunEpochFn,
                   evaluate: Optional[EvaluateFn],

@@ -269,7 +269,8 @@ def test_binary_guards_its_run_folder(tmp_path):
   assert not (out / run_folder.LOCK_FILE).exists()
   # Resuming a finished run trains nothing more and keeps its results.
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["epochs_run"] == 1 and summary["examples_per_second"] > 0
   assert f"in use by pid {os.getpid()}" in assert_one_error_line(in_use)
   line = assert_one_error_line(bad_dir)
   assert "cannot create --out_dir" in line and "usps" not in line
