@@ -27,8 +27,10 @@ from fedclf import process_exit
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.errors import as_interrupt
+from fedclf.errors import disk_full_path
 from fedclf.errors import interrupt_exit_code
 from fedclf.errors import interrupt_message
+from fedclf.errors import is_disk_full
 from fedclf.errors import is_interrupt
 
 USER_ERROR_EXIT = 2
@@ -361,6 +363,53 @@ def _run_main(main: Callable[[Sequence[str]], None],
     raise interrupt from None
 
 
+def _newest_checkpoint(folder: str) -> Optional[str]:
+  """The newest checkpoint file below `folder` (`checkpoints/` folders of
+  the run and of its nested runs), by time written; None if none."""
+  found = []
+  for root, dirs, files in os.walk(folder):
+    dirs[:] = [d for d in dirs if ".old-" not in d]
+    if os.path.basename(root) == "checkpoints":
+      found += [os.path.join(root, f) for f in files
+                if f.endswith((".index", ".npz")) and not f.startswith(".")]
+  if not found:
+    return None
+  newest = max(found, key=os.path.getmtime)
+  return newest[:-len(".index")] if newest.endswith(".index") else newest
+
+
+def disk_full_message(error: BaseException, out_dir: str = "",
+                      can_resume: bool = False) -> str:
+  """The one line for a run that found its disk full (`is_disk_full`):
+  which file, and how to go on (`out_dir`: the run's folder, searched for
+  its newest checkpoint; `can_resume`: the binary has --resume)."""
+  path = disk_full_path(error)
+  what = f" writing {path}" if path else ""
+  checkpoint = _newest_checkpoint(out_dir) if out_dir else None
+  if checkpoint and can_resume:
+    then = f"then --resume continues from {checkpoint}"
+  elif can_resume and out_dir:
+    then = "then run it again with --resume"
+  else:
+    then = "then run it again"
+  return f"no space left on device{what}: free space, {then}"
+
+
+def exit_on_stop(error: BaseException) -> None:
+  """For an exception that ended a binary's main: an interrupt exits 130,
+  143 or 141 and a full disk exits 2, each with one line on stderr; any
+  other error returns (the caller re-raises it: a bug, with its
+  traceback). The run folder's claim is already released (it is a context
+  inside main's guard)."""
+  if is_interrupt(error):
+    _exit_interrupted(as_interrupt(error))
+  if is_disk_full(error):
+    logging.flush()
+    f = flags.FLAGS
+    out_dir = (f.out_dir if f.is_parsed() and "out_dir" in f else "") or ""
+    exit_with_user_error(disk_full_message(error, out_dir, "resume" in f))
+
+
 def _exit_interrupted(error: KeyboardInterrupt) -> None:
   # A closed pipe not written to since (a Ctrl-C after `| head` ended)
   # would make the message and Python's final flush fail.
@@ -387,10 +436,9 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     except (UserError, registry.RegistryError) as e:
       logging.flush()
       exit_with_user_error(str(e))
-    except (KeyboardInterrupt, RuntimeError) as e:
-      if not is_interrupt(e):
-        raise
-      _exit_interrupted(as_interrupt(e))
+    except BaseException as e:  # pylint: disable=broad-except
+      exit_on_stop(e)
+      raise
 
   process_exit.install()
   try:

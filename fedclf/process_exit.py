@@ -20,6 +20,10 @@ signalled twice, a grid forwarding the signal its child also got, more log
 lines to the closed pipe) would otherwise cut the checkpoint save short.
 A second Ctrl-C still raises, to force a stuck save to stop.
 
+A disk-full error raised again where Python can only print it (a writer
+the first such error left open, closed when collected) prints nothing: the
+run has already said the disk is full, in one line.
+
 It also drops, at exit, the default execution context that `import
 tensorflow_federated` installs: its ServiceManager's `__del__` otherwise
 runs during module teardown and prints an AttributeError traceback after
@@ -40,6 +44,7 @@ import sys
 import threading
 
 from fedclf.errors import OutputClosed
+from fedclf.errors import is_disk_full
 from fedclf.errors import Terminated
 
 _OUTPUT_FDS = (1, 2)
@@ -130,6 +135,18 @@ def _release_tff_default_context() -> None:
     pass  # a TFF version without these: its noise, not a failure of ours
 
 
+def _quiet_disk_full(previous):
+  """An unraisable-exception hook that drops disk-full errors: a writer
+  left open by the error that ended the run (np.savez's ZipFile) fails
+  again when it is collected, and the run has already said, in one line,
+  that the disk is full (fedclf.cli)."""
+  def hook(unraisable) -> None:
+    if not is_disk_full(unraisable.exc_value):
+      previous(unraisable)
+  hook.quiets_disk_full = True
+  return hook
+
+
 _installed = False
 
 
@@ -140,6 +157,8 @@ def install() -> None:
   global _stopping, _installed
   if not _installed:
     atexit.register(_release_tff_default_context)
+    if not getattr(sys.unraisablehook, "quiets_disk_full", False):
+      sys.unraisablehook = _quiet_disk_full(sys.unraisablehook)
     _installed = True
   if threading.current_thread() is not threading.main_thread():
     return

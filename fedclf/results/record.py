@@ -69,9 +69,13 @@ def atomic_output(path: str) -> Iterator[str]:
   try:
     yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:
+      # np.savez's ENOSPC names no file: name the one being written, for
+      # the binary's one-line message (fedclf.errors.disk_full_path).
+      e.filename = path
     raise
 
 
