@@ -311,3 +311,9 @@ def nan_client(ctx: Context, b: Binary, trial: str, rng: random.Random
   if not dropped:
     problems.append("metrics.jsonl records no dropped (non-finite) client")
   return verdict(problems, {"clients_nonfinite_total": dropped})
+
+
+FAULTS = {"kill9": kill9, "sigint": sigint, "sigterm": sigterm,
+          "full_disk": full_disk, "read_only": read_only,
+          "corrupt_checkpoint": corrupt_checkpoint, "concurrent": concurrent,
+          "rerun_finished": rerun_finished, "nan_client": nan_client}
