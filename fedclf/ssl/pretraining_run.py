@@ -39,6 +39,7 @@ from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
+from fedclf.train.epoch_driver import is_stage_row
 from fedclf.train.loop import TrainConfig
 
 
@@ -120,6 +121,22 @@ def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
   }
 
 
+def _last_pretraining_epoch(result, recorder: RunRecorder
+                            ) -> Dict[str, float]:
+  """The metrics of the last pretraining epoch: from this call's history,
+  or, for a resumed run whose pretraining had already finished (killed
+  while evaluating), from the row metrics.jsonl kept for it ({} if none).
+  """
+  if result.history:
+    return result.history[-1]
+  prefix = "ssl_"  # pretrain_encoder's default log_prefix
+  for row in reversed(recorder.read_metrics()):
+    if is_stage_row(row, prefix) and row["epoch"] == result.epochs_run:
+      return {k[len(prefix):]: v for k, v in row.items()
+              if k.startswith(prefix)}
+  return {}
+
+
 def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
                         resume: bool = False) -> Dict:
   """Pretrains, evaluates and writes the run's results files.
@@ -173,7 +190,7 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
         f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
   recorder.log_metrics(result.epochs_run, final, "epoch")
-  history = result.history
+  last = _last_pretraining_epoch(result, recorder)
   summary = {
       "dataset": ds.describe(),
       "model": config.model_name,
@@ -185,10 +202,8 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
       "knn_k": config.knn_k,
       "label_fractions": list(config.label_fractions),
       "epochs_run": result.epochs_run,
-      # Empty history: a resumed run that had already finished.
-      "final_ssl_loss": history[-1]["loss"] if history else None,
-      "final_representation_std": (history[-1]["representation_std"]
-                                   if history else None),
+      "final_ssl_loss": last.get("loss"),
+      "final_representation_std": last.get("representation_std"),
       "pretrain_seconds": round(result.train_seconds, 3),
       "pretrain_examples_per_second": round(result.examples_per_second, 1),
       "embedding_points": embedding_points,
