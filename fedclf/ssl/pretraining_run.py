@@ -39,7 +39,7 @@ from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
-from fedclf.train.epoch_driver import is_stage_row
+from fedclf.train.epoch_driver import last_epoch_metrics
 from fedclf.train.loop import TrainConfig
 
 
@@ -121,22 +121,6 @@ def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
   }
 
 
-def _last_pretraining_epoch(result, recorder: RunRecorder
-                            ) -> Dict[str, float]:
-  """The metrics of the last pretraining epoch: from this call's history,
-  or, for a resumed run whose pretraining had already finished (killed
-  while evaluating), from the row metrics.jsonl kept for it ({} if none).
-  """
-  if result.history:
-    return result.history[-1]
-  prefix = "ssl_"  # pretrain_encoder's default log_prefix
-  for row in reversed(recorder.read_metrics()):
-    if is_stage_row(row, prefix) and row["epoch"] == result.epochs_run:
-      return {k[len(prefix):]: v for k, v in row.items()
-              if k.startswith(prefix)}
-  return {}
-
-
 def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
                         resume: bool = False) -> Dict:
   """Pretrains, evaluates and writes the run's results files.
@@ -190,7 +174,9 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
         f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
   recorder.log_metrics(result.epochs_run, final, "epoch")
-  last = _last_pretraining_epoch(result, recorder)
+  # pretrain_encoder's default log_prefix is its rows' metric prefix.
+  last = last_epoch_metrics(result.history, result.epochs_run, recorder,
+                            "ssl_")
   summary = {
       "dataset": ds.describe(),
       "model": config.model_name,
