@@ -55,6 +55,9 @@ def kill9(ctx: Context, b: Binary, trial: str, rng: random.Random
     proc = ctx.start(b, trial, b.resume_args())
   final = proc.wait(ctx.timeout)
   problems = []
+  if not any(k.endswith("exit -9") for k in kills):
+    problems.append("harness: no kill landed (the run ended before a new "
+                    "checkpoint): nothing tested")
   if final.rc != 0:
     problems.append(f"after {len(kills)} kills: {final.describe()}")
   else:

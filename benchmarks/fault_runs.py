@@ -216,10 +216,12 @@ def compare(got: Dict[str, float], want: Dict[str, float]) -> str:
 
 
 def checkpoint_steps(folder: str) -> Set[Tuple[str, int]]:
-  """(checkpoint folder, step) of every checkpoint below `folder`."""
+  """(checkpoint folder, step) of every checkpoint below `folder`: in a
+  `checkpoints` folder or one of its subfolders (DANN's
+  checkpoints/dann/)."""
   steps = set()
   for root, _, files in os.walk(folder):
-    if os.path.basename(root) != "checkpoints":
+    if "checkpoints" not in os.path.relpath(root, folder).split(os.sep):
       continue
     for name in files:
       match = _STEP.match(name)

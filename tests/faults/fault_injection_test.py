@@ -112,3 +112,14 @@ def test_merged_table_keeps_earlier_cells_and_says_what_is_missing():
       (b.name, f, True) for b in fault_runs.BINARIES.values()
       for f in fault_cases.FAULTS if fault_runs.applies(b, f)])
   assert "**partial**" not in fault_table.markdown(done, "r.md")
+
+
+def test_checkpoint_steps_include_a_stage_subfolder(tmp_path):
+  for sub in ("run/checkpoints", "run/checkpoints/dann", "run/tb"):
+    (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+  (tmp_path / "run/checkpoints/round_00002.npz").write_bytes(b"")
+  (tmp_path / "run/checkpoints/dann/ckpt-3.index").write_bytes(b"")
+  (tmp_path / "run/tb/ckpt-9.index").write_bytes(b"")
+  assert {(os.path.relpath(w, tmp_path), n) for w, n in
+          fault_runs.checkpoint_steps(str(tmp_path))} == {
+              ("run/checkpoints", 2), ("run/checkpoints/dann", 3)}
