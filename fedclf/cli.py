@@ -364,12 +364,13 @@ def _run_main(main: Callable[[Sequence[str]], None],
 
 
 def _newest_checkpoint(folder: str) -> Optional[str]:
-  """The newest checkpoint file below `folder` (`checkpoints/` folders of
-  the run and of its nested runs), by time written; None if none."""
+  """The newest checkpoint below `folder` (in `checkpoints/` folders of
+  the run and of its nested runs, or their stage subfolders), by time
+  written; None if none."""
   found = []
   for root, dirs, files in os.walk(folder):
     dirs[:] = [d for d in dirs if ".old-" not in d]
-    if os.path.basename(root) == "checkpoints":
+    if "checkpoints" in os.path.relpath(root, folder).split(os.sep):
       found += [os.path.join(root, f) for f in files
                 if f.endswith((".index", ".npz")) and not f.startswith(".")]
   if not found:
@@ -419,7 +420,8 @@ def _exit_interrupted(error: KeyboardInterrupt) -> None:
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """app.run with one-line user errors (exit 2), plugins and --list; Ctrl-C,
+  """app.run with one-line user errors (exit 2; a full disk too, naming the
+  checkpoint --resume continues from), plugins and --list; Ctrl-C,
   SIGTERM and a closed stdout/stderr pipe stop `main` as a KeyboardInterrupt
   (its checkpoint saved) and exit 130, 143 and 141 (fedclf.process_exit)."""
   # TensorFlow must be imported before absl's app.run: imported inside it,

@@ -76,8 +76,8 @@ def test_other_errors_are_not_disk_full(error):
 
 
 def test_message_is_one_line_naming_the_newest_checkpoint(tmp_path):
-  checkpoints = tmp_path / "checkpoints"
-  checkpoints.mkdir()
+  checkpoints = tmp_path / "checkpoints" / "dann"  # a stage's subfolder
+  checkpoints.mkdir(parents=True)
   for n in (1, 2):
     (checkpoints / f"ckpt-{n}.index").write_bytes(b"")
     os.utime(checkpoints / f"ckpt-{n}.index", (n, n))
