@@ -167,7 +167,7 @@ def main(argv):
     ctx = fr.Context(work, FLAGS.timeout, FLAGS.kills)
     run = {"command": " ".join(["python -m benchmarks.fault_injection",
                                 *sys.argv[1:]]),
-           **fr.git_state(),
+           **fr.git_state([FLAGS.out, json_path]),
            "started_utc": datetime.datetime.now(
                datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -269,12 +269,18 @@ def write_json(path: str, obj) -> None:
   write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def git_state() -> Dict[str, object]:
+def git_state(outputs: Sequence[str] = ()) -> Dict[str, object]:
+  """The checkout's commit and whether tracked files differ from it, the
+  suite's own `outputs` (the table a --merge run rewrites) left out."""
   def git(*args: str) -> str:
     return subprocess.run(["git", "-C", ROOT, *args], capture_output=True,
-                          text=True, check=False).stdout.strip()
-  return {"commit": git("rev-parse", "HEAD"),
-          "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+                          text=True, check=False).stdout
+  mine = {os.path.relpath(os.path.abspath(p), ROOT) for p in outputs}
+  changed = [line[3:] for line in git(
+      "status", "--porcelain", "--untracked-files=no").splitlines()
+             if line[3:] not in mine]
+  return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(changed),
+          "dirty_files": changed[:20]}
 
 
 def cell_safe(text: str) -> str:

@@ -30,7 +30,11 @@ def cell_text(cell: Dict[str, object]) -> str:
 
 
 def _run_line(run: Dict[str, object]) -> str:
-  dirty = " (uncommitted changes)" if run.get("dirty") else ""
+  dirty = ""
+  if run.get("dirty"):
+    files = run.get("dirty_files")
+    dirty = (f" (uncommitted changes to {', '.join(files)})" if files else
+             " (uncommitted changes)")
   return (f"`{run['command']}`: commit `{run['commit']}`{dirty}, "
           f"{run['started_utc']}, {run['machine']}, "
           f"{float(run.get('seconds') or 0) / 60:.1f} minutes; trials per "

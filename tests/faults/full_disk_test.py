@@ -128,8 +128,8 @@ def test_full_disk_keeps_previous_files_and_no_temp(tiny_disk, monkeypatch):
   # np.savez leaves its ZipFile open on the error; collected, it fails
   # again where Python can only print it: a binary's hook drops that.
   printed = []
-  monkeypatch.setattr(sys, "unraisablehook",
-                      process_exit._quiet_disk_full(printed.append))  # pylint: disable=protected-access
+  quiet = process_exit._quiet_disk_full  # pylint: disable=protected-access
+  monkeypatch.setattr(sys, "unraisablehook", quiet(printed.append))
   with pytest.raises(OSError) as raised:
     with atomic_output(str(tiny_disk / "round_3.npz")) as tmp:
       np.savez(tmp, a=np.zeros(100_000))
@@ -154,7 +154,8 @@ def _fill(folder):
 def test_full_disk_checkpoint_save_keeps_the_previous_one(tiny_disk):
   variable = tf.Variable(np.ones((10_000,), np.float32))
   checkpoint = tf.train.Checkpoint(v=variable)
-  manager = tf.train.CheckpointManager(checkpoint, str(tiny_disk / "checkpoints"),
+  manager = tf.train.CheckpointManager(checkpoint,
+                                       str(tiny_disk / "checkpoints"),
                                        max_to_keep=None)
   first = manager.save()
   variable.assign(np.zeros((10_000,), np.float32))
@@ -162,7 +163,8 @@ def test_full_disk_checkpoint_save_keeps_the_previous_one(tiny_disk):
   with pytest.raises(tf.errors.OpError) as raised:
     manager.save()
   assert is_disk_full(raised.value)
-  assert disk_full_path(raised.value) == str(tiny_disk / "checkpoints" / "ckpt-2")
+  assert disk_full_path(raised.value) == str(
+      tiny_disk / "checkpoints" / "ckpt-2")
   assert cli.disk_full_message(raised.value, str(tiny_disk), True).endswith(
       f"then --resume continues from {first}")
   checkpoint.read(first).assert_consumed()
