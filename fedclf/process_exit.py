@@ -20,9 +20,11 @@ signalled twice, a grid forwarding the signal its child also got, more log
 lines to the closed pipe) would otherwise cut the checkpoint save short.
 A second Ctrl-C still raises, to force a stuck save to stop.
 
-A disk-full error raised again where Python can only print it (a writer
-the first such error left open, closed when collected) prints nothing: the
-run has already said the disk is full, in one line.
+An interrupt that lands where Python can only print it ("Exception ignored
+in" a gc callback or a `__del__`) is raised again in the main thread, so
+the run still stops. A disk-full error raised again where Python can only
+print it (a writer the first such error left open, closed when collected)
+prints nothing: the run has already said the disk is full, in one line.
 
 It also drops, at exit, the default execution context that `import
 tensorflow_federated` installs: its ServiceManager's `__del__` otherwise
@@ -35,6 +37,7 @@ installed later and chain to these after stopping their workers.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import select
@@ -90,8 +93,22 @@ def output_closed() -> OutputClosed | None:
   return OutputClosed()
 
 
+# An interrupt raised where Python can only print it ("Exception ignored
+# in ...": a gc callback, a __del__), kept by `_unraisable_hook` until the
+# main thread raises it again in one of the handlers below.
+_lost: KeyboardInterrupt | None = None
+
+
+def _raise_lost() -> None:
+  global _lost
+  if _lost is not None:
+    lost, _lost = _lost, None
+    raise lost
+
+
 def _on_sigterm(signum: int, frame) -> None:
   del signum, frame
+  _raise_lost()
   global _stopping
   if _stopping:
     return
@@ -101,6 +118,7 @@ def _on_sigterm(signum: int, frame) -> None:
 
 def _on_sigpipe(signum: int, frame) -> None:
   del signum, frame
+  _raise_lost()
   global _stopping
   # A pipe other than ours (a child's stdin, say): the write that broke
   # raises BrokenPipeError to its caller, as without this handler.
@@ -111,6 +129,7 @@ def _on_sigpipe(signum: int, frame) -> None:
 
 
 def _on_sigint(signum: int, frame) -> None:
+  _raise_lost()
   global _stopping
   _stopping = True
   signal.default_int_handler(signum, frame)
@@ -135,15 +154,44 @@ def _release_tff_default_context() -> None:
     pass  # a TFF version without these: its noise, not a failure of ours
 
 
-def _quiet_disk_full(previous):
-  """An unraisable-exception hook that drops disk-full errors: a writer
-  left open by the error that ended the run (np.savez's ZipFile) fails
-  again when it is collected, and the run has already said, in one line,
-  that the disk is full (fedclf.cli)."""
+def _raise_again(interrupt: KeyboardInterrupt) -> bool:
+  """Has the main thread raise `interrupt` once it is out of the callback
+  (10 ms on, from another thread: delivered now it would land in this very
+  hook), via a handler of ours (`_thread.interrupt_main`); one that lands
+  in a callback again comes back here. False if no handler of ours is
+  installed."""
+  global _lost
+  for signum, handler in ((signal.SIGINT, _on_sigint),
+                          (signal.SIGTERM, _on_sigterm),
+                          (signal.SIGPIPE, _on_sigpipe)):
+    if signal.getsignal(signum) is handler:
+      _lost = interrupt
+      timer = threading.Timer(0.01, _thread.interrupt_main, (signum,))
+      timer.daemon = True
+      timer.start()
+      return True
+  return False
+
+
+def _unraisable_hook(previous):
+  """The unraisable-exception hook of a binary:
+
+  * an interrupt (Ctrl-C, SIGTERM, closed output) that landed in a gc
+    callback or a `__del__` (jax's `_xla_gc_callback`, say) would only be
+    printed there, and the run would go on to its end: it is raised again
+    in the main thread instead;
+  * a disk-full error is dropped: a writer left open by the error that
+    ended the run (np.savez's ZipFile) fails again when it is collected,
+    and the run has already said, in one line, that the disk is full
+    (fedclf.cli).
+  """
   def hook(unraisable) -> None:
-    if not is_disk_full(unraisable.exc_value):
+    error = unraisable.exc_value
+    if isinstance(error, KeyboardInterrupt) and _raise_again(error):
+      return
+    if not is_disk_full(error):
       previous(unraisable)
-  hook.quiets_disk_full = True
+  hook.fedclf_hook = True
   return hook
 
 
@@ -157,9 +205,9 @@ def install() -> None:
   global _stopping, _installed
   if not _installed:
     atexit.register(_release_tff_default_context)
-    if not getattr(sys.unraisablehook, "quiets_disk_full", False):
-      sys.unraisablehook = _quiet_disk_full(sys.unraisablehook)
     _installed = True
+  if not getattr(sys.unraisablehook, "fedclf_hook", False):
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
   if threading.current_thread() is not threading.main_thread():
     return
   _stopping = False

@@ -128,7 +128,7 @@ def test_full_disk_keeps_previous_files_and_no_temp(tiny_disk, monkeypatch):
   # np.savez leaves its ZipFile open on the error; collected, it fails
   # again where Python can only print it: a binary's hook drops that.
   printed = []
-  quiet = process_exit._quiet_disk_full  # pylint: disable=protected-access
+  quiet = process_exit._unraisable_hook  # pylint: disable=protected-access
   monkeypatch.setattr(sys, "unraisablehook", quiet(printed.append))
   with pytest.raises(OSError) as raised:
     with atomic_output(str(tiny_disk / "round_3.npz")) as tmp:
