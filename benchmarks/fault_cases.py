@@ -52,7 +52,7 @@ def kill9(ctx: Context, b: Binary, trial: str, rng: random.Random
     rc = proc.wait(60).rc
     kills.append(f"{delay:.2f}s after a checkpoint: exit {rc}")
     seen = ctx.progress(b, trial)
-    proc = ctx.start(b, trial, b.resume_args())
+    proc = ctx.start(b, trial, b.restart_args())
   final = proc.wait(ctx.timeout)
   problems = []
   if not any(k.endswith("exit -9") for k in kills):
@@ -85,7 +85,7 @@ def _interrupt(ctx: Context, b: Binary, trial: str, rng: random.Random,
     problems.append(f"a traceback: {stopped.error_line[:200]}")
   if b.kind != "export" and not checkpoint_steps(b.result_dir(trial)):
     problems.append("no checkpoint left")
-  resumed = ctx.run(b, trial, b.resume_args())
+  resumed = ctx.run(b, trial, b.restart_args())
   if resumed.rc != 0:
     problems.append(f"resume: {resumed.describe()}")
   else:
@@ -161,7 +161,8 @@ def read_only(ctx: Context, b: Binary, trial: str, rng: random.Random
   before = folder_md5(guarded)
   make_read_only(guarded)
   if b.kind == "export":
-    result = ctx.run(b, trial)
+    # Into a fresh folder: the finished export's own is claimed.
+    result = ctx.run(b, trial, out=os.path.join(trial, "results_again"))
     if result.rc != 0:
       problems.append(f"export of a read-only run: {result.describe()}")
   elif b.kind == "grid":
@@ -266,23 +267,22 @@ def rerun_finished(ctx: Context, b: Binary, trial: str, rng: random.Random
   del rng  # Unused.
   problems: List[str] = []
   ctx.finished(b, trial)
-  result_dir = b.result_dir(trial)
-  if b.kind != "run":
-    # A grid skips its finished runs; an export writes a new version.
-    guarded = (os.path.join(trial, "exports") if b.kind == "export"
-               else result_dir)
+  if b.kind == "grid":
+    # A grid skips its finished runs.
+    guarded = b.result_dir(trial)
     before = file_md5s(guarded)
     again = ctx.run(b, trial)
     if again.rc != 0:
       problems.append(f"rerun: {again.describe()}")
     # The grid rewrites its README and tables from the runs: only the
     # runs' own files must be untouched.
-    lost = [p for p in changed(before, file_md5s(guarded))
-            if b.kind != "grid" or os.sep in p]
+    lost = [p for p in changed(before, file_md5s(guarded)) if os.sep in p]
     if lost:
       problems.append(f"rerun changed finished files: {lost[:3]}")
     check_result(ctx, b, trial, problems, "rerun")
     return verdict(problems, {"rerun": again.describe()})
+  # The export claims its entry of --out_dir as a run claims --out_dir.
+  result_dir = b.claimed_dir(trial)
   before = folder_md5(result_dir)
   again = ctx.run(b, trial)
   _refusal(again, "rerun without flags", problems)

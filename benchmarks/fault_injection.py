@@ -39,14 +39,16 @@ The faults (what a trial must show to pass):
   rerun_finished      the same command into a finished out_dir: one-line
                       refusal, exit 2, md5 unchanged; with --overwrite the
                       old run moved aside with its md5 intact.
-  nan_client          (federated binaries) one client's update NaN under a
+  nan_client          (binaries with --algorithm: the federated
+                      simulation) one client's update NaN under a
                       clipped mean (benchmarks/fault_plugins.py): the run
                       finishes finite and metrics.jsonl counts the client.
-The grid (simulations.reproduce) and the export (fedclf.export) have no
---resume or claim of their own; their expectations are in `_grid_*` and
-`_export_*` (a rerun continues the grid; an export never changes the run it
-reads). full_disk and read_only need root (mounts); without it their cells
-say so.
+The grid (simulations.reproduce) has no --resume or claim of its own (a
+rerun continues it); the export (fedclf.export) has no --resume and claims
+<out_dir>/<model_name>: a stopped one is started again with --overwrite
+(`Binary.restart_args`, `claimed_dir` in benchmarks/fault_runs.py).
+full_disk and read_only need root (mounts); without it their cells say
+so.
 
 md5 of a folder: md5 over its sorted relative paths and each file's bytes.
 The table always has every binary and fault: cells no run has filled say
