@@ -36,6 +36,30 @@ from fedclf.errors import is_interrupt
 USER_ERROR_EXIT = 2
 
 
+def _startup_interrupt_hook(previous):
+  """sys.excepthook for a Ctrl-C that came before `run` guards main: while
+  the binary imports TensorFlow at its flag definitions, say, as when a
+  grid is stopped just as it starts its next run. One line and exit 130
+  instead of a traceback (os._exit: nothing has been written yet, and an
+  excepthook cannot exit otherwise). Other errors: `previous`."""
+  def hook(kind, value, tb):
+    if not issubclass(kind, KeyboardInterrupt):
+      previous(kind, value, tb)
+      return
+    try:
+      print(interrupt_message(value), file=sys.stderr, flush=True)
+      sys.stdout.flush()
+    finally:
+      os._exit(interrupt_exit_code(value))  # pylint: disable=protected-access
+  hook.fedclf_hook = True
+  return hook
+
+
+# At import: the binaries import this module first.
+if not getattr(sys.excepthook, "fedclf_hook", False):
+  sys.excepthook = _startup_interrupt_hook(sys.excepthook)
+
+
 def define_common_flags() -> None:
   flags.DEFINE_multi_string(
       "plugin", [], "Python module(s) to import for third-party plugins "

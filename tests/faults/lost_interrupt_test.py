@@ -53,3 +53,20 @@ def test_an_interrupt_in_a_gc_callback_is_raised_again(signals, monkeypatch,
   finally:
     gc.callbacks.remove(callback)
   assert fired
+
+
+def test_a_ctrl_c_before_main_is_one_line_and_exit_130(monkeypatch, capsys):
+  # While a binary imports TensorFlow at its flag definitions, before
+  # cli.run guards main (a grid stopped as it starts its next run).
+  from fedclf import cli  # pylint: disable=g-import-not-at-top
+  exits, other = [], []
+  monkeypatch.setattr(cli.os, "_exit", exits.append)
+  hook = cli._startup_interrupt_hook(  # pylint: disable=protected-access
+      lambda *args: other.append(args))
+  hook(KeyboardInterrupt, KeyboardInterrupt(), None)
+  hook(Terminated, Terminated(), None)
+  assert exits == [130, 143]
+  assert capsys.readouterr().err.splitlines() == ["interrupted",
+                                                  "terminated"]
+  hook(ValueError, ValueError("a bug"), None)
+  assert len(other) == 1 and exits == [130, 143]
