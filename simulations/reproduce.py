@@ -13,6 +13,7 @@ for the spec format.
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -43,7 +44,10 @@ def main(argv):
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
+  outcomes = {}
   if not FLAGS.tables_only:
+    if not FLAGS.dry_run:
+      grid.check_writable(spec.out_dir)
     outcomes = grid.run_grid(spec, FLAGS.only, FLAGS.dry_run)
     for name, outcome in outcomes.items():
       print(f"{name}: {outcome}")
@@ -84,6 +88,10 @@ def main(argv):
                     tables.latex_table(runs, title, setting_of))
   print(f"wrote {spec.out_dir}/README.md, table.tex"
         f"{', accuracy.png' if federated else ''}")
+  failed = grid.failure_report(outcomes)
+  if failed:
+    print(f"error: {failed[0]}", file=sys.stderr)
+    sys.exit(failed[1])
 
 
 def run():

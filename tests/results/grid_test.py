@@ -135,3 +135,18 @@ def test_hand_written_part(tmp_path):
   assert tables.hand_written_part(str(readme)) == ""
   readme.write_text("# t\n\n|---|\n\n---\n\nnotes\n---\nmore\n")
   assert tables.hand_written_part(str(readme)) == "\n---\n\nnotes\n---\nmore\n"
+
+
+def test_unwritable_out_dir_is_refused_and_failed_runs_fail_the_grid(
+    tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UserError, match="cannot write in the spec's out_dir"):
+    grid.check_writable(str(blocker / "runs"))
+  grid.check_writable(str(tmp_path / "new"))  # created
+  assert grid.failure_report({"a": "ok", "b": "skipped (done)"}) is None
+  assert grid.failure_report({"a": "ok", "b": "failed (exit 2)"}) == (
+      "1 of 2 runs failed: b (exit 2); fix the cause and rerun the same "
+      "command to continue them", 2)
+  assert grid.failure_report({"a": "failed (exit 1)",
+                              "b": "failed (exit 2)"})[1] == 1
