@@ -4,7 +4,9 @@ r"""Runs an experiment grid from a spec and renders its tables and plots.
   python -m simulations.reproduce --spec=... --only=fedavg_iid --dry_run
 
 Finished runs are skipped and interrupted ones resumed, so rerunning a grid
-continues it. Writes <out_dir>/README.md (mean ± std over seeds and the
+continues it. A spec out_dir that cannot be written is refused before any
+run; when runs fail, the tables of the others are still written and the
+grid exits 2 (every failed run refused, e.g. a full disk) or 1, naming them. Writes <out_dir>/README.md (mean ± std over seeds and the
 exact commands; with a `search` section also the trials and the values
 chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
 runs: test accuracy per round, shaded over seeds) and, where runs measured
