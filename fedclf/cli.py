@@ -404,10 +404,13 @@ def _newest_checkpoint(folder: str) -> Optional[str]:
 
 
 def disk_full_message(error: BaseException, out_dir: str = "",
-                      can_resume: bool = False) -> str:
+                      can_resume: bool = False,
+                      can_overwrite: bool = False) -> str:
   """The one line for a run that found its disk full (`is_disk_full`):
   which file, and how to go on (`out_dir`: the run's folder, searched for
-  its newest checkpoint; `can_resume`: the binary has --resume)."""
+  its newest checkpoint; `can_resume`: the binary has --resume;
+  `can_overwrite`: it claims its folder, so that a plain rerun is refused,
+  and has --overwrite)."""
   path = disk_full_path(error)
   what = f" writing {path}" if path else ""
   checkpoint = _newest_checkpoint(out_dir) if out_dir else None
@@ -415,6 +418,8 @@ def disk_full_message(error: BaseException, out_dir: str = "",
     then = f"then --resume continues from {checkpoint}"
   elif can_resume and out_dir:
     then = "then run it again with --resume"
+  elif can_overwrite and out_dir:
+    then = "then run it again with --overwrite (this run is moved aside)"
   else:
     then = "then run it again"
   return f"no space left on device{what}: free space, {then}"
@@ -432,7 +437,8 @@ def exit_on_stop(error: BaseException) -> None:
     logging.flush()
     f = flags.FLAGS
     out_dir = (f.out_dir if f.is_parsed() and "out_dir" in f else "") or ""
-    exit_with_user_error(disk_full_message(error, out_dir, "resume" in f))
+    exit_with_user_error(disk_full_message(error, out_dir, "resume" in f,
+                                           "overwrite" in f))
 
 
 def _exit_interrupted(error: KeyboardInterrupt) -> None:

@@ -88,6 +88,11 @@ def test_message_is_one_line_naming_the_newest_checkpoint(tmp_path):
       f"space, then --resume continues from {checkpoints}/ckpt-2")
   assert cli.disk_full_message(OSError(errno.ENOSPC, "x")) == (
       "no space left on device: free space, then run it again")
+  # The export: no --resume, and its claimed folder refuses a plain rerun.
+  assert cli.disk_full_message(OSError(errno.ENOSPC, "x"), str(tmp_path),
+                               can_overwrite=True).endswith(
+                                   "then run it again with --overwrite "
+                                   "(this run is moved aside)")
 
 
 def test_exit_on_stop_exits_2_for_a_full_disk_only(capsys):
