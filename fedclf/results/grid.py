@@ -241,9 +241,20 @@ def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
       outcomes[run.name] = "dry run"
       continue
     returncode = _run_child(argv)
-    outcomes[run.name] = ("ok" if returncode == 0 else
-                          f"failed (exit {returncode})")
+    outcomes[run.name] = _outcome(spec, run, returncode)
   return outcomes
+
+
+def _outcome(spec: GridSpec, run: RunSpec, returncode: int) -> str:
+  """A run refused because another process (the same grid started twice)
+  runs or has finished it is not a failure of this grid."""
+  if returncode == 0:
+    return "ok"
+  if status(spec, run) == "done":
+    return "done (by another process)"
+  if run_folder.held_elsewhere(os.path.join(spec.out_dir, run.name)):
+    return "skipped (running in another process)"
+  return f"failed (exit {returncode})"
 
 
 def check_writable(out_dir: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from fedclf.errors import UserError
 from fedclf.results import grid
+from fedclf.results import run_folder
 from fedclf.results import tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -150,3 +151,24 @@ def test_unwritable_out_dir_is_refused_and_failed_runs_fail_the_grid(
       "command to continue them", 2)
   assert grid.failure_report({"a": "failed (exit 1)",
                               "b": "failed (exit 2)"})[1] == 1
+
+
+def test_a_run_held_or_finished_by_another_grid_is_not_a_failure(tmp_path):
+  # The same grid started twice: each skips what the other runs.
+  spec = grid.load_spec(write(tmp_path, f"""
+binary: baselines.centralized
+out_dir: {tmp_path}/out
+grid: {{seed: [0, 1, 2]}}
+"""))
+  held, done, failed = spec.runs
+  outcome = grid._outcome  # pylint: disable=protected-access
+  assert outcome(spec, held, 0) == "ok"
+  with run_folder.claim_run_folder(str(tmp_path / "out" / held.name),
+                                   {"seed": 0}, resume=False,
+                                   overwrite=False):
+    assert outcome(spec, held, 2) == (
+        "skipped (running in another process)")
+  (tmp_path / "out" / done.name).mkdir()
+  (tmp_path / "out" / done.name / "summary.json").write_text("{}")
+  assert outcome(spec, done, 2) == "done (by another process)"
+  assert outcome(spec, failed, 2) == "failed (exit 2)"
