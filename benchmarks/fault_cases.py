@@ -104,13 +104,13 @@ def sigterm(ctx, b, trial, rng):
 
 def _fill(folder: str) -> None:
   """Writes zeros into `folder` until its filesystem is full."""
-  with open(os.path.join(folder, ".filler"), "wb") as f:
-    try:
+  # Unbuffered: a buffered file's close would fail again on the full disk.
+  try:
+    with open(os.path.join(folder, ".filler"), "wb", buffering=0) as f:
       while True:
         f.write(b"\0" * 65536)
-        f.flush()
-    except OSError:
-      pass
+  except OSError:
+    pass
 
 
 def full_disk(ctx: Context, b: Binary, trial: str, rng: random.Random
