@@ -52,9 +52,12 @@ def kill9(ctx: Context, b: Binary, trial: str, rng: random.Random
     rc = proc.wait(60).rc
     kills.append(f"{delay:.2f}s after a checkpoint: exit {rc}")
     seen = ctx.progress(b, trial)
-    proc = ctx.start(b, trial, b.resume_args())
+    proc = ctx.start(b, trial, b.restart_args())
   final = proc.wait(ctx.timeout)
   problems = []
+  if not any(k.endswith("exit -9") for k in kills):
+    problems.append("harness: no kill landed (the run ended before a new "
+                    "checkpoint): nothing tested")
   if final.rc != 0:
     problems.append(f"after {len(kills)} kills: {final.describe()}")
   else:
@@ -82,7 +85,7 @@ def _interrupt(ctx: Context, b: Binary, trial: str, rng: random.Random,
     problems.append(f"a traceback: {stopped.error_line[:200]}")
   if b.kind != "export" and not checkpoint_steps(b.result_dir(trial)):
     problems.append("no checkpoint left")
-  resumed = ctx.run(b, trial, b.resume_args())
+  resumed = ctx.run(b, trial, b.restart_args())
   if resumed.rc != 0:
     problems.append(f"resume: {resumed.describe()}")
   else:
@@ -101,13 +104,13 @@ def sigterm(ctx, b, trial, rng):
 
 def _fill(folder: str) -> None:
   """Writes zeros into `folder` until its filesystem is full."""
-  with open(os.path.join(folder, ".filler"), "wb") as f:
-    try:
+  # Unbuffered: a buffered file's close would fail again on the full disk.
+  try:
+    with open(os.path.join(folder, ".filler"), "wb", buffering=0) as f:
       while True:
         f.write(b"\0" * 65536)
-        f.flush()
-    except OSError:
-      pass
+  except OSError:
+    pass
 
 
 def full_disk(ctx: Context, b: Binary, trial: str, rng: random.Random
@@ -158,7 +161,8 @@ def read_only(ctx: Context, b: Binary, trial: str, rng: random.Random
   before = folder_md5(guarded)
   make_read_only(guarded)
   if b.kind == "export":
-    result = ctx.run(b, trial)
+    # Into a fresh folder: the finished export's own is claimed.
+    result = ctx.run(b, trial, out=os.path.join(trial, "results_again"))
     if result.rc != 0:
       problems.append(f"export of a read-only run: {result.describe()}")
   elif b.kind == "grid":
@@ -219,9 +223,10 @@ def corrupt_checkpoint(ctx: Context, b: Binary, trial: str,
   for path in garbled:
     _garble(path, rng)
   resumed = ctx.run(b, trial, b.resume_args())
+  # Paths left out: the trial's own folder is named after this fault.
   warned = [l for l in resumed.stderr.splitlines()
-            if "checkpoint" in l.lower() and (l.startswith("W") or
-                                              "warning" in l.lower())]
+            if "checkpoint" in l.replace(trial, "").lower() and
+            (l.startswith("W") or "warning" in l.lower())]
   if resumed.rc != 0:
     problems.append(f"resume: {resumed.describe()}")
   else:
@@ -262,23 +267,22 @@ def rerun_finished(ctx: Context, b: Binary, trial: str, rng: random.Random
   del rng  # Unused.
   problems: List[str] = []
   ctx.finished(b, trial)
-  result_dir = b.result_dir(trial)
-  if b.kind != "run":
-    # A grid skips its finished runs; an export writes a new version.
-    guarded = (os.path.join(trial, "exports") if b.kind == "export"
-               else result_dir)
+  if b.kind == "grid":
+    # A grid skips its finished runs.
+    guarded = b.result_dir(trial)
     before = file_md5s(guarded)
     again = ctx.run(b, trial)
     if again.rc != 0:
       problems.append(f"rerun: {again.describe()}")
     # The grid rewrites its README and tables from the runs: only the
     # runs' own files must be untouched.
-    lost = [p for p in changed(before, file_md5s(guarded))
-            if b.kind != "grid" or os.sep in p]
+    lost = [p for p in changed(before, file_md5s(guarded)) if os.sep in p]
     if lost:
       problems.append(f"rerun changed finished files: {lost[:3]}")
     check_result(ctx, b, trial, problems, "rerun")
     return verdict(problems, {"rerun": again.describe()})
+  # The export claims its entry of --out_dir as a run claims --out_dir.
+  result_dir = b.claimed_dir(trial)
   before = folder_md5(result_dir)
   again = ctx.run(b, trial)
   _refusal(again, "rerun without flags", problems)
@@ -310,3 +314,9 @@ def nan_client(ctx: Context, b: Binary, trial: str, rng: random.Random
   if not dropped:
     problems.append("metrics.jsonl records no dropped (non-finite) client")
   return verdict(problems, {"clients_nonfinite_total": dropped})
+
+
+FAULTS = {"kill9": kill9, "sigint": sigint, "sigterm": sigterm,
+          "full_disk": full_disk, "read_only": read_only,
+          "corrupt_checkpoint": corrupt_checkpoint, "concurrent": concurrent,
+          "rerun_finished": rerun_finished, "nan_client": nan_client}

@@ -2,6 +2,7 @@ r"""Fault injection: every binary x every fault, with the runs' bytes checked.
 
   python -m benchmarks.fault_injection [--trials=2] [--binaries=centralized]
       [--faults=kill9,rerun_finished] [--out=results/reliability.md]
+      [--merge] [--table_only]
   make faults
 
 For each binary (one tiny but real configuration each, `BINARIES`) and each
@@ -38,16 +39,25 @@ The faults (what a trial must show to pass):
   rerun_finished      the same command into a finished out_dir: one-line
                       refusal, exit 2, md5 unchanged; with --overwrite the
                       old run moved aside with its md5 intact.
-  nan_client          (federated binaries) one client's update NaN under a
+  nan_client          (binaries with --algorithm: the federated
+                      simulation) one client's update NaN under a
                       clipped mean (benchmarks/fault_plugins.py): the run
                       finishes finite and metrics.jsonl counts the client.
-The grid (simulations.reproduce) and the export (fedclf.export) have no
---resume or claim of their own; their expectations are in `_grid_*` and
-`_export_*` (a rerun continues the grid; an export never changes the run it
-reads). full_disk and read_only need root (mounts); without it their cells
-say so.
+The grid (simulations.reproduce) has no --resume or claim of its own (a
+rerun continues it); the export (fedclf.export) has no --resume and claims
+<out_dir>/<model_name>: a stopped one is started again with --overwrite
+(`Binary.restart_args`, `claimed_dir` in benchmarks/fault_runs.py).
+full_disk and read_only need root (mounts); without it their cells say
+so.
 
 md5 of a folder: md5 over its sorted relative paths and each file's bytes.
+The table always has every binary and fault: cells no run has filled say
+"not run yet", and the header then says the table is partial and which
+command fills the rest. --merge keeps the cells of --out's JSON that this
+run does not repeat (so a stopped suite is continued binary by binary, and
+the header lists each run's command and commit); --table_only rewrites
+the table from the JSON and runs nothing.
+
 Set FEDCLF_DATA_DIR first. About 20 minutes with --trials=2 on 2 cores.
 """
 
@@ -55,7 +65,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import random
@@ -63,13 +72,14 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 from absl import app
 from absl import flags
 
 from benchmarks import fault_cases as fc
 from benchmarks import fault_runs as fr
+from benchmarks import fault_table as ft
 
 flags.DEFINE_integer("trials", 2, "Trials per cell (binary x fault).")
 flags.DEFINE_integer("slow_trials", 1,
@@ -86,15 +96,15 @@ flags.DEFINE_string("work_dir", "",
                     "Folder for the runs (default: a fresh temporary one, "
                     "deleted at the end unless --keep).")
 flags.DEFINE_bool("keep", False, "Keep --work_dir's runs.")
+flags.DEFINE_bool("merge", False,
+                  "Keep the cells of --out's JSON that this run does not "
+                  "repeat: fills the rows a stopped suite did not reach.")
+flags.DEFINE_bool("table_only", False,
+                  "Rewrite --out from its JSON; run nothing.")
 
 FLAGS = flags.FLAGS
 
-FAULTS: Dict[str, Callable] = {
-    "kill9": fc.kill9, "sigint": fc.sigint, "sigterm": fc.sigterm,
-    "full_disk": fc.full_disk, "read_only": fc.read_only,
-    "corrupt_checkpoint": fc.corrupt_checkpoint,
-    "concurrent": fc.concurrent, "rerun_finished": fc.rerun_finished,
-    "nan_client": fc.nan_client}
+FAULTS = fc.FAULTS
 
 
 def select(names: Sequence[str], known: Sequence[str], what: str
@@ -137,54 +147,6 @@ def run_cell(ctx: fr.Context, binary: fr.Binary, fault: str,
   return cell
 
 
-def cell_text(cell: Dict[str, object]) -> str:
-  if cell["status"] != "ran":
-    return str(cell["status"])
-  trials = cell["trials"]
-  passed = sum(t["ok"] for t in trials)
-  if passed == len(trials):
-    return f"{len(trials)} trials: nothing lost, same final result"
-  first = next(t for t in trials if not t["ok"])
-  return (f"{len(trials)} trials, **{len(trials) - passed} failed**: "
-          f"{fr.cell_safe(first['detail'])}")
-
-
-def markdown(record: Dict[str, object], binaries: Sequence[fr.Binary],
-             faults: Sequence[str]) -> str:
-  cells = {(c["binary"], c["fault"]): c for c in record["cells"]}
-  pending = {"status": "not run yet"}
-  lines = [
-      "# Reliability: binaries x faults", "",
-      f"Written by `{record['command']}` (`make faults`); every trial's "
-      f"details are in `{os.path.basename(record['json'])}`. What each "
-      "fault does and what a trial must show to pass: "
-      "benchmarks/fault_injection.py's docstring. Results are compared bit "
-      "for bit: every number of every summary.json and metrics.jsonl row, "
-      "timing fields left out. md5 of a folder: over its sorted relative "
-      "paths and file bytes.", "",
-      f"- commit `{record['commit']}`{' (uncommitted changes)' if record['dirty'] else ''}, "
-      f"{record['started_utc']}, {record['machine']}, "
-      f"{record['seconds'] / 60:.1f} minutes",
-      f"- trials per cell: {record['trials']} ({record['slow_trials']} for "
-      f"the slow binaries: {', '.join(b.name for b in binaries if b.slow) or 'none'}); "
-      f"kill9: {record['kills']} kills per trial; seed {record['seed']}", "",
-      "| binary | " + " | ".join(faults) + " |",
-      "|---" * (len(faults) + 1) + "|"]
-  for b in binaries:
-    lines.append(f"| {b.name} | " + " | ".join(
-        cell_text(cells.get((b.name, f), pending)) for f in faults) + " |")
-  lines += ["", "## Binaries", ""]
-  lines += [f"- {b.name}: `{b.describe()}`" for b in binaries]
-  failures = [(c, t) for c in record["cells"] for t in c["trials"]
-              if not t["ok"]]
-  if failures:
-    lines += ["", "## Failures", ""]
-    for c, t in failures:
-      lines.append(f"- {c['binary']} / {c['fault']}: "
-                   f"{fr.cell_safe(t['detail'])}")
-  return "\n".join(lines) + "\n"
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -194,37 +156,54 @@ def main(argv):
     faults = select(FLAGS.faults, list(FAULTS), "fault")
     if "FEDCLF_DATA_DIR" not in os.environ:
       raise fr.HarnessError("set FEDCLF_DATA_DIR to the shared data")
+    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    if FLAGS.table_only:
+      old = ft.read_json(json_path)
+      old.setdefault("runs", ft.runs_of(old))
+      fr.write_text(FLAGS.out, ft.markdown(dict(old, json=json_path),
+                                        FLAGS.out))
+      return
+    old = (ft.read_json(json_path)
+           if FLAGS.merge and os.path.exists(json_path) else None)
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix="fault_injection_")
     ctx = fr.Context(work, FLAGS.timeout, FLAGS.kills)
-    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
-    record = {"command": " ".join(["python -m benchmarks.fault_injection",
-                                   *sys.argv[1:]]),
-              "json": json_path, **fr.git_state(),
-              "started_utc": datetime.datetime.now(
-                  datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "trials": FLAGS.trials, "slow_trials": FLAGS.slow_trials,
-              "kills": FLAGS.kills, "seed": FLAGS.seed, "cells": []}
+    run = {"command": " ".join(["python -m benchmarks.fault_injection",
+                                *sys.argv[1:]]),
+           **fr.git_state([FLAGS.out, json_path]),
+           "started_utc": datetime.datetime.now(
+               datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "trials": FLAGS.trials, "slow_trials": FLAGS.slow_trials,
+           "kills": FLAGS.kills, "seed": FLAGS.seed, "seconds": 0.0}
+    record = {"json": json_path, **run, "runs": [run], "cells": []}
+
+    def write(references: bool = False) -> str:
+      if references:
+        record["references"] = ctx.reference_record()
+      whole = ft.merged(old, record) if old else record
+      fr.write_json(json_path, whole)
+      text = ft.markdown(whole, FLAGS.out)
+      fr.write_text(FLAGS.out, text)
+      return text
+
     start = time.monotonic()
     try:
       for b in binaries:
         for fault in faults:
           print(f"{b.name} x {fault}", flush=True)
           trials = FLAGS.slow_trials if b.slow else FLAGS.trials
-          record["cells"].append(run_cell(ctx, b, fault, trials))
-          record["seconds"] = round(time.monotonic() - start, 1)
+          cell = run_cell(ctx, b, fault, trials)
+          cell["commit"] = run["commit"]
+          record["cells"].append(cell)
+          run["seconds"] = record["seconds"] = round(
+              time.monotonic() - start, 1)
           # Both files after every cell: a stopped suite keeps its table.
-          fr.write_json(json_path, record)
-          fr.write_text(FLAGS.out, markdown(record, binaries, faults))
+          write()
     finally:
       fr.unmount_all()
       if not FLAGS.keep and not FLAGS.work_dir:
         shutil.rmtree(work, ignore_errors=True)
-    record["references"] = ctx.reference_record()
-    fr.write_json(json_path, record)
-    text = markdown(record, binaries, faults)
-    fr.write_text(FLAGS.out, text)
-    print(text)
+    print(write(references=True))
   except fr.HarnessError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

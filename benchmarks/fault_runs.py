@@ -70,6 +70,22 @@ class Binary:
   def resume_args(self) -> Tuple[str, ...]:
     return ("--resume",) if self.kind == "run" else ()
 
+  def restart_args(self) -> Tuple[str, ...]:
+    """How a stopped run is started again: --resume; the export has no
+    --resume, and its claimed folder refuses a plain rerun: --overwrite
+    (the stopped export's folder moved aside); the grid: a plain rerun."""
+    return {"run": ("--resume",), "export": ("--overwrite",),
+            "grid": ()}[self.kind]
+
+  def claimed_dir(self, trial: str) -> str:
+    """The folder the binary claims (refuses to reuse without --resume or
+    --overwrite): its result folder; the export's entry in it."""
+    if self.kind != "export":
+      return self.result_dir(trial)
+    name = next(f.split("=", 1)[1] for f in self.flags
+                if f.startswith("--model_name="))
+    return os.path.join(self.result_dir(trial), name)
+
   def result_dir(self, trial: str) -> str:
     """The folder whose numbers are compared and whose md5 is guarded."""
     return os.path.join(trial, {"run": "run", "grid": "grid",
@@ -133,8 +149,7 @@ BINARIES: Dict[str, Binary] = {b.name: b for b in (
     Binary("domain_adaptation_federated", "simulations.domain_adaptation",
            ("--mode=federated", "--method=dann", "--num_clients=4",
             "--clients_per_round=4", "--rounds=8", "--eval_rounds=4",
-            "--dann_hidden=16", *_TINY_DOMAINS), federated=True,
-           nan_flags=(*_NAN[:4], "--clients_per_round=4")),
+            "--dann_hidden=16", *_TINY_DOMAINS), federated=True),
     Binary("reproduce", "simulations.reproduce", (), kind="grid"),
     Binary("export", "fedclf.export",
            ("--model_name=digits_mlp", "--formats=saved_model,tflite",
@@ -144,7 +159,9 @@ BINARIES: Dict[str, Binary] = {b.name: b for b in (
 
 
 def applies(binary: Binary, fault: str) -> bool:
-  return fault not in FEDERATED_ONLY or binary.federated
+  # The NaN client is an --algorithm plugin: domain adaptation's federated
+  # mode federates by FedAvg only (it refuses --algorithm).
+  return fault not in FEDERATED_ONLY or bool(binary.nan_flags)
 
 
 # ------------------------------------------------------------------- folders
@@ -216,10 +233,12 @@ def compare(got: Dict[str, float], want: Dict[str, float]) -> str:
 
 
 def checkpoint_steps(folder: str) -> Set[Tuple[str, int]]:
-  """(checkpoint folder, step) of every checkpoint below `folder`."""
+  """(checkpoint folder, step) of every checkpoint below `folder`: in a
+  `checkpoints` folder or one of its subfolders (DANN's
+  checkpoints/dann/)."""
   steps = set()
   for root, _, files in os.walk(folder):
-    if os.path.basename(root) != "checkpoints":
+    if "checkpoints" not in os.path.relpath(root, folder).split(os.sep):
       continue
     for name in files:
       match = _STEP.match(name)
@@ -267,12 +286,18 @@ def write_json(path: str, obj) -> None:
   write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def git_state() -> Dict[str, object]:
+def git_state(outputs: Sequence[str] = ()) -> Dict[str, object]:
+  """The checkout's commit and whether tracked files differ from it, the
+  suite's own `outputs` (the table a --merge run rewrites) left out."""
   def git(*args: str) -> str:
     return subprocess.run(["git", "-C", ROOT, *args], capture_output=True,
-                          text=True, check=False).stdout.strip()
-  return {"commit": git("rev-parse", "HEAD"),
-          "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+                          text=True, check=False).stdout
+  mine = {os.path.relpath(os.path.abspath(p), ROOT) for p in outputs}
+  changed = [line[3:] for line in git(
+      "status", "--porcelain", "--untracked-files=no").splitlines()
+             if line[3:] not in mine]
+  return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(changed),
+          "dirty_files": changed[:20]}
 
 
 def cell_safe(text: str) -> str:

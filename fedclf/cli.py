@@ -28,11 +28,37 @@ from fedclf import process_exit
 from fedclf import registry
 from fedclf.errors import UserError
 from fedclf.errors import as_interrupt
+from fedclf.errors import disk_full_path
 from fedclf.errors import interrupt_exit_code
 from fedclf.errors import interrupt_message
+from fedclf.errors import is_disk_full
 from fedclf.errors import is_interrupt
 
 USER_ERROR_EXIT = 2
+
+
+def _startup_interrupt_hook(previous):
+  """sys.excepthook for a Ctrl-C that came before `run` guards main: while
+  the binary imports TensorFlow at its flag definitions, say, as when a
+  grid is stopped just as it starts its next run. One line and exit 130
+  instead of a traceback (os._exit: nothing has been written yet, and an
+  excepthook cannot exit otherwise). Other errors: `previous`."""
+  def hook(kind, value, tb):
+    if not issubclass(kind, KeyboardInterrupt):
+      previous(kind, value, tb)
+      return
+    try:
+      print(interrupt_message(value), file=sys.stderr, flush=True)
+      sys.stdout.flush()
+    finally:
+      os._exit(interrupt_exit_code(value))  # pylint: disable=protected-access
+  hook.fedclf_hook = True
+  return hook
+
+
+# At import: the binaries import this module first.
+if not getattr(sys.excepthook, "fedclf_hook", False):
+  sys.excepthook = _startup_interrupt_hook(sys.excepthook)
 
 
 def define_common_flags() -> None:
@@ -362,6 +388,60 @@ def _run_main(main: Callable[[Sequence[str]], None],
     raise interrupt from None
 
 
+def _newest_checkpoint(folder: str) -> Optional[str]:
+  """The newest checkpoint below `folder` (in `checkpoints/` folders of
+  the run and of its nested runs, or their stage subfolders), by time
+  written; None if none."""
+  found = []
+  for root, dirs, files in os.walk(folder):
+    dirs[:] = [d for d in dirs if ".old-" not in d]
+    if "checkpoints" in os.path.relpath(root, folder).split(os.sep):
+      found += [os.path.join(root, f) for f in files
+                if f.endswith((".index", ".npz")) and not f.startswith(".")]
+  if not found:
+    return None
+  newest = max(found, key=os.path.getmtime)
+  return newest[:-len(".index")] if newest.endswith(".index") else newest
+
+
+def disk_full_message(error: BaseException, out_dir: str = "",
+                      can_resume: bool = False,
+                      can_overwrite: bool = False) -> str:
+  """The one line for a run that found its disk full (`is_disk_full`):
+  which file, and how to go on (`out_dir`: the run's folder, searched for
+  its newest checkpoint; `can_resume`: the binary has --resume;
+  `can_overwrite`: it claims its folder, so that a plain rerun is refused,
+  and has --overwrite)."""
+  path = disk_full_path(error)
+  what = f" writing {path}" if path else ""
+  checkpoint = _newest_checkpoint(out_dir) if out_dir else None
+  if checkpoint and can_resume:
+    then = f"then --resume continues from {checkpoint}"
+  elif can_resume and out_dir:
+    then = "then run it again with --resume"
+  elif can_overwrite and out_dir:
+    then = "then run it again with --overwrite (this run is moved aside)"
+  else:
+    then = "then run it again"
+  return f"no space left on device{what}: free space, {then}"
+
+
+def exit_on_stop(error: BaseException) -> None:
+  """For an exception that ended a binary's main: an interrupt exits 130,
+  143 or 141 and a full disk exits 2, each with one line on stderr; any
+  other error returns (the caller re-raises it: a bug, with its
+  traceback). The run folder's claim is already released (it is a context
+  inside main's guard)."""
+  if is_interrupt(error):
+    _exit_interrupted(as_interrupt(error))
+  if is_disk_full(error):
+    logging.flush()
+    f = flags.FLAGS
+    out_dir = (f.out_dir if f.is_parsed() and "out_dir" in f else "") or ""
+    exit_with_user_error(disk_full_message(error, out_dir, "resume" in f,
+                                           "overwrite" in f))
+
+
 def _exit_interrupted(error: KeyboardInterrupt) -> None:
   # A closed pipe not written to since (a Ctrl-C after `| head` ended)
   # would make the message and Python's final flush fail.
@@ -372,8 +452,9 @@ def _exit_interrupted(error: KeyboardInterrupt) -> None:
 
 def _guarded(main: Callable[[Sequence[str]], None],
              argv: Sequence[str]) -> None:
-  """`main` on parsed flags; a user error ends it with one line and exit
-  status 2, an interrupt with its own status (130/143/141)."""
+  """`main` on parsed flags; a user error or a full disk ends it with one
+  line and exit status 2, an interrupt with its own status (130/143/141),
+  see `exit_on_stop`."""
   if len(argv) > 1:
     exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
@@ -381,14 +462,14 @@ def _guarded(main: Callable[[Sequence[str]], None],
   except (UserError, registry.RegistryError) as e:
     logging.flush()
     exit_with_user_error(str(e))
-  except (KeyboardInterrupt, RuntimeError) as e:
-    if not is_interrupt(e):
-      raise
-    _exit_interrupted(as_interrupt(e))
+  except BaseException as e:  # pylint: disable=broad-except
+    exit_on_stop(e)
+    raise
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """app.run with one-line user errors (exit 2), plugins and --list; Ctrl-C,
+  """app.run with one-line user errors (exit 2; a full disk too, naming the
+  checkpoint --resume continues from), plugins and --list; Ctrl-C,
   SIGTERM and a closed stdout/stderr pipe stop `main` as a KeyboardInterrupt
   (its checkpoint saved) and exit 130, 143 and 141 (fedclf.process_exit)."""
   # TensorFlow must be imported before absl's app.run: imported inside it,

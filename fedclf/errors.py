@@ -6,6 +6,7 @@ Interrupts (Ctrl-C, SIGTERM, a closed output pipe) are KeyboardInterrupts
 that carry their exit status; see fedclf/process_exit.py.
 """
 
+import errno
 import re
 
 
@@ -89,3 +90,61 @@ def interrupt_exit_code(error: KeyboardInterrupt) -> int:
 
 def interrupt_message(error: KeyboardInterrupt) -> str:
   return getattr(error, "message", "interrupted")
+
+
+# errno values and message texts of a write that found no room: a full
+# filesystem or an exhausted quota. TensorFlow's file ops (checkpoint
+# saves, TensorBoard writers) report it as an OpError, usually
+# ResourceExhaustedError, whose message carries the OS's text.
+_DISK_FULL_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT")
+    if hasattr(errno, name))
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+# The file TensorFlow names before "; No space left on device".
+_TF_PATH = re.compile(r"(/[^\s;]+?)(?:[;:,]\s*|\s+)(?:No space left on device"
+                      r"|Disk quota exceeded)")
+
+
+def _causes(error: BaseException):
+  """`error` and the exceptions it was raised from or while handling."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _disk_full_error(error: BaseException) -> BaseException | None:
+  for e in _causes(error):
+    if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+      return e
+    from_tf = type(e).__module__.startswith("tensorflow")
+    if (from_tf or isinstance(e, (OSError, RuntimeError))) and any(
+        text in str(e) for text in _DISK_FULL_TEXTS):
+      return e
+  return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` (or one it came from) is a write that found the disk
+  full or the quota used up: OSError ENOSPC/EDQUOT from Python's writes,
+  or a TensorFlow error (checkpoint save, TensorBoard writer) saying so.
+  Binaries end on it with one line and exit 2 (`fedclf.cli.run`): the user
+  frees space and resumes; the files written before are whole (atomic
+  writes, checkpoints renamed into place only when complete)."""
+  return _disk_full_error(error) is not None
+
+
+def disk_full_path(error: BaseException) -> str | None:
+  """The file whose write found the disk full, when `error` names it."""
+  e = _disk_full_error(error)
+  if e is None:
+    return None
+  if isinstance(e, OSError) and e.filename:
+    return str(e.filename)
+  match = _TF_PATH.search(str(e))
+  if not match:
+    return None
+  # A checkpoint save writes `<prefix>_temp/part-...` and renames it into
+  # place when whole: the checkpoint being written is `<prefix>`.
+  return re.sub(r"_temp/[^/]*$", "", match.group(1))

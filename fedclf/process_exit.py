@@ -20,6 +20,12 @@ signalled twice, a grid forwarding the signal its child also got, more log
 lines to the closed pipe) would otherwise cut the checkpoint save short.
 A second Ctrl-C still raises, to force a stuck save to stop.
 
+An interrupt that lands where Python can only print it ("Exception ignored
+in" a gc callback or a `__del__`) is raised again in the main thread, so
+the run still stops. A disk-full error raised again where Python can only
+print it (a writer the first such error left open, closed when collected)
+prints nothing: the run has already said the disk is full, in one line.
+
 It also drops, at exit, the default execution context that `import
 tensorflow_federated` installs: its ServiceManager's `__del__` otherwise
 runs during module teardown and prints an AttributeError traceback after
@@ -31,6 +37,7 @@ installed later and chain to these after stopping their workers.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import select
@@ -40,6 +47,7 @@ import sys
 import threading
 
 from fedclf.errors import OutputClosed
+from fedclf.errors import is_disk_full
 from fedclf.errors import Terminated
 
 _OUTPUT_FDS = (1, 2)
@@ -85,8 +93,22 @@ def output_closed() -> OutputClosed | None:
   return OutputClosed()
 
 
+# An interrupt raised where Python can only print it ("Exception ignored
+# in ...": a gc callback, a __del__), kept by `_unraisable_hook` until the
+# main thread raises it again in one of the handlers below.
+_lost: KeyboardInterrupt | None = None
+
+
+def _raise_lost() -> None:
+  global _lost
+  if _lost is not None:
+    lost, _lost = _lost, None
+    raise lost
+
+
 def _on_sigterm(signum: int, frame) -> None:
   del signum, frame
+  _raise_lost()
   global _stopping
   if _stopping:
     return
@@ -96,6 +118,7 @@ def _on_sigterm(signum: int, frame) -> None:
 
 def _on_sigpipe(signum: int, frame) -> None:
   del signum, frame
+  _raise_lost()
   global _stopping
   # A pipe other than ours (a child's stdin, say): the write that broke
   # raises BrokenPipeError to its caller, as without this handler.
@@ -106,6 +129,7 @@ def _on_sigpipe(signum: int, frame) -> None:
 
 
 def _on_sigint(signum: int, frame) -> None:
+  _raise_lost()
   global _stopping
   _stopping = True
   signal.default_int_handler(signum, frame)
@@ -130,6 +154,47 @@ def _release_tff_default_context() -> None:
     pass  # a TFF version without these: its noise, not a failure of ours
 
 
+def _raise_again(interrupt: KeyboardInterrupt) -> bool:
+  """Has the main thread raise `interrupt` once it is out of the callback
+  (10 ms on, from another thread: delivered now it would land in this very
+  hook), via a handler of ours (`_thread.interrupt_main`); one that lands
+  in a callback again comes back here. False if no handler of ours is
+  installed."""
+  global _lost
+  for signum, handler in ((signal.SIGINT, _on_sigint),
+                          (signal.SIGTERM, _on_sigterm),
+                          (signal.SIGPIPE, _on_sigpipe)):
+    if signal.getsignal(signum) is handler:
+      _lost = interrupt
+      timer = threading.Timer(0.01, _thread.interrupt_main, (signum,))
+      timer.daemon = True
+      timer.start()
+      return True
+  return False
+
+
+def _unraisable_hook(previous):
+  """The unraisable-exception hook of a binary:
+
+  * an interrupt (Ctrl-C, SIGTERM, closed output) that landed in a gc
+    callback or a `__del__` (jax's `_xla_gc_callback`, say) would only be
+    printed there, and the run would go on to its end: it is raised again
+    in the main thread instead;
+  * a disk-full error is dropped: a writer left open by the error that
+    ended the run (np.savez's ZipFile) fails again when it is collected,
+    and the run has already said, in one line, that the disk is full
+    (fedclf.cli).
+  """
+  def hook(unraisable) -> None:
+    error = unraisable.exc_value
+    if isinstance(error, KeyboardInterrupt) and _raise_again(error):
+      return
+    if not is_disk_full(error):
+      previous(unraisable)
+  hook.fedclf_hook = True
+  return hook
+
+
 _installed = False
 
 
@@ -141,6 +206,8 @@ def install() -> None:
   if not _installed:
     atexit.register(_release_tff_default_context)
     _installed = True
+  if not getattr(sys.unraisablehook, "fedclf_hook", False):
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
   if threading.current_thread() is not threading.main_thread():
     return
   _stopping = False

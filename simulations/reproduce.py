@@ -4,7 +4,9 @@ r"""Runs an experiment grid from a spec and renders its tables and plots.
   python -m simulations.reproduce --spec=... --only=fedavg_iid --dry_run
 
 Finished runs are skipped and interrupted ones resumed, so rerunning a grid
-continues it. Writes <out_dir>/README.md (mean ± std over seeds and the
+continues it. A spec out_dir that cannot be written is refused before any
+run; when runs fail, the tables of the others are still written and the
+grid exits 2 (every failed run refused, e.g. a full disk) or 1, naming them. Writes <out_dir>/README.md (mean ± std over seeds and the
 exact commands; with a `search` section also the trials and the values
 chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
 runs: test accuracy per round, shaded over seeds) and, where runs measured
@@ -13,6 +15,7 @@ for the spec format.
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -43,7 +46,10 @@ def main(argv):
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
+  outcomes = {}
   if not FLAGS.tables_only:
+    if not FLAGS.dry_run:
+      grid.check_writable(spec.out_dir)
     outcomes = grid.run_grid(spec, FLAGS.only, FLAGS.dry_run)
     for name, outcome in outcomes.items():
       print(f"{name}: {outcome}")
@@ -84,6 +90,10 @@ def main(argv):
                     tables.latex_table(runs, title, setting_of))
   print(f"wrote {spec.out_dir}/README.md, table.tex"
         f"{', accuracy.png' if federated else ''}")
+  failed = grid.failure_report(outcomes)
+  if failed:
+    print(f"error: {failed[0]}", file=sys.stderr)
+    sys.exit(failed[1])
 
 
 def run():

@@ -32,7 +32,8 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import yaml
@@ -240,9 +241,48 @@ def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
       outcomes[run.name] = "dry run"
       continue
     returncode = _run_child(argv)
-    outcomes[run.name] = ("ok" if returncode == 0 else
-                          f"failed (exit {returncode})")
+    outcomes[run.name] = _outcome(spec, run, returncode)
   return outcomes
+
+
+def _outcome(spec: GridSpec, run: RunSpec, returncode: int) -> str:
+  """A run refused because another process (the same grid started twice)
+  runs or has finished it is not a failure of this grid."""
+  if returncode == 0:
+    return "ok"
+  if status(spec, run) == "done":
+    return "done (by another process)"
+  if run_folder.held_elsewhere(os.path.join(spec.out_dir, run.name)):
+    return "skipped (running in another process)"
+  return f"failed (exit {returncode})"
+
+
+def check_writable(out_dir: str) -> None:
+  """Refuses in one line (UserError) a spec out_dir that cannot be written
+  (read-only, no permission) before any run starts, rather than one error
+  per run."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out_dir):
+      pass
+  except OSError as e:
+    raise UserError(f"cannot write in the spec's out_dir {out_dir}: "
+                    f"{e.strerror or e}") from None
+
+
+def failure_report(outcomes: Dict[str, str]) -> Optional[Tuple[str, int]]:
+  """For a grid whose runs failed: its one-line message and exit status (2
+  when every failed run exited 2, a user-fixable refusal such as a full
+  disk; else 1); None when none failed. The grid's tables are written from
+  the runs that finished first."""
+  failed = {n: o for n, o in outcomes.items() if o.startswith("failed")}
+  if not failed:
+    return None
+  which = ", ".join(f"{name} {outcome.replace('failed ', '')}"
+                    for name, outcome in failed.items())
+  code = 2 if all(o == "failed (exit 2)" for o in failed.values()) else 1
+  return (f"{len(failed)} of {len(outcomes)} runs failed: {which}; fix the "
+          f"cause and rerun the same command to continue them", code)
 
 
 def _run_child(argv: List[str]) -> int:

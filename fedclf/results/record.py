@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 
@@ -69,9 +69,13 @@ def atomic_output(path: str) -> Iterator[str]:
   try:
     yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:
+      # np.savez's ENOSPC names no file: name the one being written, for
+      # the binary's one-line message (fedclf.errors.disk_full_path).
+      e.filename = path
     raise
 
 
@@ -140,6 +144,23 @@ def environment_info() -> Dict[str, Any]:
   }
 
 
+def _columns(row: Dict[str, Any]) -> Tuple[str, ...]:
+  return tuple(sorted(k for k in row if k != "wall_seconds"))
+
+
+def _replay_key(step_name: str, step: int, row: Dict[str, Any]) -> tuple:
+  """What tells a metrics row from the others: its step and its columns
+  (a row logged again with these is the same row, replayed)."""
+  return (step_name, row.get(step_name, step), _columns(row))
+
+
+def _replay_keys(row: Dict[str, Any]) -> List[tuple]:
+  """`_replay_key` of a row read back, for each column that may be its step
+  (an integer one)."""
+  return [_replay_key(k, v, row) for k, v in row.items()
+          if isinstance(v, int) and not isinstance(v, bool)]
+
+
 class RunRecorder:
   """Writes one run's results files under `out_dir`."""
 
@@ -154,11 +175,16 @@ class RunRecorder:
     self.resumed = resume
     self._start = time.time()
     self._wall_offset = 0.0
+    # The rows of the interrupted run, by `_replay_keys`: a resumed run
+    # that logs one of them again replays it (`log_metrics`).
+    self._logged_before: set = set()
     if resume and os.path.exists(self.metrics_path):
       # Wall time continues from where the interrupted run stopped.
       last = self.read_metrics()
       if last:
         self._wall_offset = float(last[-1].get("wall_seconds", 0.0))
+      for row in last:
+        self._logged_before.update(_replay_keys(row))
       # A kill during an append can leave a cut last line; new rows must
       # not be appended to it.
       self._rewrite_metrics(last)
@@ -185,6 +211,15 @@ class RunRecorder:
                   step_name: str = "step") -> None:
     row = {step_name: int(step), "wall_seconds": round(self.wall_seconds, 3)}
     row.update(_jsonable(metrics))
+    key = _replay_key(step_name, int(step), row)
+    if key in self._logged_before:
+      # A resumed run replaying a row the interrupted one logged after its
+      # last checkpoint (the test row after the final epoch, say): the
+      # row moves to the end, as an uninterrupted run writes it, rather
+      # than being repeated. Stages drop their own replayed epoch rows
+      # first (`drop_metrics`), so those are only appended.
+      self._logged_before.discard(key)
+      self.drop_metrics(lambda r: _replay_key(step_name, int(step), r) == key)
     with open(self.metrics_path, "a") as f:
       f.write(json.dumps(row, sort_keys=True) + "\n")
       f.flush()

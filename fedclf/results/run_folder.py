@@ -170,6 +170,15 @@ def _stale_reason(path: str, holder: Optional[Dict[str, Any]]
   return None
 
 
+def held_elsewhere(out_dir: str) -> bool:
+  """Whether another live process holds `out_dir`'s lock (a grid started
+  twice: the other one is running this run)."""
+  path = os.path.join(out_dir, LOCK_FILE)
+  if not os.path.exists(path):
+    return False
+  return _stale_reason(path, _read_holder(path)) is None
+
+
 def _refuse_held(out_dir: str, path: str,
                  holder: Optional[Dict[str, Any]]) -> UserError:
   if holder is None:

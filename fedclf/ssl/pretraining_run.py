@@ -39,6 +39,7 @@ from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
+from fedclf.train.epoch_driver import last_epoch_metrics
 from fedclf.train.loop import TrainConfig
 
 
@@ -173,7 +174,9 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
         f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
   recorder.log_metrics(result.epochs_run, final, "epoch")
-  history = result.history
+  # pretrain_encoder's default log_prefix is its rows' metric prefix.
+  last = last_epoch_metrics(result.history, result.epochs_run, recorder,
+                            "ssl_")
   summary = {
       "dataset": ds.describe(),
       "model": config.model_name,
@@ -185,10 +188,8 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
       "knn_k": config.knn_k,
       "label_fractions": list(config.label_fractions),
       "epochs_run": result.epochs_run,
-      # Empty history: a resumed run that had already finished.
-      "final_ssl_loss": history[-1]["loss"] if history else None,
-      "final_representation_std": (history[-1]["representation_std"]
-                                   if history else None),
+      "final_ssl_loss": last.get("loss"),
+      "final_representation_std": last.get("representation_std"),
       "pretrain_seconds": round(result.train_seconds, 3),
       "pretrain_examples_per_second": round(result.examples_per_second, 1),
       "embedding_points": embedding_points,

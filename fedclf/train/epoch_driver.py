@@ -152,6 +152,24 @@ def is_stage_row(row: Mapping[str, Any], metric_prefix: str) -> bool:
   return "epoch" in row and f"{metric_prefix}epoch_seconds" in row
 
 
+def last_epoch_metrics(history: List[Dict[str, float]], epochs_run: int,
+                       recorder: Optional[RunRecorder],
+                       metric_prefix: str) -> Dict[str, float]:
+  """The metrics of a stage's last epoch: its `EpochRun.history`'s last
+  row, or, when this call ran no epoch (resumed after the stage had
+  finished: killed while evaluating), the stage's row of that epoch in
+  metrics.jsonl, prefix dropped. {} when neither has it."""
+  if history:
+    return history[-1]
+  if not isinstance(recorder, RunRecorder):
+    return {}
+  for row in reversed(recorder.read_metrics()):
+    if is_stage_row(row, metric_prefix) and row["epoch"] == epochs_run:
+      return {k[len(metric_prefix):]: v for k, v in row.items()
+              if k.startswith(metric_prefix) or k == "epoch"}
+  return {}
+
+
 def run_tensorboard_dir(recorder: Optional[RunRecorder]) -> Optional[str]:
   """`tb/` in the recorder's run folder, as the federated binary writes;
   None without a `RunRecorder` (a stand-in has no run folder)."""

@@ -111,6 +111,15 @@ def test_dann_resume_replays_the_uninterrupted_run(tmp_path):
       full["final_domain_loss"], rel=1e-4)
 
 
+def test_dann_resumed_after_training_finished_keeps_final_metrics(tmp_path):
+  # As a run killed while evaluating resumes: no epoch is run again.
+  config = tiny("dann", epochs=1)
+  first = run_adaptation(config, str(tmp_path), {})
+  again = run_adaptation(config, str(tmp_path), {}, resume=True)
+  for key in ("final_domain_accuracy", "final_domain_loss", "final_lambda"):
+    assert again[key] == first[key], key
+
+
 def test_dann_annealing_schedule():
   schedule = AnnealedLearningRate(0.01, 100, 10.0, 0.75)
   assert float(schedule(0)) == pytest.approx(0.01)

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks import fault_cases
 from benchmarks import fault_runs
+from benchmarks import fault_table
 
 # Smaller than the suite's centralized configuration: these faults need a
 # finished run, not a long one.
@@ -60,3 +61,52 @@ def test_numbers_leave_out_timing_and_compare_exactly(tmp_path):
   assert fault_runs.compare(found, dict(found)) == ""
   other = dict(found, **{"./summary.json[0]/acc": 0.25000001})
   assert "acc" in fault_runs.compare(other, found)
+
+
+def _record(command, commit, cells):
+  run = {"command": command, "commit": commit, "dirty": False,
+         "started_utc": "2026-12-05T14:00:00+00:00", "machine": "x86_64",
+         "trials": 1, "slow_trials": 1, "kills": 2, "seed": 0,
+         "seconds": 60.0}
+  return {"json": "reliability.json", **run, "runs": [run], "cells": [
+      {"binary": b, "fault": f, "status": "ran", "commit": commit,
+       "trials": [{"ok": ok, "detail": "d", "data": {}, "seconds": 1.0}]}
+      for b, f, ok in cells]}
+
+
+def test_merged_table_keeps_earlier_cells_and_says_what_is_missing():
+  first = _record("first", "aaa", [("centralized", "kill9", False),
+                                   ("centralized", "sigint", True)])
+  second = _record("second", "bbb", [("centralized", "kill9", True)])
+  whole = fault_table.merged(first, second)
+  assert sorted((c["fault"], c["commit"]) for c in whole["cells"]) == [
+      ("kill9", "bbb"), ("sigint", "aaa")]
+  assert [r["command"] for r in whole["runs"]] == ["first", "second"]
+  text = fault_table.markdown(whole, "results/reliability.md")
+  row = next(l for l in text.splitlines() if l.startswith("| centralized"))
+  assert row.count("nothing lost") == 2 and "not run yet" in row
+  assert "| export | not run yet" in text
+  assert "| reproduce |" in text and "n/a |" in text  # no nan_client
+  partial = next(l for l in text.splitlines() if "**partial**" in l)
+  # The slow binary last, and only the binaries with missing cells.
+  assert partial.endswith(
+      "`python -m benchmarks.fault_injection --trials=1 --binaries="
+      "centralized,federated_local,ssl_pretrain,"
+      "domain_adaptation_centralized,domain_adaptation_federated,reproduce,"
+      "export,federated_tff --merge --out=results/reliability.md` runs them "
+      "and merges them into this table")
+  done = _record("all", "ccc", [
+      (b.name, f, True) for b in fault_runs.BINARIES.values()
+      for f in fault_cases.FAULTS if fault_runs.applies(b, f)])
+  assert "**partial**" not in fault_table.markdown(done, "r.md")
+
+
+def test_checkpoint_steps_include_a_stage_subfolder(tmp_path):
+  for sub in ("run/checkpoints", "run/checkpoints/dann", "run/tb"):
+    (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+  (tmp_path / "run/checkpoints/round_00002.npz").write_bytes(b"")
+  (tmp_path / "run/checkpoints/dann/ckpt-3.index").write_bytes(b"")
+  (tmp_path / "run/tb/ckpt-9.index").write_bytes(b"")
+  assert {(os.path.relpath(w, tmp_path), n) for w, n in
+          fault_runs.checkpoint_steps(str(tmp_path))} == {
+              ("run/checkpoints", 2), ("run/checkpoints/dann", 3)}

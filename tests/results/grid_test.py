@@ -9,6 +9,7 @@ import pytest
 
 from fedclf.errors import UserError
 from fedclf.results import grid
+from fedclf.results import run_folder
 from fedclf.results import tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -135,3 +136,39 @@ def test_hand_written_part(tmp_path):
   assert tables.hand_written_part(str(readme)) == ""
   readme.write_text("# t\n\n|---|\n\n---\n\nnotes\n---\nmore\n")
   assert tables.hand_written_part(str(readme)) == "\n---\n\nnotes\n---\nmore\n"
+
+
+def test_unwritable_out_dir_is_refused_and_failed_runs_fail_the_grid(
+    tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UserError, match="cannot write in the spec's out_dir"):
+    grid.check_writable(str(blocker / "runs"))
+  grid.check_writable(str(tmp_path / "new"))  # created
+  assert grid.failure_report({"a": "ok", "b": "skipped (done)"}) is None
+  assert grid.failure_report({"a": "ok", "b": "failed (exit 2)"}) == (
+      "1 of 2 runs failed: b (exit 2); fix the cause and rerun the same "
+      "command to continue them", 2)
+  assert grid.failure_report({"a": "failed (exit 1)",
+                              "b": "failed (exit 2)"})[1] == 1
+
+
+def test_a_run_held_or_finished_by_another_grid_is_not_a_failure(tmp_path):
+  # The same grid started twice: each skips what the other runs.
+  spec = grid.load_spec(write(tmp_path, f"""
+binary: baselines.centralized
+out_dir: {tmp_path}/out
+grid: {{seed: [0, 1, 2]}}
+"""))
+  held, done, failed = spec.runs
+  outcome = grid._outcome  # pylint: disable=protected-access
+  assert outcome(spec, held, 0) == "ok"
+  with run_folder.claim_run_folder(str(tmp_path / "out" / held.name),
+                                   {"seed": 0}, resume=False,
+                                   overwrite=False):
+    assert outcome(spec, held, 2) == (
+        "skipped (running in another process)")
+  (tmp_path / "out" / done.name).mkdir()
+  (tmp_path / "out" / done.name / "summary.json").write_text("{}")
+  assert outcome(spec, done, 2) == "done (by another process)"
+  assert outcome(spec, failed, 2) == "failed (exit 2)"

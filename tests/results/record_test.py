@@ -59,3 +59,26 @@ def test_drop_metrics_removes_the_chosen_rows_and_keeps_the_order(tmp_path):
   assert rec.drop_metrics(lambda row: False) == 0
   assert len(rec.read_metrics()) == 3
   assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_resume_replaying_a_row_moves_it_to_the_end_not_twice(tmp_path):
+  # Killed after its final checkpoint (epoch 2) and its test row; another
+  # run, killed after epoch 1's checkpoint, had logged epoch 2 as well.
+  first = RunRecorder(str(tmp_path), {})
+  for epoch in (1, 2):
+    first.log_metrics(epoch, {"loss": 1.0 / epoch, "epoch_seconds": 0.1},
+                      "epoch")
+  first.log_metrics(2, {"test_accuracy": 0.5}, "epoch")
+  resumed = RunRecorder(str(tmp_path), {}, resume=True)
+  resumed.drop_metrics(lambda row: "epoch_seconds" in row and
+                       row["epoch"] > 1)  # the stage's own replay
+  resumed.log_metrics(2, {"loss": 0.5, "epoch_seconds": 0.1}, "epoch")
+  resumed.log_metrics(2, {"test_accuracy": 0.5}, "epoch")
+  resumed.log_metrics(2, {"test_accuracy": 0.5}, "epoch")  # a new row
+  rows = [{k: v for k, v in r.items() if k != "wall_seconds"}
+          for r in resumed.read_metrics()]
+  assert rows == [
+      {"epoch": 1, "loss": 1.0, "epoch_seconds": 0.1},
+      {"epoch": 2, "loss": 0.5, "epoch_seconds": 0.1},
+      {"epoch": 2, "test_accuracy": 0.5},
+      {"epoch": 2, "test_accuracy": 0.5}]

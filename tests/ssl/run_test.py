@@ -1,6 +1,7 @@
 """End-to-end: a tiny pretrain + evaluation run per registered method, and
 the binary (a tiny run, and bad flags giving one line and exit status 2)."""
 
+import dataclasses
 import json
 import os
 
@@ -100,3 +101,17 @@ def test_binary_tiny_run_and_a_refused_method(tmp_path):
   assert_one_error_line(refused, "unknown ssl method 'moco'; choose one of: "
                         "barlow_twins, byol, simclr, simsiam")
   assert not (tmp_path / "refused" / "summary.json").exists()
+
+
+def test_resume_after_pretraining_finished_keeps_the_final_loss(tmp_path):
+  # As a run killed while evaluating resumes: its pretraining epochs are
+  # all checkpointed, none is run again.
+  config = dataclasses.replace(
+      tiny_config("simclr"), embedding_points=0,
+      data=DataConfig("digits", train_limit=200, test_limit=100),
+      probe=TrainConfig(epochs=1, batch_size=64, checkpoint_every=0))
+  first = run_ssl_pretraining(config, str(tmp_path), {"method": "simclr"})
+  again = run_ssl_pretraining(config, str(tmp_path), {"method": "simclr"},
+                              resume=True)
+  for key in ("final_ssl_loss", "final_representation_std"):
+    assert again[key] == first[key] is not None, key

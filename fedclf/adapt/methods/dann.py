@@ -39,6 +39,7 @@ from fedclf.registry import ADAPTATION_METHODS
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
+from fedclf.train.epoch_driver import last_epoch_metrics
 from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
@@ -355,13 +356,15 @@ def dann(task: AdaptationTask) -> AdaptationResult:
 
   run = driver.run(run_epoch, evaluate, None, optimizer, task.recorder,
                    run_tensorboard_dir(task.recorder))
-  history = run.history
+  # Resumed after training had finished: the last epoch's row, as logged.
+  last = last_epoch_metrics(run.history, run.epochs_run, task.recorder,
+                            driver.config.metric_prefix)
   details = {"dann": dataclasses.asdict(params),
              "domain_classifier_parameters": int(
                  domain_classifier.count_params())}
-  if history:
-    details.update({"final_domain_accuracy": history[-1]["domain_accuracy"],
-                    "final_domain_loss": history[-1]["domain_loss"],
-                    "final_lambda": history[-1]["lambda"]})
+  if last:
+    details.update({"final_domain_accuracy": last["domain_accuracy"],
+                    "final_domain_loss": last["domain_loss"],
+                    "final_lambda": last["lambda"]})
   return AdaptationResult(model, normalizations, run.epochs_run,
                           run.train_seconds, run.examples_per_second, details)
