@@ -14,7 +14,7 @@ import signal
 import time
 from typing import List
 
-from benchmarks.fault_runs import (BINARIES, Binary, Context, HarnessError,
+from benchmarks.fault_runs import (Binary, Context,
                                    Outcome, Result, changed, check_result,
                                    checkpoint_steps, broken_json, file_md5s,
                                    folder_bytes, folder_md5, make_read_only,

@@ -16,17 +16,36 @@ Only a test aid: nothing in fedclf imports it.
 """
 
 import dataclasses
+import importlib.util
+import os
+import sys
 
 import tensorflow as tf
 
 from fedclf.errors import UserError
-from fedclf.federated import Aggregator
 from fedclf.federated import Algorithm
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import LocalSGD
-from fedclf.federated.aggregators import global_norm
-from fedclf.federated.aggregators import weighted_mean
 from fedclf.registry import ALGORITHMS
+
+EXAMPLE_PLUGIN = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "examples", "fedclf_normbound.py")
+
+
+def _clipped_mean():
+  """The example plugin's aggregator (examples/fedclf_normbound.py): the
+  example-weighted mean of updates each clipped to an L2 bound, the same
+  rule rather than a copy. Loaded as the module `fedclf_normbound`, as
+  `--plugin=fedclf_normbound` would."""
+  module = sys.modules.get("fedclf_normbound")
+  if module is None:
+    spec = importlib.util.spec_from_file_location("fedclf_normbound",
+                                                  EXAMPLE_PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fedclf_normbound"] = module
+    spec.loader.exec_module(module)
+  return module.NormBoundedMean
+
 
 # client_work.LocalSGD derives each step's seed from the client's
 # (rounds.client_seed: [run seed, round * 1_000_003 + client]) as
@@ -80,33 +99,9 @@ class NanClientSGD(LocalSGD):
     return super().with_objective(poisoned(objective, self.client))
 
 
-class ClippedMean(Aggregator):
-  """Example-weighted mean of the updates, each clipped to L2 `bound`."""
-
-  name = "clipped_mean"
-
-  def __init__(self, bound: float):
-    self.bound = float(bound)
-
-  def combine(self, deltas, weights, expected_clients, seed):
-    del expected_clients, seed  # Unused.
-    clipped = []
-    for delta in deltas:
-      scale = tf.minimum(1.0, self.bound / tf.maximum(global_norm(delta),
-                                                      1e-12))
-      clipped.append([scale * t for t in delta])
-    return weighted_mean(clipped, weights)
-
-  def tff_factory(self, expected_clients):
-    del expected_clients  # Unused.
-    import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-    return tff.aggregators.clipping_factory(self.bound,
-                                            tff.aggregators.MeanFactory())
-
-
 @ALGORITHMS.register("nan_client_clipped", params=NanClientParams)
 def nan_client_clipped(config: AlgorithmConfig,
                        params: NanClientParams) -> Algorithm:
   return Algorithm("nan_client_clipped",
                    NanClientSGD(config, params.nan_client), config.server,
-                   aggregator=ClippedMean(params.clip_norm))
+                   aggregator=_clipped_mean()(params.clip_norm))

@@ -5,6 +5,7 @@ aside intact, through the suite's own code; and the suite's comparisons.
 A read-only folder and two runs on one folder: run_folder_test.py."""
 
 import dataclasses
+import os
 import random
 
 import pytest
