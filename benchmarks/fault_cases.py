@@ -17,6 +17,7 @@ from typing import List
 from benchmarks.fault_runs import (Binary, Context,
                                    Outcome, Result, changed, check_result,
                                    checkpoint_steps, broken_json, file_md5s,
+                                   fill_filesystem,
                                    folder_bytes, folder_md5, make_read_only,
                                    mount_tmpfs, numbers, signal_group,
                                    verdict)
@@ -102,17 +103,6 @@ def sigterm(ctx, b, trial, rng):
   return _interrupt(ctx, b, trial, rng, signal.SIGTERM, 143)
 
 
-def _fill(folder: str) -> None:
-  """Writes zeros into `folder` until its filesystem is full."""
-  # Unbuffered: a buffered file's close would fail again on the full disk.
-  try:
-    with open(os.path.join(folder, ".filler"), "wb", buffering=0) as f:
-      while True:
-        f.write(b"\0" * 65536)
-  except OSError:
-    pass
-
-
 def full_disk(ctx: Context, b: Binary, trial: str, rng: random.Random
               ) -> Outcome:
   del rng  # Unused.
@@ -139,7 +129,7 @@ def full_disk(ctx: Context, b: Binary, trial: str, rng: random.Random
   guarded = os.path.join(full, "exports" if b.kind == "export"
                          else os.path.basename(b.result_dir(full)))
   before = file_md5s(guarded)
-  _fill(full)
+  fill_filesystem(full)
   again = ctx.run(b, full, b.resume_args())
   _clean_failure(again, "finished run on a full disk", problems)
   lost = changed(before, file_md5s(guarded))

@@ -316,6 +316,17 @@ def _mount(*args: str) -> None:
     raise HarnessError(f"mount {' '.join(args)}: {proc.stderr.strip()}")
 
 
+def fill_filesystem(folder: str) -> None:
+  """Writes zeros into `folder` until its filesystem is full."""
+  # Unbuffered: a buffered file's close would fail again on the full disk.
+  try:
+    with open(os.path.join(folder, ".filler"), "wb", buffering=0) as f:
+      while True:
+        f.write(b"\0" * 4096)
+  except OSError:
+    pass
+
+
 def mount_tmpfs(folder: str, size_bytes: int) -> None:
   os.makedirs(folder, exist_ok=True)
   _mount("-t", "tmpfs", "-o", f"size={max(size_bytes, 4096)}", "tmpfs",

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.fault_runs import fill_filesystem
 from fedclf import cli
 from fedclf import process_exit
 from fedclf.errors import disk_full_path
@@ -146,16 +147,6 @@ def test_full_disk_keeps_previous_files_and_no_temp(tiny_disk, monkeypatch):
   assert sorted(p.name for p in tiny_disk.iterdir()) == ["summary.json"]
 
 
-def _fill(folder):
-  """Writes zeros into `folder` until its filesystem is full."""
-  try:
-    with open(os.path.join(folder, "filler"), "wb", buffering=0) as f:
-      while True:
-        f.write(b"\0" * 4096)
-  except OSError:
-    pass
-
-
 def test_full_disk_checkpoint_save_keeps_the_previous_one(tiny_disk):
   variable = tf.Variable(np.ones((10_000,), np.float32))
   checkpoint = tf.train.Checkpoint(v=variable)
@@ -164,7 +155,7 @@ def test_full_disk_checkpoint_save_keeps_the_previous_one(tiny_disk):
                                        max_to_keep=None)
   first = manager.save()
   variable.assign(np.zeros((10_000,), np.float32))
-  _fill(tiny_disk)
+  fill_filesystem(tiny_disk)
   with pytest.raises(tf.errors.OpError) as raised:
     manager.save()
   assert is_disk_full(raised.value)
@@ -181,7 +172,7 @@ def test_full_disk_releases_the_run_folder_lock(tiny_disk):
   with pytest.raises(OSError):
     with run_folder.claim_run_folder(out_dir, {"seed": 1}, resume=False,
                                      overwrite=False):
-      _fill(out_dir)
+      fill_filesystem(out_dir)
       atomic_write_json(os.path.join(out_dir, "summary.json"), {"a": 1})
   assert run_folder.LOCK_FILE not in os.listdir(out_dir)
   # The next run resumes it: no held-lock refusal.
