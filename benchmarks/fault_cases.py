@@ -10,9 +10,10 @@ import glob
 import math
 import os
 import random
+import re
 import signal
 import time
-from typing import List
+from typing import List, Optional
 
 from benchmarks.fault_runs import (Binary, Context,
                                    Outcome, Result, changed, check_result,
@@ -183,15 +184,31 @@ def _garble(path: str, rng: random.Random) -> None:
     f.write(bytes(rng.getrandbits(8) for _ in range(max(size // 2, 1))))
 
 
+def _state_file_step(where: str) -> Optional[int]:
+  """The step TF's `checkpoint` state file in `where` names as the latest
+  (None without one). A kill between writing ckpt-N's files and updating
+  this file leaves ckpt-N on disk unused: a resume starts from the step
+  named here, so that is the checkpoint to damage."""
+  try:
+    with open(os.path.join(where, "checkpoint")) as f:
+      found = re.search(r'^model_checkpoint_path: ".*?(\d+)"', f.read(),
+                        re.MULTILINE)
+  except OSError:
+    return None
+  return int(found.group(1)) if found else None
+
+
 def newest_checkpoint_files(folder: str) -> List[str]:
-  """The data files of the newest checkpoint below `folder`."""
+  """The data files of the newest checkpoint below `folder` that a resume
+  would start from."""
   steps = checkpoint_steps(folder)
   if not steps:
     return []
   where, step = max(steps, key=lambda s: (os.path.getmtime(s[0]), s[1]))
+  step = _state_file_step(where) or step
+  data = re.compile(rf"ckpt-{step}\.data-.*|round_0*{step}\.npz")
   return [p for p in glob.glob(os.path.join(where, "*"))
-          if str(step) in os.path.basename(p) and
-          (".data-" in p or p.endswith(".npz"))]
+          if data.fullmatch(os.path.basename(p))]
 
 
 def corrupt_checkpoint(ctx: Context, b: Binary, trial: str,

@@ -111,3 +111,17 @@ def test_checkpoint_steps_include_a_stage_subfolder(tmp_path):
   assert {(os.path.relpath(w, tmp_path), n) for w, n in
           fault_runs.checkpoint_steps(str(tmp_path))} == {
               ("run/checkpoints", 2), ("run/checkpoints/dann", 3)}
+
+
+def test_the_checkpoint_damaged_is_the_one_a_resume_starts_from(tmp_path):
+  where = tmp_path / "run" / "checkpoints"
+  where.mkdir(parents=True)
+  for step in (1, 2, 12):
+    (where / f"ckpt-{step}.index").write_bytes(b"")
+    (where / f"ckpt-{step}.data-00000-of-00001").write_bytes(b"")
+  assert [os.path.basename(p) for p in fault_cases.newest_checkpoint_files(
+      str(tmp_path))] == ["ckpt-12.data-00000-of-00001"]
+  # Killed before the state file named ckpt-12: a resume starts from 2.
+  (where / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+  assert [os.path.basename(p) for p in fault_cases.newest_checkpoint_files(
+      str(tmp_path))] == ["ckpt-2.data-00000-of-00001"]
