@@ -8,7 +8,8 @@ run_in_process`), and returns one `subprocess.CompletedProcess` per command
 line (exit status, stdout, stderr), as running each alone would.
 
 Use it for answers that do not depend on the process itself (refusals,
---list, short runs); signals, pipes and exit paths need a process each.
+--list, short runs); signals, pipes and exit paths need a process each:
+`start_binary` starts one.
 """
 
 import contextlib
@@ -21,6 +22,18 @@ import sys
 from typing import List, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_binary(module: str, args: Sequence[str],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 text: bool = True) -> subprocess.Popen:
+  """`python -m module *args` in a process of its own, from the repository
+  root with TensorFlow's logging quiet: for tests that signal, kill or
+  pipe a binary."""
+  return subprocess.Popen(
+      [sys.executable, "-m", module, *args], cwd=ROOT,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=stdout,
+      stderr=stderr, text=text)
 
 
 def run_commands(module: str, commands: Sequence[Sequence[str]],

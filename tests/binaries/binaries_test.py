@@ -8,6 +8,7 @@ import sys
 
 from tests.binary_batch import assert_one_error_line
 from tests.binary_batch import run_commands
+from tests.binary_batch import start_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -140,12 +141,11 @@ def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):
   import signal  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   out = tmp_path / "run"
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "simulations.federated", "--dataset=digits",
-       "--model=mlp", "--num_clients=10", "--clients_per_round=5",
-       "--rounds=100000", "--checkpoint_every=1000", f"--out_dir={out}"],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = start_binary(
+      "simulations.federated",
+      ["--dataset=digits", "--model=mlp", "--num_clients=10",
+       "--clients_per_round=5", "--rounds=100000", "--checkpoint_every=1000",
+       f"--out_dir={out}"], stdout=subprocess.PIPE)
   metrics = out / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and (

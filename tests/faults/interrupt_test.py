@@ -4,26 +4,23 @@ leaked worker holds the pipe open). The TFF workers' own signal handlers
 pass the signal on to fedclf's (fedclf.process_exit); Ctrl-C takes the same
 path (tests/binaries/binaries_test.py sends it to a local-backend run)."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import start_binary
+
 
 
 def start_piped_run(out):
-  run = subprocess.Popen(
-      [sys.executable, "-m", "simulations.federated", "--dataset=digits",
-       "--model=mlp", "--num_clients=6", "--clients_per_round=2",
-       "--rounds=100000", "--checkpoint_every=1000", "--per_client_eval=0",
-       "--backend=tff", f"--out_dir={out}"],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  run = start_binary(
+      "simulations.federated",
+      ["--dataset=digits", "--model=mlp", "--num_clients=6",
+       "--clients_per_round=2", "--rounds=100000", "--checkpoint_every=1000",
+       "--per_client_eval=0", "--backend=tff", f"--out_dir={out}"],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=False)
   # `... 2>&1 | cat`: cat ends only once every process holding the pipe
   # (the run and anything it leaked) has exited.
   cat = subprocess.Popen(["cat"], stdin=run.stdout, stdout=subprocess.PIPE)

@@ -15,14 +15,12 @@ tests/ssl/pretrain_resume_test.py).
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import start_binary
+
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
 HAS_DIGIT_DOMAINS = all(os.path.isdir(os.path.join(REAL_DATA, d))
                         for d in ("mnist", "usps"))
@@ -49,10 +47,7 @@ _TIMING = ("seconds", "per_second", "wall", "time")
 
 def start(args, out_dir, *extra):
   module, *flags = args
-  return subprocess.Popen(
-      [sys.executable, "-m", module, *flags, f"--out_dir={out_dir}", *extra],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  return start_binary(module, [*flags, f"--out_dir={out_dir}", *extra])
 
 
 def numbers(summary, prefix=""):

@@ -3,16 +3,13 @@ ends with exactly the weights of an uninterrupted run, and logs each round
 once."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import start_binary
+
 ROUNDS = 20
 ARGS = ["--dataset=digits", "--model=mlp", "--num_clients=10",
         "--clients_per_round=4", f"--rounds={ROUNDS}", "--checkpoint_every=1",
@@ -21,11 +18,8 @@ ARGS = ["--dataset=digits", "--model=mlp", "--num_clients=10",
 
 
 def start(out_dir, *extra):
-  return subprocess.Popen(
-      [sys.executable, "-m", "simulations.federated", *ARGS,
-       f"--out_dir={out_dir}", *extra],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  return start_binary("simulations.federated",
+                      [*ARGS, f"--out_dir={out_dir}", *extra])
 
 
 def final_checkpoint(out_dir):

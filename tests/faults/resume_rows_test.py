@@ -4,16 +4,13 @@ exactly the metrics.jsonl rows of an uninterrupted run: each stage's epoch
 once, every stage's rows in the uninterrupted order."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.binary_batch import start_binary
+
 EPOCHS = 15
 CHECKPOINT_EVERY = 5
 # Digits-sized and small, yet about 0.15 s a pretraining epoch: the Ctrl-C
@@ -27,11 +24,8 @@ ARGS = ["--dataset=digits", "--model=mlp", "--width_multiplier=0.5",
 
 
 def start(out_dir, *extra):
-  return subprocess.Popen(
-      [sys.executable, "-m", "simulations.ssl_pretrain", *ARGS,
-       f"--out_dir={out_dir}", *extra],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  return start_binary("simulations.ssl_pretrain",
+                      [*ARGS, f"--out_dir={out_dir}", *extra])
 
 
 def rows(out_dir):

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from fedclf import errors
+from tests.binary_batch import start_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -52,14 +53,11 @@ def test_other_runtime_errors_are_not_interrupts():
   assert not errors.is_interrupt(ValueError("KeyboardInterrupt"))
 
 
-def start(module_and_flags, out_dir, *extra, **popen):
+def start(module_and_flags, out_dir, *extra, stdout=subprocess.DEVNULL,
+          stderr=subprocess.PIPE):
   module, *flags = module_and_flags
-  popen.setdefault("stdout", subprocess.DEVNULL)
-  popen.setdefault("stderr", subprocess.PIPE)
-  return subprocess.Popen(
-      [sys.executable, "-m", module, *flags, f"--out_dir={out_dir}", *extra],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), text=True,
-      **popen)
+  return start_binary(module, [*flags, f"--out_dir={out_dir}", *extra],
+                      stdout=stdout, stderr=stderr)
 
 
 def wait_for(path, process, timeout_s=300):
