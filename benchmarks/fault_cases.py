@@ -20,8 +20,9 @@ from benchmarks.fault_runs import (Binary, Context,
                                    checkpoint_steps, broken_json, file_md5s,
                                    fill_filesystem,
                                    folder_bytes, folder_md5, make_read_only,
-                                   mount_tmpfs, numbers, signal_group,
+                                   mount_tmpfs, signal_group,
                                    verdict)
+from benchmarks.run_numbers import folder_numbers
 
 
 def _refusal(result: Result, what: str, problems: List[str]) -> None:
@@ -313,11 +314,11 @@ def nan_client(ctx: Context, b: Binary, trial: str, rng: random.Random
   result = ctx.run(b, trial, b.nan_flags)
   if result.rc != 0:
     return Outcome(False, f"run with a NaN client: {result.describe()}")
-  found = numbers(b.result_dir(trial))
+  found = folder_numbers(b.result_dir(trial))
   problems = [f"non-finite {k}" for k, v in found.items()
               if not math.isfinite(v)][:3]
   dropped = sum(v for k, v in found.items()
-                if k.endswith("/clients_nonfinite"))
+                if k.endswith(":clients_nonfinite"))
   if not dropped:
     problems.append("metrics.jsonl records no dropped (non-finite) client")
   return verdict(problems, {"clients_nonfinite_total": dropped})

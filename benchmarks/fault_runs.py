@@ -22,12 +22,11 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from benchmarks.run_numbers import folder_numbers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEEDS_ROOT = ("full_disk", "read_only")
 FEDERATED_ONLY = ("nan_client",)
-# Fields that measure the machine or the process, not the computation.
-_TIMING = re.compile(r"seconds|per_second|elapsed|duration|timestamp|"
-                     r"wall|rss|memory|mib|(^|_)pids?(_|$)")
 _STEP = re.compile(r"(?:ckpt-|round_|epoch_)(\d+)")
 
 
@@ -180,43 +179,6 @@ def folder_md5(folder: str, skip: Sequence[str] = ()) -> str:
     with open(path, "rb") as f:
       digest.update(f.read())
   return digest.hexdigest()
-
-
-def _flatten(value, prefix: str, out: Dict[str, float]) -> None:
-  if isinstance(value, dict):
-    for key, item in value.items():
-      if not _TIMING.search(str(key)) and str(key) != "version":
-        _flatten(item, f"{prefix}/{key}", out)
-  elif isinstance(value, list):
-    for i, item in enumerate(value):
-      _flatten(item, f"{prefix}[{i}]", out)
-  elif isinstance(value, (bool, int, float)):
-    out[prefix] = float(value)
-
-
-def numbers(folder: str) -> Dict[str, float]:
-  """Every number of every summary.json and metrics.jsonl row below
-  `folder`, timing fields left out. Runs moved aside (`*.old-*`) are not
-  the result; the grid's own files (README, table) are not compared."""
-  found: Dict[str, float] = {}
-  for root, dirs, files in os.walk(folder):
-    dirs[:] = sorted(d for d in dirs if ".old-" not in d)
-    run = os.path.relpath(root, folder)
-    for name in ("summary.json", "metrics.jsonl"):
-      if name not in files:
-        continue
-      try:
-        with open(os.path.join(root, name)) as f:
-          rows = ([json.load(f)] if name == "summary.json" else
-                  [json.loads(line) for line in f if line.strip()])
-      except ValueError as e:
-        # Compared as a difference, not a harness crash.
-        found[f"{run}/{name}:unreadable ({e})"] = 1.0
-        continue
-      found[f"{run}/{name}:rows"] = float(len(rows))
-      for i, row in enumerate(rows):
-        _flatten(row, f"{run}/{name}[{i}]", found)
-  return found
 
 
 def compare(got: Dict[str, float], want: Dict[str, float]) -> str:
@@ -531,7 +493,7 @@ class Context:
                          f"{result.describe()}")
     size_of = (os.path.join(trial, "exports") if binary.kind == "export"
                else binary.result_dir(trial))
-    ref = Reference(trial, numbers(binary.result_dir(trial)), result.seconds,
+    ref = Reference(trial, folder_numbers(binary.result_dir(trial)), result.seconds,
                     round(time.monotonic() - first, 2),
                     folder_bytes(size_of))
     self._references[binary.name] = ref
@@ -563,7 +525,7 @@ def check_result(ctx: Context, binary: Binary, trial: str,
   """Appends a problem when the trial's numbers differ from the
   reference's (and, for the export, when its source run changed)."""
   ref = ctx.reference(binary)
-  diff = compare(numbers(binary.result_dir(trial)), ref.numbers)
+  diff = compare(folder_numbers(binary.result_dir(trial)), ref.numbers)
   if diff:
     problems.append(f"{what}: differs from the uninterrupted run: {diff}")
   if binary.kind == "export":

@@ -59,6 +59,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 
+from benchmarks.run_numbers import folder_numbers
+from benchmarks.run_numbers import measures_machine
+
 # Only absl and the standard library: this tool runs other commits' code in
 # subprocesses and must not depend on the fedclf package it is checking.
 
@@ -238,12 +241,7 @@ CASES: Tuple[Case, ...] = (
          "mnist_usps_fedavg_self_training_s0"),
 )
 
-# Fields that measure the machine or the process, not the computation
-# (TFF worker process ids included).
-_WALL_CLOCK = re.compile(
-    r"seconds|per_second|elapsed|duration|timestamp|time_|_time|^time$|"
-    r"wall|rss|memory|mib|(^|_)pids?(_|$)")
-# Markdown table columns of the same kind (the demo's table).
+# Markdown table columns that measure the machine (the demo's table).
 _WALL_CLOCK_COLUMN = re.compile(r"seconds|examples/s|time", re.IGNORECASE)
 
 
@@ -252,40 +250,6 @@ class ParityError(Exception):
 
 
 # ---------------------------------------------------------------- collecting
-
-
-def excluded(key: str) -> bool:
-  """Whether a field name, or any part of a flattened key, is wall-clock.
-
-  The comparison applies it again to recorded keys, so a recording made
-  before a pattern was added compares without that field.
-  """
-  parts = re.split(r"[:/]", re.sub(r"\[\d+\]", "", key))
-  return any(_WALL_CLOCK.search(p) for p in parts if p)
-
-
-def flatten(value, prefix: str, out: Dict[str, float]) -> None:
-  """Puts the numeric leaves of a JSON value into out, keyed by their path.
-
-  Strings are skipped (names, paths and commits differ between checkouts
-  without any metric changing); booleans count as 0/1; wall-clock fields
-  are skipped by name.
-  """
-  if isinstance(value, dict):
-    for key, item in value.items():
-      if excluded(str(key)):
-        continue
-      # A file prefix ends in ':' ("summary.json:"); nested keys join by '/'.
-      joined = (f"{prefix}{key}" if not prefix or prefix.endswith(":")
-                else f"{prefix}/{key}")
-      flatten(item, joined, out)
-  elif isinstance(value, list):
-    for i, item in enumerate(value):
-      flatten(item, f"{prefix}[{i}]", out)
-  elif isinstance(value, bool):
-    out[prefix] = float(value)
-  elif isinstance(value, (int, float)):
-    out[prefix] = float(value)
 
 
 def markdown_tables(text: str) -> List[str]:
@@ -307,31 +271,18 @@ def markdown_tables(text: str) -> List[str]:
 
 
 def collect_metrics(out_dir: str) -> Tuple[Dict[str, float], List[str]]:
-  """Every metric of every run under out_dir, and its Markdown tables.
-
-  Keys are `<run>/summary.json:<path>` and `<run>/metrics.jsonl[i]:<path>`,
-  with <run>/ the run's folder relative to out_dir (none for a single run).
-  """
-  metrics: Dict[str, float] = {}
+  """Every metric of every run under out_dir (`run_numbers.folder_numbers`)
+  and the rows of its README.md tables, prefixed by the run's folder."""
   tables: List[str] = []
   for root, dirs, files in os.walk(out_dir):
     dirs.sort()  # a stable order for the tables
     run = os.path.relpath(root, out_dir)
     run = "" if run == "." else run + "/"
-    if "summary.json" in files:
-      with open(os.path.join(root, "summary.json")) as f:
-        flatten(json.load(f), f"{run}summary.json:", metrics)
-    if "metrics.jsonl" in files:
-      with open(os.path.join(root, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-      metrics[f"{run}metrics.jsonl:rows"] = float(len(rows))
-      for i, row in enumerate(rows):
-        flatten(row, f"{run}metrics.jsonl[{i}]:", metrics)
     if "README.md" in files:
       with open(os.path.join(root, "README.md")) as f:
         tables += [f"{run}README.md {row}"
                    for row in markdown_tables(f.read())]
-  return metrics, tables
+  return folder_numbers(out_dir), tables
 
 
 # ------------------------------------------------------------------- running
@@ -562,8 +513,8 @@ def compare_case(name: str, old: Optional[Dict], new: Optional[Dict],
       result.problem = f"failed on the {side} code: {error[-300:]}"
       return result
   old_m = {RENAMED_KEYS.get(k, k): v for k, v in old["metrics"].items()
-           if not excluded(k)}
-  new_m = {k: v for k, v in new["metrics"].items() if not excluded(k)}
+           if not measures_machine(k)}
+  new_m = {k: v for k, v in new["metrics"].items() if not measures_machine(k)}
   result.missing = sorted(set(old_m) - set(new_m))
   result.added = sorted(set(new_m) - set(old_m))
   for key in sorted(set(old_m) & set(new_m)):

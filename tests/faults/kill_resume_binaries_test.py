@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from benchmarks.run_numbers import flatten
 from tests.binary_batch import start_binary
 
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
@@ -41,27 +42,11 @@ CASES = {
                                      *TINY_DOMAINS], "round_00001.npz"),
 }
 NEEDS_DOMAINS = ("domain_adaptation_federated",)
-# What measures the machine, not the computation.
-_TIMING = ("seconds", "per_second", "wall", "time")
 
 
 def start(args, out_dir, *extra):
   module, *flags = args
   return start_binary(module, [*flags, f"--out_dir={out_dir}", *extra])
-
-
-def numbers(summary, prefix=""):
-  """Every number of a summary, by its path, timings left out."""
-  found = {}
-  for key, value in summary.items():
-    path = f"{prefix}{key}"
-    if any(t in key for t in _TIMING):
-      continue
-    if isinstance(value, dict):
-      found.update(numbers(value, path + "/"))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      found[path] = value
-  return found
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -87,6 +72,7 @@ def test_sigkill_then_resume_ends_like_the_uninterrupted_run(tmp_path, case):
   assert resumed.returncode == 0, err[-2000:]
   _, err = full.communicate(timeout=400)
   assert full.returncode == 0, err[-2000:]
-  want = numbers(json.loads((full_dir / "summary.json").read_text()))
-  got = numbers(json.loads((killed_dir / "summary.json").read_text()))
-  assert got == want
+  want, got = {}, {}
+  flatten(json.loads((full_dir / "summary.json").read_text()), "", want)
+  flatten(json.loads((killed_dir / "summary.json").read_text()), "", got)
+  assert want and got == want

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from benchmarks import refactor_parity as parity
+from benchmarks import run_numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -130,7 +131,7 @@ def test_wall_clock_fields_are_not_compared():
 
 def test_flatten_and_tables_skip_wall_clock_and_strings():
   out = {}
-  parity.flatten({"test_accuracy": 0.5, "examples_per_second": 9.0,
+  run_numbers.flatten({"test_accuracy": 0.5, "examples_per_second": 9.0,
                   "name": "x", "stopped_early": False,
                   "domain_accuracy": {"usps": 0.6},
                   "confusion": [[1, 2]], "timing": {"round_seconds": 1}},
