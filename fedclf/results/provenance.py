@@ -39,6 +39,10 @@ _CODE_FOLDERS = ("simulations", "baselines", "benchmarks", "fedclf")
 # How many changed files a warning names.
 _NAMED_FILES = 5
 _GIT_TIMEOUT_S = 30
+# A diff `git apply` takes, whatever the user's git config says (colour,
+# external diff tools, no or mnemonic prefixes, diffs relative to a folder).
+_DIFF = ("diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+         "--src-prefix=a/", "--dst-prefix=b/", "--no-relative")
 
 
 def code_root() -> str:
@@ -162,7 +166,8 @@ def _names(output: bytes) -> List[str]:
 def changed_files(repo_root: str) -> List[str]:
   """Tracked files that differ from HEAD, staged or not (what makes a
   record's tree dirty)."""
-  return _names(_git(repo_root, "diff", "HEAD", "--name-only", "-z"))
+  return _names(_git(repo_root, "diff", "HEAD", "--name-only",
+                     "--no-relative", "-z"))
 
 
 def untracked_code_files(repo_root: str) -> List[str]:
@@ -183,11 +188,11 @@ class SourcePatch:
 def _tracked_diff(repo_root: str, cap_bytes: int):
   """(diff of tracked files against HEAD, changed files left out): the
   whole diff, or under the cap only the code files' diff, or nothing."""
-  diff = _git(repo_root, "diff", "HEAD", "--binary")
+  diff = _git(repo_root, *_DIFF, "HEAD")
   if len(diff) <= cap_bytes:
     return diff, []
   changed = changed_files(repo_root)
-  code = _git(repo_root, "diff", "HEAD", "--binary", "--",
+  code = _git(repo_root, *_DIFF, "HEAD", "--",
               *[f"*{s}" for s in CODE_SUFFIXES])
   if len(code) > cap_bytes:
     return b"", changed
@@ -208,8 +213,8 @@ def source_patch(repo_root: str, cap_bytes: int = PATCH_CAP_BYTES
   untracked = []
   for name in untracked_code_files(repo_root):
     # `git diff --no-index` exits 1 when the files differ, as they do.
-    piece = _git(repo_root, "diff", "--no-index", "--binary", "--",
-                 os.devnull, name, ok=(0, 1))
+    piece = _git(repo_root, *_DIFF, "--no-index", "--", os.devnull, name,
+                 ok=(0, 1))
     if len(text) + len(piece) > cap_bytes:
       omitted.append(name)
       continue

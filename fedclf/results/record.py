@@ -168,10 +168,13 @@ def _record_source_patch(out_dir: str, name: str, git: Dict[str, Any],
   patch of `previous` (the record a resumed run continues) is named
   instead when it is the same code. Never fails the run: a patch that
   cannot be made or written is a warning."""
+  root = provenance.code_root()
+  if git.get("commit") is None:
+    logging.warning("no %s: %s is not a git checkout (or git is missing), "
+                    "so its code is not recorded", name, root)
+    return {}
   try:
-    if git.get("commit") is None:
-      raise OSError("no git commit")
-    patch = provenance.source_patch(provenance.code_root())
+    patch = provenance.source_patch(root)
     if patch is None:
       return {}
     entries = {"source_patch": name,
@@ -190,7 +193,7 @@ def _record_source_patch(out_dir: str, name: str, git: Dict[str, Any],
     return entries
   except (OSError, subprocess.SubprocessError) as e:
     logging.warning("no %s: cannot record the uncommitted code of %s (%s)",
-                    name, provenance.code_root(), e)
+                    name, root, e)
     return {}
 
 

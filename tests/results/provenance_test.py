@@ -95,6 +95,12 @@ def test_a_dirty_checkout_writes_a_patch_that_git_apply_recovers(
     repo, tmp_path, monkeypatch):
   commit = git(repo, "rev-parse", "HEAD").strip()
   make_dirty(repo)
+  # A user's git config that would make a diff `git apply` refuses.
+  for i, (key, value) in enumerate([("diff.noprefix", "true"),
+                                    ("color.ui", "always")]):
+    monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", key)
+    monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+  monkeypatch.setenv("GIT_CONFIG_COUNT", "2")
   out = repo / "results" / "new"
   config = record_run(out, [f"{repo}/baselines/centralized.py",
                             f"--out_dir={out}"], monkeypatch)
@@ -108,6 +114,7 @@ def test_a_dirty_checkout_writes_a_patch_that_git_apply_recovers(
   assert config["source_patch_untracked"] == ["experiments/new.yaml"]
   assert "source_patch_capped" not in config
   # The recorded commit plus the patch is the code that ran.
+  monkeypatch.setenv("GIT_CONFIG_COUNT", "0")
   clone = tmp_path / "clone"
   git(tmp_path, "clone", "-q", str(repo), str(clone))
   git(clone, "checkout", "-q", commit)
