@@ -102,23 +102,26 @@ def portable_command(argv: Sequence[str], roots: Sequence[str] = ()
   return out
 
 
-def _root_above(path: str, anchors: Sequence[str]) -> Optional[str]:
-  """The folder above the first of `anchors` in the absolute `path`."""
+def _root_above(path: str, anchors: Sequence[str], last: bool = False
+                ) -> Optional[str]:
+  """The folder above the first (or `last`) of `anchors` in the absolute
+  `path`."""
   if not os.path.isabs(path):
     return None
   parts = os.path.normpath(path).split(os.sep)
-  for i, part in enumerate(parts[2:], start=2):
-    if part in anchors:
-      return os.sep.join(parts[:i])
-  return None
+  hits = [i for i, part in enumerate(parts) if i >= 2 and part in anchors]
+  if not hits:
+    return None
+  return os.sep.join(parts[:hits[-1] if last else hits[0]])
 
 
 def recorded_roots(argv: Sequence[str]) -> List[str]:
   """The checkout roots an old record's absolute paths imply, for records
   made on another machine (`checkout_of` cannot see those): the folder
-  above the binary's (`<root>/simulations/federated.py`) and the one above
+  above the binary's (`<root>/simulations/federated.py`; the last such
+  folder, as the checkout itself may be named `fedclf`) and the one above
   `results` in --out_dir (results are written under <root>/results/)."""
-  found = [_root_above(argv[0], _CODE_FOLDERS)] if argv else []
+  found = [_root_above(argv[0], _CODE_FOLDERS, last=True)] if argv else []
   for i, arg in enumerate(argv[1:], start=1):
     if arg.startswith("--out_dir="):
       found.append(_root_above(arg.partition("=")[2], ("results",)))
@@ -140,7 +143,8 @@ def module_of(program: str) -> str:
     return program
   parts = os.path.normpath(program[:-3]).split(os.sep)
   starts = [i for i, p in enumerate(parts) if p in _CODE_FOLDERS]
-  parts = parts[starts[0]:] if starts else parts[-2:]
+  # The last: a checkout may be named like its package (fedclf/fedclf/).
+  parts = parts[starts[-1]:] if starts else parts[-2:]
   if parts[-1] == "__main__":
     parts = parts[:-1]
   return ".".join(parts)

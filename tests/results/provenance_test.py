@@ -86,9 +86,15 @@ def test_old_records_render_relative_in_tables():
   assert tables._command({"command": [
       "/tmp/a_runner/fedclf/export/__main__.py", "--run_dir=results/b",
       "--out_dir=results/export"]}) == (
-          "python -m fedclf.export --run_dir=results/b --out_dir=results/export")
+          "python -m fedclf.export --run_dir=results/b "
+          "--out_dir=results/export")
   assert tables._command({"command": ["baselines/centralized.py"]}) == (
       "python -m baselines.centralized")
+  # A checkout named like the package.
+  assert tables._command({"command": [
+      "/src/fedclf/fedclf/export/__main__.py", "--spec=/src/fedclf/e.yaml",
+      "--out_dir=/src/fedclf/results/x"]}) == (
+          "python -m fedclf.export --spec=e.yaml --out_dir=results/x")
 
 
 def test_a_dirty_checkout_writes_a_patch_that_git_apply_recovers(
