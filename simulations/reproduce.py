@@ -28,6 +28,10 @@ flags.DEFINE_list("only", [], "Run only these run names.")
 flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 flags.DEFINE_bool("tables_only", False,
                   "Render tables from finished runs, run nothing.")
+flags.DEFINE_bool("require_clean", False,
+                  "Refuse to write runs into a spec out_dir with committed "
+                  "results while the checkout has uncommitted changes "
+                  "(without it: a warning).")
 
 FLAGS = flags.FLAGS
 
@@ -41,6 +45,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from fedclf.results import curves
   from fedclf.results import grid
+  from fedclf.results import provenance
   from fedclf.results import search
   from fedclf.results import tables
   from fedclf.results.record import atomic_write_text
@@ -50,6 +55,7 @@ def main(argv):
   if not FLAGS.tables_only:
     if not FLAGS.dry_run:
       grid.check_writable(spec.out_dir)
+      provenance.check_clean_for_results(spec.out_dir, FLAGS.require_clean)
     outcomes = grid.run_grid(spec, FLAGS.only, FLAGS.dry_run)
     for name, outcome in outcomes.items():
       print(f"{name}: {outcome}")

@@ -1,7 +1,11 @@
 """The results format every fedclf binary writes to its --out_dir.
 
 - config.json: the full configuration, seed, package versions, git commit
-  and command line.
+  and command line (paths relative to the checkout; see
+  fedclf/results/provenance.py), the absolute out_dir.
+- source.patch: for a run from a checkout with uncommitted changes, their
+  diff (`git apply` on the recorded commit recovers the code); config.json
+  names it and its sha256.
 - metrics.jsonl: one JSON object per evaluation (step/epoch/round, wall
   seconds since the run started, metrics).
 - summary.json: final metrics, wall time, throughput.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -26,10 +31,12 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
+from absl import logging
 import numpy as np
 
 import fedclf
 from fedclf.errors import UserError
+from fedclf.results import provenance
 
 _VERSIONED_PACKAGES = ("tensorflow", "tensorflow-federated",
                        "tensorflow-datasets", "tensorflow-similarity", "numpy",
@@ -113,7 +120,7 @@ def read_metrics_file(path: str) -> List[Dict[str, Any]]:
 
 def git_commit() -> Dict[str, Any]:
   """The commit of the fedclf checkout this code runs from, if any."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(fedclf.__file__)))
+  root = provenance.code_root()
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
                             capture_output=True, text=True, timeout=10,
@@ -139,9 +146,55 @@ def environment_info() -> Dict[str, Any]:
       "git": git_commit(),
       "platform": platform.platform(),
       "cpu_count": os.cpu_count(),
-      "command": sys.argv,
+      # Portable: a reader's checkout is elsewhere (see provenance.py).
+      "command": provenance.portable_command(sys.argv),
+      "cwd": provenance.portable_path(os.getcwd()),
       "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _record_source_patch(out_dir: str, name: str, git: Dict[str, Any],
+                         previous: Dict[str, Any]) -> Dict[str, Any]:
+  """config.json's entries for the uncommitted code of the running
+  checkout, written to `out_dir`/`name` ({} when there is none). The
+  patch of `previous` (the record a resumed run continues) is named
+  instead when it is the same code. Never fails the run: a patch that
+  cannot be made or written is a warning."""
+  root = provenance.code_root()
+  if git.get("commit") is None:
+    logging.warning("no %s: %s is not a git checkout (or git is missing), "
+                    "so its code is not recorded", name, root)
+    return {}
+  try:
+    patch = provenance.source_patch(root)
+    if patch is None:
+      return {}
+    entries = {"source_patch": name,
+               "source_patch_sha256": hashlib.sha256(patch.text).hexdigest(),
+               "source_patch_untracked": patch.untracked}
+    if patch.omitted:
+      entries.update(source_patch_capped=True,
+                     source_patch_omitted=patch.omitted)
+    if (previous.get("source_patch") and
+        previous.get("source_patch_sha256") == entries["source_patch_sha256"]
+        and previous.get("git", {}).get("commit") == git["commit"]):
+      return dict(entries, source_patch=previous["source_patch"])
+    with atomic_output(os.path.join(out_dir, name)) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(patch.text)
+    return entries
+  except (OSError, subprocess.SubprocessError) as e:
+    logging.warning("no %s: cannot record the uncommitted code of %s (%s)",
+                    name, root, e)
+    return {}
 
 
 def _columns(row: Dict[str, Any]) -> Tuple[str, ...]:
@@ -193,14 +246,21 @@ class RunRecorder:
       # run_folder), so this is a library caller writing over a run.
       raise UserError(f"{out_dir} already holds a run (metrics.jsonl); "
                       f"resume it or write to another folder")
-    record = {"config": config, **environment_info(), "resumed": resume}
+    record = {"config": config, **environment_info(), "resumed": resume,
+              "out_dir": os.path.abspath(out_dir)}
     config_path = os.path.join(out_dir, "config.json")
     if resume and os.path.exists(config_path):
-      # Keep the original record; note each resumption beside it.
+      # Keep the original record; note each resumption beside it, with
+      # its own patch unless the code is the one the original ran.
+      stamp = int(self._start)
+      record.update(_record_source_patch(
+          out_dir, f"source.resume-{stamp}.patch", record["git"],
+          _read_json(config_path)))
       atomic_write_json(
-          os.path.join(out_dir, f"config.resume-{int(self._start)}.json"),
-          record)
+          os.path.join(out_dir, f"config.resume-{stamp}.json"), record)
     else:
+      record.update(_record_source_patch(out_dir, "source.patch",
+                                         record["git"], {}))
       atomic_write_json(config_path, record)
 
   @property

@@ -8,6 +8,7 @@ import shlex
 from typing import Dict, List, Optional
 
 from fedclf.errors import UserError
+from fedclf.results import provenance
 
 
 def load_runs(runs_dir: str) -> List[Dict]:
@@ -29,17 +30,16 @@ def load_runs(runs_dir: str) -> List[Dict]:
 
 
 def _command(config: Dict) -> str:
-  argv = list(config.get("command") or [])
+  # Paths as the reader's checkout has them, also in records made before
+  # commands were recorded portably (provenance.readable_command).
+  argv = provenance.readable_command(config.get("command") or [])
   if not argv:
     return ""
-  module = argv[0]
-  if module.endswith(".py"):
-    parts = os.path.normpath(module).split(os.sep)
-    module = ".".join(parts[-2:])[:-3]
   # How the run was continued or its folder cleared is not part of it.
   args = [a for a in argv[1:]
           if not a.startswith(("--resume", "--overwrite"))]
-  return "python -m " + " ".join([module] + [shlex.quote(a) for a in args])
+  return "python -m " + " ".join([provenance.module_of(argv[0])] +
+                                 [shlex.quote(a) for a in args])
 
 
 def _fmt(value, digits=4):
