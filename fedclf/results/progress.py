@@ -148,7 +148,7 @@ class StepProgress:
              *step.metrics, f"{step.seconds:.1f}s"]
     if step.examples and step.seconds > 0:
       parts.append(f"{step.examples / step.seconds:.0f} ex/s")
-    parts += [f"elapsed {duration_text(self.clock() - self.started)}",
+    parts += [f"elapsed {self._elapsed_text()}",
               f"ETA {duration_text(self.eta())}"]
     return "  ".join(parts)
 
@@ -156,9 +156,19 @@ class StepProgress:
     """The live line of `step`, at most `columns - 1` characters (a full
     line would wrap on some terminals)."""
     head = f"{self.unit} {step.done}/{self.total} "
-    tail = "  ".join([f" {self.percent():3.0f}%", *step.metrics,
-                      f"ETA {duration_text(self.eta())}"])
-    room = columns - 1 - len(head) - len(tail) - 2
+    # A narrow terminal drops from the end: elapsed, ex/s, the metrics
+    # from the last; the percent and the ETA stay.
+    optional = list(step.metrics)
+    if step.examples and step.seconds > 0:
+      optional.append(f"{step.examples / step.seconds:.0f} ex/s")
+    optional.append(f"elapsed {self._elapsed_text()}")
+    while True:
+      tail = "  ".join([f" {self.percent():3.0f}%", *optional,
+                        f"ETA {duration_text(self.eta())}"])
+      room = columns - 1 - len(head) - len(tail) - 2
+      if room >= _MIN_BAR or not optional:
+        break
+      optional.pop()
     if room < _MIN_BAR:
       return (head + tail.lstrip())[:max(columns - 1, 0)]
     filled = int(room * self.done / self.total) if self.total > 0 else room
@@ -180,6 +190,9 @@ class StepProgress:
     if self._bar_shown:
       self._bar_shown = False
       self._write(f"\r{_CLEAR_LINE}")
+
+  def _elapsed_text(self) -> str:
+    return duration_text(self.clock() - self.started)
 
   def _draw(self, step: Step) -> None:
     columns = self.width or shutil.get_terminal_size().columns

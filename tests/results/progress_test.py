@@ -85,32 +85,40 @@ def test_one_step_run_ends_with_eta_zero():
 
 
 def test_terminal_bar_rewrites_one_line_and_is_cleared_at_the_end():
-  progress, clock, lines, stream = _progress(total=4, tty=True, width=60)
+  progress, clock, lines, stream = _progress(total=4, tty=True, width=100)
   for done in (1, 2):
     clock.now += 10.0
-    progress.step(Step(done, ["loss 0.5000"], 10.0))
+    progress.step(Step(done, ["loss 0.5000"], 10.0, 500))
   drawn = stream.getvalue()
   assert "\n" not in drawn and drawn.count("\r") == 2
   bars = [b.replace("\033[K", "") for b in drawn.split("\r")[1:]]
-  assert bars[0] == ("round 1/4 [#####...............]  25%  "
-                     "loss 0.5000  ETA 30s")
-  assert bars[1].startswith("round 2/4 [##########..........]")
-  assert bars[1].endswith("50%  loss 0.5000  ETA 20s")
-  assert all(len(b) == 59 for b in bars)  # one column short of the width
+  assert bars[0] == ("round 1/4 [" + "#" * 9 + "." * 29 + "]  "
+                     "25%  loss 0.5000  50 ex/s  elapsed 10s  ETA 30s")
+  assert bars[1].startswith("round 2/4 [" + "#" * 19 + "." * 19 + "]")
+  assert bars[1].endswith("50%  loss 0.5000  50 ex/s  elapsed 20s  ETA 20s")
+  assert all(len(b) == 99 for b in bars)  # one column short of the width
   assert lines == []  # no plain lines while the bar is live
   progress.close()
   assert stream.getvalue().endswith("\r\033[K")
   # The bar gives way to the last step's plain line.
-  assert lines == ["round 2/4 (50%)  loss 0.5000  10.0s  elapsed 20s  "
-                   "ETA 20s"]
+  assert lines == ["round 2/4 (50%)  loss 0.5000  10.0s  50 ex/s  "
+                   "elapsed 20s  ETA 20s"]
 
 
-def test_narrow_terminal_gets_the_text_without_a_bar():
-  progress, _, _, stream = _progress(total=4, tty=True, width=30)
-  progress.step(Step(1, ["loss 0.5000", "test_acc 0.9"], 1.0))
+@pytest.mark.parametrize("width, shown", [
+    (80, "[###...........]  25%  loss 0.5000  test_acc 0.9000  50 ex/s  "
+         "ETA 30s"),
+    (60, "[#####...............]  25%  loss 0.5000  ETA 30s"),
+    (45, "[####..............]  25%  ETA 30s"),
+    (30, "25%  ETA 30s"),  # too narrow for a bar
+])
+def test_a_narrower_terminal_drops_details_but_keeps_percent_and_eta(
+    width, shown):
+  progress, clock, _, stream = _progress(total=4, tty=True, width=width)
+  clock.now += 10.0
+  progress.step(Step(1, ["loss 0.5000", "test_acc 0.9000"], 10.0, 500))
   text = stream.getvalue().replace("\033[K", "").lstrip("\r")
-  assert text == "round 1/4 25%  loss 0.5000  t"
-  assert "[" not in text and len(text) == 29
+  assert text == f"round 1/4 {shown}" and len(text) < width
 
 
 def test_tty_is_decided_from_the_stream_unless_forced():
