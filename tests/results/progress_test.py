@@ -53,10 +53,21 @@ def test_plain_lines_one_per_step_with_metrics_throughput_and_eta():
   assert lines == [
       "round 1/4 (25%)  clients 5/5  loss 0.5000  1.5s  200 ex/s  "
       "elapsed 2s  ETA 6s",
-      # Mean 3 s a round over the two, two rounds left.
+      # Two rounds left at 4 s, the second's time (the first traced).
       "round 2/4 (50%)  loss 0.2500  test_acc 0.9000  2.0s  elapsed 6s  "
-      "ETA 6s"]
+      "ETA 8s"]
   assert stream.getvalue() == ""  # nothing drawn off a terminal
+
+
+def test_the_first_step_leaves_the_mean_once_a_second_is_done():
+  progress, clock, _, _ = _progress(total=10)
+  clock.now += 30.0  # the first round traces the model
+  progress.step(Step(1))
+  assert progress.eta() == 270.0  # nothing better known yet
+  for done in (2, 3):
+    clock.now += 2.0
+    progress.step(Step(done))
+  assert progress.eta() == 14.0  # 7 rounds left at 2 s, not at 34/3 s
 
 
 def test_a_resumed_run_does_not_count_restored_steps_as_instant():
