@@ -30,6 +30,8 @@ from fedclf.errors import as_interrupt
 from fedclf.errors import is_interrupt
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
+from fedclf.results.progress import Step
+from fedclf.results.progress import StepProgress
 from fedclf.results.record import RunRecorder
 
 ClientStates = Dict[int, List]
@@ -104,15 +106,16 @@ def _write_scalars(tb, round_num: int, row: Row) -> None:
       tf.summary.scalar(key, value)
 
 
-def _log_round(config: RoundLoopConfig, round_num: int, row: Row) -> None:
-  clients = (f"  clients {row['clients_reported']:.0f}/"
-             f"{row['clients_sampled']:.0f}" if "clients_sampled" in row
-             else "")
-  accuracy = (f"  test_acc {row['test_accuracy']:.4f}"
-              if "test_accuracy" in row else "")
-  logging.info("%s %d/%d%s  loss %.4f%s  %.1fs", config.log_name, round_num,
-               config.rounds, clients, row.get("train_loss", float("nan")),
-               accuracy, row.get("round_seconds", 0.0))
+def _log_round(reporter: StepProgress, round_num: int, row: Row) -> None:
+  metrics = []
+  if "clients_sampled" in row:
+    metrics.append(f"clients {row['clients_reported']:.0f}/"
+                   f"{row['clients_sampled']:.0f}")
+  metrics.append(f"loss {row.get('train_loss', float('nan')):.4f}")
+  if "test_accuracy" in row:
+    metrics.append(f"test_acc {row['test_accuracy']:.4f}")
+  reporter.step(Step(round_num, metrics, row.get("round_seconds", 0.0),
+                     row.get("examples", 0.0)))
 
 
 class _Progress:
@@ -201,6 +204,9 @@ class RoundLoop:
     cursor = _Cursor(state)
     # A run resumed after it stopped at its target does not train on.
     last_round = state.round_num if progress.stops() else self.config.rounds
+    # Counted from here: restored rounds took no time in this process.
+    self._reporter = StepProgress(self.config.log_name, self.config.rounds,
+                                  state.round_num)
     try:
       for round_num in range(state.round_num + 1, last_round + 1):
         self._round(cursor, client_states, round_num, progress, tb)
@@ -222,6 +228,8 @@ class RoundLoop:
         raise
       self._save_interrupted(cursor, client_states)
       raise as_interrupt(e) from None
+    finally:
+      self._reporter.close()
     tb.flush()
     state, last_eval = cursor.state, cursor.last_eval
     if not last_eval:
@@ -245,7 +253,7 @@ class RoundLoop:
     self.recorder.log_metrics(round_num, row, "round")
     cursor.unlogged = None
     _write_scalars(tb, round_num, row)
-    _log_round(self.config, round_num, row)
+    _log_round(self._reporter, round_num, row)
     every = self.config.checkpoint_every
     if every and (round_num % every == 0 or round_num == self.config.rounds
                   or progress.stops()):

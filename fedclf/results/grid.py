@@ -43,6 +43,7 @@ from fedclf.errors import UserError
 from fedclf.results import run_folder
 from fedclf.results import search as search_lib
 from fedclf.results import tables
+from fedclf.results.progress import GridProgress
 from fedclf.results.record import atomic_write_json
 
 BINARIES = ("simulations.federated", "simulations.ssl_pretrain",
@@ -229,10 +230,12 @@ def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
   if missing:
     raise UserError(f"no run named {missing[0]!r} in the spec; runs: "
                     f"{', '.join(r.name for r in runs)}")
+  progress = GridProgress(len(selected))
   for i, run in enumerate(selected, start=1):
     state = status(spec, run)
     if state == "done":
       outcomes[run.name] = "skipped (done)"
+      progress.skip()
       continue
     argv = command(spec, run, python)
     logging.info("[%d/%d] %s: %s", i, len(selected), run.name,
@@ -240,9 +243,20 @@ def _run_each(spec: GridSpec, runs: Sequence[RunSpec], only: Sequence[str],
     if dry_run:
       outcomes[run.name] = "dry run"
       continue
+    progress.start()
+    logging.info("%s", progress.line())
     returncode = _run_child(argv)
     outcomes[run.name] = _outcome(spec, run, returncode)
+    _finish(progress, outcomes[run.name])
   return outcomes
+
+
+def _finish(progress: GridProgress, outcome: str) -> None:
+  """Counts a run that ended into the grid's progress and logs it; a run
+  another process had ended at once, so its time is no run's time."""
+  progress.finish(failed=outcome.startswith("failed"),
+                  timed=outcome == "ok" or outcome.startswith("failed"))
+  logging.info("%s", progress.line())
 
 
 def _outcome(spec: GridSpec, run: RunSpec, returncode: int) -> str:

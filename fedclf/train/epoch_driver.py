@@ -40,6 +40,8 @@ from fedclf.results.checkpoint_setting import check_setting
 from fedclf.results.checkpoint_setting import parse_setting_text
 from fedclf.results.checkpoint_setting import resume_newest_readable
 from fedclf.results.checkpoint_setting import setting_text
+from fedclf.results.progress import Step
+from fedclf.results.progress import StepProgress
 
 # (epoch, epoch seed) -> that epoch's training metrics (all must be finite).
 RunEpochFn = Callable[[int, int], Dict[str, float]]
@@ -321,6 +323,9 @@ class EpochDriver:
               if tensorboard_dir else None)
     run = EpochRun(self.epochs_done, False, 0.0, 0.0, [])
     self._drop_replayed_rows(recorder)
+    # Counted from here: restored epochs took no time in this process.
+    self._reporter = StepProgress(f"{self.config.log_prefix}epoch",
+                                  self.config.epochs, self.epochs_done)
     try:
       self._run_epochs(run, run_epoch, evaluate, should_stop, optimizer,
                        recorder, writer)
@@ -334,6 +339,7 @@ class EpochDriver:
                       "no checkpoint to resume from")
       raise as_interrupt(e) from None
     finally:
+      self._reporter.close()
       if writer is not None:
         writer.close()
     run.epochs_run = self.epochs_done
@@ -418,7 +424,6 @@ class EpochDriver:
         for tag, value in named.items():
           tf.summary.scalar(tag, value)
       writer.flush()
-    shown = "".join(f"  {k} {row[k]:.4g}" for k in config.log_metrics
-                    if k in row)
-    logging.info("%sepoch %d/%d%s  %.1fs", config.log_prefix, epoch,
-                 config.epochs, shown, row["epoch_seconds"])
+    shown = [f"{k} {row[k]:.4g}" for k in config.log_metrics if k in row]
+    self._reporter.step(Step(epoch, shown, row["epoch_seconds"],
+                             config.examples_per_epoch))

@@ -129,10 +129,23 @@ FEDERATED_BAD_FLAGS = [
 ]
 
 
-def test_federated_bad_flags(tmp_path):
-  answers = run_commands("simulations.federated", [
-      ["--dataset=digits", "--num_clients=20", flag,
-       f"--out_dir={tmp_path}"] for flag, _ in FEDERATED_BAD_FLAGS])
+def test_federated_progress_lines_and_bad_flags(tmp_path):
+  # Last: its --verbosity=0 (info lines, as app.run shows them) may stay.
+  *answers, tiny = run_commands("simulations.federated", [
+      *([["--dataset=digits", "--num_clients=20", flag,
+          f"--out_dir={tmp_path}"] for flag, _ in FEDERATED_BAD_FLAGS]),
+      ["--verbosity=0", "--dataset=digits", "--model=mlp", "--rounds=3",
+       "--num_clients=10", "--clients_per_round=5",
+       f"--out_dir={tmp_path / 'tiny'}"]])
+  # Its stderr is no terminal: one plain progress line a round, no bar.
+  assert tiny.returncode == 0, tiny.stderr[-2000:]
+  lines = [l for l in tiny.stderr.splitlines() if " round " in l
+           and "ETA" in l]
+  assert [l.split("] ", 1)[1].split("  ")[0] for l in lines] == [
+      "round 1/3 (33%)", "round 2/3 (67%)", "round 3/3 (100%)"]
+  assert all("clients 5/5  loss " in l and "test_acc " in l and
+             " ex/s  elapsed " in l for l in lines)
+  assert lines[-1].endswith("ETA 0s") and "\r" not in tiny.stderr
   for proc, (_, message) in zip(answers, FEDERATED_BAD_FLAGS):
     assert_one_error_line(proc, message)
 
@@ -155,6 +168,9 @@ def test_federated_ctrl_c_checkpoints_and_exits_130(tmp_path):
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 130, stderr[-2000:]
   assert "interrupted" in stderr
+  # Piped, not a terminal: plain progress lines, no bar.
+  assert "round 1/100000 (0%)" in stderr and "ETA" in stderr
+  assert "\r" not in stderr
   checkpoints = list((out / "checkpoints").glob("round_*.npz"))
   assert checkpoints  # saved on Ctrl-C although checkpoint_every=1000
 

@@ -1,7 +1,9 @@
 """Experiment grids: spec expansion, errors, and one tiny grid end to end."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -172,3 +174,35 @@ grid: {{seed: [0, 1, 2]}}
   (tmp_path / "out" / done.name / "summary.json").write_text("{}")
   assert outcome(spec, done, 2) == "done (by another process)"
   assert outcome(spec, failed, 2) == "failed (exit 2)"
+
+
+def test_grid_logs_its_progress_before_and_after_each_run(tmp_path, caplog):
+  # A stand-in for python: finishes each run at once, fails seed 1's.
+  fake = tmp_path / "fake_python"
+  fake.write_text(
+      "#!/bin/sh\n"
+      "for a in \"$@\"; do case \"$a\" in --out_dir=*) out=\"${a#*=}\";;"
+      " esac; done\n"
+      "case \"$out\" in *seed1) exit 3;; esac\n"
+      "mkdir -p \"$out\" && echo '{}' > \"$out/summary.json\"\n")
+  fake.chmod(0o755)
+  spec = grid.load_spec(write(tmp_path, f"""
+binary: simulations.federated
+out_dir: {tmp_path}/out
+grid: {{seed: [0, 1, 2, 3]}}
+"""))
+  finished = tmp_path / "out" / "seed0"
+  finished.mkdir(parents=True)
+  (finished / "summary.json").write_text("{}")
+  caplog.set_level(logging.INFO)
+  outcomes = grid.run_grid(spec, python=str(fake))
+  assert outcomes["seed1"] == "failed (exit 3)"
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("grid:")]
+  # seed0 was done before: counted done, and no time, so no ETA at first.
+  assert lines[0] == "grid: 1/4 done, 1 running, 2 left, ETA ?"
+  assert re.fullmatch(r"grid: 2/4 done \(1 failed\), 0 running, 2 left, "
+                      r"ETA \d+s", lines[1])
+  assert lines[2].startswith("grid: 2/4 done (1 failed), 1 running, 1 left")
+  assert lines[-1] == "grid: 4/4 done (1 failed), 0 running, 0 left, ETA 0s"
+  assert len(lines) == 6  # before and after each of the three runs
