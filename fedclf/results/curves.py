@@ -87,15 +87,15 @@ def mean_and_band(curves: Sequence[Curve]):
 def accuracy_ylim(means: Sequence[Sequence[float]],
                   lines: Sequence[float]) -> Tuple[float, float]:
   """The y range where accuracy curves are read: from a little below the
-  lowest final value of any curve and any target or reference line, to a
-  little above the highest value, within [0, 1]. Early rounds, and
-  collapses on the way, fall off the bottom: on a 0-1 axis the last
-  points of runs that all end near 0.99 are one smeared line."""
-  finals = [m[-1] for m in means if len(m)] + list(lines)
+  lowest of every curve's final and halfway values and any target or
+  reference line, to a little above the highest value, within [0, 1].
+  Early rounds, and brief collapses, fall off the bottom: on a 0-1 axis
+  the ends of runs that all finish near 0.99 are one smeared line."""
+  ends = [v for m in means if len(m) for v in (m[-1], m[len(m) // 2])]
   every = [v for m in means for v in m] + list(lines)
-  if not finals:
+  if not ends and not lines:
     return 0.0, 1.0
-  low, high = min(finals), max(every)
+  low, high = min(ends + list(lines)), max(every)
   below = max(0.5 * (high - low), 0.02)
   above = max(0.25 * (high - low), 0.005)
   return max(0.0, low - below), min(1.0, high + above)
@@ -127,7 +127,7 @@ def draw_round_curves(ax, groups: Dict[str, List[Curve]],
     ends.append(rounds[-1])
     if len(curves) > 1:
       seeded = True
-      ax.fill_between(rounds, low, high, color=f"C{i % 10}", alpha=0.2,
+      ax.fill_between(rounds, low, high, color=f"C{i % 10}", alpha=0.25,
                       linewidth=0)
   for j, (label, value) in enumerate(lines.items()):
     ax.axhline(value, linestyle=REFERENCE_DASHES[j % len(REFERENCE_DASHES)],
@@ -145,11 +145,14 @@ def draw_round_curves(ax, groups: Dict[str, List[Curve]],
 
 
 def _round_axis(ax, ends: Sequence[float]) -> None:
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   if ends and min(ends) >= 1 and max(ends) >= LOG_ROUNDS_RATIO * min(ends):
     ax.set_xscale("log")
     ax.set_xlabel("round (log scale)")
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 10, not 10^1
   else:
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
 
 
 def _write_curves(path: str, title: str, ylabel: str,

@@ -347,13 +347,16 @@ def _data_split(run: Dict) -> tuple:
 SEED_TABLE_NOTE = (
     "Mean ± sample standard deviation over the seeds of each setting "
     "(`seeds` runs; one seed: its value). Accuracies and F1 scores are "
-    "fractions (0–1), not percentages; rounds are communication rounds.")
+    "fractions (0–1), not percentages.")
+ROUNDS_NOTE = " Rounds are federated communication rounds."
 
 
 def seed_table(runs: List[Dict], title: str,
                setting_of: Optional[Dict[str, str]] = None) -> str:
   header, rows = seed_rows(runs, setting_of)
-  lines = [f"# {title}", "", SEED_TABLE_NOTE, "",
+  note = SEED_TABLE_NOTE + (ROUNDS_NOTE if any("round" in h for h in header)
+                            else "")
+  lines = [f"# {title}", "", note, "",
            "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(r) + " |" for r in rows]

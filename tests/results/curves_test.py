@@ -44,10 +44,10 @@ def test_target_line_zoomed_range_and_a_band_per_seeded_group(tmp_path):
   # The runs' --target_accuracy is drawn, at the target.
   assert _horizontal_lines(ax) == {"target accuracy 0.99": [0.99, 0.99]}
   # The y axis shows where the curves end and the target lies, not 0-1:
-  # from a little below the lowest final accuracy (0.98) to just above the
-  # best; the diverged run's 0.1 does not pull it down.
+  # from a little below the lowest halfway value (fedsgd's 0.9) to just
+  # above the best; the diverged run's 0.1 does not pull it down.
   low, high = ax.get_ylim()
-  assert 0.9 < low < 0.98 and 0.991 < high <= 1.0
+  assert 0.8 < low < 0.9 and 0.991 < high <= 1.0
   # One shaded band: the group with three seeds; min-max, as the legend
   # says.
   assert len(ax.collections) == 1
@@ -107,6 +107,12 @@ def test_accuracy_ylim():
   # Finals near 0.99 and a 0.99 target: zoomed, not 0-1.
   assert curves.accuracy_ylim([[0.1, 0.98], [0.5, 0.992]], [0.99]) == (
       pytest.approx(0.96), pytest.approx(0.997))
+  # A brief collapse late in a run (0.3) does not widen it; the halfway
+  # point of a short run (0.8) does.
+  assert curves.accuracy_ylim([[0.5, 0.9, 0.98, 0.3, 0.98]], [])[0] == (
+      pytest.approx(0.96))
+  assert curves.accuracy_ylim([[0.5, 0.8, 0.9]], [])[0] == pytest.approx(
+      0.75)
   assert curves.accuracy_ylim([], []) == (0.0, 1.0)
   low, high = curves.accuracy_ylim([[0.0, 0.01]], [])
   assert low == 0.0 and high == pytest.approx(0.015)
