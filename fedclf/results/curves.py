@@ -152,7 +152,8 @@ def _round_axis(ax, ends: Sequence[float]) -> None:
     ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 10, not 10^1
   else:
     ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(
+        ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
 def _write_curves(path: str, title: str, ylabel: str,
