@@ -181,3 +181,21 @@ def test_tables_binary_plots_runs_with_their_target(tmp_path):
   assert plot.stat().st_size > 0
   assert "![test accuracy per round](p.png)" in out.read_text()
   assert "| avg | fedavg |" in out.read_text()
+
+
+def test_round_curves_of_single_runs_draw_references_and_target(tmp_path):
+  # As the demo and the guide call it: runs' curves and a centralized line.
+  path = tmp_path / "demo.png"
+  curves.plot_round_curves({"fedavg": ([1, 2, 3], [0.5, 0.8, 0.9])},
+                           str(path), "demo", {"centralized": 0.95},
+                           target=0.9)
+  assert path.stat().st_size > 0
+
+
+def test_runs_that_logged_no_round_draw_an_empty_plot(tmp_path):
+  # A run that diverged in its first round has no curve; the plot still
+  # says what it is instead of failing.
+  dead = _run(tmp_path, "dead", [], diverged_at_round=1)
+  fig = curves.plot_seed_bands({"dead": [dead]}, str(tmp_path / "e.png"), "t")
+  assert fig.axes[0].get_ylim() == (0.0, 1.0)
+  assert not fig.axes[0].lines
