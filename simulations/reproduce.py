@@ -9,7 +9,9 @@ run; when runs fail, the tables of the others are still written and the
 grid exits 2 (every failed run refused, e.g. a full disk) or 1, naming them. Writes <out_dir>/README.md (mean ± std over seeds and the
 exact commands; with a `search` section also the trials and the values
 chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png (federated
-runs: test accuracy per round, shaded over seeds) and, where runs measured
+runs: test accuracy per round, min-max band over seeds, the target line:
+the spec's table.target_accuracy or the runs' --target_accuracy, and any
+table.references) and, where runs measured
 clients (--per_client_eval), <out_dir>/client_accuracy.png. See fedclf/results/grid.py
 for the spec format.
 """
@@ -51,6 +53,7 @@ def main(argv):
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
+  target, references = grid.table_lines(spec.table, FLAGS.spec)
   outcomes = {}
   if not FLAGS.tables_only:
     if not FLAGS.dry_run:
@@ -82,7 +85,8 @@ def main(argv):
     groups = {label: [m["dir"] for m in members] for label, members in
               tables.group_by_setting(federated, setting_of).items()}
     curves.plot_seed_bands(groups, os.path.join(spec.out_dir,
-                                                "accuracy.png"), title)
+                                                "accuracy.png"), title,
+                           target=target, references=references)
     text += "\n![test accuracy per round](accuracy.png)\n"
     if curves.plot_client_accuracy(
         groups, os.path.join(spec.out_dir, "client_accuracy.png"), title):

@@ -45,9 +45,10 @@ def main(argv):
     text = tables.results_table(runs, FLAGS.title)
   if FLAGS.plot and FLAGS.runs:
     from fedclf.results import curves  # pylint: disable=g-import-not-at-top
-    lines = {r["name"]: curves.read_curve(r["dir"]) for r in runs
-             if "algorithm" in r["summary"]}
-    curves.plot_round_curves(lines, FLAGS.plot, FLAGS.title)
+    # One curve per run, with the runs' --target_accuracy as a line.
+    groups = {r["name"]: [r["dir"]] for r in runs
+              if "algorithm" in r["summary"]}
+    curves.plot_seed_bands(groups, FLAGS.plot, FLAGS.title)
     if FLAGS.out:
       rel = os.path.relpath(FLAGS.plot, os.path.dirname(
           os.path.abspath(FLAGS.out)))

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from fedclf.errors import UserError
-from fedclf.results.record import atomic_output
+from fedclf.results.figure_style import results_figure
 
 # Beyond these sizes per-cell numbers and per-class tick labels become an
 # unreadable smear, so they are dropped and only the colours remain.
@@ -21,11 +21,6 @@ def plot_confusion_matrix(cm: np.ndarray,
                           class_names: Optional[Sequence[str]] = None,
                           title: str = "") -> None:
   """Writes `cm` ([true, pred] counts) as a PNG heat map to `path`."""
-  # Imported lazily and used without pyplot: importing matplotlib is slow,
-  # and pyplot's global backend/figure state would leak into callers.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
   cm = np.asarray(cm)
   if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
     raise UserError(f"confusion matrix must be square, got shape {cm.shape}")
@@ -33,8 +28,14 @@ def plot_confusion_matrix(cm: np.ndarray,
   if class_names is not None and len(class_names) != k:
     raise UserError(f"got {len(class_names)} class names for {k} classes")
   size = min(max(4.0, 0.45 * k + 2.0), 20.0)
-  fig = Figure(figsize=(size + 1.0, size))
-  FigureCanvasAgg(fig)
+  with results_figure(os.fspath(path), (size + 1.0, size)) as fig:
+    _draw_confusion_matrix(fig, cm, class_names, title)
+
+
+def _draw_confusion_matrix(fig, cm: np.ndarray,
+                           class_names: Optional[Sequence[str]],
+                           title: str) -> None:
+  k = cm.shape[0]
   ax = fig.add_subplot(1, 1, 1)
   image = ax.imshow(cm, interpolation="nearest", cmap="Blues")
   fig.colorbar(image, ax=ax, label="examples")
@@ -58,9 +59,4 @@ def plot_confusion_matrix(cm: np.ndarray,
       for j in range(k):
         ax.text(j, i, fmt(cm[i, j]), ha="center", va="center", fontsize=8,
                 color="white" if cm[i, j] > threshold else "black")
-  directory = os.path.dirname(os.fspath(path))
-  if directory:
-    os.makedirs(directory, exist_ok=True)
-  fig.tight_layout()
-  with atomic_output(path) as tmp:
-    fig.savefig(tmp, format="png", dpi=100)
+  ax.grid(False)

@@ -1,17 +1,39 @@
-"""Accuracy-per-round plots of federated runs against centralized lines."""
+"""Accuracy-per-round plots of federated runs, and per-client box plots.
+
+Every figure is drawn in the one results style (figure_style). Accuracy
+curves mark the run's target accuracy, zoom the y axis on the region the
+results are read from (where the curves end and the target lies), shade
+the spread over seeds and move the legend out of the axes when it would
+hide curves.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import textwrap
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from fedclf.results.record import atomic_output
+from fedclf.results import figure_style
 from fedclf.results.record import read_metrics_file
 
+# (rounds, values) of one run.
+Curve = Tuple[List[float], List[float]]
 
-def read_curve(run_dir: str, key: str = "test_accuracy"):
+# What the shaded band around a mean curve spans; said in the legend.
+BAND_NOTE = "line: mean over seeds; band: min-max over seeds"
+
+# Reference lines (published numbers, a centralized baseline) are grey;
+# several are told apart by their dashes.
+REFERENCE_DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
+# Curves whose lengths differ this much (FedSGD's 1000 rounds against
+# FedAvg's 20) get a log round axis, or the short ones are squeezed into
+# the first pixels.
+LOG_ROUNDS_RATIO = 10
+
+
+def read_curve(run_dir: str, key: str = "test_accuracy") -> Curve:
   """(rounds, values) of `key` from a run's metrics.jsonl; empty for a run
   that logged no round (one that diverged in its first)."""
   rounds, values = [], []
@@ -23,70 +45,166 @@ def read_curve(run_dir: str, key: str = "test_accuracy"):
   return rounds, values
 
 
+def _read_json(run_dir: str, name: str) -> Dict:
+  path = os.path.join(run_dir, name)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_target(run_dir: str) -> Optional[float]:
+  """The --target_accuracy a run was given (its config.json), or None.
+
+  Read from the flags, not summary.json, whose `target_accuracy` is the
+  target *domain's* accuracy in a domain-adaptation run.
+  """
+  flags = _read_json(run_dir, "config.json").get("config", {}).get(
+      "flags", {})
+  target = flags.get("target_accuracy")
+  return float(target) if isinstance(target, (int, float)) and target else None
+
+
 def _set_title(ax, title: str) -> None:
   # Spec titles carry the paper's numbers and run past the figure's width.
-  ax.set_title(textwrap.fill(title, 72), fontsize=10)
+  ax.set_title("\n".join(textwrap.fill(part, 72)
+                         for part in title.split("\n")))
 
 
-def plot_round_curves(curves: Dict[str, tuple], path: str, title: str,
+def mean_and_band(curves: Sequence[Curve]):
+  """(rounds, mean, low, high) over the rounds every curve evaluated: the
+  mean and the min-max spread of the seeds; None when they share none."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  series = [dict(zip(*c)) for c in curves]
+  common = (sorted(set.intersection(*(set(s) for s in series)))
+            if series else [])
+  if not common:
+    return None
+  values = np.array([[s[r] for r in common] for s in series], dtype=float)
+  return common, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def accuracy_ylim(means: Sequence[Sequence[float]],
+                  lines: Sequence[float]) -> Tuple[float, float]:
+  """The y range where accuracy curves are read: from a little below the
+  lowest of every curve's final and halfway values and any target or
+  reference line, to a little above the highest value, within [0, 1].
+  Early rounds, and brief collapses, fall off the bottom: on a 0-1 axis
+  the ends of runs that all finish near 0.99 are one smeared line."""
+  ends = [v for m in means if len(m) for v in (m[-1], m[len(m) // 2])]
+  every = [v for m in means for v in m] + list(lines)
+  if not ends and not lines:
+    return 0.0, 1.0
+  low, high = min(ends + list(lines)), max(every)
+  below = max(0.5 * (high - low), 0.02)
+  above = max(0.25 * (high - low), 0.005)
+  return max(0.0, low - below), min(1.0, high + above)
+
+
+def draw_round_curves(ax, groups: Dict[str, List[Curve]],
+                      lines: Optional[Dict[str, float]] = None,
+                      target: Optional[float] = None,
+                      notes: Optional[Dict[str, str]] = None) -> None:
+  """Draws one mean curve per group of seed curves on `ax`, a shaded
+  min-max band for groups of more than one seed, `lines` (label -> value,
+  e.g. a centralized baseline or a published number) as dashed
+  horizontals, the target as a solid black line, and sets the axes'
+  ranges and legend. `notes` (group -> text) go into the legend, such as
+  a divergence; those groups do not set the y range."""
+  lines, notes = dict(lines or {}), dict(notes or {})
+  means, ends, seeded = [], [], False
+  for i, (label, curves) in enumerate(groups.items()):
+    drawn = mean_and_band(curves)
+    if drawn is None:
+      continue
+    rounds, mean, low, high = drawn
+    text = f"{label} (n={len(curves)})" if len(curves) > 1 else label
+    if label in notes:
+      text += f" ({notes[label]})"
+    else:
+      means.append(mean)
+    ax.plot(rounds, mean, label=text, color=f"C{i % 10}")
+    ends.append(rounds[-1])
+    if len(curves) > 1:
+      seeded = True
+      ax.fill_between(rounds, low, high, color=f"C{i % 10}", alpha=0.25,
+                      linewidth=0)
+  for j, (label, value) in enumerate(lines.items()):
+    ax.axhline(value, linestyle=REFERENCE_DASHES[j % len(REFERENCE_DASHES)],
+               color="0.35", linewidth=1.2, label=f"{label} ({value:.3f})")
+  if target:
+    ax.axhline(target, color="black", linewidth=1.2,
+               label=f"target accuracy {target:g}")
+  ax.set_ylim(*accuracy_ylim(means, list(lines.values()) +
+                             ([target] if target else [])))
+  _round_axis(ax, ends)
+  entries = len(ax.get_legend_handles_labels()[1])
+  figure_style.place_legend(ax, entries)
+  if seeded and ax.get_legend() is not None:
+    ax.get_legend().set_title(BAND_NOTE, prop={"size": 7})
+
+
+def _round_axis(ax, ends: Sequence[float]) -> None:
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  if ends and min(ends) >= 1 and max(ends) >= LOG_ROUNDS_RATIO * min(ends):
+    ax.set_xscale("log")
+    ax.set_xlabel("round (log scale)")
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 10, not 10^1
+  else:
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(
+        ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
+def _write_curves(path: str, title: str, ylabel: str,
+                  groups: Dict[str, List[Curve]],
+                  lines: Optional[Dict[str, float]], target: Optional[float],
+                  notes: Optional[Dict[str, str]] = None):
+  wide = len(groups) + len(lines or {}) + bool(target) > (
+      figure_style.MAX_LEGEND_ENTRIES_INSIDE)
+  with figure_style.results_figure(path, (9.5 if wide else 7, 4.5)) as fig:
+    ax = fig.add_subplot(1, 1, 1)
+    draw_round_curves(ax, groups, lines, target, notes)
+    ax.set_ylabel(ylabel)
+    _set_title(ax, title)
+  return fig
+
+
+def plot_round_curves(curves: Dict[str, Curve], path: str, title: str,
                       references: Optional[Dict[str, float]] = None,
-                      ylabel: str = "test accuracy") -> None:
+                      ylabel: str = "test accuracy (fraction)",
+                      target: Optional[float] = None) -> None:
   """One line per run (name -> (rounds, values)); `references` are drawn as
-  horizontal dashed lines (e.g. the centralized baseline)."""
-  # Without pyplot: its global state would leak into callers.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(7, 4.5))
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  for name, (rounds, values) in curves.items():
-    ax.plot(rounds, values, label=name, linewidth=1.8)
-  for i, (name, value) in enumerate((references or {}).items()):
-    ax.axhline(value, linestyle="--", color=f"C{len(curves) + i}",
-               label=f"{name} ({value:.3f})")
-  ax.set_xlabel("round")
-  ax.set_ylabel(ylabel)
-  _set_title(ax, title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc="lower right")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic_output(path) as tmp:
-    fig.savefig(tmp, dpi=120)
+  horizontal dashed lines (e.g. the centralized baseline), `target` as a
+  solid one."""
+  _write_curves(path, title, ylabel,
+                {name: [curve] for name, curve in curves.items()},
+                references, target)
 
 
 def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
-                    key: str = "test_accuracy") -> None:
-  """Mean curve per group of run folders with a shaded ±1 std band over
-  seeds (rounds every seed evaluated)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(7, 4.5))
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  for i, (label, run_dirs) in enumerate(groups.items()):
-    series = [dict(zip(*read_curve(d, key))) for d in run_dirs]
-    common = sorted(set.intersection(*(set(s) for s in series))) if series \
-        else []
-    if not common:
-      continue
-    values = np.array([[s[r] for r in common] for s in series])
-    mean, std = values.mean(axis=0), values.std(axis=0)
-    ax.plot(common, mean, label=f"{label} (n={len(run_dirs)})",
-            color=f"C{i}", linewidth=1.8)
-    if len(run_dirs) > 1:
-      ax.fill_between(common, mean - std, mean + std, color=f"C{i}",
-                      alpha=0.2)
-  ax.set_xlabel("round")
-  ax.set_ylabel(key.replace("_", " "))
-  _set_title(ax, title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc="lower right", fontsize="small")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic_output(path) as tmp:
-    fig.savefig(tmp, dpi=120)
+                    key: str = "test_accuracy",
+                    target: Optional[float] = None,
+                    references: Optional[Dict[str, float]] = None):
+  """Mean curve per group of run folders (label -> run dirs, seeds of one
+  setting) with a shaded min-max band over its seeds, on the rounds every
+  seed evaluated. `target` defaults to the runs' own --target_accuracy
+  (when they share one); `references` (label -> accuracy, e.g. published
+  numbers) are dashed lines. Returns the written matplotlib Figure."""
+  if target is None:
+    targets = {run_target(d) for dirs in groups.values() for d in dirs}
+    targets.discard(None)
+    target = targets.pop() if len(targets) == 1 else None
+  notes = {}
+  for label, run_dirs in groups.items():
+    diverged = [_read_json(d, "summary.json").get("diverged_at_round")
+                for d in run_dirs]
+    if any(diverged):
+      notes[label] = f"diverged at round {min(r for r in diverged if r)}"
+  curves = {label: [read_curve(d, key) for d in run_dirs]
+            for label, run_dirs in groups.items()}
+  return _write_curves(path, title, f"{key.replace('_', ' ')} (fraction)",
+                       curves, references, target, notes)
 
 
 def read_client_accuracy(run_dir: str) -> Optional[list]:
@@ -111,19 +229,14 @@ def plot_client_accuracy(groups: Dict[str, list], path: str,
       data[label] = values
   if not data:
     return False
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(max(5.0, 1.1 * len(data) + 2), 4.5))
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  ax.boxplot(list(data.values()), showmeans=True)
-  ax.set_xticks(range(1, len(data) + 1))
-  ax.set_xticklabels(list(data), rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel("accuracy on the client's own data")
-  _set_title(ax, title)
-  ax.grid(alpha=0.3, axis="y")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic_output(path) as tmp:
-    fig.savefig(tmp, dpi=100)
+  size = (max(5.0, 0.7 * len(data) + 2), 4.5)
+  with figure_style.results_figure(path, size) as fig:
+    ax = fig.add_subplot(1, 1, 1)
+    ax.boxplot(list(data.values()), showmeans=True)
+    ax.set_xticks(range(1, len(data) + 1))
+    ax.set_xticklabels(list(data), rotation=30, ha="right")
+    ax.set_ylabel("accuracy on the client's own data (fraction)")
+    ax.grid(False, axis="x")
+    _set_title(ax, title + "\nper client, final model, pooled over seeds; "
+               "box: quartiles, whiskers: 1.5 IQR, triangle: mean")
   return True

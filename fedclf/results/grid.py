@@ -14,7 +14,9 @@ flags and a grid; every combination becomes one run folder under the spec's
       seed: [0, 1, 2]
     runs:                                        # optional extra runs
       - {name: fedavg_shards, partition: shards, rounds: 400}
-    table: {title: "McMahan et al. 2017", plot: accuracy.png}
+    table: {title: "McMahan et al. 2017",
+            target_accuracy: 0.99,                   # optional plot lines;
+            references: {"paper, FedAvg": 0.992}}    # else runs' target
 
 Runs execute as subprocesses (a failing run does not stop the grid), are
 skipped when finished (summary.json) and resumed when checkpoints exist, so
@@ -332,6 +334,30 @@ def setting_labels(runs: List[RunSpec]) -> Dict[str, str]:
     for name in members:
       labels[name] = common or members[0]
   return labels
+
+
+def table_lines(table: Dict[str, object], path: str
+                ) -> Tuple[Optional[float], Dict[str, float]]:
+  """The horizontal lines a spec's `table` asks for on its accuracy plot:
+  `target_accuracy` (one solid line; without it, the runs' own
+  --target_accuracy) and `references` ({label: accuracy}, dashed, e.g. a
+  paper's numbers). Bad values are one-line UserErrors."""
+  target = table.get("target_accuracy")
+  if target is not None and not _is_accuracy(target):
+    raise UserError(f"{path}: table.target_accuracy must be a number in "
+                    f"(0, 1]; got {target!r}")
+  references = table.get("references") or {}
+  if not isinstance(references, dict) or not all(
+      _is_accuracy(v) for v in references.values()):
+    raise UserError(f"{path}: table.references must map labels to "
+                    f"accuracies in (0, 1]")
+  return (None if target is None else float(target),
+          {str(k): float(v) for k, v in references.items()})
+
+
+def _is_accuracy(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and 0 < value <= 1)
 
 
 def relative(path: str, start: Optional[str]) -> str:

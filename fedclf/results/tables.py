@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from fedclf.errors import UserError
 from fedclf.results import provenance
@@ -42,6 +42,10 @@ def _command(config: Dict) -> str:
                                  [shlex.quote(a) for a in args])
 
 
+# The unit of accuracies and F1 scores in table headers: fractions, not %.
+FRACTION = "(0–1)"
+
+
 def _fmt(value, digits=4):
   if isinstance(value, float):
     return f"{value:.{digits}f}"
@@ -72,8 +76,9 @@ def centralized_table(runs: List[Dict], title: str) -> str:
 
 def _federated_rows(runs: List[Dict]) -> str:
   lines = ["| run | algorithm | dataset | partition | clients (per round) | "
-           "rounds | test accuracy | macro F1 | rounds to target | client "
-           "accuracy p10 | train seconds |",
+           f"rounds | test accuracy {FRACTION} | macro F1 {FRACTION} | "
+           f"rounds to target | client accuracy p10 {FRACTION} | "
+           "train time (s) |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
   for run in runs:
     s = run["summary"]
@@ -96,8 +101,9 @@ def _federated_rows(runs: List[Dict]) -> str:
 
 
 def _centralized_rows(runs: List[Dict]) -> str:
-  lines = ["| run | dataset | model | test accuracy | macro F1 | epochs | "
-           "train seconds | examples/s |",
+  lines = ["| run | dataset | model | "
+           f"test accuracy {FRACTION} | macro F1 {FRACTION} | epochs | "
+           "train time (s) | examples/s |",
            "|---|---|---|---|---|---|---|---|"]
   for run in runs:
     s = run["summary"]
@@ -151,44 +157,83 @@ def run_flags(run: Dict) -> Dict:
   return dict(run["config"].get("config", {}).get("flags", {}))
 
 
+def _flag_text(value) -> str:
+  return json.dumps(value, sort_keys=True)
+
+
+def distinguishing_flags(settings: List[Dict]) -> List[str]:
+  """The flags that name settings (flag dicts) apart: every flag with
+  differing words (method, dataset, partition...), then only as many of
+  the differing numbers as still need telling apart, the one that splits
+  the settings most first. A number that follows from a chosen flag (a
+  training-set size fixed by the source dataset) is left out."""
+  def classes(keys):
+    return len({tuple(_flag_text(f.get(k)) for k in keys) for f in settings})
+
+  varying = sorted(k for k in {k for f in settings for k in f}
+                   if classes([k]) > 1)
+  chosen = [k for k in varying if any(
+      isinstance(f.get(k), (str, bool, list)) for f in settings)]
+  numbers = [k for k in varying if k not in chosen]
+  goal = classes(varying)
+  while classes(chosen) < goal:
+    best = max(numbers, key=lambda k: (classes(chosen + [k]),
+                                       -numbers.index(k)))
+    chosen.append(best)
+    numbers.remove(best)
+  return sorted(chosen)
+
+
+def flags_label(flags: Dict, keys: Sequence[str]) -> str:
+  """`k=v, ...` of `keys`; flags that are empty or unset are left out."""
+  return ", ".join(f"{k}={_flag_value(flags[k])}" for k in keys
+                   if flags.get(k) not in (None, "", []))
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def group_by_setting(runs: List[Dict],
                      setting_of: Optional[Dict[str, str]] = None
                      ) -> Dict[str, List[Dict]]:
-  """Runs that differ only in seed (and output paths) share a group; the
-  label lists the flags that vary between groups.
+  """Setting label -> its runs (the seeds of one setting).
 
-  `setting_of` (run name -> setting name), where given, decides the groups
-  instead of the recorded flags: a grid spec knows which of its runs differ
-  only in seed, while a run recorded before a flag existed lacks that flag
-  in its config and would otherwise stand apart from later seeds of its
-  setting. Such a group, whose recorded flags disagree, is labelled by its
-  setting name.
+  With `setting_of` (run name -> setting name, from a grid spec), the spec
+  decides the groups and names the rows: a spec knows which of its runs
+  differ only in seed, while a run recorded before a flag existed lacks
+  that flag and would otherwise stand apart from later seeds of its
+  setting. Rows then come in name order.
+
+  Without it, runs whose recorded flags differ only in seed (and output
+  paths) share a group; a run alone is named by its folder, a group of
+  seeds by only the flags that tell the groups apart (empty values left
+  out), e.g. `method=dann, source=mnist, target=mnist_m`.
   """
-  keyed = []
+  if setting_of is not None:
+    groups: Dict[str, List[Dict]] = {}
+    for run in runs:
+      groups.setdefault(setting_of.get(run["name"], run["name"]),
+                        []).append(run)
+    return dict(sorted(groups.items()))
+  settings: Dict[str, Dict] = {}
+  members: Dict[str, List[Dict]] = {}
   for run in runs:
     flags = {k: v for k, v in run_flags(run).items()
              if k not in NON_SETTING_FLAGS}
-    keyed.append((flags, run))
-  varying = sorted({k for flags, _ in keyed for k in flags
-                    if len({json.dumps(f.get(k), sort_keys=True)
-                            for f, _ in keyed}) > 1})
-  recorded_label = {
-      run["name"]: (", ".join(f"{k}={flags.get(k)}" for k in varying)
-                    or run["name"]) for flags, run in keyed}
-  groups: Dict[str, List[Dict]] = {}
-  for _, run in keyed:
-    key = (setting_of.get(run["name"], run["name"]) if setting_of is not None
-           else recorded_label[run["name"]])
-    groups.setdefault(key, []).append(run)
-  labelled = {}
-  for key, members in groups.items():
-    labels = {recorded_label[m["name"]] for m in members}
-    if len(members) == 1:
-      # A setting run with one seed reads best under its run name.
-      label = members[0]["name"]
-    else:
-      label = labels.pop() if len(labels) == 1 else key
-    labelled[label] = members
+    key = _flag_text(flags)
+    settings[key] = flags
+    members.setdefault(key, []).append(run)
+  keys = distinguishing_flags(list(settings.values()))
+  labelled: Dict[str, List[Dict]] = {}
+  for key, group in members.items():
+    label = ((flags_label(settings[key], keys) if len(group) > 1 else "")
+             or group[0]["name"])
+    if label in labelled:  # only empty values set them apart
+      label = f"{label} [{group[0]['name']}]"
+    labelled[label] = group
   return labelled
 
 
@@ -206,20 +251,21 @@ def _mean_std(values, counts: bool = False) -> str:
   return f"{mean:.1f} ± {std:.1f}"
 
 
+# Column title (with its unit) and the summary keys it reads, first found.
 SEED_COLUMNS = (
-    ("final accuracy", ("final_test_accuracy", "test_accuracy")),
-    ("linear probe", ("linear_probe_accuracy",)),
-    ("random-init probe", ("random_init_linear_probe_accuracy",)),
-    ("kNN", ("knn_accuracy",)),
-    ("1% labels: fine-tune", ("finetune_accuracy_1",)),
-    ("1% labels: supervised", ("supervised_accuracy_1",)),
-    ("10% labels: fine-tune", ("finetune_accuracy_10",)),
-    ("10% labels: supervised", ("supervised_accuracy_10",)),
+    (f"final accuracy {FRACTION}", ("final_test_accuracy", "test_accuracy")),
+    (f"linear probe {FRACTION}", ("linear_probe_accuracy",)),
+    (f"random-init probe {FRACTION}", ("random_init_linear_probe_accuracy",)),
+    (f"kNN {FRACTION}", ("knn_accuracy",)),
+    (f"1% labels: fine-tune {FRACTION}", ("finetune_accuracy_1",)),
+    (f"1% labels: supervised {FRACTION}", ("supervised_accuracy_1",)),
+    (f"10% labels: fine-tune {FRACTION}", ("finetune_accuracy_10",)),
+    (f"10% labels: supervised {FRACTION}", ("supervised_accuracy_10",)),
     ("rounds to target", ("rounds_to_target",)),
-    ("macro F1", ("final_test_macro_f1", "test_macro_f1")),
+    (f"macro F1 {FRACTION}", ("final_test_macro_f1", "test_macro_f1")),
     # Domain adaptation (simulations.domain_adaptation): "final accuracy"
     # is the target domain's; this is the source domain's.
-    ("source-domain accuracy", ("source_accuracy",)),
+    (f"source-domain accuracy {FRACTION}", ("source_accuracy",)),
     ("diverged at round", ("diverged_at_round",)),
 )
 
@@ -249,9 +295,10 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
     if r["summary"].get("algorithm") == "fedsgd" and rounds:
       key = _data_split(r)
       fedsgd[key] = min(rounds, fedsgd.get(key, rounds))
-  header = ["setting", "seeds"] + [t for t, _ in columns]
+  header = ["setting", "seeds"] + [_column_title(t, keys, runs)
+                                    for t, keys in columns]
   if fedsgd:
-    header.append("speed-up vs FedSGD")
+    header.append("speed-up vs FedSGD (× fewer rounds)")
   rows = []
   for label, members in groups.items():
     row = [label, str(len(members))]
@@ -267,6 +314,18 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
                  if reached and base else "")
     rows.append(row)
   return header, rows
+
+
+def _column_title(title: str, keys, runs: List[Dict]) -> str:
+  """The rounds-to-target column names its target when the runs share one
+  (`rounds to 0.99 accuracy`)."""
+  if keys != ("rounds_to_target",):
+    return title
+  targets = {r["summary"].get("target_accuracy") for r in runs
+             if "rounds_to_target" in r["summary"]}
+  if len(targets) == 1 and isinstance(next(iter(targets)), (int, float)):
+    return f"rounds to {next(iter(targets)):g} accuracy"
+  return title
 
 
 # The flag that shapes each partition; the others do not matter to it (and
@@ -285,30 +344,48 @@ def _data_split(run: Dict) -> tuple:
   return tuple(json.dumps(flags.get(k), sort_keys=True) for k in keys)
 
 
+SEED_TABLE_NOTE = (
+    "Mean ± sample standard deviation over the seeds of each setting "
+    "(`seeds` runs; one seed: its value). Accuracies and F1 scores are "
+    "fractions (0–1), not percentages.")
+ROUNDS_NOTE = " Rounds are federated communication rounds."
+
+
 def seed_table(runs: List[Dict], title: str,
                setting_of: Optional[Dict[str, str]] = None) -> str:
   header, rows = seed_rows(runs, setting_of)
-  lines = [f"# {title}", "", "Mean ± standard deviation over seeds.", "",
+  note = SEED_TABLE_NOTE + (ROUNDS_NOTE if any("round" in h for h in header)
+                            else "")
+  lines = [f"# {title}", "", note, "",
            "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(r) + " |" for r in rows]
   return "\n".join(lines) + "\n\n" + _commands(runs)
 
 
+LATEX_NOTE = ("Mean ± sample standard deviation over seeds; accuracies "
+              "and F1 scores are fractions (0–1).")
+
+# In order: the backslash first, so the ones the others add stay.
+_LATEX_ESCAPES = (("\\", "\\textbackslash{}"), ("$", "\\$"), ("#", "\\#"),
+                  ("_", "\\_"), ("%", "\\%"), ("&", "\\&"),
+                  ("±", "$\\pm$"), ("×", "$\\times$"), ("–", "--"))
+
+
+def _latex(text: str) -> str:
+  for plain, escaped in _LATEX_ESCAPES:
+    text = text.replace(plain, escaped)
+  return text
+
+
 def latex_table(runs: List[Dict], title: str,
                 setting_of: Optional[Dict[str, str]] = None) -> str:
   header, rows = seed_rows(runs, setting_of)
-
-  def esc(text: str) -> str:
-    return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_")
-            .replace("%", "\\%").replace("&", "\\&").replace("±", "$\\pm$")
-            .replace("×", "$\\times$"))
-
   lines = ["\\begin{table}[t]", "\\centering",
-           f"\\caption{{{esc(title)}}}",
+           f"\\caption{{{_latex(title)}. {_latex(LATEX_NOTE)}}}",
            "\\begin{tabular}{" + "l" * len(header) + "}", "\\toprule",
-           " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
-  lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in rows]
+           " & ".join(_latex(h) for h in header) + " \\\\", "\\midrule"]
+  lines += [" & ".join(_latex(c) for c in row) + " \\\\" for row in rows]
   lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
   return "\n".join(lines) + "\n"
 
@@ -343,7 +420,8 @@ def comparison_table(spec: Dict, spec_path: str) -> str:
   lines = [f"# {spec.get('title', 'Comparison')}", ""]
   if spec.get("note"):
     lines += [str(spec["note"]).strip(), ""]
-  lines += ["| method | test accuracy | metric | run |", "|---|---|---|---|"]
+  lines += [f"| method | test accuracy {FRACTION} | metric (summary.json) | "
+            "run |", "|---|---|---|---|"]
   runs = []
   for row in rows:
     if not isinstance(row, dict) or not {"label", "run", "metric"} <= set(row):

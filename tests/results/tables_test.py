@@ -2,6 +2,8 @@
 
 from fedclf.results import tables
 
+SPEED_UP = "speed-up vs FedSGD (× fewer rounds)"
+
 
 def fake_run(name, algorithm, partition, rounds_to_target, seed=0,
              **summary):
@@ -19,7 +21,7 @@ def test_speed_up_is_against_fedsgd_on_the_same_split():
           fake_run("avg_iid", "fedavg", "iid", 20),
           fake_run("avg_shards", "fedavg", "shards", 100)]
   header, rows = tables.seed_rows(runs)
-  speed_up = {row[0]: row[header.index("speed-up vs FedSGD")]
+  speed_up = {row[0]: row[header.index(SPEED_UP)]
               for row in rows}
   assert speed_up == {"sgd_iid": "1.0×", "sgd_shards": "1.0×",
                       "avg_iid": "30.0×", "avg_shards": "4.0×"}
@@ -35,13 +37,15 @@ def test_seeds_average_and_a_split_without_fedsgd_has_no_speed_up():
                    diverged_at_round=3)]
   header, rows = tables.seed_rows(runs)
   by_label = {row[0]: row for row in rows}
+  # Without a spec a group of seeds is named by the flags that differ
+  # between rows (not dataset, the same in all).
   iid = by_label["algorithm=fedavg, partition=iid"]
   assert iid[1] == "2"
-  assert iid[header.index("rounds to target")] == "25.0 ± 7.1"
-  assert iid[header.index("speed-up vs FedSGD")] == ""
+  assert iid[header.index("rounds to target")] == "25.0 ± 7.1"  # no target
+  assert iid[header.index(SPEED_UP)] == ""
   diverged = by_label["avg_dir"]
   assert diverged[header.index("diverged at round")] == "3"
-  assert diverged[header.index("speed-up vs FedSGD")] == ""
+  assert diverged[header.index(SPEED_UP)] == ""
 
 
 def test_a_spec_groups_seeds_whose_recorded_flags_differ():
@@ -64,3 +68,99 @@ def test_a_spec_groups_seeds_whose_recorded_flags_differ():
   assert set(by_label) == {"avg", "avg_unit"}
   assert by_label["avg"][1] == "3"
   assert by_label["avg"][header.index("rounds to target")] == "99.7 ± 10.0"
+
+
+def da_run(method, seed, source, target, train_limit, layer=""):
+  flags = {"method": method, "seed": seed, "source": source,
+           "target": target, "train_limit": train_limit,
+           "target_train_limit": 1800 if target == "usps" else 2000,
+           "dann_feature_layer": layer, "model": "lenet5",
+           "out_dir": f"/runs/{method}_{seed}"}
+  name = f"{source}_{target}_{method}{'_' + layer if layer else ''}_s{seed}"
+  return {"name": name, "dir": f"/runs/{name}",
+          "config": {"config": {"flags": flags}},
+          "summary": {"test_accuracy": 0.5 + 0.1 * seed,
+                      "source_accuracy": 0.9}}
+
+
+DA_RUNS = [da_run(m, s, src, tgt, limit, layer)
+           for s in (0, 1)
+           for m, src, tgt, limit, layer in (
+               ("dann", "mnist", "mnist_m", 2000, ""),
+               ("dann", "mnist", "mnist_m", 2000, "flatten"),
+               ("source_only", "mnist", "mnist_m", 2000, ""),
+               ("dann", "usps", "mnist", 1800, ""),
+               ("dann", "mnist", "usps", 2000, ""))]
+
+
+def test_without_a_spec_rows_are_named_by_the_flags_that_differ_only():
+  labels = list(tables.group_by_setting(DA_RUNS))
+  # Word-valued flags that differ are named; the training-set sizes follow
+  # from source and target and the model is the same everywhere, so they
+  # are not; an empty dann_feature_layer is left out.
+  assert labels == [
+      "method=dann, source=mnist, target=mnist_m",
+      "dann_feature_layer=flatten, method=dann, source=mnist, "
+      "target=mnist_m",
+      "method=source_only, source=mnist, target=mnist_m",
+      "method=dann, source=usps, target=mnist",
+      "method=dann, source=mnist, target=usps"]
+  header, rows = tables.seed_rows(DA_RUNS)
+  assert [r[1] for r in rows] == ["2"] * 5
+  assert rows[0][header.index("final accuracy (0–1)")] == "0.5500 ± 0.0707"
+  # A run alone keeps its folder name.
+  assert list(tables.group_by_setting(DA_RUNS[:1])) == [
+      "mnist_mnist_m_dann_s0"]
+
+
+def test_numbers_are_named_only_when_words_do_not_tell_rows_apart():
+  runs = [fake_run(f"lr{lr}_s{s}", "fedavg", "iid", 10, seed=s)
+          for lr in (0.1, 0.2) for s in (0, 1)]
+  for run in runs:
+    flags = run["config"]["config"]["flags"]
+    flags["client_lr"] = float(run["name"][2:5])
+    flags["rounds"] = 60  # the same everywhere: not named
+  assert list(tables.group_by_setting(runs)) == ["client_lr=0.1",
+                                                 "client_lr=0.2"]
+
+
+def test_a_spec_names_its_rows_with_its_setting_names():
+  setting_of = {r["name"]: r["name"].rsplit("_s", 1)[0] for r in DA_RUNS}
+  groups = tables.group_by_setting(DA_RUNS, setting_of)
+  # In name order, one row per setting, its seeds together.
+  assert list(groups) == ["mnist_mnist_m_dann", "mnist_mnist_m_dann_flatten",
+                          "mnist_mnist_m_source_only", "mnist_usps_dann",
+                          "usps_mnist_dann"]
+  assert all(len(members) == 2 for members in groups.values())
+  text = tables.seed_table(DA_RUNS, "DA", setting_of)
+  assert "| mnist_usps_dann | 2 | 0.5500 ± 0.0707 |" in text
+  assert "method=" not in text.split("Commands")[0]
+
+
+def test_headers_say_their_units():
+  runs = [fake_run("sgd", "fedsgd", "iid", 600, target_accuracy=0.99),
+          fake_run("avg", "fedavg", "iid", 20, target_accuracy=0.99)]
+  header, _ = tables.seed_rows(runs)
+  assert header == ["setting", "seeds", "final accuracy (0–1)",
+                    "rounds to 0.99 accuracy", SPEED_UP]
+  text = tables.seed_table(runs, "t")
+  assert "fractions (0–1), not percentages" in text
+  latex = tables.latex_table(runs, "t_1 & 50%")
+  assert "final accuracy (0--1) & rounds to 0.99 accuracy" in latex
+  assert "\\caption{t\\_1 \\& 50\\%. Mean $\\pm$" in latex
+  assert "–" not in latex and "±" not in latex
+  # Runs with different targets: the column cannot name one.
+  runs[0]["summary"]["target_accuracy"] = 0.97
+  assert tables.seed_rows(runs)[0][3] == "rounds to target"
+
+
+def test_run_tables_say_their_units():
+  central = {"name": "c", "dir": "/c", "config": {},
+             "summary": {"test_accuracy": 0.9, "train_seconds": 12.0,
+                         "examples_per_second": 500.0}}
+  federated = fake_run("f", "fedavg", "iid", 5, rounds_run=5)
+  text = tables.results_table([central, federated], "t")
+  assert ("| run | dataset | model | test accuracy (0–1) | macro F1 (0–1) | "
+          "epochs | train time (s) | examples/s |") in text
+  assert "| rounds | test accuracy (0–1) |" in text
+  assert "client accuracy p10 (0–1) | train time (s) |" in text
