@@ -12,11 +12,11 @@ import tensorflow as tf
 from fedclf import errors
 from fedclf.errors import DivergenceError
 from fedclf.results import RunRecorder
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import epoch_seed
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
-from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.epoch_driver import SSL_SEED_OFFSET
 
 
