@@ -129,12 +129,14 @@ NOT_METRICS = ("round", "epoch", "step", "wall_seconds",
 THROUGHPUT_TAG = "throughput/examples_per_second"
 
 # The metrics the HParams dashboard offers for every run: the headline ones
-# of each binary (self-supervised runs' test/accuracy is kNN accuracy;
-# ssl_pretrain's headline is its final linear probe and kNN accuracy).
+# of each binary (federated self-supervised runs' test/accuracy is kNN
+# accuracy; ssl_pretrain's are its pretraining loss and its final linear
+# probe and kNN accuracy).
 HPARAMS_METRICS = (
     ("test/accuracy", "test accuracy"),
     ("test/loss", "test loss"),
     ("train/loss", "train loss"),
+    ("ssl/train/loss", "SSL pretraining loss"),
     ("validation/accuracy", "validation accuracy"),
     ("test/linear_probe_accuracy", "linear probe accuracy"),
     ("test/knn_accuracy", "kNN accuracy"),

@@ -6,11 +6,18 @@ as `tensorboard --logdir` reads them; no server is started.
 
 import json
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
+from fedclf.federated.round_loop import RoundLoop
+from fedclf.federated.round_loop import RoundLoopConfig
+from fedclf.federated.rounds import Checkpointer
+from fedclf.federated.rounds import ServerState
+from fedclf.results import RunRecorder
 from fedclf.results.tensorboard_log import metric_tag
 from fedclf.results.tensorboard_log import scalar_values
 from fedclf.results.tensorboard_log import stage_name
@@ -44,6 +51,17 @@ def sessions(log_dir):
   info = hparams_metadata.parse_session_start_info_plugin_data(
       content[hparams_metadata.SESSION_START_INFO_TAG]) if events else None
   return [info] * len(events)
+
+
+def session_runs(folder):
+  """The runs under `folder` that the HParams dashboard lists as sessions
+  (as `tensorboard --logdir folder` loads them)."""
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(str(folder))
+  multiplexer.Reload()
+  content = multiplexer.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)
+  return sorted(run for run, tags in content.items()
+                if hparams_metadata.SESSION_START_INFO_TAG in tags)
 
 
 def hparams_of(info):
@@ -167,6 +185,7 @@ def test_federated_binary_logs_tags_and_hparams_per_run(tmp_path):
   assert [v for _, v in values["test/accuracy"]] == pytest.approx(
       [r["test_accuracy"] for r in rows])
   # One HParams session per run folder, the resumed one's included.
+  assert session_runs(runs) == ["a/tb", "b/tb"]
   infos = [sessions(runs / name / "tb") for name in ("a", "b")]
   assert [len(i) for i in infos] == [1, 1]
   a, b = (hparams_of(i[0]) for i in infos)
@@ -194,3 +213,44 @@ def test_centralized_binary_logs_tags_folds_and_hparams(tmp_path):
   flags = hparams_of(info)
   assert flags["model"] == "mlp" and flags["cv_folds"] == 2
   assert flags["epochs"] == 2 and flags["dataset"] == "digits"
+
+
+class _CountingRounds:
+  """A stand-in RoundRunner and Evaluator: one weight, moved by each round;
+  the metrics are functions of the round, so a replay writes the same."""
+
+  def initial_state(self):
+    return ServerState([np.zeros(1)], [], [], [], 0)
+
+  def train_round(self, state, client_states, round_num):
+    del client_states
+    return (ServerState([state.trainable[0] + 1], [], [], [], round_num),
+            {"train_loss": 1.0 / round_num, "examples": 10.0})
+
+  def evaluate(self, state, round_num):
+    return {"test_accuracy": state.trainable[0][0] / 10}
+
+
+def _round_loop(out_dir, rounds, resume):
+  rounds_runner = _CountingRounds()
+  recorder = RunRecorder(str(out_dir), {}, resume=resume)
+  loop = RoundLoop(RoundLoopConfig(rounds=rounds, checkpoint_every=2),
+                   rounds_runner, rounds_runner, recorder,
+                   Checkpointer(str(out_dir / "checkpoints")), "t",
+                   str(out_dir))
+  return loop.run(resume, on_divergence=lambda progress: None)
+
+
+def test_a_resumed_round_loop_shows_each_round_once(tmp_path):
+  _round_loop(tmp_path, 3, resume=False)
+  # Killed after round 3's row, before its checkpoint: the resumed run
+  # replays round 3 from round 2's checkpoint.
+  (tmp_path / "checkpoints" / "round_00003.npz").unlink()
+  _round_loop(tmp_path, 4, resume=True)
+  values = scalars(tmp_path / "tb")
+  for tag in ("train/loss", "test/accuracy", "throughput/examples",
+              "throughput/examples_per_second", "throughput/seconds"):
+    assert [step for step, _ in values[tag]] == [1, 2, 3, 4], tag
+  assert [v for _, v in values["test/accuracy"]] == pytest.approx(
+      [0.1, 0.2, 0.3, 0.4])
+  assert len(list((tmp_path / "tb").glob("*tfevents*"))) == 2
