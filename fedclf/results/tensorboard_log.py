@@ -55,14 +55,28 @@ tags with its name: `ssl/train/loss`, `probe/train/accuracy`,
 `fold0/train/loss`. Bookkeeping columns (round, epoch, wall_seconds,
 evaluation_interrupted) are not written.
 
+Cross-validation folds (`baselines.centralized --cv_folds`) are stages of
+the run, not runs: their curves are `fold<k>/...` in the run's `tb/`, under
+its one HParams session.
+
 Resumed runs: a resumed run replays the rounds or epochs after its last
-checkpoint, and TensorBoard would show a step written twice (by the killed
-process and by the resumed one) twice: the data server behind `tensorboard`
-does not purge re-written steps. So `TensorBoardLog` reads the events
+checkpoint. TensorBoard would show a step written twice (by the killed
+process and by the resumed one) twice: its reader's purge of orphaned
+steps acts, on TF2 event files, only on a SessionLog.START event, which
+`tf.summary` writers never write. So `TensorBoardLog` reads the events
 already in its folder first and never writes a (tag, step) at or below the
-newest step that tag has there (the replayed values are the same: epochs
-and rounds replay from seeded state). Likewise `write_hparams` writes the
-run's HParams session once: a resumed run keeps the first one.
+newest step that tag has there. The replayed values are the same (epochs
+and rounds replay from seeded state), and both loops flush a step's row
+before they checkpoint it, so every step a resumed run does not replay is
+in the events. Likewise `write_hparams` writes
+the run's HParams session once: a resumed run keeps the first one (the
+flags it started with, e.g. the first --rounds).
+
+HParams: every run writes the dashboard's configuration (its flags and
+`HPARAMS_METRICS`) beside its session; TensorBoard reads one of them for a
+whole logdir. So in a folder of one binary's runs the dashboard's columns
+are all their flags; in a folder mixing binaries, those of one binary
+(the others' runs are listed with the flags they share).
 """
 
 from __future__ import annotations
