@@ -152,7 +152,8 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "domains": pair.describe()},
                          resume=resume)
-  start_run_log(recorder, run_config)
+  # The seed this run trains with: one of --seeds in a seed_<s> run.
+  start_run_log(recorder, {**run_config, "seed": config.seed})
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         recorder, os.path.join(out_dir, "checkpoints"),
                         resume, run_setting(run_config))

@@ -187,9 +187,9 @@ class EpochDriverConfig:
     stage: what diverged, in the error ("training", "pretraining").
     metric_prefix: prefixes the metric names of recorder rows and names
       the stage of the TensorBoard tags (`fedclf.results.tensorboard_log`:
-      "probe_" -> "probe/train/loss"); also tells this stage's rows from other stages' in
-      a shared metrics.jsonl (`is_stage_row`), so stages sharing a recorder
-      need distinct prefixes.
+      "probe_" -> "probe/train/loss"); also tells this stage's rows from
+      other stages' in a shared metrics.jsonl (`is_stage_row`), so stages
+      sharing a recorder need distinct prefixes.
     log_prefix: prefixes log lines and the divergence message.
     log_metrics: the metrics the per-epoch log line shows, in order.
     divergence_hint: what to try after a divergence.
