@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
+import tensorflow as tf
 
 from fedclf.federated.round_loop import RoundLoop
 from fedclf.federated.round_loop import RoundLoopConfig
@@ -19,10 +20,13 @@ from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
 from fedclf.results.tensorboard_log import metric_tag
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.results.tensorboard_log import scalar_values
 from fedclf.results.tensorboard_log import stage_name
 from fedclf.results.tensorboard_log import TensorBoardLog
 from fedclf.results.tensorboard_log import write_hparams
+from fedclf.train.epoch_driver import EpochDriver
+from fedclf.train.epoch_driver import EpochDriverConfig
 from tests.binary_batch import run_commands
 
 
@@ -254,3 +258,33 @@ def test_a_resumed_round_loop_shows_each_round_once(tmp_path):
   assert [v for _, v in values["test/accuracy"]] == pytest.approx(
       [0.1, 0.2, 0.3, 0.4])
   assert len(list((tmp_path / "tb").glob("*tfevents*"))) == 2
+
+
+def _epoch_driver(tmp_path, resume):
+  weight = tf.Variable(0.0, dtype=tf.float64)
+  return EpochDriver(EpochDriverConfig(
+      epochs=5, seed=3, checkpoint_dir=str(tmp_path / "c"),
+      checkpoint_every=2, resume=resume, metric_prefix="probe_",
+      examples_per_epoch=10), {"weight": weight})
+
+
+def test_a_resumed_epoch_driver_shows_each_epoch_once(tmp_path):
+  def run_epoch(epoch, seed):
+    if epoch == 4:
+      raise KeyboardInterrupt()
+    return {"loss": 1.0 / epoch}
+
+  recorder = RunRecorder(str(tmp_path / "run"), {})
+  tb = run_tensorboard_dir(recorder)
+  with pytest.raises(KeyboardInterrupt):
+    _epoch_driver(tmp_path, False).run(run_epoch, recorder=recorder,
+                                       tensorboard_dir=tb)
+  # Epochs 1-3 are logged, 2 is the last checkpoint: epoch 3 is replayed.
+  recorder = RunRecorder(str(tmp_path / "run"), {}, resume=True)
+  _epoch_driver(tmp_path, True).run(lambda epoch, seed: {"loss": 1.0 / epoch},
+                                    recorder=recorder, tensorboard_dir=tb)
+  values = scalars(tb)
+  for tag in ("probe/train/loss", "probe/throughput/seconds",
+              "probe/throughput/examples_per_second"):
+    assert [step for step, _ in values[tag]] == [1, 2, 3, 4, 5], tag
+  assert [r["epoch"] for r in recorder.read_metrics()] == [1, 2, 3, 4, 5]
