@@ -8,8 +8,15 @@ import json
 
 import numpy as np
 import pytest
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import backend_context
+from tensorboard.plugins.hparams import get_experiment
+from tensorboard.plugins.hparams import list_session_groups
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 import tensorflow as tf
@@ -57,15 +64,46 @@ def sessions(log_dir):
   return [info] * len(events)
 
 
-def session_runs(folder):
-  """The runs under `folder` that the HParams dashboard lists as sessions
-  (as `tensorboard --logdir folder` loads them)."""
+def _multiplexer(folder):
   multiplexer = plugin_event_multiplexer.EventMultiplexer()
   multiplexer.AddRunsFromDirectory(str(folder))
   multiplexer.Reload()
-  content = multiplexer.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)
+  return multiplexer
+
+
+def session_runs(folder):
+  """The runs under `folder` that hold an HParams session (as `tensorboard
+  --logdir folder` loads them)."""
+  content = _multiplexer(folder).PluginRunToTagToContent(
+      hparams_metadata.PLUGIN_NAME)
   return sorted(run for run, tags in content.items()
                 if hparams_metadata.SESSION_START_INFO_TAG in tags)
+
+
+def dashboard(folder):
+  """What the HParams dashboard of `tensorboard --logdir folder` shows, from
+  the plugin's own request handlers (TensorBoard 2.14; no server): the
+  metric tags it offers and, per session group, its sessions and metric
+  values."""
+  multiplexer = _multiplexer(folder)
+  backend = backend_context.Context(base_plugin.TBContext(
+      logdir=str(folder), multiplexer=multiplexer,
+      data_provider=data_provider.MultiplexerDataProvider(multiplexer,
+                                                          str(folder))))
+  request_context = context.RequestContext()
+  experiment = get_experiment.Handler(request_context, backend, "").run()
+  request = api_pb2.ListSessionGroupsRequest(
+      start_index=0, slice_size=100,
+      allowed_statuses=[api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS])
+  for info in experiment.hparam_infos:
+    request.col_params.add(hparam=info.name)
+  for info in experiment.metric_infos:
+    request.col_params.add(metric=info.name)
+  groups = list_session_groups.Handler(request_context, backend, "",
+                                       request).run().session_groups
+  return ([m.name.tag for m in experiment.metric_infos],
+          {tuple(s.name for s in g.sessions):
+           {m.name.tag: m.value for m in g.metric_values} for g in groups})
 
 
 def hparams_of(info):
@@ -190,6 +228,11 @@ def test_federated_binary_logs_tags_and_hparams_per_run(tmp_path):
       [r["test_accuracy"] for r in rows])
   # One HParams session per run folder, the resumed one's included.
   assert session_runs(runs) == ["a/tb", "b/tb"]
+  metrics, groups = dashboard(runs)
+  assert metrics[:3] == ["test/accuracy", "test/loss", "train/loss"]
+  assert sorted(groups) == [("a/tb",), ("b/tb",)]
+  assert groups[("a/tb",)]["test/accuracy"] == pytest.approx(
+      rows[-1]["test_accuracy"])
   infos = [sessions(runs / name / "tb") for name in ("a", "b")]
   assert [len(i) for i in infos] == [1, 1]
   a, b = (hparams_of(i[0]) for i in infos)
