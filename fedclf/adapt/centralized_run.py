@@ -32,6 +32,9 @@ from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
+from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import start_run_log
+from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
@@ -149,6 +152,8 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "domains": pair.describe()},
                          resume=resume)
+  # The seed this run trains with: one of --seeds in a seed_<s> run.
+  start_run_log(recorder, {**run_config, "seed": config.seed})
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         recorder, os.path.join(out_dir, "checkpoints"),
                         resume, run_setting(run_config))
@@ -166,6 +171,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
            "source_accuracy": source["accuracy"],
            "source_macro_f1": source["macro_f1"]}
   recorder.log_metrics(result.epochs_run, final, "epoch")
+  write_row(run_tensorboard_dir(recorder), result.epochs_run, final)
   summary = {
       "method": config.method,
       "source": config.source,

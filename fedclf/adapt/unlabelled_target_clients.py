@@ -78,6 +78,7 @@ from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
+from fedclf.results.tensorboard_log import start_run_log
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import predict_logits
@@ -532,6 +533,7 @@ def run_federated_uda(config: AdaptRunConfig,
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "federated": federated,
                                    "domains": pair.describe()}, resume=resume)
+  start_run_log(recorder, run_config)
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         setting=run_setting(run_config))
   loop, evaluator = federated_uda_loop(pair, task, config.method, federated,

@@ -12,7 +12,9 @@ must behave the same for all of them: resume from the newest checkpoint
 (replaying the metrics rows logged after it), the evaluation schedule, the
 target-accuracy stop, Ctrl-C (the last completed round is checkpointed and
 its row kept, see `_EVALUATION_INTERRUPTED`), a divergence recorded in
-summary.json, TensorBoard scalars and the progress fields of the summary.
+summary.json, TensorBoard scalars (the tags of `fedclf.results.
+tensorboard_log`, each round once across resumes) and the progress fields
+of the summary.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import time
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from absl import logging
-import tensorflow as tf
 
 from fedclf.errors import DivergenceError
 from fedclf.errors import as_interrupt
@@ -33,6 +34,7 @@ from fedclf.federated.rounds import ServerState
 from fedclf.results.progress import Step
 from fedclf.results.progress import StepProgress
 from fedclf.results.record import RunRecorder
+from fedclf.results.tensorboard_log import TensorBoardLog
 
 ClientStates = Dict[int, List]
 Row = Dict[str, float]
@@ -98,12 +100,6 @@ class RoundLoopResult:
   client_states: ClientStates
   last_eval: Row
   progress: Dict
-
-
-def _write_scalars(tb, round_num: int, row: Row) -> None:
-  with tb.as_default(step=round_num):
-    for key, value in row.items():
-      tf.summary.scalar(key, value)
 
 
 def _log_round(reporter: StepProgress, round_num: int, row: Row) -> None:
@@ -193,7 +189,7 @@ class RoundLoop:
     if restored is not None:
       path, state, client_states = restored
       logging.info("resumed from %s (round %d)", path, state.round_num)
-    tb = tf.summary.create_file_writer(os.path.join(self.out_dir, "tb"))
+    tb = TensorBoardLog(os.path.join(self.out_dir, "tb"))
     if resume:
       # Rounds logged after the checkpoint (all of them if there is none)
       # are replayed; after an unreadable newest checkpoint, that includes
@@ -230,7 +226,7 @@ class RoundLoop:
       raise as_interrupt(e) from None
     finally:
       self._reporter.close()
-    tb.flush()
+      tb.close()
     state, last_eval = cursor.state, cursor.last_eval
     if not last_eval:
       last_eval = self.evaluator.evaluate(state, state.round_num)
@@ -238,7 +234,8 @@ class RoundLoop:
                            progress.fields(state.round_num))
 
   def _round(self, cursor: "_Cursor", client_states: ClientStates,
-             round_num: int, progress: _Progress, tb) -> None:
+             round_num: int, progress: _Progress,
+             tb: TensorBoardLog) -> None:
     """Trains, evaluates, logs and checkpoints one round, moving `cursor`
     as soon as each step is done (Ctrl-C can come at any point)."""
     t0 = time.time()
@@ -252,7 +249,7 @@ class RoundLoop:
     progress.add(round_num, row)
     self.recorder.log_metrics(round_num, row, "round")
     cursor.unlogged = None
-    _write_scalars(tb, round_num, row)
+    tb.write_row(round_num, row)
     _log_round(self._reporter, round_num, row)
     every = self.config.checkpoint_every
     if every and (round_num % every == 0 or round_num == self.config.rounds
@@ -274,7 +271,8 @@ class RoundLoop:
       logging.warning("interrupted; saved %s (round %d)", path,
                       state.round_num)
 
-  def _finish_interrupted_evaluation(self, state: ServerState, tb) -> None:
+  def _finish_interrupted_evaluation(self, state: ServerState,
+                                     tb: TensorBoardLog) -> None:
     """Evaluates a restored round whose evaluation Ctrl-C cut short."""
     rows = self.recorder.read_metrics()
     if not rows or not rows[-1].get(_EVALUATION_INTERRUPTED):
@@ -285,7 +283,7 @@ class RoundLoop:
       row.update(self.evaluator.evaluate(state, state.round_num))
     self.recorder.drop_metrics_after(state.round_num - 1, "round")
     self.recorder.log_metrics(state.round_num, row, "round")
-    _write_scalars(tb, state.round_num, row)
+    tb.write_row(state.round_num, row)
     logging.info("round %d: evaluated after resume", state.round_num)
 
 

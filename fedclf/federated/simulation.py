@@ -56,6 +56,7 @@ from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
 from fedclf.results.record import atomic_write_json
+from fedclf.results.tensorboard_log import start_run_log
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.method import SslConfig
 
@@ -167,6 +168,7 @@ class Simulation:
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,
         "dataset": self.ds.describe()}, resume=resume)
+    start_run_log(self.recorder, run_config)
     self.checkpointer = rounds_lib.Checkpointer(
         os.path.join(out_dir, "checkpoints"), setting=run_setting(run_config))
     self.tag = (f"{algorithm.name}/{config.model_name}/"

@@ -21,13 +21,13 @@ import tensorflow as tf
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.augment import SslAugmentConfig
 from fedclf.ssl.method import ssl_step_loss
 from fedclf.ssl.method import SslMethod
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
-from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.epoch_driver import SSL_SEED_OFFSET
 from fedclf.train.loop import predict_logits
 from fedclf.train.optimizers import build_optimizer

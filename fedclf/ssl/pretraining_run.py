@@ -27,6 +27,9 @@ from fedclf.models import ModelParts
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
+from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import start_run_log
+from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.method import build_method
@@ -145,6 +148,7 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
       config, pretrain=dataclasses.replace(config.pretrain, augment=augment))
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "dataset": ds.describe()}, resume=resume)
+  start_run_log(recorder, run_config)
   # Statistics of the (unlabelled) training images: the pretraining views,
   # the probes and fine-tuning all see inputs normalized the same way.
   normalization = Normalization.from_images(ds.x_train)
@@ -174,6 +178,7 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
         f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
   recorder.log_metrics(result.epochs_run, final, "epoch")
+  write_row(run_tensorboard_dir(recorder), result.epochs_run, final)
   # pretrain_encoder's default log_prefix is its rows' metric prefix.
   last = last_epoch_metrics(result.history, result.epochs_run, recorder,
                             "ssl_")

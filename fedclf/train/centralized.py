@@ -24,6 +24,9 @@ from fedclf.models import ModelConfig
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
+from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import start_run_log
+from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import train_classifier
@@ -128,6 +131,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
   recorder = RunRecorder(out_dir, {"flags": run_config,
                                    "resolved": config,
                                    "dataset": ds.describe()}, resume=resume)
+  start_run_log(recorder, run_config)
   train, val = _split_train_val(ds, config)
   normalization = Normalization.for_scaling(config.input_scaling, train[0])
   summary: Dict = {"dataset": ds.describe(), "model": config.model_name,
@@ -150,9 +154,10 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
       np.asarray(test["confusion_matrix"]),
       os.path.join(out_dir, "confusion_matrix.png"), ds.class_names,
       f"{config.model_name} on {ds.name}: test accuracy {test['accuracy']:.4f}")
-  recorder.log_metrics(result.epochs_run, {
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-      "test_macro_f1": test["macro_f1"]}, "epoch")
+  test_row = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+              "test_macro_f1": test["macro_f1"]}
+  recorder.log_metrics(result.epochs_run, test_row, "epoch")
+  write_row(run_tensorboard_dir(recorder), result.epochs_run, test_row)
   summary.update({
       "test_accuracy": test["accuracy"],
       "test_loss": test["loss"],

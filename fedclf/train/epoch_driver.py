@@ -14,8 +14,8 @@ it behaves the same everywhere:
 - the divergence stop: a non-finite training metric raises
   `DivergenceError` with a one-line message (checkpoints are kept);
 - one log line, one `RunRecorder` row and one TensorBoard scalar per metric
-  per epoch, each epoch's row once even across kills and resumes (see
-  `EpochDriver.run`);
+  per epoch (tags of `fedclf.results.tensorboard_log`), each epoch's row
+  once even across kills and resumes (see `EpochDriver.run`);
 - an early-stopping hook, and Ctrl-C (see `EpochDriver.run`).
 """
 
@@ -42,6 +42,8 @@ from fedclf.results.checkpoint_setting import resume_newest_readable
 from fedclf.results.checkpoint_setting import setting_text
 from fedclf.results.progress import Step
 from fedclf.results.progress import StepProgress
+from fedclf.results.tensorboard_log import stage_name
+from fedclf.results.tensorboard_log import TensorBoardLog
 
 # (epoch, epoch seed) -> that epoch's training metrics (all must be finite).
 RunEpochFn = Callable[[int, int], Dict[str, float]]
@@ -172,14 +174,6 @@ def last_epoch_metrics(history: List[Dict[str, float]], epochs_run: int,
   return {}
 
 
-def run_tensorboard_dir(recorder: Optional[RunRecorder]) -> Optional[str]:
-  """`tb/` in the recorder's run folder, as the federated binary writes;
-  None without a `RunRecorder` (a stand-in has no run folder)."""
-  if isinstance(recorder, RunRecorder):
-    return os.path.join(recorder.out_dir, "tb")
-  return None
-
-
 @dataclasses.dataclass(frozen=True)
 class EpochDriverConfig:
   """What an `EpochDriver` runs and how it reports.
@@ -193,10 +187,11 @@ class EpochDriverConfig:
       is always saved.
     resume: restore the latest checkpoint in `checkpoint_dir` first.
     stage: what diverged, in the error ("training", "pretraining").
-    metric_prefix: prefixes the metric names of recorder rows and
-      TensorBoard tags; also tells this stage's rows from other stages' in
-      a shared metrics.jsonl (`is_stage_row`), so stages sharing a recorder
-      need distinct prefixes.
+    metric_prefix: prefixes the metric names of recorder rows and names
+      the stage of the TensorBoard tags (`fedclf.results.tensorboard_log`:
+      "probe_" -> "probe/train/loss"); also tells this stage's rows from
+      other stages' in a shared metrics.jsonl (`is_stage_row`), so stages
+      sharing a recorder need distinct prefixes.
     log_prefix: prefixes log lines and the divergence message.
     log_metrics: the metrics the per-epoch log line shows, in order.
     divergence_hint: what to try after a divergence.
@@ -241,7 +236,7 @@ class EpochRun:
 
 class EpochDriver:
   """Runs epochs of one training loop: checkpoints, resume, seeds,
-  divergence stop, logging, rows and TensorBoard.
+  divergence stop, progress lines, rows and TensorBoard.
 
   Constructing it restores the latest checkpoint (with `config.resume`),
   so that the caller can read restored state before `run`.
@@ -319,7 +314,8 @@ class EpochDriver:
       DivergenceError: a training metric is NaN or infinite.
       KeyboardInterrupt: Ctrl-C, SIGTERM, a closed output.
     """
-    writer = (tf.summary.create_file_writer(tensorboard_dir)
+    writer = (TensorBoardLog(tensorboard_dir,
+                             stage_name(self.config.metric_prefix))
               if tensorboard_dir else None)
     run = EpochRun(self.epochs_done, False, 0.0, 0.0, [])
     self._drop_replayed_rows(recorder)
@@ -366,7 +362,7 @@ class EpochDriver:
                   should_stop: Optional[ShouldStopFn],
                   optimizer: Optional[tf.keras.optimizers.Optimizer],
                   recorder: Optional[RunRecorder],
-                  writer: Optional[tf.summary.SummaryWriter]) -> None:
+                  writer: Optional[TensorBoardLog]) -> None:
     config = self.config
     for epoch in range(self.epochs_done + 1, config.epochs + 1):
       t0 = time.time()
@@ -414,16 +410,13 @@ class EpochDriver:
 
   def _report(self, epoch: int, row: Dict[str, float],
               recorder: Optional[RunRecorder],
-              writer: Optional[tf.summary.SummaryWriter]) -> None:
+              writer: Optional[TensorBoardLog]) -> None:
     config = self.config
     named = {f"{config.metric_prefix}{k}": v for k, v in row.items()}
     if recorder is not None:
       recorder.log_metrics(epoch, named, "epoch")
     if writer is not None:
-      with writer.as_default(step=epoch):
-        for tag, value in named.items():
-          tf.summary.scalar(tag, value)
-      writer.flush()
+      writer.write_row(epoch, row, examples=config.examples_per_epoch)
     shown = [f"{k} {row[k]:.4g}" for k in config.log_metrics if k in row]
     self._reporter.step(Step(epoch, shown, row["epoch_seconds"],
                              config.examples_per_epoch))

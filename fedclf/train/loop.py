@@ -25,9 +25,9 @@ from fedclf.data.preprocess import make_pipeline
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.results import RunRecorder
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
-from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.epoch_driver import SUPERVISED_SEED_OFFSET
 from fedclf.train.optimizers import build_optimizer
 from fedclf.train.optimizers import OptimizerConfig

@@ -93,4 +93,5 @@ def test_rows_and_tensorboard(digits, tmp_path):
           for path in (tmp_path / "tb").glob("events.out.tfevents.*")
           for event in tf.compat.v1.train.summary_iterator(str(path))
           for value in event.summary.value}
-  assert {"ssl_loss", "ssl_learning_rate", "ssl_representation_std"} <= tags
+  assert {"ssl/train/loss", "ssl/optimizer/learning_rate",
+          "ssl/diagnostics/representation_std"} <= tags

@@ -12,11 +12,11 @@ import tensorflow as tf
 from fedclf import errors
 from fedclf.errors import DivergenceError
 from fedclf.results import RunRecorder
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import epoch_seed
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
-from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.epoch_driver import SSL_SEED_OFFSET
 
 
@@ -157,9 +157,11 @@ def test_rows_learning_rate_and_tensorboard(tmp_path):
   tb_dir = str(tmp_path / "run" / "tb")
   assert run_tensorboard_dir(recorder) == tb_dir
   scalars = _tensorboard_scalars(tb_dir)
-  assert set(scalars) == {"probe_loss", "probe_accuracy", "probe_val_accuracy",
-                          "probe_learning_rate", "probe_epoch_seconds"}
-  assert scalars["probe_val_accuracy"] == pytest.approx(
+  # The shared tags of fedclf.results.tensorboard_log, in the stage "probe".
+  assert set(scalars) == {
+      "probe/train/loss", "probe/other/accuracy", "probe/validation/accuracy",
+      "probe/optimizer/learning_rate", "probe/throughput/seconds"}
+  assert scalars["probe/validation/accuracy"] == pytest.approx(
       {1: 0.1, 2: 0.2, 3: 0.3})
 
 

@@ -36,11 +36,11 @@ from fedclf.adapt.grl import gradient_reversal
 from fedclf.errors import UserError
 from fedclf.models.building_blocks import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
+from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
 from fedclf.train.epoch_driver import last_epoch_metrics
-from fedclf.train.epoch_driver import run_tensorboard_dir
 from fedclf.train.loop import classification_loss
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import TrainConfig
