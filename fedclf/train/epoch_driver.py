@@ -13,8 +13,9 @@ it behaves the same everywhere:
   replays exactly the batches of the uninterrupted one;
 - the divergence stop: a non-finite training metric raises
   `DivergenceError` with a one-line message (checkpoints are kept);
-- one log line, one `RunRecorder` row and one TensorBoard scalar per metric
-  per epoch (tags of `fedclf.results.tensorboard_log`), each epoch's row
+- one progress step (`fedclf.results.progress`: a plain log line with the
+  ETA, or a live bar on a terminal), one `RunRecorder` row and one
+  TensorBoard scalar per metric per epoch (tags of `fedclf.results.tensorboard_log`), each epoch's row
   once even across kills and resumes (see `EpochDriver.run`);
 - an early-stopping hook, and Ctrl-C (see `EpochDriver.run`).
 """
