@@ -85,11 +85,11 @@ def test_plugin_flags_come_from_the_manifest():
   assert proc.returncode == 1, proc.stderr[-2000:]
   # Generated flags are fedclf.cli's, so --help (the main module's only)
   # leaves them out and --helpfull shows them, as before.
-  assert "--prox_mu" not in proc.stdout
+  assert "--prox_mu:" not in proc.stdout
   assert "tensorflow loaded: False" in proc.stderr
   proc = _python(_ANSWER, "simulations.federated", "--helpfull")
-  assert "--prox_mu: fedprox: Proximal term weight" in proc.stdout
-  assert "--dirichlet_alpha" in proc.stdout
+  assert "--prox_mu: fedprox: proximal term weight." in proc.stdout
+  assert "--dirichlet_alpha:" in proc.stdout
 
 
 def test_manifest_round_trips_every_field_kind():
