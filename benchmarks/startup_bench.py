@@ -40,6 +40,8 @@ flags.DEFINE_list("base_binaries", list(BINARIES),
                   "Binaries timed at --base too (each takes seconds there).")
 flags.DEFINE_list("answers", ["--list", "--help", "--helpfull"],
                   "Arguments timed, one command each.")
+flags.DEFINE_list("base_answers", ["--list", "--help", "--helpfull"],
+                  "Arguments timed at --base.")
 flags.DEFINE_integer("repeats", 5, "Timed runs per command (median).")
 flags.DEFINE_integer("base_repeats", 5, "Timed runs per command at --base.")
 flags.DEFINE_string("out", "results/startup.md", "Markdown output.")
@@ -114,7 +116,7 @@ def render(now: Timings, base: Timings, loads: Tuple[str, str]) -> str:
       f"median of {FLAGS.repeats} runs (at {FLAGS.base or '-'}: "
       f"{FLAGS.base_repeats}) after one warm-up, each a fresh "
       f"`python -m <binary> <answer>`; in brackets the lines it wrote to "
-      f"stderr (TF_CPP_MIN_LOG_LEVEL unset). Load average "
+      f"stderr (TF_CPP_MIN_LOG_LEVEL unset); \"-\": not timed. Load average "
       f"(1/5/15 min) before: {loads[0]}; after: {loads[1]}.", "",
       head, "|---|---|---|---|"]
   for binary, answer in now:
@@ -131,7 +133,7 @@ def main(argv: List[str]) -> None:
   if FLAGS.base:
     with tempfile.TemporaryDirectory(prefix="startup_base_") as folder:
       extract_commit(FLAGS.base, folder)
-      base = time_all(folder, FLAGS.base_binaries, FLAGS.answers,
+      base = time_all(folder, FLAGS.base_binaries, FLAGS.base_answers,
                       FLAGS.base_repeats)
   text = render(now, base, (load_before, _load()))
   atomic_write_text(FLAGS.out, text)
