@@ -49,6 +49,19 @@ flags.DEFINE_string("out", "results/startup.md", "Markdown output.")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+NOTES = """\
+At the base commit every answer imports TensorFlow and prints its 9
+start-up lines (oneDNN, CUDA drivers twice, the cuDNN/cuFFT/cuBLAS "Unable to
+register" errors, CPU instructions, TF-TRT); now none, and TensorFlow is not
+imported (tests/cli/fast_start_test.py asserts both for every binary). The
+tff_worker's one line for --list is its usage error: it has no --list, at
+either commit. --helpfull now leaves out the 11 flags that TensorFlow's own
+modules and absl.testing define (tensorflow.python.tpu.*, parallel_for.pfor,
+absl.testing.absltest); a run still has them, as TensorFlow is imported
+before flags parse. Everything else that --help, --helpfull and --list
+print is unchanged for all ten binaries (compared with the output at the
+base commit)."""
+
 # (binary, answer) -> (median seconds, stderr lines of the first run).
 Timings = Dict[Tuple[str, str], Tuple[float, int]]
 
@@ -122,7 +135,7 @@ def render(now: Timings, base: Timings, loads: Tuple[str, str]) -> str:
   for binary, answer in now:
     lines.append(f"| {binary} | {answer} | {_cell(now, (binary, answer))} "
                  f"| {_cell(base, (binary, answer))} |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines + ["", NOTES]) + "\n"
 
 
 def main(argv: List[str]) -> None:
