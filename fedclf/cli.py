@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from absl import app
 from absl import flags
@@ -281,7 +281,7 @@ def optimizer_config_from_flags(prefix: str):
 # flag of the same name (and to define each only once).
 _params_flags: Dict[str, flags.Flag] = {}
 # The registry kinds whose built-in plugins' flags came from the manifest.
-_manifest_kinds = set()
+_manifest_kinds: Set[str] = set()
 
 
 def _command_line_args(argv: Sequence[str]) -> List[str]:

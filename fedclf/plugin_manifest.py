@@ -32,10 +32,10 @@ import os
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fedclf import registry as registry_lib
+from fedclf.plugin_config import param_fields
 from fedclf.plugin_config import ParamField
 from fedclf.plugin_config import PluginFields
-from fedclf.plugin_config import param_fields
-from fedclf import registry as registry_lib
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                              "plugin_manifest.json")
@@ -192,6 +192,7 @@ def main(argv: Sequence[str]) -> int:
     print("usage: python -m fedclf.plugin_manifest --write|--check",
           file=sys.stderr)
     return 2
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # As binaries do.
   text = generate()
   current = ""
   if os.path.exists(MANIFEST_PATH):
