@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from fedclf import plugin_config
+from fedclf import plugin_manifest
 from fedclf import plugins
 from fedclf import process_exit
 from fedclf import registry
@@ -59,6 +62,53 @@ def _startup_interrupt_hook(previous):
 # At import: the binaries import this module first.
 if not getattr(sys.excepthook, "fedclf_hook", False):
   sys.excepthook = _startup_interrupt_hook(sys.excepthook)
+
+# TensorFlow's C++ log threshold (0 all, 1 no INFO, 2 no WARNING either, 3
+# no ERROR either), read by TensorFlow once, at its first line. Set here,
+# before any binary imports TensorFlow, unless the user chose one: 2 drops
+# the INFO/WARNING start-up lines (oneDNN, CUDA drivers, CPU instructions,
+# TensorRT) and keeps errors. TF_CPP_MIN_LOG_LEVEL=0 brings all back.
+TF_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+os.environ.setdefault(TF_LOG_LEVEL_VARIABLE, "2")
+
+# Lines TensorFlow's import prints at ERROR level on every machine without a
+# GPU driver (XLA registering its CUDA plugins twice): not errors of the
+# run, so `import_tensorflow` drops them unless the log level is 0.
+TF_IMPORT_NOISE = ("Unable to register cuDNN factory",
+                   "Unable to register cuFFT factory",
+                   "Unable to register cuBLAS factory")
+
+
+def without_import_noise(text: str) -> str:
+  """`text` (what TensorFlow's import wrote to stderr) less the lines of
+  `TF_IMPORT_NOISE`."""
+  return "".join(line for line in text.splitlines(keepends=True)
+                 if not any(noise in line for noise in TF_IMPORT_NOISE))
+
+
+def import_tensorflow() -> None:
+  """Imports TensorFlow with stderr (fd 2, where its C++ code writes)
+  captured, and writes back all but `TF_IMPORT_NOISE`: every other line,
+  and an import error's traceback, stay visible."""
+  if "tensorflow" in sys.modules:
+    return
+  if os.environ.get(TF_LOG_LEVEL_VARIABLE, "").strip() == "0":
+    importlib.import_module("tensorflow")
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      importlib.import_module("tensorflow")
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      sys.stderr.write(without_import_noise(
+          captured.read().decode("utf-8", errors="replace")))
+      sys.stderr.flush()
 
 
 def define_common_flags() -> None:
@@ -192,17 +242,20 @@ def data_config_from_flags(seed: int):
 def define_optimizer_flags(prefix: str, default_name: str, default_lr: float,
                            default_momentum: float = 0.9) -> None:
   """Defines --{prefix}optimizer, --{prefix}lr, ... (prefix '' or 'client_')."""
-  from fedclf.train.optimizers import OPTIMIZERS, SCHEDULES  # pylint: disable=g-import-not-at-top
+  # The names of fedclf.train.optimizers, from the manifest: that module
+  # imports TensorFlow.
+  choices = plugin_manifest.flag_choices()
   who = prefix.rstrip("_") or "the"
-  flags.DEFINE_enum(f"{prefix}optimizer", default_name, OPTIMIZERS,
+  flags.DEFINE_enum(f"{prefix}optimizer", default_name,
+                    list(choices["optimizers"]),
                     f"Optimizer for {who} model updates.")
   flags.DEFINE_float(f"{prefix}lr", default_lr, "Peak learning rate.")
   flags.DEFINE_float(f"{prefix}momentum", default_momentum,
                      "Momentum (momentum/nesterov/rmsprop).")
   flags.DEFINE_float(f"{prefix}weight_decay", 0.0,
                      "Decoupled weight decay.")
-  flags.DEFINE_enum(f"{prefix}lr_schedule", "constant", SCHEDULES,
-                    "Learning-rate schedule.")
+  flags.DEFINE_enum(f"{prefix}lr_schedule", "constant",
+                    list(choices["schedules"]), "Learning-rate schedule.")
   flags.DEFINE_float(f"{prefix}warmup_epochs", 0.0,
                      "Linear warm-up length in epochs.")
   flags.DEFINE_float(f"{prefix}step_epochs", 30.0,
@@ -227,20 +280,27 @@ def optimizer_config_from_flags(prefix: str):
 # The flags `define_params_flags` made, to tell them from a binary's own
 # flag of the same name (and to define each only once).
 _params_flags: Dict[str, flags.Flag] = {}
+# The registry kinds whose built-in plugins' flags came from the manifest.
+_manifest_kinds: Set[str] = set()
 
 
-def plugins_named_in(argv: Sequence[str]) -> List[str]:
-  """The `--plugin` values of a command line, --flagfile contents included
-  (absl's own expansion, so nesting and relative paths behave alike)."""
+def _command_line_args(argv: Sequence[str]) -> List[str]:
+  """The flags of a command line before any `--`, --flagfile contents
+  included (absl's own expansion, so nesting and relative paths behave
+  alike)."""
   args = list(argv[1:])
   try:
     args = flags.FLAGS.read_flags_from_files(args)
   except flags.Error:
     pass  # The real parse reports the unreadable flagfile.
+  return args[:args.index("--")] if "--" in args else args
+
+
+def plugins_named_in(argv: Sequence[str]) -> List[str]:
+  """The `--plugin` values of a command line, --flagfile contents included."""
+  args = _command_line_args(argv)
   modules = []
   for i, arg in enumerate(args):
-    if arg == "--":
-      break
     name, has_value, value = arg.lstrip("-").partition("=")
     if name != "plugin" or not arg.startswith("-"):
       continue
@@ -249,6 +309,32 @@ def plugins_named_in(argv: Sequence[str]) -> List[str]:
     elif i + 1 < len(args):
       modules.append(args[i + 1])
   return modules
+
+
+# absl's help flags (app.define_help_flags), and ours that answers alike.
+_ANSWER_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml", "list")
+
+
+def _bool_flag_value(args: Sequence[str], name: str) -> bool:
+  """The value the last of `--name`, `--noname`, `--name=false` ... in
+  `args` gives boolean flag `name` (False when absent)."""
+  value = False
+  for arg in args:
+    if not arg.startswith("-"):
+      continue
+    flag, has_value, text = arg.lstrip("-").partition("=")
+    if flag == name:
+      value = not has_value or text.lower() in ("true", "t", "1")
+    elif flag == f"no{name}" and not has_value:
+      value = False
+  return value
+
+
+def only_answers(argv: Sequence[str]) -> bool:
+  """Whether a command line asks for help or --list instead of a run: it
+  needs no TensorFlow."""
+  args = _command_line_args(argv)
+  return any(_bool_flag_value(args, name) for name in _ANSWER_FLAGS)
 
 
 def _define_params_flag(spec: plugin_config.FlagSpec) -> flags.Flag:
@@ -277,17 +363,23 @@ def define_params_flags(*registries: registry.Registry) -> None:
   the params field (`--prox_mu`, `--dirichlet_alpha`, a plugin's own).
 
   Call it where the binary defines its flags, after its own: absl parses
-  before `run` loads plugins, so this first imports fedclf's plugins, the
-  `fedclf.plugins` entry points and the `--plugin` modules of the command
-  line (`sys.argv`, flagfiles included), so that `--helpfull` lists their
-  flags and `--my_param=3` parses. Calling it again (after loading more
-  plugins) defines only the flags that are new. A params class that is
-  malformed, or a field clashing with another plugin's or with the binary's
-  own flag, ends the binary with a one-line error naming both (exit 2).
+  before `run` loads plugins, so this knows fedclf's own plugins from
+  `fedclf.plugin_manifest` (without importing them and TensorFlow) and
+  imports the `fedclf.plugins` entry points and the `--plugin` modules of
+  the command line (`sys.argv`, flagfiles included; fedclf's plugins first
+  then, as `load_plugins` does), so that `--helpfull` lists their flags and
+  `--my_param=3` parses. Calling it again (after loading more plugins)
+  defines only the flags that are new. A params class that is malformed, or
+  a field clashing with another plugin's or with the binary's own flag,
+  ends the binary with a one-line error naming both (exit 2).
   """
   try:
-    plugins.load_plugins(plugins_named_in(sys.argv))
-    for name, spec in plugin_config.flag_specs(registries).items():
+    named = plugins_named_in(sys.argv)
+    if named or plugins.entry_point_targets():
+      import_tensorflow()
+      plugins.load_plugins(named)
+    for name, spec in plugin_config.flag_specs_of(
+        _plugin_fields(registries)).items():
       if name in flags.FLAGS:
         if flags.FLAGS[name] is _params_flags.get(name):
           continue
@@ -298,6 +390,30 @@ def define_params_flags(*registries: registry.Registry) -> None:
       _params_flags[name] = _define_params_flag(spec)
   except (UserError, registry.RegistryError) as e:
     exit_with_user_error(str(e))
+
+
+def _from_manifest(reg: registry.Registry) -> bool:
+  """Whether `reg`'s built-in plugins are known only from the manifest
+  (a registry of fedclf's, its plugins not imported yet)."""
+  return (not plugins.builtins_loaded() and
+          any(reg is known for known in registry.ALL_REGISTRIES))
+
+
+def _plugin_fields(registries: Sequence[registry.Registry]
+                  ) -> List[plugin_config.PluginFields]:
+  """The params fields of every plugin of `registries`: those registered,
+  and the built-in ones from the manifest while they are not (by registry,
+  then by name, as `plugin_config.flag_specs` orders them)."""
+  out = []
+  for reg in registries:
+    found = {p.name: p for p in plugin_config.registered_fields([reg])}
+    if _from_manifest(reg):
+      _manifest_kinds.add(reg.kind)
+      found.update((e.name, e.plugin_fields())
+                   for e in plugin_manifest.entries_of_kind(reg.kind)
+                   if e.fields)
+    out += [found[name] for name in sorted(found)]
+  return out
 
 
 def params_from_flags(kind: registry.Registry, name: str) -> Any:
@@ -312,6 +428,11 @@ def params_from_flags(kind: registry.Registry, name: str) -> Any:
   """
   params_class = plugin_config.params_class_of(kind, name)
   fields = plugin_config.param_fields(params_class)
+  # Flags made from the manifest must be the plugin's: a developer who
+  # changed its params without refreshing the manifest learns it here.
+  stale = plugin_manifest.stale_message(kind.kind, name, fields)
+  if stale and kind.kind in _manifest_kinds:
+    raise UserError(stale)
   own = [f.name for f in fields]
   values = flags.FLAGS
   for flag_name, spec in plugin_config.flag_specs([kind]).items():
@@ -372,6 +493,11 @@ def _run_main(main: Callable[[Sequence[str]], None],
   from a print to a closed stdout becomes OutputClosed (a logging call to
   one raises nothing: the SIGPIPE handler raises OutputClosed instead)."""
   try:
+    if flags.FLAGS.list and not _user_plugins():
+      print(_describe_known_plugins())
+      sys.stdout.flush()
+      return
+    import_tensorflow()  # Loaded already, unless for --list.
     plugins.load_plugins(flags.FLAGS.plugin)
     if flags.FLAGS.list:
       print(plugins.describe_all())
@@ -386,6 +512,25 @@ def _run_main(main: Callable[[Sequence[str]], None],
     if interrupt is None:
       raise
     raise interrupt from None
+
+
+def _user_plugins() -> bool:
+  """Whether this run has plugins besides fedclf's (--plugin, entry
+  points)."""
+  return bool([m for m in flags.FLAGS.plugin if m] or
+              plugins.entry_point_targets())
+
+
+def _describe_known_plugins() -> str:
+  """`--list` from the manifest and the registries, importing no plugin."""
+  names = []
+  for reg in registry.ALL_REGISTRIES:
+    kind_names = set(reg.names())
+    if _from_manifest(reg):
+      kind_names.update(e.name for e in
+                        plugin_manifest.entries_of_kind(reg.kind))
+    names.append((reg.kind, sorted(kind_names)))
+  return plugins.describe_names(names)
 
 
 def _newest_checkpoint(folder: str) -> Optional[str]:
@@ -475,8 +620,10 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   # TensorFlow must be imported before absl's app.run: imported inside it,
   # tf.keras builds functional models from graph placeholders
   # (SymbolicTensor) instead of KerasTensors and Flatten fails on the
-  # unknown batch size.
-  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  # unknown batch size. Help and --list build no model and need none (a
+  # --plugin module may still import it).
+  if not only_answers(sys.argv):
+    import_tensorflow()
   process_exit.install()
   try:
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)

@@ -35,7 +35,7 @@ import dataclasses
 import math
 import numbers
 import typing
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from fedclf.errors import UserError
 
@@ -257,25 +257,50 @@ def flag_specs(registries: Iterable[_Registry]) -> Dict[str, FlagSpec]:
     ParamsDeclarationError: two plugins declare one name with a different
       type, choices or default (one flag could not serve both).
   """
-  specs: Dict[str, FlagSpec] = {}
+  return flag_specs_of(registered_fields(registries))
+
+
+def registered_fields(
+    registries: Iterable[_Registry]) -> List[PluginFields]:
+  """The declared fields of every plugin with params in `registries`, in
+  registry order, then by name."""
+  out = []
   for registry in registries:
     for name in registry.names():
       params_class = registry.params_class(name)
-      if params_class is None:
-        continue
-      for field in param_fields(params_class):
-        owner = (registry.kind, name)
-        seen = specs.get(field.name)
-        if seen is None:
-          specs[field.name] = FlagSpec(field, (owner,))
-        elif seen.field.same_flag_as(field):
-          if owner not in seen.owners:
-            specs[field.name] = dataclasses.replace(
-                seen, owners=seen.owners + (owner,))
-        else:
-          raise ParamsDeclarationError(
-              f"hyper-parameter {field.name!r} is declared by "
-              f"{seen.describe_owners()} ({seen.field.describe()}) and by "
-              f"{owner[0]} {owner[1]} ({field.describe()}); one flag cannot "
-              f"serve both: rename one of them")
+      if params_class is not None:
+        out.append(PluginFields(registry.kind, name,
+                                param_fields(params_class)))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginFields:
+  """The hyper-parameters of one plugin, from its live params class or
+  from fedclf's plugin manifest (`fedclf.plugin_manifest`)."""
+  kind: str  # the registry's kind, "algorithm"
+  name: str
+  fields: Tuple[ParamField, ...]
+
+
+def flag_specs_of(plugins: Iterable[PluginFields]) -> Dict[str, FlagSpec]:
+  """`flag_specs` over plugins' fields however they were found (in the
+  order given, which orders each flag's owners)."""
+  specs: Dict[str, FlagSpec] = {}
+  for plugin in plugins:
+    owner = (plugin.kind, plugin.name)
+    for field in plugin.fields:
+      seen = specs.get(field.name)
+      if seen is None:
+        specs[field.name] = FlagSpec(field, (owner,))
+      elif seen.field.same_flag_as(field):
+        if owner not in seen.owners:
+          specs[field.name] = dataclasses.replace(
+              seen, owners=seen.owners + (owner,))
+      else:
+        raise ParamsDeclarationError(
+            f"hyper-parameter {field.name!r} is declared by "
+            f"{seen.describe_owners()} ({seen.field.describe()}) and by "
+            f"{owner[0]} {owner[1]} ({field.describe()}); one flag cannot "
+            f"serve both: rename one of them")
   return specs

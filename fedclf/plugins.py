@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-from typing import Iterable, List, Set
+from typing import Iterable, List, Sequence, Set, Tuple
 
 from fedclf.registry import ALL_REGISTRIES
 from fedclf.registry import DuplicateNameError
@@ -24,10 +24,19 @@ from fedclf.registry import PluginImportError
 ENTRY_POINT_GROUP = "fedclf.plugins"
 
 _loaded_plugins: Set[str] = set()
+_builtins_loaded = False
+
+
+def builtins_loaded() -> bool:
+  """Whether `load_builtins` ran: until then the registries hold only what
+  was registered by hand (binaries know the built-in plugins from
+  `fedclf.plugin_manifest` instead)."""
+  return _builtins_loaded
 
 
 def load_builtins() -> None:
   """Imports fedclf's own modules so their decorators run."""
+  global _builtins_loaded
   # Imported here, not at the top: importing this module (as fedclf.cli
   # does) must not pull in TensorFlow and every package before flags parse.
   # pylint: disable=g-import-not-at-top,unused-import
@@ -38,6 +47,14 @@ def load_builtins() -> None:
   import fedclf.partition  # noqa: F401
   import fedclf.ssl  # noqa: F401
   # pylint: enable=g-import-not-at-top,unused-import
+  _builtins_loaded = True
+
+
+def entry_point_targets() -> List[Tuple[str, str]]:
+  """(plugin name, module) of every entry point of the `fedclf.plugins`
+  group installed."""
+  return [(ep.name, ep.value.split(":")[0])
+          for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def load_plugins(modules: Iterable[str] = (),
@@ -63,10 +80,7 @@ def load_plugins(modules: Iterable[str] = (),
       plugin.
   """
   load_builtins()
-  targets = []
-  if use_entry_points:
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-      targets.append((ep.name, ep.value.split(":")[0]))
+  targets = entry_point_targets() if use_entry_points else []
   targets.extend((m, m) for m in modules if m)
   loaded = []
   for plugin_name, module_name in targets:
@@ -87,7 +101,11 @@ def load_plugins(modules: Iterable[str] = (),
 
 def describe_all() -> str:
   """Every registered name per kind, for `--list`."""
-  lines = []
-  for registry in ALL_REGISTRIES:
-    lines.append(f"{registry.kind}s: {', '.join(registry.names()) or '(none)'}")
-  return "\n".join(lines)
+  return describe_names([(registry.kind, registry.names())
+                         for registry in ALL_REGISTRIES])
+
+
+def describe_names(names: Sequence[Tuple[str, Sequence[str]]]) -> str:
+  """`--list`'s text: one line per (kind, names)."""
+  return "\n".join(f"{kind}s: {', '.join(kind_names) or '(none)'}"
+                   for kind, kind_names in names)

@@ -15,7 +15,6 @@ from absl import flags
 
 from fedclf import cli
 from fedclf.errors import UserError
-from fedclf.results.record import atomic_write_text
 
 cli.define_common_flags()
 flags.DEFINE_string("runs", None, "Directory holding run folders.")
@@ -37,7 +36,11 @@ def main(argv):
   if bool(FLAGS.runs) == bool(FLAGS.compare):
     raise UserError("give exactly one of --runs=DIR (a table of finished "
                     "runs) and --compare=FILE.yaml (a comparison table)")
-  from fedclf.results import tables  # pylint: disable=g-import-not-at-top
+  # Imported here: they load numpy, which --help and --list do without.
+  # pylint: disable=g-import-not-at-top
+  from fedclf.results import tables
+  from fedclf.results.record import atomic_write_text
+  # pylint: enable=g-import-not-at-top
   if FLAGS.compare:
     text = tables.comparison_table(_read_yaml(FLAGS.compare), FLAGS.compare)
   else:

@@ -59,6 +59,7 @@ def main(argv):
     cli.exit_with_user_error(f"port {port} is already in use")
   # Imported only now: fedclf.federated loads TensorFlow (seconds), which a
   # bad flag or a taken port should not have to wait for.
+  cli.import_tensorflow()  # Without its start-up noise (see fedclf.cli).
   # pylint: disable=g-import-not-at-top
   from fedclf.errors import UserError
   from fedclf.federated import bind_address

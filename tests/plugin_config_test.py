@@ -225,3 +225,23 @@ def test_int_tuple_flag_is_a_list_of_ints(binary_flags):
   binary_flags(["prog", "--hidden=4,x"])
   with pytest.raises(UserError, match="--hidden: expected integers, got 4,x"):
     cli.params_from_flags(reg, "mlp")
+
+
+def test_params_from_manifest_flags_refuse_a_stale_manifest(binary_flags,
+                                                            monkeypatch):
+  # The widget kind's flags as if made from a manifest that lacks `shape`.
+  from fedclf import plugin_manifest  # pylint: disable=g-import-not-at-top
+  widgets = _registry()
+  cli.define_params_flags(widgets)
+  recorded = plugin_manifest.PluginEntry(
+      "widget", "fancy", "tests", "", plugin_config.param_fields(
+          WidgetParams)[:-1])
+  monkeypatch.setattr(plugin_manifest, "find",
+                      lambda kind, name: recorded if name == "fancy" else None)
+  monkeypatch.setattr(cli, "_manifest_kinds", {"widget"})
+  binary_flags(["prog"])
+  with pytest.raises(UserError, match=r"out of date: widget fancy declares "
+                     r"size, scale, shiny, label, shape .*; run python -m "
+                     r"fedclf.plugin_manifest --write"):
+    cli.params_from_flags(widgets, "fancy")
+  assert cli.params_from_flags(widgets, "plain") == plugin_config.NoParams()

@@ -5,12 +5,27 @@ checked against the Keras model; a model card per exported version.
         --model_name=mnist_cnn --export_dir=exports --out_dir=results/export
 """
 
-from fedclf.export.pipeline import ExportConfig
-from fedclf.export.pipeline import export_version
-from fedclf.export.pipeline import FORMATS
-from fedclf.export.pipeline import measure
-from fedclf.export.pipeline import run_export
-from fedclf.export.pipeline import write_table
-from fedclf.export.serving import PixelClassifier
-from fedclf.export.serving import save_serving_model
-from fedclf.export.serving import write_version
+# Loaded on first use (PEP 562), not here: `python -m fedclf.export` runs this
+# file first, and its --help must answer without importing TensorFlow.
+import importlib
+
+_SOURCES = {
+    "ExportConfig": "fedclf.export.pipeline",
+    "export_version": "fedclf.export.pipeline",
+    "FORMATS": "fedclf.export.pipeline",
+    "measure": "fedclf.export.pipeline",
+    "run_export": "fedclf.export.pipeline",
+    "write_table": "fedclf.export.pipeline",
+    "PixelClassifier": "fedclf.export.serving",
+    "save_serving_model": "fedclf.export.serving",
+    "write_version": "fedclf.export.serving",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name):
+  if name not in _SOURCES:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(_SOURCES[name]), name)
+  globals()[name] = value  # Looked up once.
+  return value

@@ -7,18 +7,33 @@ model comparison and model pictures.
         --out_dir=results/interpret
 """
 
-from fedclf.interpret.attribution import conv_layer_names
-from fedclf.interpret.attribution import grad_cam
-from fedclf.interpret.attribution import heatmap
-from fedclf.interpret.attribution import integrated_gradients
-from fedclf.interpret.attribution import IntegratedGradients
-from fedclf.interpret.attribution import last_conv_layer_name
-from fedclf.interpret.attribution import smoothgrad
-from fedclf.interpret.attribution import tapped_forward
-from fedclf.interpret.attribution import vanilla_gradients
-from fedclf.interpret.report import InterpretConfig
-from fedclf.interpret.report import METHODS
-from fedclf.interpret.report import run_interpret
-from fedclf.interpret.sanity import cascading_randomization
-from fedclf.interpret.sanity import RandomizationResult
-from fedclf.interpret.similarity import map_similarity
+# Loaded on first use (PEP 562), not here: `python -m fedclf.interpret` runs this
+# file first, and its --help must answer without importing TensorFlow.
+import importlib
+
+_SOURCES = {
+    "conv_layer_names": "fedclf.interpret.attribution",
+    "grad_cam": "fedclf.interpret.attribution",
+    "heatmap": "fedclf.interpret.attribution",
+    "integrated_gradients": "fedclf.interpret.attribution",
+    "IntegratedGradients": "fedclf.interpret.attribution",
+    "last_conv_layer_name": "fedclf.interpret.attribution",
+    "smoothgrad": "fedclf.interpret.attribution",
+    "tapped_forward": "fedclf.interpret.attribution",
+    "vanilla_gradients": "fedclf.interpret.attribution",
+    "InterpretConfig": "fedclf.interpret.report",
+    "METHODS": "fedclf.interpret.report",
+    "run_interpret": "fedclf.interpret.report",
+    "cascading_randomization": "fedclf.interpret.sanity",
+    "RandomizationResult": "fedclf.interpret.sanity",
+    "map_similarity": "fedclf.interpret.similarity",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name):
+  if name not in _SOURCES:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(_SOURCES[name]), name)
+  globals()[name] = value  # Looked up once.
+  return value
