@@ -5,9 +5,8 @@ checked against the Keras model; a model card per exported version.
         --model_name=mnist_cnn --export_dir=exports --out_dir=results/export
 """
 
-# Loaded on first use (PEP 562), not here: `python -m fedclf.export` runs this
-# file first, and its --help must answer without importing TensorFlow.
-import importlib
+# Loaded on first use: see fedclf.lazy_exports.
+from fedclf import lazy_exports
 
 _SOURCES = {
     "ExportConfig": "fedclf.export.pipeline",
@@ -22,10 +21,4 @@ _SOURCES = {
 }
 __all__ = sorted(_SOURCES)
 
-
-def __getattr__(name):
-  if name not in _SOURCES:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(_SOURCES[name]), name)
-  globals()[name] = value  # Looked up once.
-  return value
+__getattr__ = lazy_exports.loader(__name__, _SOURCES, globals())

@@ -7,9 +7,8 @@ model comparison and model pictures.
         --out_dir=results/interpret
 """
 
-# Loaded on first use (PEP 562), not here: `python -m fedclf.interpret` runs this
-# file first, and its --help must answer without importing TensorFlow.
-import importlib
+# Loaded on first use: see fedclf.lazy_exports.
+from fedclf import lazy_exports
 
 _SOURCES = {
     "conv_layer_names": "fedclf.interpret.attribution",
@@ -30,10 +29,4 @@ _SOURCES = {
 }
 __all__ = sorted(_SOURCES)
 
-
-def __getattr__(name):
-  if name not in _SOURCES:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(_SOURCES[name]), name)
-  globals()[name] = value  # Looked up once.
-  return value
+__getattr__ = lazy_exports.loader(__name__, _SOURCES, globals())
