@@ -185,6 +185,12 @@ class Context:
       return command
     return dataclasses.replace(command, args=small_args(command.args))
 
+  def data_limit(self, limit: int) -> int:
+    """The slice of a dataset (0 = all) a step that loads one itself uses:
+    `limit`, capped like --train_limit in a small build."""
+    cap = SMALL_CAPS["train_limit"]
+    return min(limit or cap, cap) if self.small else limit
+
   def figure(self, name: str) -> str:
     return self.paths.figure(name)
 

@@ -7,10 +7,12 @@ runs/guide/ changes.
   python -m docs.guide.run_notebooks --nosmall --work_dir=runs/notebooks
 
 Prints each chapter's wall time; the executed notebooks, outputs included,
-are saved under <work_dir>/executed/. A failing cell stops the run with
-exit status 2 and one line naming the notebook and the cell.
+are saved under <work_dir>/executed/ (a temporary folder is removed after
+a success). A failing cell stops the run with exit status 2 and one line
+naming the notebook and the cell.
 """
 
+import shutil
 import tempfile
 
 from absl import flags
@@ -50,6 +52,8 @@ def main(argv):
     print(f"chapter {chapter.number:2d} {chapter.slug}: {seconds:6.1f} s",
           flush=True)
   print(f"total: {total:.1f} s")
+  if not FLAGS.work_dir:  # a failure keeps the folder, for its logs
+    shutil.rmtree(work_dir)
 
 
 def run():
