@@ -39,13 +39,14 @@ def main(argv):
   from docs.guide import notebook_run
   from docs.guide.chapters import select
   # pylint: enable=g-import-not-at-top
+  chapters = select(FLAGS.chapter)
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="fedclf_notebooks_")
   execution = notebook_run.Execution(
       small=FLAGS.small, work_dir=work_dir,
       executed_dir=os.path.join(work_dir, "executed"))
   print(f"notebooks' files under {work_dir}", flush=True)
   total = 0.0
-  for chapter in select(FLAGS.chapter):
+  for chapter in chapters:
     seconds = notebook_run.execute(notebook_cells.notebook_path(chapter),
                                    execution)
     total += seconds

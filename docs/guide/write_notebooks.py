@@ -18,6 +18,9 @@ cli.define_common_flags()
 flags.DEFINE_bool("check", False,
                   "Write nothing; exit 2 naming the notebooks that differ "
                   "from what would be written.")
+flags.DEFINE_string("notebook_dir", "",
+                    "Where the notebooks are (default: docs/guide/"
+                    "notebooks/).")
 
 FLAGS = flags.FLAGS
 
@@ -29,7 +32,9 @@ def main(argv):
   from docs.guide.chapters import CHAPTERS
   from fedclf.errors import UserError
   # pylint: enable=g-import-not-at-top
-  stale = notebook_cells.stale_notebooks(CHAPTERS, write=not FLAGS.check)
+  stale = notebook_cells.stale_notebooks(
+      CHAPTERS, notebook_dir=FLAGS.notebook_dir or notebook_cells.NOTEBOOK_DIR,
+      write=not FLAGS.check)
   if FLAGS.check and stale:
     raise UserError(f"{len(stale)} notebook(s) out of date, first "
                     f"{os.path.relpath(stale[0])}: run `{notebook_cells.GENERATOR}`")

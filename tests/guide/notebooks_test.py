@@ -17,6 +17,7 @@ from docs.guide import notebook_run
 from docs.guide import notebook_session
 from docs.guide.chapters import CHAPTERS
 from fedclf.errors import UserError
+from tests import binary_batch
 
 # Executed here as the cheap check; `make notebooks` runs all chapters.
 EXECUTED_CHAPTER = 3
@@ -171,3 +172,19 @@ def test_one_chapter_executes_at_small_settings(tmp_path):
   images = [o for c in executed.cells if c.cell_type == "code"
             for o in c.outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 4
+
+
+def test_binaries_check_write_and_refuse(tmp_path):
+  folder = f"--notebook_dir={tmp_path}"
+  check, stale, write, fresh = binary_batch.run_commands(
+      "docs.guide.write_notebooks",
+      [["--check"], ["--check", folder], [folder], ["--check", folder]])
+  assert check.returncode == 0 and "all 10 notebooks up to date" in (
+      check.stdout)
+  binary_batch.assert_one_error_line(stale, "10 notebook(s) out of date")
+  assert "run `python -m docs.guide.write_notebooks`" in stale.stderr
+  assert write.returncode == 0 and "rewrote 10 of 10" in write.stdout
+  assert fresh.returncode == 0 and len(os.listdir(tmp_path)) == 10
+  unknown, = binary_batch.run_commands("docs.guide.run_notebooks",
+                                       [["--chapter=11"]])
+  binary_batch.assert_one_error_line(unknown, "unknown chapter '11'")
