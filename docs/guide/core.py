@@ -522,7 +522,7 @@ def read_metrics(run_dir: str) -> List[Dict]:
 TIMES_FILE = "build_times.json"
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
   """CPU time of this process and its finished children so far: unlike
   wall time, it hardly depends on what else the machine is running."""
   own = resource.getrusage(resource.RUSAGE_SELF)
@@ -567,7 +567,7 @@ def build(chapters: Sequence[Chapter], paths: Paths, force: bool = False,
         clear_runs(paths, step)
       echo(f"  {step.name}: building")
       load_before = _load_average()
-      start, cpu_start = time.time(), _cpu_seconds()
+      start, cpu_start = time.time(), cpu_seconds()
       step.build(Context(paths, step.name, python, echo, small))
       missing = [o for o in step.outputs
                  if not os.path.exists(os.path.join(paths.guide_dir, o))]
@@ -575,7 +575,7 @@ def build(chapters: Sequence[Chapter], paths: Paths, force: bool = False,
         raise GuideBuildError(f"step {step.name} did not write {missing[0]}")
       ran[step.name] = {"chapter": chapter.number,
                         "seconds": round(time.time() - start, 1),
-                        "cpu_seconds": round(_cpu_seconds() - cpu_start, 1),
+                        "cpu_seconds": round(cpu_seconds() - cpu_start, 1),
                         "load_before": load_before,
                         "load_after": _load_average(),
                         "cpu_count": os.cpu_count(),
