@@ -9,7 +9,7 @@ export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench faults guide clean-venv
+.PHONY: install demo test bench faults guide notebooks clean-venv
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ faults: $(STAMP)
 # (steps whose outputs exist are skipped; GUIDE_FLAGS=--force redoes them).
 guide: $(STAMP)
 	$(PY) -m docs.guide.build $(GUIDE_FLAGS)
+
+# Executes every chapter's notebook (docs/guide/notebooks/) top to bottom
+# with nbclient, at small settings, in a new temporary folder (neither
+# docs/guide/ nor runs/guide/ changes); prints each chapter's wall time.
+# The kernel is the venv's own Python (ipykernel, installed by `install`).
+# NOTEBOOK_FLAGS=--nosmall runs the chapters' own settings.
+notebooks: $(STAMP)
+	$(PY) -m docs.guide.run_notebooks $(NOTEBOOK_FLAGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -117,6 +117,43 @@ class Command:
     return None
 
 
+# A small build (the notebooks executed in CI, a quick look) runs every
+# command and spec with these integer settings capped: the same steps, code
+# paths and outputs in a fraction of the time. The chapters keep showing the
+# full settings.
+SMALL_CAPS: Dict[str, int] = {
+    "train_limit": 200, "test_limit": 200, "target_train_limit": 200,
+    "epochs": 1, "warmup_epochs": 0, "centralized_epochs": 1,
+    "probe_epochs": 1, "finetune_epochs": 1, "rounds": 2, "local_epochs": 1,
+    "trials": 2, "embedding_points": 100, "tfjs_examples": 16,
+}
+
+
+def small_args(args: Sequence[str]) -> Tuple[str, ...]:
+  """`args` with every --flag=N of SMALL_CAPS lowered to its cap."""
+  out = []
+  for arg in args:
+    name, _, value = arg[2:].partition("=")
+    if arg.startswith("--") and name in SMALL_CAPS and value.isdigit():
+      arg = f"--{name}={min(int(value), SMALL_CAPS[name])}"
+    out.append(arg)
+  return tuple(out)
+
+
+def small_spec(spec, out_dir: str):
+  """A parsed spec with out_dir replaced and, at any depth, every integer
+  setting of SMALL_CAPS lowered to its cap."""
+  def shrink(node):
+    if isinstance(node, dict):
+      return {k: (min(v, SMALL_CAPS[k]) if k in SMALL_CAPS and
+                  isinstance(v, int) and not isinstance(v, bool)
+                  else shrink(v)) for k, v in node.items()}
+    if isinstance(node, list):
+      return [shrink(v) for v in node]
+    return node
+  return dict(shrink(spec), out_dir=out_dir)
+
+
 def _continue_flags(out_dir: str) -> List[str]:
   """How a rerun treats a run folder left unfinished: resumed from its
   checkpoints, or, stopped before the first one, moved aside and rerun
@@ -134,11 +171,25 @@ class Context:
   """What a step's build function gets: paths and a way to run binaries."""
 
   def __init__(self, paths: Paths, step_name: str, python: str = sys.executable,
-               echo: Callable[[str], None] = print):
+               echo: Callable[[str], None] = print, small: bool = False):
     self.paths = paths
     self.step_name = step_name
     self.python = python
     self.echo = echo
+    self.small = small  # run with SMALL_CAPS (see small_args)
+
+  def sized(self, command: Command) -> Command:
+    """The command this context runs for `command`: itself, or in a small
+    build, with its settings capped."""
+    if not self.small:
+      return command
+    return dataclasses.replace(command, args=small_args(command.args))
+
+  def data_limit(self, limit: int) -> int:
+    """The slice of a dataset (0 = all) a step that loads one itself uses:
+    `limit`, capped like --train_limit in a small build."""
+    cap = SMALL_CAPS["train_limit"]
+    return min(limit or cap, cap) if self.small else limit
 
   def figure(self, name: str) -> str:
     return self.paths.figure(name)
@@ -202,6 +253,7 @@ class Context:
     resumed, as `simulations.reproduce` does. stdout and stderr are kept in
     runs/guide/logs/.
     """
+    command = self.sized(command)
     out_dir = command.results_dir()
     argv = command.argv(self.python)
     stdout_path = self._log_path(command, "stdout")
@@ -233,11 +285,27 @@ class Context:
     outputs/{name}_command.md and returns the spec's out_dir."""
     import yaml  # pylint: disable=g-import-not-at-top
     command = Command("simulations.reproduce", (f"--spec={spec_path}",))
-    self.run(command)
     text = read_text(spec_path)
+    out_dir = self._spec_to_run(spec_path, yaml.safe_load(text))
+    self.run(Command(command.module, (f"--spec={out_dir}.yaml",))
+             if out_dir else command)
     self.write_output(f"{name}_spec.md", f"```yaml\n{text}```\n")
     self.write_output(f"{name}_command.md", bash_block([command]))
-    return str(yaml.safe_load(text)["out_dir"])
+    return out_dir or str(yaml.safe_load(text)["out_dir"])
+
+  def _spec_to_run(self, spec_path: str, spec: Dict) -> Optional[str]:
+    """None when the spec runs as written; else the out_dir of the copy
+    written to <out_dir>.yaml, which runs under this build's runs folder
+    (a spec names runs/guide/...) and, in a small build, capped."""
+    rel = os.path.relpath(str(spec["out_dir"]), RUNS_DIR)
+    if self.paths.runs_dir == RUNS_DIR and not self.small:
+      return None
+    out_dir = self.paths.run(rel if not rel.startswith("..") else
+                             os.path.basename(spec_path))
+    spec = small_spec(spec, out_dir) if self.small else dict(spec,
+                                                             out_dir=out_dir)
+    atomic_write_json(f"{out_dir}.yaml", spec)  # JSON is YAML
+    return out_dir
 
   def run_all(self, commands: Sequence[Command],
               timeout: float = 7200) -> List[str]:
@@ -245,6 +313,7 @@ class Context:
     interrupted ones resumed) and returns their stdouts, but runs the
     commands of one binary in one process (`docs.guide.runner`), which pays
     TensorFlow's start-up once instead of once per command."""
+    commands = [self.sized(c) for c in commands]
     jobs: Dict[str, List[Dict]] = {}
     for command in commands:
       out_dir = command.results_dir()
@@ -312,7 +381,7 @@ class Chapter:
 
 # -- rendering --------------------------------------------------------------
 
-_DIRECTIVE = re.compile(r"^\{\{\s*(include|code|text)\s+(\S+)\s*\}\}\s*$")
+DIRECTIVE = re.compile(r"^\{\{\s*(include|code|text)\s+(\S+)\s*\}\}\s*$")
 _IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 _GENERATED_NOTE = ("<!-- Generated by `python -m docs.guide.build` from "
                    "{template}; edit the template, not this file. -->\n")
@@ -322,7 +391,7 @@ def render(template_text: str, guide_dir: str, template_name: str) -> str:
   """Fills the directives of a template; every referenced file must exist."""
   out = [_GENERATED_NOTE.format(template=template_name)]
   for number, line in enumerate(template_text.splitlines(), start=1):
-    match = _DIRECTIVE.match(line.strip())
+    match = DIRECTIVE.match(line.strip())
     if not match and line.strip().startswith("{{"):
       raise UserError(f"{template_name}:{number}: unknown directive {line!r}; "
                       f"use include, code or text")
@@ -453,7 +522,7 @@ def read_metrics(run_dir: str) -> List[Dict]:
 TIMES_FILE = "build_times.json"
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
   """CPU time of this process and its finished children so far: unlike
   wall time, it hardly depends on what else the machine is running."""
   own = resource.getrusage(resource.RUSAGE_SELF)
@@ -476,8 +545,8 @@ def clear_runs(paths: Paths, step: Step) -> None:
 
 
 def build(chapters: Sequence[Chapter], paths: Paths, force: bool = False,
-          python: str = sys.executable,
-          echo: Callable[[str], None] = print) -> Dict[str, Dict]:
+          python: str = sys.executable, echo: Callable[[str], None] = print,
+          small: bool = False) -> Dict[str, Dict]:
   """Runs the steps of `chapters` (skipping finished ones unless `force`),
   renders each chapter and returns this build's {step: timing}.
 
@@ -498,15 +567,15 @@ def build(chapters: Sequence[Chapter], paths: Paths, force: bool = False,
         clear_runs(paths, step)
       echo(f"  {step.name}: building")
       load_before = _load_average()
-      start, cpu_start = time.time(), _cpu_seconds()
-      step.build(Context(paths, step.name, python, echo))
+      start, cpu_start = time.time(), cpu_seconds()
+      step.build(Context(paths, step.name, python, echo, small))
       missing = [o for o in step.outputs
                  if not os.path.exists(os.path.join(paths.guide_dir, o))]
       if missing:
         raise GuideBuildError(f"step {step.name} did not write {missing[0]}")
       ran[step.name] = {"chapter": chapter.number,
                         "seconds": round(time.time() - start, 1),
-                        "cpu_seconds": round(_cpu_seconds() - cpu_start, 1),
+                        "cpu_seconds": round(cpu_seconds() - cpu_start, 1),
                         "load_before": load_before,
                         "load_after": _load_average(),
                         "cpu_count": os.cpu_count(),

@@ -38,7 +38,7 @@ def _normalize(ctx: core.Context) -> None:
   from fedclf.data.preprocess import Normalization  # pylint: disable=g-import-not-at-top
   fig = core.new_figure(10, 3.4)
   for k, name in enumerate(("mnist", "cifar10")):
-    ds = _load(name, train_limit=4000)
+    ds = _load(name, train_limit=ctx.data_limit(4000))
     norm = Normalization.from_images(ds.x_train)
     normalized = norm.apply(ds.x_train)
     for j, (values, title) in enumerate(
@@ -111,7 +111,7 @@ def _throughput(ctx: core.Context) -> None:
   from fedclf.data.preprocess import make_pipeline
   from fedclf.data.preprocess import Normalization
   # pylint: enable=g-import-not-at-top
-  ds = _load("cifar10")
+  ds = _load("cifar10", train_limit=ctx.data_limit(0))
   norm = Normalization.from_images(ds.x_train)
   settings = (("none", AugmentConfig()),
               ("crop, flip", AugmentConfig.from_names(["crop", "flip"])),
