@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from fedclf import cli
 from fedclf.errors import UserError
 from fedclf.results import provenance
 from fedclf.results import RunRecorder
 from fedclf.results import tables
+from tests.binary_batch import ROOT
+from tests.binary_batch import assert_one_error_line
 
 
 def git(repo, *args):
@@ -200,21 +201,38 @@ def test_dirty_results_warn_or_are_refused(repo, tmp_path, caplog):
     provenance.check_clean_for_results(str(untracked), require_clean=True)
 
 
-def test_reproduce_refuses_dirty_committed_results(repo, monkeypatch,
-                                                   capsys, caplog):
-  from simulations import reproduce  # pylint: disable=g-import-not-at-top
+# The binary runs in a child process (absl's flags are global: another
+# test's module in this worker may define a flag of the same name), with the
+# checkout it checks swapped for `repo`.
+_REPRODUCE_IN = """
+import sys
+from fedclf.results import provenance
+from simulations import reproduce
+provenance.code_root = lambda: sys.argv[1]
+sys.exit(cli.run_in_process(reproduce.main, sys.argv[2:]))
+"""
+
+
+def _reproduce(repo, *args):
+  return subprocess.run(
+      [sys.executable, "-c", _REPRODUCE_IN, str(repo), "reproduce", *args],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
+
+
+def test_reproduce_refuses_dirty_committed_results(repo):
   make_dirty(repo)
   spec = repo / "spec.yaml"
   spec.write_text(f"binary: baselines.centralized\nout_dir: "
                   f"{repo / 'results' / 'old'}\ngrid: {{seed: [0]}}\n")
-  argv = ["reproduce", f"--spec={spec}", "--only=nope"]
-  assert cli.run_in_process(reproduce.main, argv + ["--require_clean"]) == 2
-  err = capsys.readouterr().err
-  assert err.count("error") == 1 and "--require_clean" in err
+  args = (f"--spec={spec}", "--only=nope")
+  refused = _reproduce(repo, *args, "--require_clean")
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert_one_error_line(refused, "--require_clean")
   # Without it: a warning, then the run as before (here a bad --only).
-  with caplog.at_level(logging.WARNING):
-    assert cli.run_in_process(reproduce.main, argv) == 2
-  assert "uncommitted changes" in caplog.text
-  assert "no run named 'nope'" in capsys.readouterr().err
+  warned = _reproduce(repo, *args)
+  assert warned.returncode == 2, warned.stderr[-2000:]
+  assert "uncommitted changes" in warned.stderr
+  assert "no run named 'nope'" in warned.stderr
   assert pathlib.Path(repo / "results" / "old" / "summary.json").exists()
   os.remove(spec)
