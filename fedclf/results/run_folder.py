@@ -317,9 +317,18 @@ def _make_folder(out_dir: str) -> bool:
   return True
 
 
+# `--overwrite` renames a run to `<out_dir>.old-<time>`: kept, not a result.
+MOVED_ASIDE = ".old-"
+
+
+def is_moved_aside(folder_name: str) -> bool:
+  """Whether a folder is a run that `--overwrite` moved aside."""
+  return MOVED_ASIDE in folder_name
+
+
 def _aside_name(out_dir: str) -> str:
   stamp = time.strftime("%Y%m%d-%H%M%S")
-  base = f"{os.path.normpath(out_dir)}.old-{stamp}"
+  base = f"{os.path.normpath(out_dir)}{MOVED_ASIDE}{stamp}"
   name, n = base, 1
   while os.path.lexists(name):
     n += 1

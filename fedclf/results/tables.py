@@ -9,14 +9,20 @@ from typing import Dict, List, Optional, Sequence
 
 from fedclf.errors import UserError
 from fedclf.results import provenance
+from fedclf.results.run_folder import is_moved_aside
 
 
 def load_runs(runs_dir: str) -> List[Dict]:
-  """Every finished run (a folder with summary.json) below `runs_dir`."""
+  """Every finished run (a folder with summary.json) below `runs_dir`;
+  runs that `--overwrite` moved aside are not results and are left out."""
   if not os.path.isdir(runs_dir):
     raise UserError(f"runs directory {runs_dir} does not exist")
+  walked = []
+  for root, dirs, files in os.walk(runs_dir):
+    dirs[:] = [d for d in dirs if not is_moved_aside(d)]
+    walked.append((root, files))
   runs = []
-  for root, _, files in sorted(os.walk(runs_dir)):
+  for root, files in sorted(walked):
     if "summary.json" in files and "config.json" in files:
       with open(os.path.join(root, "summary.json")) as f:
         summary = json.load(f)

@@ -164,3 +164,11 @@ def test_run_tables_say_their_units():
           "epochs | train time (s) | examples/s |") in text
   assert "| rounds | test accuracy (0–1) |" in text
   assert "client accuracy p10 (0–1) | train time (s) |" in text
+
+
+def test_load_runs_leaves_out_runs_moved_aside(tmp_path):
+  for name in ("a", "a.old-20261205-101010", "b/c.old-20261205-101010-2"):
+    (tmp_path / name).mkdir(parents=True)
+    (tmp_path / name / "summary.json").write_text("{}")
+    (tmp_path / name / "config.json").write_text("{}")
+  assert [r["name"] for r in tables.load_runs(str(tmp_path))] == ["a"]
