@@ -206,6 +206,7 @@ def test_dirty_results_warn_or_are_refused(repo, tmp_path, caplog):
 # checkout it checks swapped for `repo`.
 _REPRODUCE_IN = """
 import sys
+from fedclf import cli
 from fedclf.results import provenance
 from simulations import reproduce
 provenance.code_root = lambda: sys.argv[1]
