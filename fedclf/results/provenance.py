@@ -167,6 +167,11 @@ def _names(output: bytes) -> List[str]:
   return [n for n in output.decode(errors="surrogateescape").split("\0") if n]
 
 
+def head_commit(repo_root: str) -> str:
+  """The commit `repo_root` has checked out."""
+  return _git(repo_root, "rev-parse", "HEAD").decode().strip()
+
+
 def changed_files(repo_root: str) -> List[str]:
   """Tracked files that differ from HEAD, staged or not (what makes a
   record's tree dirty)."""

@@ -122,14 +122,10 @@ def git_commit() -> Dict[str, Any]:
   """The commit of the fedclf checkout this code runs from, if any."""
   root = provenance.code_root()
   try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
-                            capture_output=True, text=True, timeout=10,
-                            check=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain",
-                                 "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10,
-                                check=True).stdout.strip())
-    return {"commit": commit, "dirty": dirty}
+    # Dirty: tracked files differ from HEAD, as the dirty-tree warning of
+    # simulations.reproduce counts them (untracked files go to the patch).
+    return {"commit": provenance.head_commit(root),
+            "dirty": bool(provenance.changed_files(root))}
   except (OSError, subprocess.SubprocessError):
     return {"commit": None, "dirty": None}
 
