@@ -32,9 +32,8 @@ from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
-from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import log_final_row
 from fedclf.results.tensorboard_log import start_run_log
-from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 
@@ -170,8 +169,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
            "target_loss": target["loss"],
            "source_accuracy": source["accuracy"],
            "source_macro_f1": source["macro_f1"]}
-  recorder.log_metrics(result.epochs_run, final, "epoch")
-  write_row(run_tensorboard_dir(recorder), result.epochs_run, final)
+  log_final_row(recorder, result.epochs_run, final)
   summary = {
       "method": config.method,
       "source": config.source,

@@ -251,13 +251,12 @@ class TensorBoardLog:
     self._writer.close()
 
 
-def write_row(log_dir: Optional[str], step: int, row: Mapping[str, Any],
-              stage: str = "") -> None:
-  """Writes one row (a run's final test metrics) to `log_dir` (None:
-  nothing)."""
-  if log_dir is None:
-    return
-  log = TensorBoardLog(log_dir, stage)
+def log_final_row(recorder: RunRecorder, step: int,
+                  row: Mapping[str, Any]) -> None:
+  """A run's closing row (its test metrics, measured after the last
+  epoch `step`) into metrics.jsonl and the run's TensorBoard folder."""
+  recorder.log_metrics(step, dict(row), "epoch")
+  log = TensorBoardLog(run_tensorboard_dir(recorder))
   try:
     log.write_row(step, row)
   finally:

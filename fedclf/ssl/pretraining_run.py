@@ -27,9 +27,8 @@ from fedclf.models import ModelParts
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
-from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import log_final_row
 from fedclf.results.tensorboard_log import start_run_log
-from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.augment import default_for
 from fedclf.ssl.method import build_method
@@ -177,8 +176,7 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
         config.embedding_points, config.pretrain.seed,
         f"{config.ssl.method} {config.model_name} on {ds.name}: "
         f"probe {final['linear_probe_accuracy']:.4f}", ds.class_names)
-  recorder.log_metrics(result.epochs_run, final, "epoch")
-  write_row(run_tensorboard_dir(recorder), result.epochs_run, final)
+  log_final_row(recorder, result.epochs_run, final)
   # pretrain_encoder's default log_prefix is its rows' metric prefix.
   last = last_epoch_metrics(result.history, result.epochs_run, recorder,
                             "ssl_")

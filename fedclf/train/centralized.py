@@ -24,9 +24,8 @@ from fedclf.models import ModelConfig
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
-from fedclf.results.tensorboard_log import run_tensorboard_dir
+from fedclf.results.tensorboard_log import log_final_row
 from fedclf.results.tensorboard_log import start_run_log
-from fedclf.results.tensorboard_log import write_row
 from fedclf.results.trained_run import write_final_model
 from fedclf.train.loop import evaluate_classifier
 from fedclf.train.loop import train_classifier
@@ -156,8 +155,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
       f"{config.model_name} on {ds.name}: test accuracy {test['accuracy']:.4f}")
   test_row = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "test_macro_f1": test["macro_f1"]}
-  recorder.log_metrics(result.epochs_run, test_row, "epoch")
-  write_row(run_tensorboard_dir(recorder), result.epochs_run, test_row)
+  log_final_row(recorder, result.epochs_run, test_row)
   summary.update({
       "test_accuracy": test["accuracy"],
       "test_loss": test["loss"],
