@@ -493,14 +493,12 @@ def _run_main(main: Callable[[Sequence[str]], None],
   from a print to a closed stdout becomes OutputClosed (a logging call to
   one raises nothing: the SIGPIPE handler raises OutputClosed instead)."""
   try:
-    if flags.FLAGS.list and not _user_plugins():
-      print(_describe_known_plugins())
-      sys.stdout.flush()
-      return
-    import_tensorflow()  # Loaded already, unless for --list.
-    plugins.load_plugins(flags.FLAGS.plugin)
+    # --list of fedclf's own plugins reads the manifest: no imports.
+    if not flags.FLAGS.list or _user_plugins():
+      import_tensorflow()  # Loaded already, unless for --list.
+      plugins.load_plugins(flags.FLAGS.plugin)
     if flags.FLAGS.list:
-      print(plugins.describe_all())
+      print(_describe_known_plugins())
     else:
       with claim_out_dir():
         main(argv)
@@ -522,7 +520,9 @@ def _user_plugins() -> bool:
 
 
 def _describe_known_plugins() -> str:
-  """`--list` from the manifest and the registries, importing no plugin."""
+  """`--list`: the registered names, and fedclf's own plugins from the
+  manifest while they are not imported (`plugins.describe_all` once
+  they are)."""
   names = []
   for reg in registry.ALL_REGISTRIES:
     kind_names = set(reg.names())
