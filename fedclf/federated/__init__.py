@@ -2,7 +2,7 @@
 
     from fedclf.federated import FederatedRunConfig, run_federated
 
-Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms.py`),
+Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms/`),
 backends in `fedclf.registry.BACKENDS` (see `backends/`): the `local`
 backend runs them in-process, the `tff` backend on TensorFlow Federated's
 runtime (imported only when asked for: TFF takes ~50 s to load).

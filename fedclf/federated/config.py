@@ -3,7 +3,7 @@
 Binaries build these from flags; the library takes nothing else. What every
 algorithm reads is `AlgorithmConfig`; an algorithm's own hyper-parameters
 (FedProx's mu, DP-FedAvg's clip, ...) are a params dataclass registered
-beside its factory in `algorithms.py` (see `fedclf.plugin_config`), carried
+beside its factory in `algorithms/` (see `fedclf.plugin_config`), carried
 here as `SimulationConfig.algorithm_params`.
 """
 
