@@ -179,3 +179,25 @@ def test_quantized_run_uploads_an_eighth_of_fedavg(tmp_path):
   ratio = quantized["total_upload_bytes"] / dense["total_upload_bytes"]
   assert 0.125 < ratio < 0.13  # 4 of 32 bits, plus 8 bytes per tensor
   assert quantized["final_test_accuracy"] > 0.2
+
+
+@pytest.mark.parametrize("algorithm,method,settings", [
+    ("scaffold", "topk", {"topk_fraction": 0.1}),
+    ("fedavg", "quantize", {"quantize_bits": 4})])
+def test_backends_agree_on_compressed_runs(tmp_path, algorithm, method,
+                                           settings):
+  # The same client-side codec runs inside TFF's client computation.
+  from tests.federated.backends.tff_test import config  # pylint: disable=g-import-not-at-top
+  from tests.federated.backends.tff_test import final_weights  # pylint: disable=g-import-not-at-top
+  results = {}
+  for backend in ("local", "tff"):
+    cfg = compressed(config(algorithm, backend, rounds=2), method,
+                     **settings)
+    results[backend] = final_weights(cfg, tmp_path / backend)
+  (local, local_summary), (tff, tff_summary) = (results["local"],
+                                                results["tff"])
+  assert tff_summary["backend"] == "tff"
+  for a, b in zip(local.trainable + local.extra, tff.trainable + tff.extra):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  assert (tff_summary["total_upload_bytes"] ==
+          local_summary["total_upload_bytes"] > 0)
