@@ -103,6 +103,13 @@ class CompressedUpload:
     self.error_feedback = config.method == "topk"
     self.stateful = bool(inner.stateful or self.error_feedback)
 
+  def __getattr__(self, name: str):
+    # Anything else asked of a client work (its settings, hooks the
+    # backends or server steps call) is the inner work's, unchanged.
+    if name == "inner" or name.startswith("__"):
+      raise AttributeError(name)
+    return getattr(self.inner, name)
+
   def with_objective(self, objective: Callable) -> "CompressedUpload":
     clone = copy.copy(self)
     clone.inner = self.inner.with_objective(objective)

@@ -1,6 +1,7 @@
 """Compressed uploads (top-k with error feedback, stochastic quantization)
 and the uploaded bytes every run records."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -67,6 +68,16 @@ def test_topk_keeps_largest_entries_and_feeds_back_the_rest():
   np.testing.assert_allclose(out.delta[0], [0, 0.5, 0.5, 0, 0, 0])
   np.testing.assert_allclose(out.client_state[0], [0, 0, 0, 0, -0.5, 0.1],
                              atol=1e-7)
+
+
+def test_wrapper_forwards_what_it_does_not_change():
+  inner = FixedDeltas([])
+  inner.lr = 0.5  # e.g. a setting or hook the backends ask the work for
+  work = CompressedUpload(inner, CompressionConfig("quantize"))
+  assert work.lr == 0.5 and not work.stateful
+  assert copy.copy(work).lr == 0.5  # copies (with_objective) still work
+  with pytest.raises(AttributeError):
+    work.missing  # pylint: disable=pointless-statement
 
 
 def test_dropped_client_sends_nothing_and_keeps_its_residual():
