@@ -201,6 +201,8 @@ def main(argv):
           f"{summary['rounds_run']} rounds")
   if summary.get("rounds_to_target"):
     line += f" (target reached at round {summary['rounds_to_target']})"
+  if "total_upload_megabytes" in summary:
+    line += f", {summary['total_upload_megabytes']:.3f} MB uploaded"
   if "centralized_test_accuracy" in summary:
     line += f"; centralized {summary['centralized_test_accuracy']:.4f}"
   print(f"{line}  -> {FLAGS.out_dir}/summary.json")
