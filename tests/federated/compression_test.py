@@ -170,7 +170,12 @@ def test_topk_composes_with_scaffold_and_resumes(tmp_path):
   first = dataclasses.replace(
       full, simulation=dataclasses.replace(full.simulation, rounds=2))
   run(first, tmp_path / "b")
+  # As if killed after round 2's row but before its checkpoint: the resumed
+  # run restores round 1 and trains round 2 again, and its row once.
+  with open(tmp_path / "b" / "checkpoints" / "round_00002.npz", "r+b") as f:
+    f.truncate(1000)
   sim_b, summary_b = run(full, tmp_path / "b", resume=True)
+  assert [r["round"] for r in read_rows(tmp_path / "b")] == [1, 2, 3]
   for a, b in zip(sim_a.final_state.trainable, sim_b.final_state.trainable):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # The restored rounds' bytes count once.
