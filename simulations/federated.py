@@ -99,6 +99,14 @@ flags.DEFINE_list("tff_workers", [],
                   "tff backend: host:port of running TFF workers (start "
                   "them with python -m simulations.tff_worker --port=N); "
                   "empty = one local worker owned by this run.")
+flags.DEFINE_enum("compression", "none", ["none", "topk", "quantize"],
+                  "Upload codec of the clients' model delta, with any "
+                  "algorithm: topk (largest entries per tensor, error "
+                  "feedback) or quantize (stochastic uniform).")
+flags.DEFINE_float("topk_fraction", 0.1,
+                   "compression=topk: share of each tensor's entries sent.")
+flags.DEFINE_integer("quantize_bits", 8,
+                     "compression=quantize: bits per entry (1..16).")
 cli.define_run_flags("runs/federated", "rounds", 10,
                      "Seed for partition, sampling, init, batches and noise.")
 # The algorithms' and partitioners' own hyper-parameters (--prox_mu,
@@ -161,7 +169,10 @@ def main(argv):
           target_accuracy=FLAGS.target_accuracy,
           stop_at_target=FLAGS.stop_at_target,
           max_train_loss=FLAGS.max_train_loss,
-          seed=FLAGS.seed),
+          seed=FLAGS.seed,
+          compression=federated.CompressionConfig(
+              method=FLAGS.compression, topk_fraction=FLAGS.topk_fraction,
+              quantize_bits=FLAGS.quantize_bits)),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,
@@ -190,6 +201,8 @@ def main(argv):
           f"{summary['rounds_run']} rounds")
   if summary.get("rounds_to_target"):
     line += f" (target reached at round {summary['rounds_to_target']})"
+  if "total_upload_megabytes" in summary:
+    line += f", {summary['total_upload_megabytes']:.3f} MB uploaded"
   if "centralized_test_accuracy" in summary:
     line += f"; centralized {summary['centralized_test_accuracy']:.4f}"
   print(f"{line}  -> {FLAGS.out_dir}/summary.json")

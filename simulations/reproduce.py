@@ -12,7 +12,9 @@ chosen on the validation split), <out_dir>/table.tex and <out_dir>/accuracy.png 
 runs: test accuracy per round, min-max band over seeds, the target line:
 the spec's table.target_accuracy or the runs' --target_accuracy, and any
 table.references) and, where runs measured
-clients (--per_client_eval), <out_dir>/client_accuracy.png. See fedclf/results/grid.py
+clients (--per_client_eval), <out_dir>/client_accuracy.png; with
+table.upload_curves, <out_dir>/accuracy_vs_upload.png (test accuracy against
+the cumulative uploaded megabytes). See fedclf/results/grid.py
 for the spec format.
 """
 
@@ -88,6 +90,13 @@ def main(argv):
                                                 "accuracy.png"), title,
                            target=target, references=references)
     text += "\n![test accuracy per round](accuracy.png)\n"
+    if spec.table.get("upload_curves"):
+      curves.plot_seed_bands(
+          groups, os.path.join(spec.out_dir, "accuracy_vs_upload.png"),
+          title, target=target, references=references,
+          x=curves.UPLOAD_MEGABYTES)
+      text += ("\n![test accuracy against cumulative uploaded MB]"
+               "(accuracy_vs_upload.png)\n")
     if curves.plot_client_accuracy(
         groups, os.path.join(spec.out_dir, "client_accuracy.png"), title):
       text += ("\n![per-client accuracy of the final model]"

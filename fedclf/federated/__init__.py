@@ -21,6 +21,7 @@ from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import Scaffold
 from fedclf.federated.config import AlgorithmConfig
+from fedclf.federated.config import CompressionConfig
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.simulation import dp_epsilon
@@ -30,6 +31,7 @@ from fedclf.federated.simulation import Simulation
 
 __all__ = [
     "Aggregator", "Algorithm", "AlgorithmConfig", "ClientOutput",
+    "CompressionConfig",
     "DpFedAvgParams", "DpGaussian", "FedProxParams", "FederatedRunConfig",
     "LocalSGD", "ReptileParams", "Scaffold", "ServerOptimizerConfig",
     "Simulation", "SimulationConfig", "build_algorithm", "dp_epsilon",

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.communication import add_communication_fields
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.round_loop import diverged
 from fedclf.federated.rounds import Checkpointer
@@ -90,6 +91,7 @@ class BackendRounds:
     new_state, outputs = self.backend.run_round(state, tasks, client_states,
                                                 round_num)
     self._training_row(row, outputs, round_num)
+    add_communication_fields(row, outputs, state, len(plan.sampled))
     if not _all_finite(new_state.model_weights()):
       raise diverged(self.checkpointer, round_num, "non-finite global "
                      "weights", _REMEDY)

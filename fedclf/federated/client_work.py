@@ -16,6 +16,7 @@ from typing import Callable, List, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
+from fedclf.federated.communication import dense_bytes
 from fedclf.federated.config import AlgorithmConfig
 
 Tensors = List[tf.Tensor]
@@ -37,6 +38,18 @@ class ClientOutput:
   # 1.0 if the client's local training raised (then `dropped` is 1.0 too);
   # set by the backend, never by the client work.
   failed: tf.Tensor = 0.0
+  # Bytes the client uploads this round. None (the default) counts dense
+  # float32: 4 bytes per entry of `delta`, `non_trainable` (the server
+  # averages them) and `extra_delta` (SCAFFOLD's control-variate step);
+  # `client_state` stays on the client. A compressing client work
+  # (compression.py) sets its encoded size.
+  upload_bytes: tf.Tensor = None
+
+  def __post_init__(self):
+    if self.upload_bytes is None:
+      self.upload_bytes = np.int64(dense_bytes(
+          list(self.delta) + list(self.non_trainable) +
+          list(self.extra_delta)))
 
 
 def failed_output(trainable: Sequence, non_trainable: Sequence,

@@ -106,6 +106,30 @@ class AlgorithmConfig:
     self.server.validate()
 
 
+COMPRESSIONS = ("none", "topk", "quantize")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionConfig:
+  """How clients encode their model delta before uploading it, with any
+  algorithm (the codec is `compression.CompressedUpload`)."""
+  method: str = "none"  # none, topk (with error feedback) or quantize
+  topk_fraction: float = 0.1  # topk: share of each tensor's entries sent
+  quantize_bits: int = 8  # quantize: bits per entry
+
+  def validate(self) -> None:
+    _require_finite(self, "compression ")
+    if self.method not in COMPRESSIONS:
+      raise UserError(f"unknown compression {self.method!r}; choose one of: "
+                      f"{', '.join(COMPRESSIONS)}")
+    if not 0.0 < self.topk_fraction <= 1.0:
+      raise UserError(f"topk_fraction must be in (0, 1], got "
+                      f"{self.topk_fraction}")
+    if not 1 <= self.quantize_bits <= 16:
+      raise UserError(f"quantize_bits must be in 1..16, got "
+                      f"{self.quantize_bits}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
   """One federated simulation run (what `simulations.federated` does)."""
@@ -133,6 +157,8 @@ class SimulationConfig:
   # is already dead, and would otherwise burn every remaining round.
   max_train_loss: float = 0.0
   seed: int = 0
+  # The clients' upload codec (default: dense float32 deltas).
+  compression: CompressionConfig = CompressionConfig()
 
   def validate(self) -> None:
     _require_finite(self)
@@ -162,3 +188,4 @@ class SimulationConfig:
     if self.tff_workers and self.backend != "tff":
       raise UserError("--tff_workers needs --backend=tff")
     self.algorithm_config.validate()
+    self.compression.validate()

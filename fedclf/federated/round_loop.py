@@ -29,6 +29,7 @@ from absl import logging
 from fedclf.errors import DivergenceError
 from fedclf.errors import as_interrupt
 from fedclf.errors import is_interrupt
+from fedclf.federated.communication import CommunicationTotals
 from fedclf.federated.rounds import Checkpointer
 from fedclf.federated.rounds import ServerState
 from fedclf.results.progress import Step
@@ -126,10 +127,12 @@ class _Progress:
                         None)
     self.train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
     self.examples = sum(r.get("examples", 0.0) for r in history)
+    self.communication = CommunicationTotals(history)
 
   def add(self, round_num: int, row: Row) -> None:
     self.train_seconds += row["round_seconds"]
     self.examples += row.get("examples", 0.0)
+    self.communication.add(row)
     if (self.reached is None and self.config.target_accuracy and
         row.get("test_accuracy", 0.0) >= self.config.target_accuracy):
       self.reached = round_num
@@ -143,7 +146,8 @@ class _Progress:
             "rounds_to_target": self.reached,
             "train_seconds": round(self.train_seconds, 3),
             "client_examples_per_second": round(
-                self.examples / max(self.train_seconds, 1e-9), 1)}
+                self.examples / max(self.train_seconds, 1e-9), 1),
+            **self.communication.fields()}
 
 
 @dataclasses.dataclass

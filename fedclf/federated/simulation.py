@@ -30,6 +30,7 @@ from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
+from fedclf.federated.compression import with_compression
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.backends import Backend
 from fedclf.federated.backends import BACKENDS
@@ -164,6 +165,7 @@ class Simulation:
     if loss is not None:
       algorithm = dataclasses.replace(
           algorithm, client_work=algorithm.client_work.with_objective(loss))
+    algorithm = with_compression(algorithm, self.sim.compression)
     self.algorithm = algorithm
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,

@@ -33,14 +33,25 @@ REFERENCE_DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 LOG_ROUNDS_RATIO = 10
 
 
-def read_curve(run_dir: str, key: str = "test_accuracy") -> Curve:
+# The x axis of accuracy curves besides the round: the megabytes (10^6
+# bytes) the clients uploaded up to and including the round.
+UPLOAD_MEGABYTES = "upload_megabytes"
+UPLOAD_MEGABYTES_LABEL = "cumulative uploaded MB (10^6 bytes)"
+
+
+def read_curve(run_dir: str, key: str = "test_accuracy",
+               x: str = "round") -> Curve:
   """(rounds, values) of `key` from a run's metrics.jsonl; empty for a run
-  that logged no round (one that diverged in its first)."""
+  that logged no round (one that diverged in its first). With
+  x=UPLOAD_MEGABYTES the first list holds the cumulative uploaded
+  megabytes at each value instead of its round."""
   rounds, values = [], []
+  uploaded = 0.0
   # A run killed mid-append has a cut last line: it is left out.
   for row in read_metrics_file(os.path.join(run_dir, "metrics.jsonl")):
+    uploaded += row.get("upload_bytes", 0) / 1e6
     if key in row and "round" in row:
-      rounds.append(row["round"])
+      rounds.append(uploaded if x == UPLOAD_MEGABYTES else row["round"])
       values.append(row[key])
   return rounds, values
 
@@ -104,13 +115,15 @@ def accuracy_ylim(means: Sequence[Sequence[float]],
 def draw_round_curves(ax, groups: Dict[str, List[Curve]],
                       lines: Optional[Dict[str, float]] = None,
                       target: Optional[float] = None,
-                      notes: Optional[Dict[str, str]] = None) -> None:
+                      notes: Optional[Dict[str, str]] = None,
+                      xlabel: Optional[str] = None) -> None:
   """Draws one mean curve per group of seed curves on `ax`, a shaded
   min-max band for groups of more than one seed, `lines` (label -> value,
   e.g. a centralized baseline or a published number) as dashed
   horizontals, the target as a solid black line, and sets the axes'
   ranges and legend. `notes` (group -> text) go into the legend, such as
-  a divergence; those groups do not set the y range."""
+  a divergence; those groups do not set the y range. The x values are
+  rounds unless `xlabel` names what they are."""
   lines, notes = dict(lines or {}), dict(notes or {})
   means, ends, seeded = [], [], False
   for i, (label, curves) in enumerate(groups.items()):
@@ -137,15 +150,22 @@ def draw_round_curves(ax, groups: Dict[str, List[Curve]],
                label=f"target accuracy {target:g}")
   ax.set_ylim(*accuracy_ylim(means, list(lines.values()) +
                              ([target] if target else [])))
-  _round_axis(ax, ends)
+  _round_axis(ax, ends, xlabel)
   entries = len(ax.get_legend_handles_labels()[1])
   figure_style.place_legend(ax, entries)
   if seeded and ax.get_legend() is not None:
     ax.get_legend().set_title(BAND_NOTE, prop={"size": 7})
 
 
-def _round_axis(ax, ends: Sequence[float]) -> None:
+def _round_axis(ax, ends: Sequence[float],
+                xlabel: Optional[str] = None) -> None:
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  if xlabel is not None:  # not rounds (e.g. megabytes): no integer ticks
+    if ends and min(ends) > 0 and max(ends) >= LOG_ROUNDS_RATIO * min(ends):
+      ax.set_xscale("log")
+      xlabel += " (log scale)"
+    ax.set_xlabel(xlabel)
+    return
   if ends and min(ends) >= 1 and max(ends) >= LOG_ROUNDS_RATIO * min(ends):
     ax.set_xscale("log")
     ax.set_xlabel("round (log scale)")
@@ -159,12 +179,13 @@ def _round_axis(ax, ends: Sequence[float]) -> None:
 def _write_curves(path: str, title: str, ylabel: str,
                   groups: Dict[str, List[Curve]],
                   lines: Optional[Dict[str, float]], target: Optional[float],
-                  notes: Optional[Dict[str, str]] = None):
+                  notes: Optional[Dict[str, str]] = None,
+                  xlabel: Optional[str] = None):
   wide = len(groups) + len(lines or {}) + bool(target) > (
       figure_style.MAX_LEGEND_ENTRIES_INSIDE)
   with figure_style.results_figure(path, (9.5 if wide else 7, 4.5)) as fig:
     ax = fig.add_subplot(1, 1, 1)
-    draw_round_curves(ax, groups, lines, target, notes)
+    draw_round_curves(ax, groups, lines, target, notes, xlabel)
     ax.set_ylabel(ylabel)
     _set_title(ax, title)
   return fig
@@ -185,12 +206,14 @@ def plot_round_curves(curves: Dict[str, Curve], path: str, title: str,
 def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
                     key: str = "test_accuracy",
                     target: Optional[float] = None,
-                    references: Optional[Dict[str, float]] = None):
+                    references: Optional[Dict[str, float]] = None,
+                    x: str = "round"):
   """Mean curve per group of run folders (label -> run dirs, seeds of one
   setting) with a shaded min-max band over its seeds, on the rounds every
   seed evaluated. `target` defaults to the runs' own --target_accuracy
   (when they share one); `references` (label -> accuracy, e.g. published
-  numbers) are dashed lines. Returns the written matplotlib Figure."""
+  numbers) are dashed lines; `x` is "round" or UPLOAD_MEGABYTES. Returns
+  the written matplotlib Figure."""
   if target is None:
     targets = {run_target(d) for dirs in groups.values() for d in dirs}
     targets.discard(None)
@@ -201,10 +224,12 @@ def plot_seed_bands(groups: Dict[str, list], path: str, title: str,
                 for d in run_dirs]
     if any(diverged):
       notes[label] = f"diverged at round {min(r for r in diverged if r)}"
-  curves = {label: [read_curve(d, key) for d in run_dirs]
+  curves = {label: [read_curve(d, key, x) for d in run_dirs]
             for label, run_dirs in groups.items()}
   return _write_curves(path, title, f"{key.replace('_', ' ')} (fraction)",
-                       curves, references, target, notes)
+                       curves, references, target, notes,
+                       UPLOAD_MEGABYTES_LABEL if x == UPLOAD_MEGABYTES
+                       else None)
 
 
 def read_client_accuracy(run_dir: str) -> Optional[list]:

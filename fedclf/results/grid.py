@@ -16,7 +16,8 @@ flags and a grid; every combination becomes one run folder under the spec's
       - {name: fedavg_shards, partition: shards, rounds: 400}
     table: {title: "McMahan et al. 2017",
             target_accuracy: 0.99,                   # optional plot lines;
-            references: {"paper, FedAvg": 0.992}}    # else runs' target
+            references: {"paper, FedAvg": 0.992},    # else runs' target
+            upload_curves: true}  # optional: accuracy_vs_upload.png too
 
 Runs execute as subprocesses (a failing run does not stop the grid), are
 skipped when finished (summary.json) and resumed when checkpoints exist, so

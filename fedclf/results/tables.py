@@ -319,7 +319,35 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
       row.append(f"{base / (sum(reached) / len(reached)):.1f}×"
                  if reached and base else "")
     rows.append(row)
+  _add_upload_columns(header, rows, groups)
   return header, rows
+
+
+def _compressed(run: Dict) -> bool:
+  return run_flags(run).get("compression", "none") != "none"
+
+
+def _add_upload_columns(header: List[str], rows: List[List[str]],
+                        groups: Dict[str, List[Dict]]) -> None:
+  """Tables that compare upload codecs (some run has --compression) get
+  the total uploaded megabytes and their ratio to the mean of the
+  uncompressed runs on the same data split."""
+  runs = [m for members in groups.values() for m in members]
+  if not any(_compressed(r) for r in runs):
+    return
+  key = ("total_upload_megabytes",)
+  dense: Dict[tuple, List[float]] = {}
+  for r in runs:
+    if not _compressed(r) and _value(r["summary"], key) is not None:
+      dense.setdefault(_data_split(r), []).append(_value(r["summary"], key))
+  header += ["uploaded MB (10^6 bytes)", "MB ratio to uncompressed"]
+  for row, members in zip(rows, groups.values()):
+    values = [_value(m["summary"], key) for m in members]
+    row.append(_mean_std(values))
+    values = [v for v in values if v is not None]
+    base = dense.get(_data_split(members[0]))
+    row.append(f"{(sum(values) / len(values)) / (sum(base) / len(base)):.3f}"
+               if values and base else "")
 
 
 def _column_title(title: str, keys, runs: List[Dict]) -> str:

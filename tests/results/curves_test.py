@@ -199,3 +199,21 @@ def test_runs_that_logged_no_round_draw_an_empty_plot(tmp_path):
   fig = curves.plot_seed_bands({"dead": [dead]}, str(tmp_path / "e.png"), "t")
   assert fig.axes[0].get_ylim() == (0.0, 1.0)
   assert not fig.axes[0].lines
+
+
+def test_upload_axis_is_cumulative_megabytes(tmp_path):
+  run_dir = tmp_path / "topk"
+  run_dir.mkdir()
+  rows = [{"round": 1, "upload_bytes": 2_000_000},  # not evaluated
+          {"round": 2, "upload_bytes": 2_000_000, "test_accuracy": 0.5},
+          {"round": 3, "upload_bytes": 1_000_000, "test_accuracy": 0.7}]
+  (run_dir / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in rows))
+  assert curves.read_curve(str(run_dir), x=curves.UPLOAD_MEGABYTES) == (
+      [4.0, 5.0], [0.5, 0.7])
+  assert curves.read_curve(str(run_dir)) == ([2, 3], [0.5, 0.7])
+  dense = _run(tmp_path, "dense", [0.5, 0.8])  # rows without bytes: 0 MB
+  fig = curves.plot_seed_bands({"topk": [str(run_dir)], "dense": [dense]},
+                               str(tmp_path / "mb.png"), "t",
+                               x=curves.UPLOAD_MEGABYTES)
+  assert fig.axes[0].get_xlabel() == curves.UPLOAD_MEGABYTES_LABEL

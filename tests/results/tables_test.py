@@ -172,3 +172,19 @@ def test_load_runs_leaves_out_runs_moved_aside(tmp_path):
     (tmp_path / name / "summary.json").write_text("{}")
     (tmp_path / name / "config.json").write_text("{}")
   assert [r["name"] for r in tables.load_runs(str(tmp_path))] == ["a"]
+
+
+def test_codec_runs_get_uploaded_megabytes_and_ratio_to_uncompressed():
+  dense = fake_run("fedavg", "fedavg", "iid", None,
+                   total_upload_megabytes=200.0)
+  topk = fake_run("topk", "fedavg", "iid", None, total_upload_megabytes=34.0)
+  topk["config"]["config"]["flags"]["compression"] = "topk"
+  header, rows = tables.seed_rows([dense, topk])
+  by_label = {row[0]: row for row in rows}
+  ratio = header.index("MB ratio to uncompressed")
+  assert by_label["topk"][ratio] == "0.170"
+  assert by_label["fedavg"][ratio] == "1.000"
+  assert by_label["topk"][header.index("uploaded MB (10^6 bytes)")] == "34"
+  # Tables without a codec keep their columns.
+  header, _ = tables.seed_rows([dense])
+  assert "MB ratio to uncompressed" not in header

@@ -174,7 +174,8 @@ class TffBackend:
           client_state=out["client_state"], dropped=out["dropped"],
           loss_sum=out["loss_sum"],
           correct=out["correct"], examples=out["examples"],
-          steps=out["steps"])
+          steps=out["steps"],
+          upload_bytes=tf.cast(out["upload_bytes"], tf.int64))
 
     return client_update
 
@@ -227,7 +228,8 @@ class TffBackend:
     def report(out):
       return collections.OrderedDict(
           (key, out[key]) for key in ("client_state", "dropped", "loss_sum",
-                                      "correct", "examples", "steps"))
+                                      "correct", "examples", "steps",
+                                      "upload_bytes"))
 
     agg_state_t = aggregator.initialize.type_signature.result
 
@@ -356,7 +358,7 @@ class TffBackend:
                      client_state=[np.asarray(a) for a in r["client_state"]],
                      dropped=r["dropped"], loss_sum=r["loss_sum"],
                      correct=r["correct"], examples=r["examples"],
-                     steps=r["steps"])
+                     steps=r["steps"], upload_bytes=r["upload_bytes"])
         for r, n in zip(reports, examples)
     ]
     return new_state, outputs
