@@ -29,20 +29,27 @@ class QFedAvgParams:
 
 
 def mean_loss(objective, model: tf.keras.Model, batches,
-              seed: tf.Tensor) -> tf.Tensor:
+              num_examples: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """`objective`'s mean over the unmasked examples of `batches` (as
-  `LocalSGD.train` takes them) for the model's current weights."""
+  `LocalSGD.train` takes them) for the model's current weights. Only the
+  first epoch's batches: each epoch holds every example once, so the later
+  ones would repeat the same mean at the cost of more forward passes."""
   def add(images, labels, mask, totals):
     loss, _, count = objective(model, images, labels, mask, seed)
     return totals[0] + loss * count, totals[1] + count
 
   totals = (tf.constant(0.0), tf.constant(0.0))
+  num_examples = tf.cast(num_examples, tf.float32)
   if isinstance(batches, IndexedBatches):
     for i in tf.range(batches.num_steps):
+      if totals[1] >= num_examples:
+        break
       images, labels, mask = batches.get(i)
       totals = add(images, labels, mask, totals)
   else:
     for images, labels, mask in batches:
+      if totals[1] >= num_examples:
+        break
       totals = add(images, labels, mask, totals)
   return totals[0] / tf.maximum(totals[1], 1.0)
 
@@ -73,7 +80,8 @@ class QFedAvgSGD(LocalSGD):
                           global_non_trainable):
       var.assign(value)
     # F_i > 0 so that F_i^(q-1) stays finite for q < 1.
-    loss = tf.maximum(mean_loss(self.objective, model, batches, seed), 1e-10)
+    loss = tf.maximum(mean_loss(self.objective, model, batches,
+                                num_examples, seed), 1e-10)
     out = super().train(model, velocity, global_trainable,
                         global_non_trainable, batches, num_examples,
                         client_state, server_extra, seed)
