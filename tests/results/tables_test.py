@@ -172,3 +172,19 @@ def test_load_runs_leaves_out_runs_moved_aside(tmp_path):
     (tmp_path / name / "summary.json").write_text("{}")
     (tmp_path / name / "config.json").write_text("{}")
   assert [r["name"] for r in tables.load_runs(str(tmp_path))] == ["a"]
+
+
+def test_client_accuracy_spread_has_columns_when_runs_measured_it():
+  runs = [fake_run("q_s0", "qfedavg", "iid", None, seed=0,
+                   final_client_accuracy_p10=0.8,
+                   final_client_accuracy_var=0.002),
+          fake_run("q_s1", "qfedavg", "iid", None, seed=1,
+                   final_client_accuracy_p10=0.6,
+                   final_client_accuracy_var=0.004)]
+  header, rows = tables.seed_rows(runs, {"q_s0": "q", "q_s1": "q"})
+  assert rows[0][header.index("client accuracy p10 (0–1)")] == (
+      "0.7000 ± 0.1414")
+  assert rows[0][header.index("client accuracy variance")] == (
+      "0.0030 ± 0.0014")
+  header, _ = tables.seed_rows([fake_run("a", "fedavg", "iid", 20)])
+  assert "client accuracy variance" not in header
