@@ -132,6 +132,14 @@ class ClientWork(Protocol):
             server_extra: Tensors, seed: tf.Tensor) -> ClientOutput:
     """Trains `model` from the broadcast weights on `batches`."""
 
+  def server_delta(self, mean_delta: Tensors, mean_extra_delta: Tensors,
+                   server_extra: Tensors, participation: tf.Tensor
+                   ) -> Tensors:
+    """The delta the server optimizer applies, from the aggregated one, the
+    clients' mean extra delta, the server extra before this round's update
+    and the share of clients that took part (FedNova, FedDyn). Both
+    backends call it only when the clients report extra deltas."""
+
 
 class IndexedBatches:
   """A client's batches as rows of example indices into data held once:
@@ -190,6 +198,13 @@ class LocalSGD:
   def gradient_correction(self, client_state: Tensors,
                           server_extra: Tensors) -> Tensors:
     return []
+
+  def server_delta(self, mean_delta: Tensors, mean_extra_delta: Tensors,
+                   server_extra: Tensors, participation: tf.Tensor
+                   ) -> Tensors:
+    """The aggregated delta as it is (see `ClientWork.server_delta`)."""
+    del mean_extra_delta, server_extra, participation  # Unused.
+    return mean_delta
 
   def finish(self, global_trainable: Tensors, local_trainable: Tensors,
              steps: tf.Tensor, client_state: Tensors,
@@ -323,11 +338,7 @@ class Scaffold(LocalSGD):
   def effective_steps(self, steps: tf.Tensor) -> tf.Tensor:
     """m(K): how many gradients' worth (times lr) K local steps move the
     weights when the gradient is constant (K without momentum)."""
-    k = tf.maximum(tf.cast(steps, tf.float32), 1.0)
-    b = self.momentum
-    if not b:
-      return k
-    return (k - b * (1.0 - tf.pow(b, k)) / (1.0 - b)) / (1.0 - b)
+    return effective_steps(steps, self.momentum)
 
   def finish(self, global_trainable, local_trainable, steps, client_state,
              server_extra):
@@ -341,3 +352,15 @@ class Scaffold(LocalSGD):
     new_state = [ran * n + (1.0 - ran) * ci
                  for n, ci in zip(new_state, client_state)]
     return [n - ci for n, ci in zip(new_state, client_state)], new_state
+
+
+def effective_steps(steps: tf.Tensor, momentum: float) -> tf.Tensor:
+  """m(K): how many gradients' worth (times lr) K local (momentum b) SGD
+  steps move the weights when the gradient is constant:
+  (K - b (1 - b^K) / (1 - b)) / (1 - b), K without momentum; at least 1.
+  SCAFFOLD's control step and FedNova's normalization divide by it."""
+  k = tf.maximum(tf.cast(steps, tf.float32), 1.0)
+  b = momentum
+  if not b:
+    return k
+  return (k - b * (1.0 - tf.pow(b, k)) / (1.0 - b)) / (1.0 - b)

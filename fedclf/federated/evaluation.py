@@ -45,7 +45,9 @@ def percentiles(values: Sequence[float]) -> Dict[str, float]:
   v = np.asarray(values)
   return {"mean": float(v.mean()), "p10": float(np.percentile(v, 10)),
           "p50": float(np.percentile(v, 50)),
-          "p90": float(np.percentile(v, 90)), "min": float(v.min())}
+          "p90": float(np.percentile(v, 90)), "min": float(v.min()),
+          # q-FedAvg's fairness measure (Li et al. 2020).
+          "var": float(v.var())}
 
 
 def _fine_tune_step(model: tf.keras.Model, lr: float):

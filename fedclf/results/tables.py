@@ -273,6 +273,9 @@ SEED_COLUMNS = (
     # is the target domain's; this is the source domain's.
     (f"source-domain accuracy {FRACTION}", ("source_accuracy",)),
     ("diverged at round", ("diverged_at_round",)),
+    # Fairness across clients (--per_client_eval; q-FedAvg's measures).
+    (f"client accuracy p10 {FRACTION}", ("final_client_accuracy_p10",)),
+    ("client accuracy variance", ("final_client_accuracy_var",)),
 )
 
 

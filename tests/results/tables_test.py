@@ -188,3 +188,19 @@ def test_codec_runs_get_uploaded_megabytes_and_ratio_to_uncompressed():
   # Tables without a codec keep their columns.
   header, _ = tables.seed_rows([dense])
   assert "MB ratio to uncompressed" not in header
+
+
+def test_client_accuracy_spread_has_columns_when_runs_measured_it():
+  runs = [fake_run("q_s0", "qfedavg", "iid", None, seed=0,
+                   final_client_accuracy_p10=0.8,
+                   final_client_accuracy_var=0.002),
+          fake_run("q_s1", "qfedavg", "iid", None, seed=1,
+                   final_client_accuracy_p10=0.6,
+                   final_client_accuracy_var=0.004)]
+  header, rows = tables.seed_rows(runs, {"q_s0": "q", "q_s1": "q"})
+  assert rows[0][header.index("client accuracy p10 (0–1)")] == (
+      "0.7000 ± 0.1414")
+  assert rows[0][header.index("client accuracy variance")] == (
+      "0.0030 ± 0.0014")
+  header, _ = tables.seed_rows([fake_run("a", "fedavg", "iid", 20)])
+  assert "client accuracy variance" not in header

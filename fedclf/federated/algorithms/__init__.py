@@ -30,7 +30,12 @@ from fedclf.federated.algorithms.fedprox import FedProxParams
 from fedclf.federated.algorithms.reptile import ReptileParams
 # Imported to register them.
 from fedclf.federated.algorithms import fedavg
+from fedclf.federated.algorithms import feddyn
+from fedclf.federated.algorithms import fednova
+from fedclf.federated.algorithms import moon
+from fedclf.federated.algorithms import qfedavg
 from fedclf.federated.algorithms import scaffold
 
 __all__ = ["Algorithm", "build_algorithm", "DpFedAvgParams", "FedProxParams",
-           "ReptileParams", "fedavg", "scaffold"]
+           "ReptileParams", "fedavg", "feddyn", "fednova", "moon", "qfedavg",
+           "scaffold"]

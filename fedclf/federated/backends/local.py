@@ -225,6 +225,11 @@ class LocalBackend:
       # An unweighted mean over the clients that trained (not dropped).
       mean_extra = weighted_mean([o.extra_delta for o in outputs],
                                  [1.0 - o.dropped for o in outputs])
+    if mean_extra:
+      # FedNova's and FedDyn's server-side step (identity for the others).
+      mean_delta = self.work.server_delta(
+          mean_delta, mean_extra, [tf.constant(e) for e in state.extra],
+          tf.constant(len(outputs) / self.num_clients))
     opt_state = tf.nest.map_structure(tf.constant, state.optimizer)
     opt_state, trainable = server_optimizers.apply(
         alg.server, opt_state, [tf.constant(w) for w in state.trainable],

@@ -220,6 +220,8 @@ class TffBackend:
       return work.update_server_extra(list(ex), list(mean_extra_delta),
                                       count / num_clients)
 
+    server_delta = self._server_delta_computation(types, result_t)
+
     @tff.tensorflow.computation(np.float32)
     def kept(dropped):
       return 1.0 - dropped
@@ -248,8 +250,16 @@ class TffBackend:
         agg = aggregator.next(agg_state, outs.delta, outs.weight)
       else:
         agg = aggregator.next(agg_state, outs.delta)
+      delta = agg.result
+      if server_delta is not None:
+        trained = tff.federated_map(kept, outs.dropped)
+        mean_extra = tff.federated_mean(outs.extra_delta, trained)
+        count = tff.federated_sum(trained)
+        parts = ((delta, mean_extra, ex, count) if self._has_extra else
+                 (delta, mean_extra, count))
+        delta = tff.federated_map(server_delta, tff.federated_zip(parts))
       new_opt, new_w = tff.federated_map(
-          apply_optimizer, tff.federated_zip((opt_state, w, agg.result)))
+          apply_optimizer, tff.federated_zip((opt_state, w, delta)))
       new_nt = (tff.federated_mean(outs.non_trainable, outs.weight)
                 if self._has_nt else nt)
       if self._has_extra:
@@ -263,6 +273,27 @@ class TffBackend:
               tff.federated_map(report, outs))
 
     return run_round
+
+  def _server_delta_computation(self, types: _ValueTypes, result_t):
+    """`ClientWork.server_delta` as a TFF computation (None when the clients
+    report no extra deltas: then it is not called, as on `local`)."""
+    if not len(result_t.extra_delta):  # pylint: disable=g-explicit-length-test
+      return None
+    work, num_clients = self.work, float(self.num_clients)
+    delta_t, extra_delta_t = result_t.delta, result_t.extra_delta
+    if self._has_extra:
+      @tff.tensorflow.computation(delta_t, extra_delta_t, types.extra,
+                                  np.float32)
+      def with_extra(mean_delta, mean_extra, ex, count):
+        return work.server_delta(list(mean_delta), list(mean_extra),
+                                 list(ex), count / num_clients)
+      return with_extra
+
+    @tff.tensorflow.computation(delta_t, extra_delta_t, np.float32)
+    def without_extra(mean_delta, mean_extra, count):
+      return work.server_delta(list(mean_delta), list(mean_extra), [],
+                               count / num_clients)
+    return without_extra
 
   # -- the backend interface ------------------------------------------------
   def _check_open(self) -> None:

@@ -58,7 +58,8 @@ def final_weights(cfg, out_dir):
 
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
 PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
-          "fedadagrad", "scaffold", "dp_fedavg", "reptile"]
+          "fedadagrad", "scaffold", "dp_fedavg", "reptile", "fednova",
+          "feddyn", "qfedavg", "moon"]
 
 
 def test_parity_covers_every_builtin_algorithm():
