@@ -27,6 +27,10 @@ cli.define_model_flags(
     "default: BatchNorm statistics suffer under non-IID clients).")
 flags.DEFINE_string("algorithm", "fedavg",
                     "Registered federated algorithm (see --list).")
+flags.DEFINE_string("aggregator", "",
+                    "Registered aggregator (see --list: mean, median, "
+                    "trimmed_mean, krum, multi_krum, norm_bound) in place of "
+                    "the algorithm's own; empty = the algorithm's.")
 flags.DEFINE_string("objective", "supervised",
                     "supervised, or a self-supervised method (simclr, "
                     "simsiam, barlow_twins): federated SSL pretraining of "
@@ -104,7 +108,8 @@ cli.define_run_flags("runs/federated", "rounds", 10,
 # The algorithms' and partitioners' own hyper-parameters (--prox_mu,
 # --dirichlet_alpha, ..., and those of --plugin modules), generated from the
 # params dataclasses registered beside their factories.
-cli.define_params_flags(registry.ALGORITHMS, registry.PARTITIONERS)
+cli.define_params_flags(registry.ALGORITHMS, registry.PARTITIONERS,
+                        registry.AGGREGATORS)
 
 FLAGS = flags.FLAGS
 
@@ -123,6 +128,9 @@ def main(argv):
   algorithm_params = cli.params_from_flags(registry.ALGORITHMS,
                                            FLAGS.algorithm)
   registry.BACKENDS.get(FLAGS.backend)
+  aggregator_params = (cli.params_from_flags(registry.AGGREGATORS,
+                                             FLAGS.aggregator)
+                       if FLAGS.aggregator else None)
   algorithm_config = federated.AlgorithmConfig(
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,
@@ -161,7 +169,9 @@ def main(argv):
           target_accuracy=FLAGS.target_accuracy,
           stop_at_target=FLAGS.stop_at_target,
           max_train_loss=FLAGS.max_train_loss,
-          seed=FLAGS.seed),
+          seed=FLAGS.seed,
+          aggregator=FLAGS.aggregator,
+          aggregator_params=aggregator_params),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,

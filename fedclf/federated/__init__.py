@@ -10,6 +10,8 @@ runtime (imported only when asked for: TFF takes ~50 s to load).
 
 # Registers the built-in backends (config validation looks them up).
 from fedclf.federated import backends  # noqa: F401  pylint: disable=unused-import
+# Registers the built-in aggregators (`--aggregator`).
+from fedclf.federated import aggregation  # noqa: F401  pylint: disable=unused-import
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.algorithms import DpFedAvgParams

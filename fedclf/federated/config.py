@@ -16,6 +16,7 @@ from typing import Any, Tuple
 from fedclf.errors import UserError
 # Filled by fedclf.federated.backends, which the package imports (a
 # module-level import of it here would close a cycle through its backends).
+from fedclf.registry import AGGREGATORS
 from fedclf.registry import BACKENDS
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
@@ -133,6 +134,11 @@ class SimulationConfig:
   # is already dead, and would otherwise burn every remaining round.
   max_train_loss: float = 0.0
   seed: int = 0
+  # A registered aggregator (fedclf.registry.AGGREGATORS) in place of the
+  # algorithm's own; "": the algorithm's. Its params dataclass (None: its
+  # defaults) is checked when the aggregator is built.
+  aggregator: str = ""
+  aggregator_params: Any = None
 
   def validate(self) -> None:
     _require_finite(self)
@@ -162,3 +168,5 @@ class SimulationConfig:
     if self.tff_workers and self.backend != "tff":
       raise UserError("--tff_workers needs --backend=tff")
     self.algorithm_config.validate()
+    if self.aggregator:
+      AGGREGATORS.get(self.aggregator)  # unknown: the error lists the names

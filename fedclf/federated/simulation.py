@@ -28,6 +28,7 @@ from fedclf.errors import UserError
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.config import SimulationConfig
@@ -149,8 +150,10 @@ class Simulation:
     self.sim = config.simulation
     self.out_dir = out_dir
     self.resume = resume
-    algorithm = build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
-                                self.sim.algorithm_params)
+    algorithm = with_aggregator(
+        build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
+                        self.sim.algorithm_params),
+        self.sim.aggregator, self.sim.aggregator_params)
     self.ds, validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())
@@ -217,7 +220,9 @@ class Simulation:
             # Exporters apply the same input normalization.
             "normalization": dataclasses.asdict(self.data.normalization),
             "num_clients": sim.num_clients,
-            "clients_per_round": sim.clients_per_round}
+            "clients_per_round": sim.clients_per_round,
+            # The registered name chosen, else the algorithm's own rule.
+            "aggregator": sim.aggregator or self.algorithm.aggregator.name}
 
   def run(self) -> Dict:
     sim = self.sim
