@@ -31,6 +31,20 @@ flags.DEFINE_string("aggregator", "",
                     "Registered aggregator (see --list: mean, median, "
                     "trimmed_mean, krum, multi_krum, norm_bound) in place of "
                     "the algorithm's own; empty = the algorithm's.")
+flags.DEFINE_float("malicious_fraction", 0.0,
+                   "Share of the clients that attack (a fixed, seeded set, "
+                   "written to malicious_clients.json); 0 = none.")
+flags.DEFINE_enum("attack", "sign_flip",
+                  ["sign_flip", "scaled", "gaussian_noise", "label_flip"],
+                  "What malicious clients do: sign_flip (update -> "
+                  "-attack_scale * update), scaled (+attack_scale * update, "
+                  "model replacement), gaussian_noise (update -> "
+                  "N(0, attack_noise_std^2)), label_flip (train on y -> "
+                  "C-1-y).")
+flags.DEFINE_float("attack_scale", 10.0,
+                   "sign_flip and scaled attacks: the update's factor.")
+flags.DEFINE_float("attack_noise_std", 1.0,
+                   "gaussian_noise attack: std of the noise update.")
 flags.DEFINE_string("objective", "supervised",
                     "supervised, or a self-supervised method (simclr, "
                     "simsiam, barlow_twins): federated SSL pretraining of "
@@ -171,7 +185,11 @@ def main(argv):
           max_train_loss=FLAGS.max_train_loss,
           seed=FLAGS.seed,
           aggregator=FLAGS.aggregator,
-          aggregator_params=aggregator_params),
+          aggregator_params=aggregator_params,
+          attack=federated.AttackConfig(
+              malicious_fraction=FLAGS.malicious_fraction,
+              attack=FLAGS.attack, attack_scale=FLAGS.attack_scale,
+              attack_noise_std=FLAGS.attack_noise_std)),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,

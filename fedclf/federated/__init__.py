@@ -19,6 +19,7 @@ from fedclf.federated.algorithms import FedProxParams
 from fedclf.federated.algorithms import ReptileParams
 from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.aggregators import DpGaussian
+from fedclf.federated.attack_config import AttackConfig
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import Scaffold
@@ -31,7 +32,8 @@ from fedclf.federated.simulation import run_federated
 from fedclf.federated.simulation import Simulation
 
 __all__ = [
-    "Aggregator", "Algorithm", "AlgorithmConfig", "ClientOutput",
+    "Aggregator", "Algorithm", "AlgorithmConfig", "AttackConfig",
+    "ClientOutput",
     "DpFedAvgParams", "DpGaussian", "FedProxParams", "FederatedRunConfig",
     "LocalSGD", "ReptileParams", "Scaffold", "ServerOptimizerConfig",
     "Simulation", "SimulationConfig", "build_algorithm", "dp_epsilon",

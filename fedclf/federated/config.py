@@ -14,6 +14,7 @@ import math
 from typing import Any, Tuple
 
 from fedclf.errors import UserError
+from fedclf.federated.attack_config import AttackConfig
 # Filled by fedclf.federated.backends, which the package imports (a
 # module-level import of it here would close a cycle through its backends).
 from fedclf.registry import AGGREGATORS
@@ -139,6 +140,8 @@ class SimulationConfig:
   # defaults) is checked when the aggregator is built.
   aggregator: str = ""
   aggregator_params: Any = None
+  # Malicious clients and their attack (attack_config.py); off by default.
+  attack: AttackConfig = AttackConfig()
 
   def validate(self) -> None:
     _require_finite(self)
@@ -170,3 +173,4 @@ class SimulationConfig:
     self.algorithm_config.validate()
     if self.aggregator:
       AGGREGATORS.get(self.aggregator)  # unknown: the error lists the names
+    self.attack.validate()

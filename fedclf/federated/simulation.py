@@ -28,6 +28,7 @@ from fedclf.errors import UserError
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.attack_config import write_malicious_clients
 from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
@@ -178,6 +179,7 @@ class Simulation:
                 f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}/"
                 f"{config.objective}")
     self._write_partition_report()
+    write_malicious_clients(out_dir, self.sim)
     self.backend = self._make_backend()
     # Built after the backend: the tff backend traces Keras models in TF1
     # graphs, which invalidates Keras models made before it.
@@ -197,7 +199,8 @@ class Simulation:
         clients_per_round=sim.clients_per_round,
         num_clients=sim.num_clients, seed=sim.seed,
         parallel_clients=min(parallel, sim.clients_per_round),
-        tff_workers=sim.tff_workers)
+        tff_workers=sim.tff_workers, attack=sim.attack,
+        num_classes=self.ds.num_classes)
     return BACKENDS.get(sim.backend)(spec)
 
   def _write_partition_report(self) -> None:

@@ -2,15 +2,20 @@
 examples, and short runs of them on both backends."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from fedclf.data import DataConfig
 from fedclf.errors import UserError
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import build_algorithm
 from fedclf.federated import DpFedAvgParams
+from fedclf.federated import FederatedRunConfig
+from fedclf.federated import Simulation
+from fedclf.federated import SimulationConfig
 from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.aggregation.choice import build_aggregator
 from fedclf.federated.aggregation.krum import KrumParams
@@ -19,6 +24,11 @@ from fedclf.federated.aggregation.krum import MultiKrumParams
 from fedclf.federated.aggregation.norm_bound import NormBoundParams
 from fedclf.federated.aggregation.trimmed_mean import TrimmedMeanParams
 from fedclf.federated.aggregation.votes import active_stacks
+from fedclf.federated.attack_config import AttackConfig
+from fedclf.federated.attack_config import malicious_clients
+from fedclf.federated.attacks import attacked_delta
+from fedclf.federated.attacks import flip_labels
+from fedclf.partition import PartitionConfig
 from fedclf.plugin_config import build_params
 from fedclf.registry import AGGREGATORS
 
@@ -152,3 +162,172 @@ def test_with_aggregator_replaces_or_refuses():
   with pytest.raises(UserError, match="privacy"):
     with_aggregator(dp, "median")
   assert dataclasses.replace(fedavg).aggregator.name == "weighted_mean"
+
+
+# -- short runs on both backends ---------------------------------------------
+
+AGGREGATOR_PARAMS = {
+    "median": None,
+    "trimmed_mean": TrimmedMeanParams(trim_fraction=0.25),
+    "krum": KrumParams(byzantine_fraction=0.25),
+    "multi_krum": MultiKrumParams(byzantine_fraction=0.25,
+                                  multi_krum_selected=2),
+    # Small enough that the digits MLP's updates are clipped.
+    "norm_bound": NormBoundParams(clip_norm=0.5),
+}
+
+
+def run_config(backend, aggregator="", rounds=2, attack=None,
+               num_clients=6, clients_per_round=4):
+  """A tiny digits run of FedAvg with `aggregator` (and `attack`)."""
+  return FederatedRunConfig(
+      data=DataConfig(name="digits", train_limit=300, test_limit=100),
+      partitioner="iid",
+      partition=PartitionConfig(num_clients=num_clients, seed=1),
+      model_name="mlp",
+      simulation=SimulationConfig(
+          algorithm="fedavg",
+          algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
+                                           local_batch_size=16),
+          num_clients=num_clients, clients_per_round=clients_per_round,
+          rounds=rounds, eval_every=rounds, checkpoint_every=0,
+          per_client_eval=0, backend=backend, seed=1,
+          aggregator=aggregator,
+          aggregator_params=AGGREGATOR_PARAMS.get(aggregator),
+          **({"attack": attack} if attack else {})))
+
+
+def final_run(cfg, out_dir):
+  sim = Simulation(cfg, str(out_dir), {})
+  try:
+    summary = sim.run()
+  finally:
+    sim.close()
+  return sim.final_state, summary
+
+
+def test_every_aggregator_runs_two_rounds_on_both_backends(tmp_path):
+  for name in AGGREGATOR_PARAMS:
+    local, summary = final_run(run_config("local", name),
+                               tmp_path / name / "local")
+    assert summary["aggregator"] == name and summary["rounds_run"] == 2
+    on_tff, summary = final_run(run_config("tff", name),
+                                tmp_path / name / "tff")
+    assert summary["backend"] == "tff" and summary["rounds_run"] == 2
+    for a, b in zip(local.trainable, on_tff.trainable):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+# An update attack through TFF's own mean, a data attack through the
+# driver's median: the attacked runs agree across backends too.
+@pytest.mark.parametrize("aggregator,attack", [
+    ("mean", AttackConfig(malicious_fraction=0.34, attack="sign_flip",
+                          attack_scale=3.0)),
+    ("median", AttackConfig(malicious_fraction=0.34, attack="label_flip")),
+    ("norm_bound", AttackConfig(malicious_fraction=0.34,
+                                attack="gaussian_noise",
+                                attack_noise_std=0.1)),
+])
+def test_attacked_runs_agree_across_backends(tmp_path, aggregator, attack):
+  local, _ = final_run(run_config("local", aggregator, attack=attack),
+                       tmp_path / "local")
+  on_tff, _ = final_run(run_config("tff", aggregator, attack=attack),
+                        tmp_path / "tff")
+  for a, b in zip(local.trainable, on_tff.trainable):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+# -- attacks -----------------------------------------------------------------
+
+def test_sign_flip_and_scaled_change_only_malicious_updates():
+  delta = [tf.constant([1.0, -2.0]), tf.constant([[3.0]])]
+  seed = tf.constant([1, 2], tf.int64)
+  flip = AttackConfig(malicious_fraction=0.1, attack="sign_flip",
+                      attack_scale=4.0)
+  out = attacked_delta(delta, 1.0, seed, flip)
+  np.testing.assert_allclose(out[0].numpy(), [-4.0, 8.0])
+  np.testing.assert_allclose(out[1].numpy(), [[-12.0]])
+  honest = attacked_delta(delta, 0.0, seed, flip)
+  np.testing.assert_allclose(honest[0].numpy(), [1.0, -2.0])
+  scaled = dataclasses.replace(flip, attack="scaled")
+  np.testing.assert_allclose(
+      attacked_delta(delta, 1.0, seed, scaled)[0].numpy(), [4.0, -8.0])
+  off = dataclasses.replace(flip, malicious_fraction=0.0)
+  np.testing.assert_allclose(
+      attacked_delta(delta, 1.0, seed, off)[0].numpy(), [1.0, -2.0])
+
+
+def test_gaussian_noise_is_seeded_per_round_and_client():
+  delta = [tf.zeros([2000])]
+  noise = AttackConfig(malicious_fraction=0.1, attack="gaussian_noise",
+                       attack_noise_std=0.5)
+  a = attacked_delta(delta, 1.0, tf.constant([3, 7], tf.int64), noise)[0]
+  again = attacked_delta(delta, 1.0, tf.constant([3, 7], tf.int64), noise)[0]
+  other = attacked_delta(delta, 1.0, tf.constant([3, 8], tf.int64), noise)[0]
+  np.testing.assert_array_equal(a.numpy(), again.numpy())
+  assert not np.allclose(a.numpy(), other.numpy())
+  assert abs(float(tf.math.reduce_std(a)) - 0.5) < 0.05
+
+
+def test_label_flip_maps_y_to_c_minus_1_minus_y():
+  labels = tf.constant([0, 3, 9], tf.int64)
+  np.testing.assert_array_equal(flip_labels(labels, 1.0, 10).numpy(),
+                                [9, 6, 0])
+  np.testing.assert_array_equal(flip_labels(labels, 0.0, 10).numpy(),
+                                [0, 3, 9])
+
+
+def test_malicious_set_is_seeded_and_of_the_right_size():
+  chosen = malicious_clients(100, 0.2, seed=5)
+  assert len(chosen) == 20 == len(set(chosen))
+  assert chosen == sorted(chosen) and all(0 <= c < 100 for c in chosen)
+  assert malicious_clients(100, 0.2, seed=5) == chosen
+  assert malicious_clients(100, 0.2, seed=6) != chosen
+  assert malicious_clients(100, 0.0, seed=5) == []
+
+
+@pytest.mark.parametrize("attack,message", [
+    (AttackConfig(malicious_fraction=1.0), "malicious_fraction"),
+    (AttackConfig(malicious_fraction=0.1, attack="poison"), "unknown attack"),
+    (AttackConfig(malicious_fraction=0.1, attack_scale=0.0), "attack_scale"),
+])
+def test_bad_attack_settings_are_refused_in_one_line(attack, message):
+  with pytest.raises(UserError) as e:
+    SimulationConfig(attack=attack).validate()
+  assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def distance(a, b):
+  return float(np.sqrt(sum(np.sum((x - y) ** 2)
+                           for x, y in zip(a.trainable, b.trainable))))
+
+
+def test_median_holds_under_sign_flipping_while_the_mean_breaks(tmp_path):
+  # All 10 clients report every round; 2 of them flip and boost their sign.
+  attack = AttackConfig(malicious_fraction=0.2, attack="sign_flip",
+                        attack_scale=10.0)
+  runs = {}
+  for aggregator in ("mean", "median"):
+    for attacked in (False, True):
+      cfg = run_config("local", aggregator, rounds=3,
+                       attack=attack if attacked else None, num_clients=10,
+                       clients_per_round=10)
+      runs[aggregator, attacked] = final_run(
+          cfg, tmp_path / f"{aggregator}_{attacked}")
+  median_shift = distance(runs["median", True][0], runs["median", False][0])
+  mean_shift = distance(runs["mean", True][0], runs["mean", False][0])
+  assert all(np.all(np.isfinite(w)) for w in runs["median", True][0].trainable)
+  assert mean_shift > 5 * median_shift
+  clean = runs["median", False][1]["final_test_accuracy"]
+  assert runs["median", True][1]["final_test_accuracy"] > clean - 0.1
+  assert (runs["mean", True][1]["final_test_accuracy"] <
+          runs["mean", False][1]["final_test_accuracy"] - 0.2)
+  out = tmp_path / "mean_True"
+  chosen = json.loads((out / "malicious_clients.json").read_text())
+  assert len(chosen["malicious_clients"]) == 2
+  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text()
+          .splitlines()]
+  train_rows = [r for r in rows if "malicious_reported" in r]
+  assert train_rows and all(r["malicious_reported"] == 2 and
+                            r["malicious_clients"] ==
+                            chosen["malicious_clients"] for r in train_rows)
