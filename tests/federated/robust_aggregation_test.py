@@ -318,10 +318,12 @@ def test_median_holds_under_sign_flipping_while_the_mean_breaks(tmp_path):
   mean_shift = distance(runs["mean", True][0], runs["mean", False][0])
   assert all(np.all(np.isfinite(w)) for w in runs["median", True][0].trainable)
   assert mean_shift > 5 * median_shift
-  clean = runs["median", False][1]["final_test_accuracy"]
-  assert runs["median", True][1]["final_test_accuracy"] > clean - 0.1
-  assert (runs["mean", True][1]["final_test_accuracy"] <
-          runs["mean", False][1]["final_test_accuracy"] - 0.2)
+  accuracy = {key: summary["final_test_accuracy"]
+              for key, (_, summary) in runs.items()}
+  # 30-example clients make the median itself noisy; the mean collapses.
+  assert accuracy["median", True] > accuracy["median", False] - 0.15, accuracy
+  assert accuracy["mean", True] < accuracy["mean", False] - 0.2, accuracy
+  assert accuracy["median", True] > accuracy["mean", True] + 0.1, accuracy
   out = tmp_path / "mean_True"
   chosen = json.loads((out / "malicious_clients.json").read_text())
   assert len(chosen["malicious_clients"]) == 2
