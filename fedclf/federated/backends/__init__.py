@@ -39,7 +39,9 @@ def make_local_backend(spec: BackendSpec) -> Backend:
 
 @BACKENDS.register("tff")
 def make_tff_backend(spec: BackendSpec) -> Backend:
-  """The TensorFlow Federated backend, on workers fedclf owns or is given
-  (an aggregator without a TFF form combines the updates on the driver)."""
+  """The TensorFlow Federated backend, on workers fedclf owns or is given.
+
+  An aggregator without a TFF form (median, Krum) combines the clients'
+  updates on the driver instead (see tff.py)."""
   from fedclf.federated.backends.tff import TffBackend  # pylint: disable=g-import-not-at-top
   return TffBackend(spec)
