@@ -6,6 +6,9 @@ Algorithms register in `fedclf.registry.ALGORITHMS` (see `algorithms/`),
 backends in `fedclf.registry.BACKENDS` (see `backends/`): the `local`
 backend runs them in-process, the `tff` backend on TensorFlow Federated's
 runtime (imported only when asked for: TFF takes ~50 s to load).
+Aggregators usable with any algorithm (`--aggregator`: median, Krum, ...)
+register in `fedclf.registry.AGGREGATORS` (see `aggregation/`); malicious
+clients and their attacks are `AttackConfig` (`attack_config.py`).
 """
 
 # Registers the built-in backends (config validation looks them up).
