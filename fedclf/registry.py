@@ -1,7 +1,7 @@
 """One registry mechanism for every kind of plugin in fedclf.
 
 Datasets, partitioners, models, federated algorithms, federated backends,
-SSL methods and adaptation methods all register the same way:
+aggregators, SSL methods and adaptation methods all register the same way:
 
     from fedclf.registry import MODELS
 
@@ -118,6 +118,10 @@ ADAPTATION_METHODS: Registry = Registry("adaptation method")
 # Federated backends: factories from a `BackendSpec` to a `Backend` (see
 # fedclf/federated/backends/, which registers the built-in ones).
 BACKENDS: Registry = Registry("backend")
+# How client updates are combined, usable with any algorithm
+# (`--aggregator`): factories from their params dataclass to an `Aggregator`
+# (see fedclf/federated/aggregation/, which registers the built-in ones).
+AGGREGATORS: Registry = Registry("aggregator")
 
 ALL_REGISTRIES = (DATASETS, PARTITIONERS, MODELS, ALGORITHMS, SSL_METHODS,
-                  ADAPTATION_METHODS, BACKENDS)
+                  ADAPTATION_METHODS, BACKENDS, AGGREGATORS)

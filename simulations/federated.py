@@ -27,6 +27,24 @@ cli.define_model_flags(
     "default: BatchNorm statistics suffer under non-IID clients).")
 flags.DEFINE_string("algorithm", "fedavg",
                     "Registered federated algorithm (see --list).")
+flags.DEFINE_string("aggregator", "",
+                    "Registered aggregator (see --list: mean, median, "
+                    "trimmed_mean, krum, multi_krum, norm_bound) in place of "
+                    "the algorithm's own; empty = the algorithm's.")
+flags.DEFINE_float("malicious_fraction", 0.0,
+                   "Share of the clients that attack (a fixed, seeded set, "
+                   "written to malicious_clients.json); 0 = none.")
+flags.DEFINE_enum("attack", "sign_flip",
+                  ["sign_flip", "scaled", "gaussian_noise", "label_flip"],
+                  "What malicious clients do: sign_flip (update -> "
+                  "-attack_scale * update), scaled (+attack_scale * update, "
+                  "model replacement), gaussian_noise (update -> "
+                  "N(0, attack_noise_std^2)), label_flip (train on y -> "
+                  "C-1-y).")
+flags.DEFINE_float("attack_scale", 10.0,
+                   "sign_flip and scaled attacks: the update's factor.")
+flags.DEFINE_float("attack_noise_std", 1.0,
+                   "gaussian_noise attack: std of the noise update.")
 flags.DEFINE_string("objective", "supervised",
                     "supervised, or a self-supervised method (simclr, "
                     "simsiam, barlow_twins): federated SSL pretraining of "
@@ -112,7 +130,8 @@ cli.define_run_flags("runs/federated", "rounds", 10,
 # The algorithms' and partitioners' own hyper-parameters (--prox_mu,
 # --dirichlet_alpha, ..., and those of --plugin modules), generated from the
 # params dataclasses registered beside their factories.
-cli.define_params_flags(registry.ALGORITHMS, registry.PARTITIONERS)
+cli.define_params_flags(registry.ALGORITHMS, registry.PARTITIONERS,
+                        registry.AGGREGATORS)
 
 FLAGS = flags.FLAGS
 
@@ -131,6 +150,9 @@ def main(argv):
   algorithm_params = cli.params_from_flags(registry.ALGORITHMS,
                                            FLAGS.algorithm)
   registry.BACKENDS.get(FLAGS.backend)
+  aggregator_params = (cli.params_from_flags(registry.AGGREGATORS,
+                                             FLAGS.aggregator)
+                       if FLAGS.aggregator else None)
   algorithm_config = federated.AlgorithmConfig(
       client_optimizer=FLAGS.client_optimizer,
       client_lr=FLAGS.client_lr,
@@ -172,7 +194,13 @@ def main(argv):
           seed=FLAGS.seed,
           compression=federated.CompressionConfig(
               method=FLAGS.compression, topk_fraction=FLAGS.topk_fraction,
-              quantize_bits=FLAGS.quantize_bits)),
+              quantize_bits=FLAGS.quantize_bits),
+          aggregator=FLAGS.aggregator,
+          aggregator_params=aggregator_params,
+          attack=federated.AttackConfig(
+              malicious_fraction=FLAGS.malicious_fraction,
+              attack=FLAGS.attack, attack_scale=FLAGS.attack_scale,
+              attack_noise_std=FLAGS.attack_noise_std)),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,

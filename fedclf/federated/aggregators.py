@@ -3,9 +3,10 @@
 An `Aggregator` combines the reporting clients' model deltas into the one
 the server optimizer applies. `combine` (pure TensorFlow) is what the
 `local` backend runs; `tff_factory` returns the `tff.aggregators` factory the
-`tff` backend uses for the same rule (None: the rule has no TFF form and the
-algorithm runs on the local backend only). A plugin may subclass it, e.g.
-a robust median (examples/plugin_fedmedian).
+`tff` backend uses for the same rule (None: the rule has no TFF form, and
+the `tff` backend returns the updates to the driver, which runs `combine`).
+A plugin may subclass it, e.g. a robust median (examples/plugin_fedmedian);
+the built-in choosable ones are in `fedclf.federated.aggregation`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Aggregator:
   """Example-weighted mean (FedAvg's aggregation)."""
 
   name = "weighted_mean"
-  has_tff_form = True  # False: tff_factory returns None (local backend only)
+  has_tff_form = True  # False: tff_factory returns None (driver combines)
   weighted = True  # the tff factory takes client weights
   differentially_private = False
 

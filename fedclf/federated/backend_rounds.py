@@ -21,6 +21,8 @@ import tensorflow as tf
 
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.algorithms import Algorithm
+from fedclf.federated.attack_config import malicious_clients
+from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.communication import add_communication_fields
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.round_loop import diverged
@@ -48,6 +50,8 @@ class BackendRounds:
     self.model = model
     self.checkpointer = checkpointer
     self.batch_shape = batch_shape(sim, algorithm, clients)
+    self.malicious = frozenset(malicious_clients(
+        sim.num_clients, sim.attack.malicious_fraction, sim.seed))
 
   def initial_state(self) -> ServerState:
     return self.backend.initial_state(self.model)
@@ -66,8 +70,10 @@ class BackendRounds:
         cap = min(cap, budget) if cap else budget
       matrix, steps = rounds_lib.client_batches(
           self.clients[cid], epochs, batch, rng, cap, self.batch_shape)
-      tasks.append((cid, matrix, steps, len(self.clients[cid]),
-                    rounds_lib.client_seed(self.sim.seed, round_num, cid)))
+      tasks.append(ClientTask(
+          cid, matrix, steps, len(self.clients[cid]),
+          rounds_lib.client_seed(self.sim.seed, round_num, cid),
+          float(cid in self.malicious)))
     return tasks
 
   def train_round(self, state: ServerState,
@@ -84,6 +90,11 @@ class BackendRounds:
         "clients_sampled": len(plan.sampled),
         "clients_reported": len(plan.reporting),
         "stragglers": len(plan.step_fraction)}
+    if self.malicious:
+      # Which reporting clients attacked (TensorBoard takes the count only).
+      attackers = [int(c) for c in plan.reporting if int(c) in self.malicious]
+      row["malicious_reported"] = len(attackers)
+      row["malicious_clients"] = attackers
     if not tasks:
       logging.warning("round %d: no sampled client reported; the model is "
                       "unchanged", round_num)

@@ -14,8 +14,10 @@ import math
 from typing import Any, Tuple
 
 from fedclf.errors import UserError
+from fedclf.federated.attack_config import AttackConfig
 # Filled by fedclf.federated.backends, which the package imports (a
 # module-level import of it here would close a cycle through its backends).
+from fedclf.registry import AGGREGATORS
 from fedclf.registry import BACKENDS
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
@@ -159,6 +161,13 @@ class SimulationConfig:
   seed: int = 0
   # The clients' upload codec (default: dense float32 deltas).
   compression: CompressionConfig = CompressionConfig()
+  # A registered aggregator (fedclf.registry.AGGREGATORS) in place of the
+  # algorithm's own; "": the algorithm's. Its params dataclass (None: its
+  # defaults) is checked when the aggregator is built.
+  aggregator: str = ""
+  aggregator_params: Any = None
+  # Malicious clients and their attack (attack_config.py); off by default.
+  attack: AttackConfig = AttackConfig()
 
   def validate(self) -> None:
     _require_finite(self)
@@ -189,3 +198,6 @@ class SimulationConfig:
       raise UserError("--tff_workers needs --backend=tff")
     self.algorithm_config.validate()
     self.compression.validate()
+    if self.aggregator:
+      AGGREGATORS.get(self.aggregator)  # unknown: the error lists the names
+    self.attack.validate()

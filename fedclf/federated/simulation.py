@@ -28,6 +28,8 @@ from fedclf.errors import UserError
 from fedclf.federated import rounds as rounds_lib
 from fedclf.federated.algorithms import Algorithm
 from fedclf.federated.algorithms import build_algorithm
+from fedclf.federated.attack_config import write_malicious_clients
+from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.compression import with_compression
@@ -150,8 +152,10 @@ class Simulation:
     self.sim = config.simulation
     self.out_dir = out_dir
     self.resume = resume
-    algorithm = build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
-                                self.sim.algorithm_params)
+    algorithm = with_aggregator(
+        build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
+                        self.sim.algorithm_params),
+        self.sim.aggregator, self.sim.aggregator_params)
     self.ds, validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())
@@ -177,6 +181,7 @@ class Simulation:
                 f"{self.ds.name}/{self.sim.backend}/{self.sim.num_clients}/"
                 f"{config.objective}")
     self._write_partition_report()
+    write_malicious_clients(out_dir, self.sim)
     self.backend = self._make_backend()
     # Built after the backend: the tff backend traces Keras models in TF1
     # graphs, which invalidates Keras models made before it.
@@ -196,7 +201,8 @@ class Simulation:
         clients_per_round=sim.clients_per_round,
         num_clients=sim.num_clients, seed=sim.seed,
         parallel_clients=min(parallel, sim.clients_per_round),
-        tff_workers=sim.tff_workers)
+        tff_workers=sim.tff_workers, attack=sim.attack,
+        num_classes=self.ds.num_classes)
     return BACKENDS.get(sim.backend)(spec)
 
   def _write_partition_report(self) -> None:
@@ -219,7 +225,9 @@ class Simulation:
             # Exporters apply the same input normalization.
             "normalization": dataclasses.asdict(self.data.normalization),
             "num_clients": sim.num_clients,
-            "clients_per_round": sim.clients_per_round}
+            "clients_per_round": sim.clients_per_round,
+            # The registered name chosen, else the algorithm's own rule.
+            "aggregator": sim.aggregator or self.algorithm.aggregator.name}
 
   def run(self) -> Dict:
     sim = self.sim

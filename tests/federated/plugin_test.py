@@ -48,8 +48,9 @@ def test_federated_binary_runs_plugin_algorithm(tmp_path):
   assert "fedmedian" in listing.stdout
   assert local.returncode == 0, local.stderr[-2000:]
   assert "fedmedian: test accuracy" in local.stdout
-  assert tff.returncode == 2
-  assert "no TFF form" in tff.stderr and "Traceback" not in tff.stderr
+  # No TFF form: the tff backend combines the updates on the driver.
+  assert tff.returncode == 0, tff.stderr[-2000:]
+  assert "fedmedian: test accuracy" in tff.stdout
 
 
 # -- examples/fedclf_normbound.py: a one-file plugin with its own flag -------

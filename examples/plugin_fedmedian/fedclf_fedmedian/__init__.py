@@ -33,7 +33,7 @@ class CoordinateMedian(Aggregator):
 
   def tff_factory(self, expected_clients):
     del expected_clients  # Unused.
-    return None  # No tff.aggregators form: local backend only.
+    return None  # No tff.aggregators form: the driver runs `combine`.
 
 
 @ALGORITHMS.register("fedmedian")

@@ -22,7 +22,6 @@ imports the algorithm modules, which import `config.py`, which imports this
 package to validate `--backend` (so a module-level import would be a cycle).
 """
 
-from fedclf.errors import UserError
 from fedclf.federated.backends.protocol import Backend
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
@@ -42,14 +41,7 @@ def make_local_backend(spec: BackendSpec) -> Backend:
 def make_tff_backend(spec: BackendSpec) -> Backend:
   """The TensorFlow Federated backend, on workers fedclf owns or is given.
 
-  Raises:
-    UserError: The algorithm's aggregator has no TFF form (checked before
-      TFF is imported, so the user hears it at once).
-  """
-  aggregator = spec.algorithm.aggregator
-  if not aggregator.has_tff_form:
-    raise UserError(
-        f"algorithm {spec.algorithm.name!r} aggregates with "
-        f"{aggregator.name!r}, which has no TFF form; use --backend=local")
+  An aggregator without a TFF form (median, Krum) combines the clients'
+  updates on the driver instead (see tff.py)."""
   from fedclf.federated.backends.tff import TffBackend  # pylint: disable=g-import-not-at-top
   return TffBackend(spec)

@@ -34,6 +34,8 @@ import tensorflow as tf
 
 from fedclf.federated import server_optimizers
 from fedclf.federated.aggregators import Aggregator
+from fedclf.federated.attacks import attack_output
+from fedclf.federated.attacks import flip_labels
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.client_work import ClientOutput
@@ -59,6 +61,8 @@ class LocalBackend:
     self.expected_clients = spec.clients_per_round
     self.num_clients = spec.num_clients
     self.seed = spec.seed
+    self.attack = spec.attack
+    self.num_classes = spec.num_classes
     self.replicas = [spec.model_fn() for _ in range(self.parallel)]
     self.velocity = [[
         tf.Variable(tf.zeros_like(v), trainable=False)
@@ -93,13 +97,18 @@ class LocalBackend:
 
   # -- client side ------------------------------------------------------
   def _train_slots(self, trainable, non_trainable, extra, matrices, steps,
-                   examples, client_states, seeds) -> List[ClientOutput]:
+                   examples, client_states, seeds,
+                   malicious) -> List[ClientOutput]:
     outputs = []
     for slot in range(self.parallel):
-      batches = IndexedBatches(self.x, self.y, matrices[slot], steps[slot])
-      outputs.append(self.work.train(
+      labels = (flip_labels(self.y, malicious[slot], self.num_classes)
+                if self.attack.on_labels else self.y)
+      batches = IndexedBatches(self.x, labels, matrices[slot], steps[slot])
+      out = self.work.train(
           self.replicas[slot], self.velocity[slot], trainable, non_trainable,
-          batches, examples[slot], client_states[slot], extra, seeds[slot]))
+          batches, examples[slot], client_states[slot], extra, seeds[slot])
+      outputs.append(attack_output(out, malicious[slot], seeds[slot],
+                                   self.attack))
     return outputs
 
   def _train_group_impl(self, *args):
@@ -134,18 +143,19 @@ class LocalBackend:
     """One call of the group graph for up to `parallel` tasks; with `sums`,
     their updates are added to `sums` (only if the call succeeds)."""
     real = len(group)
-    group = list(group)
+    group = [ClientTask(*t) for t in group]
     # Pad the last group with zero-step clients so the graph is traced once.
     while len(group) < self.parallel:
-      group.append((-1, np.full(self.batch_shape, -1, np.int32), 0, 0,
-                    np.zeros(2, np.int64)))
+      group.append(ClientTask(-1, np.full(self.batch_shape, -1, np.int32), 0,
+                              0, np.zeros(2, np.int64)))
     matrices = tf.constant(np.stack([t[1] for t in group]))
     steps = tf.constant([t[2] for t in group], tf.int32)
     examples = tf.constant([t[3] for t in group], tf.float32)
     cstates = [[tf.constant(v) for v in client_states.get(t[0], blank)]
                for t in group]
     seeds = tf.constant(np.stack([t[4] for t in group]), tf.int64)
-    args = (*inputs, matrices, steps, examples, cstates, seeds)
+    malicious = tf.constant([t.malicious for t in group], tf.float32)
+    args = (*inputs, matrices, steps, examples, cstates, seeds, malicious)
     if sums is None:
       results = self._train_group(*args)
     else:

@@ -13,10 +13,13 @@ the algorithm modules import `config.py`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol
+from typing import Sequence, Tuple
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fedclf.federated.attack_config import AttackConfig
 
 if TYPE_CHECKING:
   # pylint: disable=g-import-not-at-top
@@ -27,8 +30,16 @@ if TYPE_CHECKING:
   from fedclf.federated.rounds import ServerState
   # pylint: enable=g-import-not-at-top
 
-# (client id, step x batch index matrix, steps, examples, [2] int64 seed)
-ClientTask = Tuple[int, np.ndarray, int, int, np.ndarray]
+
+class ClientTask(NamedTuple):
+  """One reporting client's work in a round (a tuple: backends index and
+  unpack it)."""
+  client_id: int
+  matrix: np.ndarray  # step x batch example indices (-1: padding)
+  steps: int
+  examples: int
+  seed: np.ndarray  # [2] int64, from (run seed, round, client)
+  malicious: float = 0.0  # 1.0: an attacker's client (attack_config.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +62,10 @@ class BackendSpec:
   parallel_clients: int = 1
   # `tff`: host:port of running TFF workers; empty starts one owned worker.
   tff_workers: Tuple[str, ...] = ()
+  # What malicious clients (ClientTask.malicious) do to their update or
+  # labels; label flipping needs the number of classes.
+  attack: AttackConfig = AttackConfig()
+  num_classes: int = 0
 
 
 class Backend(Protocol):

@@ -8,6 +8,13 @@ own. The computation runs on workers owned by `TffRuntime` (one local
 worker, or remote ones given as host:port; see tff_context.py and
 tff_workers.py), so the C++ worker process is stopped on every exit path.
 
+An aggregator without a TFF form (`tff_factory` returns None: median,
+Krum, ... TFF has no federated form of them) still runs here: the round's
+computation then returns the clients' outputs (CLIENTS-placed values come
+back to the driver as a list), and the driver combines them and applies the
+server optimizer with the `local` backend's own code (`DriverAggregation`),
+so both backends agree.
+
 A client whose local training raises on the worker (TFF reports it as a
 gRPC INTERNAL error for the whole round) is found by running each client's
 update alone, dropped with a log line (`failed = 1` in its output, as on
@@ -29,8 +36,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedclf.errors import UserError
+from fedclf.federated.attacks import attack_output
+from fedclf.federated.backends.local import LocalBackend
 from fedclf.federated.backends.protocol import BackendSpec
+from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
@@ -91,6 +100,22 @@ class _ValueTypes:
   seed: tff.TensorType
 
 
+class DriverAggregation:
+  """The `local` backend's server side (initial state, aggregation and
+  server update) for rounds whose clients ran on TFF: the same methods,
+  borrowed rather than copied, so the two backends cannot drift apart."""
+
+  initial_state = LocalBackend.initial_state
+  aggregate = LocalBackend.aggregate
+
+  def __init__(self, spec: BackendSpec):
+    self.algorithm = spec.algorithm
+    self.work = spec.algorithm.client_work
+    self.expected_clients = spec.clients_per_round
+    self.num_clients = spec.num_clients
+    self.seed = spec.seed
+
+
 class TffBackend:
   """Runs an `Algorithm`'s rounds as TFF computations."""
 
@@ -104,6 +129,11 @@ class TffBackend:
     self.y = spec.y_train.astype(np.int64)
     self.batch_shape = spec.batch_shape
     self.num_clients = spec.num_clients
+    self.attack = spec.attack
+    self.num_classes = spec.num_classes
+    # Aggregated on the driver when the aggregator has no TFF form.
+    self._driver = (None if spec.algorithm.aggregator.tff_factory(
+        spec.clients_per_round) is not None else DriverAggregation(spec))
     self.runtime = TffRuntime(workers=spec.tff_workers)
     self.runtime.__enter__()
     try:
@@ -121,6 +151,10 @@ class TffBackend:
   def _build(self, expected_clients: int) -> None:
     types = self._value_types()
     self._client_update = self._client_update_computation(types)
+    if self._driver is not None:
+      self._run_clients = self._clients_computation(types,
+                                                    self._client_update)
+      return
     self._run_round = self._round_computation(types, self._client_update,
                                               expected_clients)
 
@@ -148,15 +182,16 @@ class TffBackend:
 
   def _client_update_computation(self, types: _ValueTypes):
     """One client's local training, as a TFF TensorFlow computation."""
-    work, model_fn = self.work, self.model_fn
+    work, model_fn, attack = self.work, self.model_fn, self.attack
     t_type, nt_type = types.trainable, types.non_trainable
     extra_type, state_type = types.extra, types.client_state
     batch_type, seed_type = types.batch, types.seed
 
     @tff.tensorflow.computation(t_type, nt_type, extra_type,
                                 tff.SequenceType(batch_type), np.float32,
-                                state_type, seed_type)
-    def client_update(w, nt, ex, dataset, num_examples, cstate, seed):
+                                state_type, seed_type, np.float32)
+    def client_update(w, nt, ex, dataset, num_examples, cstate, seed,
+                      malicious):
       replica = model_fn()
       velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                   for v in replica.trainable_variables]
@@ -165,7 +200,7 @@ class TffBackend:
       def train():
         out = work.train(replica, velocity, list(w), list(nt), dataset,
                          num_examples, list(cstate), list(ex), seed)
-        return vars(out)
+        return vars(attack_output(out, malicious, seed, attack))
 
       out = train()
       return collections.OrderedDict(
@@ -179,6 +214,24 @@ class TffBackend:
 
     return client_update
 
+  def _clients_computation(self, types: _ValueTypes, client_update):
+    """Broadcast and the clients' updates only, as a TFF federated
+    computation returning every client's output to the driver."""
+
+    @tff.federated_computation(
+        _at_server(types.trainable), _at_server(types.non_trainable),
+        _at_server(types.extra), _at_clients(tff.SequenceType(types.batch)),
+        _at_clients(np.float32), _at_clients(types.client_state),
+        _at_clients(types.seed), _at_clients(np.float32))
+    def run_clients(w, nt, ex, data, num_examples, cstates, seeds,
+                    malicious):
+      return tff.federated_map(client_update, tff.federated_zip((
+          tff.federated_broadcast(w), tff.federated_broadcast(nt),
+          tff.federated_broadcast(ex), data, num_examples, cstates, seeds,
+          malicious)))
+
+    return run_clients
+
   def _round_computation(self, types: _ValueTypes, client_update,
                          expected_clients: int):
     """One round (broadcast, client updates, aggregation, server update) as
@@ -190,11 +243,6 @@ class TffBackend:
     result_t = client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
     factory = self.algorithm.aggregator.tff_factory(expected_clients)
-    if factory is None:
-      raise UserError(
-          f"algorithm {self.algorithm.name!r} aggregates with "
-          f"{self.algorithm.aggregator.name!r}, which has no TFF form; use "
-          f"--backend=local")
     weighted = self.algorithm.aggregator.weighted
     self._aggregator = (factory.create(delta_t, weight_t) if weighted else
                         factory.create(delta_t))
@@ -240,12 +288,13 @@ class TffBackend:
         _at_server(extra_type), _at_server(opt_t),
         agg_state_t, _at_clients(tff.SequenceType(batch_type)),
         _at_clients(np.float32), _at_clients(state_type),
-        _at_clients(seed_type))
+        _at_clients(seed_type), _at_clients(np.float32))
     def run_round(w, nt, ex, opt_state, agg_state, data, num_examples,
-                  cstates, seeds):
+                  cstates, seeds, malicious):
       outs = tff.federated_map(client_update, tff.federated_zip((
           tff.federated_broadcast(w), tff.federated_broadcast(nt),
-          tff.federated_broadcast(ex), data, num_examples, cstates, seeds)))
+          tff.federated_broadcast(ex), data, num_examples, cstates, seeds,
+          malicious)))
       if weighted:
         agg = aggregator.next(agg_state, outs.delta, outs.weight)
       else:
@@ -304,6 +353,8 @@ class TffBackend:
 
   def initial_state(self, model: tf.keras.Model) -> ServerState:
     self._check_open()
+    if self._driver is not None:
+      return self._driver.initial_state(model)
     trainable = [v.numpy() for v in model.trainable_variables]
     return ServerState(
         trainable=trainable,
@@ -312,24 +363,29 @@ class TffBackend:
                    "aggregator": _to_numpy(self._aggregator.initialize())},
         extra=[t.numpy() for t in self.work.initial_server_extra(trainable)])
 
-  def _dataset(self, matrix: np.ndarray, steps: int) -> tf.data.Dataset:
+  def _dataset(self, matrix: np.ndarray, steps: int,
+               malicious: float = 0.0) -> tf.data.Dataset:
     rows = matrix[:steps]
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     images = self.x[safe]
     images[~valid] = 0.0  # padding rows are zero images (see local.py)
+    labels = self.y[safe]
+    if self.attack.on_labels and malicious:
+      labels = self.num_classes - 1 - labels  # label flipping
     return tf.data.Dataset.from_tensor_slices(
-        (images, self.y[safe], valid.astype(np.float32)))
+        (images, labels, valid.astype(np.float32)))
 
   def run_round(self, state: ServerState, tasks, client_states, round_num
                 ) -> Tuple[ServerState, List[ClientOutput]]:
     self._check_open()
     blank = [t.numpy() for t in self.work.initial_client_state(
         state.trainable)]
-    # Per client: (dataset, examples, client state, seed).
-    inputs = [(self._dataset(matrix, steps), np.float32(n),
-               client_states.get(cid, blank), seed)
-              for cid, matrix, steps, n, seed in tasks]
+    # Per client: (dataset, examples, client state, seed, malicious).
+    inputs = [(self._dataset(t.matrix, t.steps, t.malicious),
+               np.float32(t.examples), client_states.get(t.client_id, blank),
+               t.seed, np.float32(t.malicious))
+              for t in (ClientTask(*task) for task in tasks)]
     try:
       return self._round(state, inputs, round_num)
     except grpc.RpcError as e:
@@ -354,10 +410,11 @@ class TffBackend:
     if error.code() != grpc.StatusCode.INTERNAL:
       raise error
     failing = []
-    for i, (data, examples, cstate, seed) in enumerate(inputs):
+    for i, (data, examples, cstate, seed, malicious) in enumerate(inputs):
       try:
         self._client_update(state.trainable, state.non_trainable,
-                            state.extra, data, examples, cstate, seed)
+                            state.extra, data, examples, cstate, seed,
+                            malicious)
       except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.INTERNAL:
           raise
@@ -372,11 +429,15 @@ class TffBackend:
 
   def _round(self, state: ServerState, inputs, round_num: int
              ) -> Tuple[ServerState, List[ClientOutput]]:
-    data, examples, cstates, seeds = (list(x) for x in zip(*inputs))
+    data, examples, cstates, seeds, malicious = (list(x)
+                                                 for x in zip(*inputs))
+    if self._driver is not None:
+      return self._driver_round(state, data, examples, cstates, seeds,
+                                malicious, round_num)
     w, nt, ex, opt, agg, reports = self._run_round(
         state.trainable, state.non_trainable, state.extra,
         state.optimizer["optimizer"], state.optimizer["aggregator"], data,
-        examples, cstates, seeds)
+        examples, cstates, seeds, malicious)
     new_state = ServerState(
         trainable=[np.asarray(a) for a in w],
         non_trainable=[np.asarray(a) for a in nt],
@@ -393,6 +454,27 @@ class TffBackend:
         for r, n in zip(reports, examples)
     ]
     return new_state, outputs
+
+  def _driver_round(self, state: ServerState, data, examples, cstates, seeds,
+                    malicious, round_num: int
+                    ) -> Tuple[ServerState, List[ClientOutput]]:
+    """The clients on TFF, their aggregation on the driver."""
+    outs = self._run_clients(state.trainable, state.non_trainable,
+                             state.extra, data, examples, cstates, seeds,
+                             malicious)
+    outputs = [ClientOutput(**{
+        key: ([np.asarray(a) for a in value] if isinstance(value, list)
+              else value) for key, value in _as_dict(out).items()})
+               for out in outs]
+    return self._driver.aggregate(state, outputs, round_num), outputs
+
+
+def _as_dict(out) -> dict:
+  """A client's output as TFF returns it (an OrderedDict or a structure)
+  with list-valued fields as lists."""
+  out = dict(out.items()) if hasattr(out, "items") else dict(out)
+  return {key: list(value) if isinstance(value, (list, tuple)) else value
+          for key, value in out.items()}
 
 
 def _to_numpy(structure):
