@@ -219,7 +219,8 @@ def test_bad_settings_are_refused_in_one_line(params):
 
 def test_fedbn_refuses_a_model_without_batch_norm(tmp_path):
   with pytest.raises(UserError, match="--norm=batch"):
-    run(tiny_config("fedbn"), tmp_path)
+    run(dataclasses.replace(tiny_config("fedbn"), model_name="mlp"),
+        tmp_path)
 
 
 def test_fedavg_with_fine_tuning_reports_client_accuracy(tmp_path):

@@ -36,7 +36,8 @@ def config(algorithm, backend, rounds=3, workers=(),
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=6, seed=1,
                                 params=DirichletParams(dirichlet_alpha=0.5)),
-      model_name="mlp",
+      # FedBN needs BatchNorm layers.
+      model_name="resnet20" if algorithm == "fedbn" else "mlp",
       simulation=SimulationConfig(
           algorithm=algorithm,
           algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
@@ -58,7 +59,8 @@ def final_weights(cfg, out_dir):
 
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
 PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
-          "fedadagrad", "scaffold", "dp_fedavg", "reptile"]
+          "fedadagrad", "scaffold", "dp_fedavg", "reptile", "fedper",
+          "fedrep", "ditto", "fedbn", "per_fedavg"]
 
 
 def test_parity_covers_every_builtin_algorithm():
