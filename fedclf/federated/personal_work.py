@@ -341,3 +341,38 @@ class PerFedAvgWork(LocalSGD):
                           (False,) * len(model.non_trainable_variables))
     return personal_output(global_trainable, global_non_trainable, model,
                            totals, num_examples, client_state, [], shared)
+
+
+def cycled(batches, steps: int):
+  """The client's batches cycled to exactly `steps` batches (none for a
+  client without any)."""
+  if isinstance(batches, IndexedBatches):
+    have = batches.num_steps
+    rows = tf.math.floormod(tf.range(steps), tf.maximum(have, 1))
+    return IndexedBatches(batches.x, batches.y,
+                          tf.gather(batches.matrix, rows),
+                          tf.where(have > 0, steps, 0))
+  return batches.repeat().take(steps)
+
+
+class ReptileWork(LocalSGD):
+  """Reptile's inner loop (Nichol et al. 2018) as a client: exactly
+  `inner_steps` SGD steps (cycling through the client's batches; 0: the
+  round's local epochs, as FedAvg), and every client that trained counts
+  as one task in the meta step: its update is weighted 1, not by its
+  example count as in FedAvg. The server's step (server_lr) is the meta
+  step size epsilon: phi <- phi + epsilon * mean_i(W_i - phi)."""
+
+  def __init__(self, config: AlgorithmConfig, inner_steps: int):
+    super().__init__(config)
+    self.inner_steps = int(inner_steps)
+
+  def train(self, model, velocity, global_trainable, global_non_trainable,
+            batches, num_examples, client_state, server_extra, seed):
+    if self.inner_steps:
+      batches = cycled(batches, self.inner_steps)
+    out = super().train(model, velocity, global_trainable,
+                        global_non_trainable, batches, num_examples,
+                        client_state, server_extra, seed)
+    task = tf.minimum(tf.cast(num_examples, tf.float32), 1.0)
+    return dataclasses.replace(out, weight=(1.0 - out.dropped) * task)

@@ -17,6 +17,7 @@ from fedclf.federated import SimulationConfig
 from fedclf.federated.algorithms import DittoParams
 from fedclf.federated.algorithms import FedRepParams
 from fedclf.federated.algorithms import PerFedAvgParams
+from fedclf.federated.algorithms import ReptileParams
 from fedclf.federated.client_work import IndexedBatches
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.personal import batch_norm_mask
@@ -26,6 +27,7 @@ from fedclf.federated.personal_work import DittoWork
 from fedclf.federated.personal_work import FedRepWork
 from fedclf.federated.personal_work import PerFedAvgWork
 from fedclf.federated.personal_work import PersonalPartSGD
+from fedclf.federated.personal_work import ReptileWork
 
 sys.path.insert(0, os.path.dirname(__file__))
 from simulation_test import run, tiny_config  # noqa: E402 pylint: disable=g-import-not-at-top
@@ -160,6 +162,17 @@ def test_per_fedavg_meta_step_on_two_batches():
   assert int(out.steps) == 2
 
 
+def test_reptile_runs_k_inner_steps_and_weights_each_task_once():
+  model = tiny_model()
+  work = ReptileWork(AlgorithmConfig(client_lr=LR), inner_steps=3)
+  out = train(work, model, [[0, 1], [2, 3]], [])
+  w = list(GLOBAL)
+  for rows in ([0, 1], [2, 3], [0, 1]):  # cycles through the batches
+    w = sgd(w, grads(X[rows], Y[rows], *w))
+  close(out.delta, [g - l for g, l in zip(GLOBAL, w)])
+  assert int(out.steps) == 3 and float(out.weight) == 1.0
+
+
 def test_fedbn_keeps_batch_norm_on_the_client():
   model = tiny_model(batch_norm=True)
   mask = batch_norm_mask(model)
@@ -208,6 +221,7 @@ def test_personal_models():
 
 @pytest.mark.parametrize("params", [
     FedRepParams(fedrep_head_epochs=0), DittoParams(ditto_lambda=-1.0),
+    ReptileParams(reptile_inner_steps=-1),
     PerFedAvgParams(perfedavg_alpha=0.0),
     SimulationConfig(client_test_fraction=1.0),
     SimulationConfig(finetune_steps=-1)])

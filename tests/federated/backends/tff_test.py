@@ -17,6 +17,7 @@ from fedclf.data import DataConfig
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
+from fedclf.federated import ReptileParams
 from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.partition import DirichletParams
@@ -31,6 +32,9 @@ def config(algorithm, backend, rounds=3, workers=(),
            dp_noise_multiplier=0.0):
   params = (DpFedAvgParams(dp_noise_multiplier=dp_noise_multiplier,
                            dp_clip=0.5) if algorithm == "dp_fedavg" else None)
+  if algorithm == "reptile":
+    # Its k inner steps cycle the batches (a tf.data repeat on TFF).
+    params = ReptileParams(reptile_inner_steps=7)
   return FederatedRunConfig(
       data=DataConfig(name="digits", train_limit=300, test_limit=100),
       partitioner="dirichlet",
