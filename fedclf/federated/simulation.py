@@ -128,6 +128,8 @@ def _personalization(sim: SimulationConfig,
   return Personalization(
       steps=sim.finetune_steps or algorithm.personalization_steps,
       lr=sim.finetune_lr or algorithm.personalization_lr or alg.client_lr,
+      # `personalize` reads the model's layout from the model it is given,
+      # so the work before `bind_to_model` serves.
       batch_size=alg.local_batch_size or 32, work=algorithm.client_work)
 
 
