@@ -99,6 +99,14 @@ cli.define_input_scaling_flag()
 flags.DEFINE_float("max_train_loss", 0.0,
                    "Stop as diverged when the mean client loss of a round "
                    "exceeds this (0 = only on NaN/Inf).")
+flags.DEFINE_float("client_test_fraction", 0.0,
+                   "Share of each client's examples held out as its own "
+                   "test part, where its personal model is scored "
+                   "(personal_accuracy_*); 0 = off.")
+flags.DEFINE_integer("finetune_steps", 0,
+                     "Local fine-tuning SGD steps before a client's personal "
+                     "model is scored (0 = the algorithm's own).")
+flags.DEFINE_float("finetune_lr", 0.0, "Fine-tuning lr (0 = client_lr).")
 flags.DEFINE_integer("centralized_epochs", 0,
                      "Also train the same model centrally for this many "
                      "epochs (into out_dir/centralized) and compare.")
@@ -200,7 +208,10 @@ def main(argv):
           attack=federated.AttackConfig(
               malicious_fraction=FLAGS.malicious_fraction,
               attack=FLAGS.attack, attack_scale=FLAGS.attack_scale,
-              attack_noise_std=FLAGS.attack_noise_std)),
+              attack_noise_std=FLAGS.attack_noise_std),
+          client_test_fraction=FLAGS.client_test_fraction,
+          finetune_steps=FLAGS.finetune_steps,
+          finetune_lr=FLAGS.finetune_lr),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,

@@ -206,6 +206,13 @@ class LocalSGD:
     del mean_extra_delta, server_extra, participation  # Unused.
     return mean_delta
 
+  def personalize(self, model: tf.keras.Model, client_state) -> None:
+    """Turns `model`, holding the global model, into a client's personal
+    model from its state (None: a client that never trained). Here the
+    personal model is the global one; personalized algorithms override it
+    (see personal_work.py)."""
+    del model, client_state  # The global model is everyone's.
+
   def finish(self, global_trainable: Tensors, local_trainable: Tensors,
              steps: tf.Tensor, client_state: Tensors,
              server_extra: Tensors):

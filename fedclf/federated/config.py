@@ -168,6 +168,15 @@ class SimulationConfig:
   aggregator_params: Any = None
   # Malicious clients and their attack (attack_config.py); off by default.
   attack: AttackConfig = AttackConfig()
+  # Share of each client's examples held out (seeded) as its own test part:
+  # it never trains on them, and each evaluation scores every sampled
+  # client's personal model there (personal_accuracy_*). 0: off.
+  client_test_fraction: float = 0.0
+  # SGD steps of local fine-tuning on a client's training part before its
+  # personal model is scored (any algorithm; 0: the algorithm's own, e.g.
+  # reptile's personalization_steps), at finetune_lr (0: client_lr).
+  finetune_steps: int = 0
+  finetune_lr: float = 0.0
 
   def validate(self) -> None:
     _require_finite(self)
@@ -196,6 +205,11 @@ class SimulationConfig:
       raise UserError("max_train_loss must be >= 0 (0 = no ceiling)")
     if self.tff_workers and self.backend != "tff":
       raise UserError("--tff_workers needs --backend=tff")
+    if not 0.0 <= self.client_test_fraction < 1.0:
+      raise UserError(f"client_test_fraction must be in [0, 1), got "
+                      f"{self.client_test_fraction}")
+    if self.finetune_steps < 0 or self.finetune_lr < 0:
+      raise UserError("finetune_steps and finetune_lr must be >= 0")
     self.algorithm_config.validate()
     self.compression.validate()
     if self.aggregator:

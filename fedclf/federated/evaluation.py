@@ -2,8 +2,10 @@
 
 - `ClassificationEvaluator`: the global model on the test set, on the
   held-out validation split, on a seeded sample of clients' own data
-  (percentiles of client accuracy), and, for algorithms that personalize,
-  after local fine-tuning on each sampled client (`Personalization`).
+  (percentiles of client accuracy), and, with each client's own held-out
+  test part (`--client_test_fraction`), the global model and each sampled
+  client's personal model there (`Personalization`: the algorithm's
+  personal model, optionally fine-tuned).
 - `KnnEvaluator`: self-supervised runs, whose global model is an encoder:
   kNN accuracy of its frozen features.
 
@@ -15,7 +17,7 @@ round restored from a checkpoint.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -68,20 +70,26 @@ class ClientData:
   """The clients' training data as the evaluators see it: the images as
   loaded (`x`, normalized by the evaluator like the test set), the same
   images normalized as the clients train on them (`x_model`), the labels
-  and each client's indices into them."""
+  and each client's indices into them (the part it trains on); with
+  `--client_test_fraction`, each client's own held-out test part."""
   x: np.ndarray
   x_model: np.ndarray
   y: np.ndarray
   clients: Sequence[np.ndarray]
+  test_clients: Optional[Sequence[np.ndarray]] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Personalization:
-  """Reptile-style evaluation: fine-tune on 80% of a client's data for
-  `steps` SGD steps of `batch_size` at `lr`, score on the other 20%."""
+  """How a client's personal model is made and scored on its own test
+  part: the algorithm's client work `work` makes it from the global model
+  and the client's state (`personalize`; None: the global model), then
+  `steps` SGD steps of `batch_size` at `lr` on the client's training part
+  fine-tune it (0: none)."""
   steps: int
   lr: float
   batch_size: int
+  work: Any = None
 
 
 class ClassificationEvaluator:
@@ -106,6 +114,14 @@ class ClassificationEvaluator:
     # The last evaluation's per-client accuracies, for the distribution
     # plot the run writes at its end (client_accuracy.json).
     self.client_accuracies: Optional[Dict] = None
+    # The clients' persistent states (FedPer's heads, Ditto's models), the
+    # round loop's dict, updated in place every round.
+    self.client_states: Dict[int, List] = {}
+    self._fine_tune = None
+
+  def watch_client_states(self, client_states: Dict[int, List]) -> None:
+    """Reads personal models from `client_states` (see RoundLoop.run)."""
+    self.client_states = client_states
 
   def _report(self, data: Arrays) -> Dict:
     return evaluate_classifier(self.model, data, self.normalization,
@@ -140,37 +156,55 @@ class ClassificationEvaluator:
     self.client_accuracies = {"round": round_num,
                               "clients": [int(c) for c in chosen],
                               "accuracy": accs}
-    if self.personalization is not None:
+    if (self.personalization is not None and
+        self.clients.test_clients is not None):
       metrics.update(self._personalized(state, chosen, round_num))
     return metrics
 
   def _personalized(self, state: ServerState, chosen: np.ndarray,
                     round_num: int) -> Dict[str, float]:
-    """Fine-tunes the global model on 80% of each chosen client's data and
-    scores it on the other 20%, before and after."""
-    config = self.personalization
-    step = _fine_tune_step(self.model, config.lr)
-    x, x_model, y = self.clients.x, self.clients.x_model, self.clients.y
+    """Scores the global model and each chosen client's personal model
+    (fine-tuned, if asked) on the client's own test part."""
+    x, y = self.clients.x, self.clients.y
     before, after = [], []
     for cid in chosen:
-      idx = rounds_lib.round_rng(self.seed, 0, 5000 + int(cid)).permutation(
-          self.clients.clients[cid])
-      cut = max(1, int(0.8 * len(idx)))
-      support, query = idx[:cut], idx[cut:]
-      if len(query) == 0:
+      test = self.clients.test_clients[cid]
+      if not len(test):
         continue
       load_state(self.model, state)
-      before.append(self._accuracy(x[query], y[query]))
-      rng = rounds_lib.round_rng(self.seed, round_num, 6000 + int(cid))
-      for _ in range(config.steps):
-        pick = rng.choice(support, size=min(config.batch_size, len(support)),
-                          replace=False)
-        step(tf.constant(x_model[pick]),
-             tf.constant(y[pick].astype(np.int64)))
-      after.append(self._accuracy(x[query], y[query]))
+      before.append(self._accuracy(x[test], y[test]))
+      self._personal_model(int(cid), round_num)
+      after.append(self._accuracy(x[test], y[test]))
     load_state(self.model, state)
-    return {"personal_query_accuracy_before": float(np.mean(before)),
-            "personal_query_accuracy_after": float(np.mean(after))}
+    metrics = {f"global_on_clients_accuracy_{k}": v
+               for k, v in percentiles(before).items()}
+    metrics.update({f"personal_accuracy_{k}": v
+                    for k, v in percentiles(after).items()})
+    if after:
+      # The names reptile's 80/20 evaluation reported before the held-out
+      # split replaced it (TensorBoard tags, the guide).
+      metrics["personal_query_accuracy_before"] = float(np.mean(before))
+      metrics["personal_query_accuracy_after"] = float(np.mean(after))
+    return metrics
+
+  def _personal_model(self, cid: int, round_num: int) -> None:
+    """Turns the loaded global model into client `cid`'s personal model:
+    the algorithm's rule, then fine-tuning on its training part (seeded by
+    (seed, round, client))."""
+    config = self.personalization
+    if config.work is not None:
+      config.work.personalize(self.model, self.client_states.get(cid))
+    if not config.steps:
+      return
+    if self._fine_tune is None:
+      self._fine_tune = _fine_tune_step(self.model, config.lr)
+    support = self.clients.clients[cid]
+    rng = rounds_lib.round_rng(self.seed, round_num, 6000 + cid)
+    for _ in range(config.steps):
+      batch = rng.choice(support, size=min(config.batch_size, len(support)),
+                         replace=False)
+      self._fine_tune(tf.constant(self.clients.x_model[batch]),
+                      tf.constant(self.clients.y[batch].astype(np.int64)))
 
   def _accuracy(self, x: np.ndarray, y: np.ndarray,
                 batch_size: int = 512) -> float:

@@ -56,6 +56,9 @@ class FederatedData:
   validation: Optional[Tuple[np.ndarray, np.ndarray]]
   clients: Sequence[np.ndarray]
   normalization: Normalization
+  # Each client's own held-out test part (--client_test_fraction; `clients`
+  # are then the training parts), or None.
+  client_test: Optional[Sequence[np.ndarray]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +128,8 @@ class SupervisedObjective:
     return ClassificationEvaluator(
         model, (ds.x_test, ds.y_test), self.data.validation,
         self.data.normalization, ds.num_classes, settings.batch_size,
-        ClientData(ds.x_train, self._inputs, ds.y_train, self.data.clients),
+        ClientData(ds.x_train, self._inputs, ds.y_train, self.data.clients,
+                   self.data.client_test),
         settings.per_client_eval, settings.seed, settings.personalization)
 
   def final_metrics(self, model: tf.keras.Model, state: ServerState) -> Dict:

@@ -62,7 +62,9 @@ class Evaluator(Protocol):
 
   def evaluate(self, state: ServerState, round_num: int) -> Row:
     """Metrics of the state's global model; the loop compares
-    `test_accuracy` (when present) with the target."""
+    `test_accuracy` (when present) with the target. An evaluator that also
+    scores personal models has `watch_client_states(client_states)`, which
+    the loop calls once with the dict it updates in place."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +195,11 @@ class RoundLoop:
     if restored is not None:
       path, state, client_states = restored
       logging.info("resumed from %s (round %d)", path, state.round_num)
+    # An evaluator of personal models (FedPer's heads, Ditto's models)
+    # reads the clients' states; this dict is updated in place each round.
+    watch = getattr(self.evaluator, "watch_client_states", None)
+    if watch is not None:
+      watch(client_states)
     tb = TensorBoardLog(os.path.join(self.out_dir, "tb"))
     if resume:
       # Rounds logged after the checkpoint (all of them if there is none)

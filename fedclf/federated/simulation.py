@@ -44,6 +44,8 @@ from fedclf.federated.objectives import FederatedData
 from fedclf.federated.objectives import Objective
 from fedclf.federated.objectives import SelfSupervisedObjective
 from fedclf.federated.objectives import SupervisedObjective
+from fedclf.federated.personal import bind_to_model
+from fedclf.federated.personal import split_clients
 from fedclf.federated.round_loop import RoundLoop
 from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.metrics.splits import holdout_split
@@ -120,17 +122,37 @@ def _hold_out_validation(ds: ImageDataset, fraction: float, seed: int
   return kept, (ds.x_train[val_idx], ds.y_train[val_idx])
 
 
+def _personalization(sim: SimulationConfig,
+                     algorithm: Algorithm) -> Personalization:
+  """How personal models are scored on the clients' own test parts: the
+  algorithm's personal model, fine-tuned for --finetune_steps (or the
+  algorithm's own personalization_steps, e.g. reptile's)."""
+  alg = sim.algorithm_config
+  return Personalization(
+      steps=sim.finetune_steps or algorithm.personalization_steps,
+      lr=sim.finetune_lr or algorithm.personalization_lr or alg.client_lr,
+      # `personalize` reads the model's layout from the model it is given,
+      # so the work before `bind_to_model` serves.
+      batch_size=alg.local_batch_size or 32, work=algorithm.client_work)
+
+
+def client_test_fraction(sim: SimulationConfig, algorithm: Algorithm
+                         ) -> float:
+  """--client_test_fraction; an algorithm evaluated after fine-tuning
+  (reptile) holds out 20% when it is not given, as its evaluation did
+  before the split existed."""
+  if sim.client_test_fraction or not algorithm.personalization_steps:
+    return sim.client_test_fraction
+  return 0.2
+
+
 def _objective(config: FederatedRunConfig, data: FederatedData,
                algorithm: Algorithm) -> Objective:
   settings = EvaluationSettings(
       batch_size=config.eval_batch_size,
       per_client_eval=config.simulation.per_client_eval,
       seed=config.simulation.seed,
-      personalization=Personalization(
-          steps=algorithm.personalization_steps,
-          lr=algorithm.personalization_lr,
-          batch_size=config.simulation.algorithm_config.local_batch_size or 32)
-      if algorithm.personalization_steps else None,
+      personalization=_personalization(config.simulation, algorithm),
       knn_train_examples=config.knn_train_examples)
   if config.objective == "supervised":
     return SupervisedObjective(data, config.model_name, config.model,
@@ -161,14 +183,23 @@ class Simulation:
     logging.info("dataset %s", self.ds.describe())
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
+    client_test = None
+    test_fraction = client_test_fraction(self.sim, algorithm)
+    if test_fraction:
+      # Clients train on their training parts only, from here on.
+      self.clients, client_test = split_clients(self.clients, test_fraction,
+                                                self.sim.seed)
     self.data = FederatedData(
         self.ds, validation, self.clients,
-        Normalization.for_scaling(config.input_scaling, self.ds.x_train))
+        Normalization.for_scaling(config.input_scaling, self.ds.x_train),
+        client_test)
     self.objective = _objective(config, self.data, algorithm)
     loss = self.objective.client_loss()
     if loss is not None:
       algorithm = dataclasses.replace(
           algorithm, client_work=algorithm.client_work.with_objective(loss))
+    # Bound before the codec wraps it: with_model returns the inner work.
+    algorithm = bind_to_model(algorithm, self.objective.build_model)
     algorithm = with_compression(algorithm, self.sim.compression)
     self.algorithm = algorithm
     self.recorder = RunRecorder(out_dir, {

@@ -269,6 +269,13 @@ SEED_COLUMNS = (
     (f"10% labels: supervised {FRACTION}", ("supervised_accuracy_10",)),
     ("rounds to target", ("rounds_to_target",)),
     (f"macro F1 {FRACTION}", ("final_test_macro_f1", "test_macro_f1")),
+    # Personalization (--client_test_fraction): clients' own test parts,
+    # scored with each client's personal model and with the global one.
+    (f"personal accuracy mean {FRACTION}", ("final_personal_accuracy_mean",)),
+    (f"personal accuracy p10 {FRACTION}", ("final_personal_accuracy_p10",)),
+    (f"personal accuracy p90 {FRACTION}", ("final_personal_accuracy_p90",)),
+    (f"global model on clients, mean {FRACTION}",
+     ("final_global_on_clients_accuracy_mean",)),
     # Domain adaptation (simulations.domain_adaptation): "final accuracy"
     # is the target domain's; this is the source domain's.
     (f"source-domain accuracy {FRACTION}", ("source_accuracy",)),

@@ -32,6 +32,9 @@ metrics.jsonl rows, without the stage prefix):
   | min                                | accuracy percentiles, federated)  |
   | clients/personalized_accuracy_     | personal_query_accuracy_before,   |
   | before|after                       | personal_query_accuracy_after     |
+  | clients/personal_accuracy_<s>,     | personal_accuracy_<s>,            |
+  | clients/global_accuracy_<s>        | global_on_clients_accuracy_<s>    |
+  |                                    | (clients' own test parts)         |
   | clients/sampled|reported|failed|   | clients_sampled, clients_reported,|
   | nonfinite|stragglers|trained      | clients_failed, clients_nonfinite,|
   |                                    | stragglers, clients_trained       |
@@ -136,6 +139,9 @@ _PATTERN_TAGS = (
     (re.compile(r"(knn_accuracy|linear_probe_\w+|random_init_\w+|"
                 r"(?:finetune|supervised)_accuracy_[\w.]+)"), r"test/\1"),
     (re.compile(r"(\w+)_test_accuracy"), r"test/\1_accuracy"),
+    (re.compile(r"personal_accuracy_(\w+)"), r"clients/personal_accuracy_\1"),
+    (re.compile(r"global_on_clients_accuracy_(\w+)"),
+     r"clients/global_accuracy_\1"),
 )
 # Row columns that are bookkeeping, not metrics.
 NOT_METRICS = ("round", "epoch", "step", "wall_seconds",

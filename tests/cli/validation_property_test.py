@@ -81,7 +81,14 @@ algorithm_params = {
                            dp_clip=positive()),
     "reptile": st.builds(algorithms.ReptileParams,
                          personalization_steps=st.integers(0, 100),
-                         personalization_lr=non_negative()),
+                         personalization_lr=non_negative(),
+                         reptile_inner_steps=st.integers(0, 100)),
+    "fedrep": st.builds(algorithms.FedRepParams,
+                        fedrep_head_epochs=st.integers(1, 100)),
+    "ditto": st.builds(algorithms.DittoParams, ditto_lambda=non_negative()),
+    "per_fedavg": st.builds(algorithms.PerFedAvgParams,
+                            perfedavg_alpha=positive(),
+                            perfedavg_beta=non_negative()),
 }
 BAD_PARAMS = {
     "prox_mu": negative_or_non_finite(),
@@ -89,6 +96,11 @@ BAD_PARAMS = {
     "dp_clip": not_positive(),
     "personalization_steps": st.integers(max_value=-1),
     "personalization_lr": negative_or_non_finite(),
+    "reptile_inner_steps": st.integers(max_value=-1),
+    "fedrep_head_epochs": st.integers(max_value=0),
+    "ditto_lambda": negative_or_non_finite(),
+    "perfedavg_alpha": not_positive(),
+    "perfedavg_beta": negative_or_non_finite(),
 }
 
 
@@ -109,7 +121,10 @@ def simulation_configs(draw):
       backend=backend, parallel_clients=draw(st.integers(0, 64)),
       tff_workers=(("localhost:8000",) if backend == "tff" and
                    draw(st.booleans()) else ()),
-      target_accuracy=draw(unit(closed_top=True)))
+      target_accuracy=draw(unit(closed_top=True)),
+      client_test_fraction=draw(unit()),
+      finetune_steps=draw(st.integers(0, 100)),
+      finetune_lr=draw(non_negative()))
 
 
 # field -> strategy of values that must be refused
@@ -142,6 +157,9 @@ BAD_SIMULATION = {
         lambda s: s not in fed_config.BACKENDS),
     "parallel_clients": st.integers(max_value=-1),
     "target_accuracy": not_unit(closed_top=True),
+    "client_test_fraction": not_unit(),
+    "finetune_steps": st.integers(max_value=-1),
+    "finetune_lr": negative_or_non_finite(),
 }
 
 

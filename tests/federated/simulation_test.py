@@ -33,6 +33,11 @@ TINY_PARAMS = {
 }
 
 
+# Algorithms that need another model than the tiny runs' MLP (FedBN: one
+# with BatchNorm layers).
+TINY_MODELS = {"fedbn": "resnet20"}
+
+
 def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
   alg = AlgorithmConfig(client_lr=0.05, local_epochs=1, local_batch_size=16)
   sim = dict(algorithm=algorithm, algorithm_config=alg,
@@ -46,7 +51,7 @@ def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=sim["num_clients"], seed=3,
                                 params=DirichletParams(dirichlet_alpha=0.5)),
-      model_name="mlp",
+      model_name=TINY_MODELS.get(algorithm, "mlp"),
       simulation=SimulationConfig(**sim))
 
 

@@ -129,6 +129,8 @@ def hparams_of(info):
     ("clients_reported", "", "clients/reported"),
     ("personal_query_accuracy_after", "",
      "clients/personalized_accuracy_after"),
+    ("personal_accuracy_p10", "", "clients/personal_accuracy_p10"),
+    ("global_on_clients_accuracy_mean", "", "clients/global_accuracy_mean"),
     ("learning_rate", "finetune", "finetune/optimizer/learning_rate"),
     ("round_seconds", "", "throughput/seconds"),
     ("epoch_seconds", "", "throughput/seconds"),

@@ -25,17 +25,23 @@ registers them all.
 
 from fedclf.federated.algorithms.algorithm import Algorithm
 from fedclf.federated.algorithms.algorithm import build_algorithm
+from fedclf.federated.algorithms.ditto import DittoParams
 from fedclf.federated.algorithms.dp_fedavg import DpFedAvgParams
 from fedclf.federated.algorithms.fedprox import FedProxParams
+from fedclf.federated.algorithms.fedrep import FedRepParams
+from fedclf.federated.algorithms.per_fedavg import PerFedAvgParams
 from fedclf.federated.algorithms.reptile import ReptileParams
 # Imported to register them.
 from fedclf.federated.algorithms import fedavg
+from fedclf.federated.algorithms import fedbn
 from fedclf.federated.algorithms import feddyn
 from fedclf.federated.algorithms import fednova
+from fedclf.federated.algorithms import fedper
 from fedclf.federated.algorithms import moon
 from fedclf.federated.algorithms import qfedavg
 from fedclf.federated.algorithms import scaffold
 
 __all__ = ["Algorithm", "build_algorithm", "DpFedAvgParams", "FedProxParams",
-           "ReptileParams", "fedavg", "feddyn", "fednova", "moon", "qfedavg",
+           "ReptileParams", "DittoParams", "FedRepParams", "PerFedAvgParams",
+           "fedavg", "fedbn", "feddyn", "fednova", "fedper", "moon", "qfedavg",
            "scaffold"]

@@ -17,6 +17,7 @@ from fedclf.data import DataConfig
 from fedclf.federated import AlgorithmConfig
 from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
+from fedclf.federated import ReptileParams
 from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.partition import DirichletParams
@@ -31,12 +32,16 @@ def config(algorithm, backend, rounds=3, workers=(),
            dp_noise_multiplier=0.0):
   params = (DpFedAvgParams(dp_noise_multiplier=dp_noise_multiplier,
                            dp_clip=0.5) if algorithm == "dp_fedavg" else None)
+  if algorithm == "reptile":
+    # Its k inner steps cycle the batches (a tf.data repeat on TFF).
+    params = ReptileParams(reptile_inner_steps=7)
   return FederatedRunConfig(
       data=DataConfig(name="digits", train_limit=300, test_limit=100),
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=6, seed=1,
                                 params=DirichletParams(dirichlet_alpha=0.5)),
-      model_name="mlp",
+      # FedBN needs BatchNorm layers.
+      model_name="resnet20" if algorithm == "fedbn" else "mlp",
       simulation=SimulationConfig(
           algorithm=algorithm,
           algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
@@ -59,7 +64,8 @@ def final_weights(cfg, out_dir):
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
 PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
           "fedadagrad", "scaffold", "dp_fedavg", "reptile", "fednova",
-          "feddyn", "qfedavg", "moon"]
+          "feddyn", "qfedavg", "moon", "fedper", "fedrep", "ditto", "fedbn",
+          "per_fedavg"]
 
 
 def test_parity_covers_every_builtin_algorithm():
