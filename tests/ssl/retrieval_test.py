@@ -57,3 +57,21 @@ def test_scale_does_not_matter_and_bad_cutoffs_are_refused():
   with pytest.raises(UserError, match=r"cut-offs must be in \[1, 4\]"):
     retrieval.retrieval_metrics(QUERIES, QUERY_LABELS, REFERENCES,
                                 REFERENCE_LABELS, ks=(5,))
+
+
+def test_agrees_with_tfsim_own_index():
+  # tensorflow-similarity's Indexer (nmslib search) on the same embeddings:
+  # an independent neighbour search giving the same recall@k.
+  from tensorflow_similarity.indexer import Indexer  # pylint: disable=g-import-not-at-top
+  tfsim = retrieval.tfsim_retrieval_metrics()
+  index = Indexer(embedding_size=2, distance="cosine", search="nmslib")
+  index.batch_add(REFERENCES, labels=REFERENCE_LABELS, verbose=0)
+  theirs = index.evaluate_retrieval(
+      QUERIES, QUERY_LABELS, [tfsim.RecallAtK(k=1), tfsim.RecallAtK(k=2)],
+      verbose=0)
+  ours = retrieval.retrieval_metrics(QUERIES, QUERY_LABELS, REFERENCES,
+                                     REFERENCE_LABELS, ks=(1, 2))
+  assert float(theirs["recall@1"]) == pytest.approx(
+      ours["retrieval_recall_at_1"])
+  assert float(theirs["recall@2"]) == pytest.approx(
+      ours["retrieval_recall_at_2"])
