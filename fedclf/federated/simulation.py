@@ -54,6 +54,7 @@ from fedclf.partition import PartitionConfig
 from fedclf.partition import plot_histogram
 from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
+from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
@@ -168,6 +169,8 @@ class Simulation:
     self.ds, validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())
+    check_source_fits(self.source, config.model_name, config.model,
+                      self.ds.input_shape, self.ds.num_classes)
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
     self.data = FederatedData(

@@ -31,12 +31,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.models import build_classifier
 from fedclf.models.building_blocks import ModelConfig
 from fedclf.results.trained_run import KINDS
 
@@ -208,6 +209,21 @@ def _counted(names: Tuple[str, ...]) -> str:
   if not names:
     return "none"
   return ", ".join(f"{n} x{names.count(n)}" for n in sorted(set(names)))
+
+
+def check_source_fits(source: Optional[SourceEncoder], model_name: str,
+                      model_config: ModelConfig, input_shape: Sequence[int],
+                      num_classes: int) -> None:
+  """`load_source_encoder`'s refusals, on a throwaway model: for trainers
+  to call before they write anything to their run folder."""
+  if source is None:
+    return
+  model = build_classifier(model_name, input_shape, num_classes, model_config)
+  difference = _difference(source, model.get_layer("encoder"), model_name,
+                           model_config)
+  if difference is not None:
+    raise UserError(f"--init_encoder: {source.run_dir} has another encoder "
+                    f"({difference})")
 
 
 def load_source_encoder(source: Optional[SourceEncoder],

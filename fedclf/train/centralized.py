@@ -21,6 +21,7 @@ from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
@@ -147,6 +148,8 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
   source = read_source_encoder(config.encoder_init)
   ds = load_dataset(config.data)
   logging.info("dataset %s", ds.describe())
+  check_source_fits(source, config.model_name, config.model, ds.input_shape,
+                    ds.num_classes)
   recorder = RunRecorder(out_dir, {"flags": run_config,
                                    "resolved": config,
                                    "dataset": ds.describe(),

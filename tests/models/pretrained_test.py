@@ -12,6 +12,7 @@ import tensorflow as tf
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
@@ -126,6 +127,10 @@ def test_refuses_another_architecture_naming_the_difference(tmp_path):
     _, encoder = new_encoder(name, shape, config)
     with pytest.raises(UserError, match=message):
       load_source_encoder(source, encoder, name, config)
+    # The same refusal before a trainer builds (or writes) anything.
+    with pytest.raises(UserError, match=message):
+      check_source_fits(source, name, config, shape, 10)
+  check_source_fits(source, "mlp", SMALL, SHAPE, 10)  # fits: no error
   alexnet = ModelConfig(width_multiplier=0.125, norm="batch")
   run = write_run(tmp_path / "alexnet",
                   build_classifier("alexnet", (16, 16, 1), 10, alexnet),
