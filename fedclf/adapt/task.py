@@ -40,9 +40,9 @@ from fedclf.adapt.domains import DomainPair
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
+from fedclf.models import ModelConfig
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import SourceEncoder
-from fedclf.models import ModelConfig
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder

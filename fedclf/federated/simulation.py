@@ -47,6 +47,10 @@ from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.metrics.splits import holdout_split
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import load_source_encoder
+from fedclf.models.pretrained import read_source_encoder
 from fedclf.partition import label_histogram
 from fedclf.partition import partition
 from fedclf.partition import partition_summary
@@ -54,10 +58,6 @@ from fedclf.partition import PartitionConfig
 from fedclf.partition import plot_histogram
 from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
-from fedclf.models.pretrained import check_source_fits
-from fedclf.models.pretrained import EncoderInit
-from fedclf.models.pretrained import load_source_encoder
-from fedclf.models.pretrained import read_source_encoder
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
 from fedclf.results.record import atomic_write_json
