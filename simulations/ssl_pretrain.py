@@ -30,8 +30,8 @@ cli.define_optimizer_flags("", "adam", 1e-3)
 # Cosine decay is the usual SSL schedule (SimCLR, SimSiam, Barlow Twins).
 flags.FLAGS.set_default("lr_schedule", "cosine")
 flags.DEFINE_string("method", "simclr",
-                    "Registered SSL method: simclr, simsiam, barlow_twins, vicreg, "
-                    "byol, ... (see --list).")
+                    "Registered SSL method: simclr, simsiam, barlow_twins, "
+                    "vicreg, byol, ... (see --list).")
 flags.DEFINE_integer("epochs", 50, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", 256,
                      "Pretraining batch size (images; two views each).")
