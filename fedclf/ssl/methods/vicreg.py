@@ -21,12 +21,12 @@ from fedclf.ssl.method import SslMethod
 @dataclasses.dataclass(frozen=True)
 class VicRegParams:
   invariance_weight: float = dataclasses.field(
-      default=25.0, metadata={"help": "vicreg: weight of the mean squared "
+      default=25.0, metadata={"help": "weight of the mean squared "
                                       "distance of the views (lambda)."})
   variance_weight: float = dataclasses.field(
-      default=25.0, metadata={"help": "vicreg: weight of the std hinge (mu)."})
+      default=25.0, metadata={"help": "weight of the std hinge (mu)."})
   covariance_weight: float = dataclasses.field(
-      default=1.0, metadata={"help": "vicreg: weight of the off-diagonal "
+      default=1.0, metadata={"help": "weight of the off-diagonal "
                                      "covariance (nu)."})
 
   def validate(self) -> None:
