@@ -30,6 +30,7 @@ flags.DEFINE_integer("cv_folds", 0,
 flags.DEFINE_float("label_fraction", 1.0,
                    "Train on this stratified fraction of the labels.")
 cli.define_input_scaling_flag()
+cli.define_init_encoder_flags()
 cli.define_run_flags("runs/centralized", "epochs", 1,
                      "Seed for data slices, init and shuffling.")
 
@@ -40,6 +41,7 @@ def main(argv):
   del argv
   # Imported here so --help and flag errors answer without loading TF.
   from fedclf.data.preprocess import AugmentConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.models.pretrained import EncoderInit  # pylint: disable=g-import-not-at-top
   from fedclf.train import TrainConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train.centralized import CentralizedConfig  # pylint: disable=g-import-not-at-top
   from fedclf.train.centralized import run_centralized  # pylint: disable=g-import-not-at-top
@@ -61,7 +63,8 @@ def main(argv):
       val_fraction=FLAGS.val_fraction,
       cv_folds=FLAGS.cv_folds,
       label_fraction=FLAGS.label_fraction,
-      input_scaling=FLAGS.input_scaling)
+      input_scaling=FLAGS.input_scaling,
+      encoder_init=EncoderInit(FLAGS.init_encoder, FLAGS.freeze_encoder))
   summary = run_centralized(config, FLAGS.out_dir, cli.flag_values_dict(),
                             resume=FLAGS.resume)
   print(f"test accuracy {summary['test_accuracy']:.4f}  macro F1 "

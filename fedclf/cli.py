@@ -146,6 +146,18 @@ def define_input_scaling_flag() -> None:
                     "loaded (recorded in summary.json for the exporters).")
 
 
+def define_init_encoder_flags() -> None:
+  """--init_encoder and --freeze_encoder (`fedclf.models.pretrained`)."""
+  flags.DEFINE_string("init_encoder", "",
+                      "A finished run folder (SSL, centralized, federated, "
+                      "adaptation) whose encoder this model's encoder "
+                      "starts from; same model, width, norm and input "
+                      "shape. Empty: random initialisation.")
+  flags.DEFINE_bool("freeze_encoder", False,
+                    "With --init_encoder: keep the loaded encoder fixed and "
+                    "train (federated: train and aggregate) the head only.")
+
+
 def define_model_flags(default_norm: str, norm_help: str) -> None:
   flags.DEFINE_string("model", "cnn", "Registered model name (see --list).")
   flags.DEFINE_enum("norm", default_norm, ["batch", "group", "none"],

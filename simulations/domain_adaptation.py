@@ -30,6 +30,7 @@ method's own hyper-parameters are flags named as its params fields
 --federated is the older spelling of --mode=federated.
 """
 
+import dataclasses
 from typing import Any
 
 from absl import flags
@@ -75,6 +76,7 @@ flags.DEFINE_enum("normalization", "per_domain",
 flags.DEFINE_integer("mnist_m_seed", 0,
                      "Seed of the MNIST-M generator (fixed across --seeds).")
 cli.define_model_flags("batch", "Normalization layers (ResNets).")
+cli.define_init_encoder_flags()
 cli.define_optimizer_flags("", "momentum", 0.01)
 flags.DEFINE_integer("epochs", 10, "Training epochs (over the source).")
 flags.DEFINE_integer("batch_size", 64,
@@ -256,6 +258,9 @@ def _mode() -> str:
 def main(argv):
   del argv
   mode = _mode()
+  if mode != "centralized" and (FLAGS.init_encoder or FLAGS.freeze_encoder):
+    raise UserError("--init_encoder and --freeze_encoder apply to "
+                    "--mode=centralized only")
   if mode == "federated":
     _run_federated_uda()
     return
@@ -265,9 +270,12 @@ def main(argv):
   # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf.adapt import run_adaptation  # pylint: disable=g-import-not-at-top
   from fedclf.adapt import run_adaptation_seeds  # pylint: disable=g-import-not-at-top
+  from fedclf.models.pretrained import EncoderInit  # pylint: disable=g-import-not-at-top
   from fedclf.plugin_config import parse_int_tuple  # pylint: disable=g-import-not-at-top
 
-  config = _adapt_run_config(FLAGS.method)
+  config = dataclasses.replace(
+      _adapt_run_config(FLAGS.method),
+      encoder_init=EncoderInit(FLAGS.init_encoder, FLAGS.freeze_encoder))
   if FLAGS.seeds:
     summary = run_adaptation_seeds(
         config, parse_int_tuple("seeds", FLAGS.seeds), FLAGS.out_dir,

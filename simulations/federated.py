@@ -47,8 +47,9 @@ flags.DEFINE_float("attack_noise_std", 1.0,
                    "gaussian_noise attack: std of the noise update.")
 flags.DEFINE_string("objective", "supervised",
                     "supervised, or a self-supervised method (simclr, "
-                    "simsiam, barlow_twins): federated SSL pretraining of "
-                    "the encoder, evaluated by kNN and a final linear probe.")
+                    "simsiam, barlow_twins, vicreg): federated SSL "
+                    "pretraining of the encoder, evaluated by kNN and a "
+                    "final linear probe.")
 flags.DEFINE_float("ssl_temperature", 0.5, "simclr: softmax temperature.")
 flags.DEFINE_integer("ssl_projection_dim", 128, "SSL projector output width.")
 flags.DEFINE_integer("ssl_hidden_dim", 512, "SSL projector hidden width.")
@@ -96,6 +97,7 @@ flags.DEFINE_float("target_accuracy", 0.0,
 flags.DEFINE_bool("stop_at_target", False,
                   "Stop once --target_accuracy is reached.")
 cli.define_input_scaling_flag()
+cli.define_init_encoder_flags()
 flags.DEFINE_float("max_train_loss", 0.0,
                    "Stop as diverged when the mean client loss of a round "
                    "exceeds this (0 = only on NaN/Inf).")
@@ -148,6 +150,7 @@ def main(argv):
   del argv
   # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf import federated  # pylint: disable=g-import-not-at-top
+  from fedclf.models.pretrained import EncoderInit  # pylint: disable=g-import-not-at-top
   from fedclf.partition import PartitionConfig  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
   from fedclf.ssl.methods.simclr import SimClrParams  # pylint: disable=g-import-not-at-top
@@ -215,6 +218,7 @@ def main(argv):
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
       input_scaling=FLAGS.input_scaling,
+      encoder_init=EncoderInit(FLAGS.init_encoder, FLAGS.freeze_encoder),
       objective=FLAGS.objective,
       ssl=SslConfig(
           method=(FLAGS.objective if FLAGS.objective != "supervised" else

@@ -31,7 +31,7 @@ cli.define_optimizer_flags("", "adam", 1e-3)
 flags.FLAGS.set_default("lr_schedule", "cosine")
 flags.DEFINE_string("method", "simclr",
                     "Registered SSL method: simclr, simsiam, barlow_twins, "
-                    "byol, ... (see --list).")
+                    "vicreg, byol, ... (see --list).")
 flags.DEFINE_integer("epochs", 50, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", 256,
                      "Pretraining batch size (images; two views each).")
@@ -56,6 +56,10 @@ flags.DEFINE_float("finetune_lr", 1e-3,
                    "Fine-tuning / from-scratch Adam learning rate.")
 flags.DEFINE_integer("finetune_batch_size", 64,
                      "Fine-tuning / from-scratch batch size.")
+flags.DEFINE_integer("retrieval_references", 10000,
+                     "Training images whose embeddings the test embeddings "
+                     "are looked up in (tensorflow-similarity's recall@k, "
+                     "precision@k, mAP@R; 0 = skip).")
 flags.DEFINE_integer("embedding_points", 2000,
                      "Test points in the t-SNE plot (0 = no plot).")
 cli.define_run_flags("runs/ssl", "epochs", 5,
@@ -124,7 +128,8 @@ def main(argv):
                            batch_size=FLAGS.finetune_batch_size,
                            optimizer=adam(FLAGS.finetune_lr),
                            checkpoint_every=0, seed=FLAGS.seed),
-      embedding_points=FLAGS.embedding_points)
+      embedding_points=FLAGS.embedding_points,
+      retrieval_references=FLAGS.retrieval_references)
   summary = run_ssl_pretraining(config, FLAGS.out_dir, cli.flag_values_dict(),
                                 resume=FLAGS.resume)
   line = (f"{summary['method']}: linear probe "

@@ -27,6 +27,9 @@ from fedclf.adapt.domains import parse_domain
 from fedclf.errors import UserError
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import read_source_encoder
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
@@ -59,6 +62,8 @@ class AdaptRunConfig:
     adapt: the training settings and the method's params.
     seed: the limit slices' seed (model and training seeds are in `model`
       and `adapt`; `with_seed` sets all of them).
+    encoder_init: the classifier's encoder starts from a finished run's
+      (and may stay frozen); every method's classifier does.
   """
   source: str = "mnist"
   target: str = "usps"
@@ -74,8 +79,10 @@ class AdaptRunConfig:
   model: ModelConfig = ModelConfig()
   adapt: AdaptConfig = AdaptConfig()
   seed: int = 0
+  encoder_init: EncoderInit = EncoderInit()
 
   def validate(self) -> None:
+    self.encoder_init.validate()
     parse_domain(self.source)  # unknown: the error lists the domains
     parse_domain(self.target)
     ADAPTATION_METHODS.get(self.method)
@@ -146,16 +153,21 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
   """
   config.validate()
   config = config.with_resolved_params()
+  # Read (and refused) before anything is written to out_dir.
+  source = read_source_encoder(config.encoder_init)
+  source_record = {} if source is None else {"init_encoder": source.record()}
   pair = config.load_pair()
   logging.info("domains %s", pair.describe())
+  check_source_fits(source, config.model_name, config.model,
+                    pair.input_shape, pair.num_classes)
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
-                                   "domains": pair.describe()},
-                         resume=resume)
+                                   "domains": pair.describe(),
+                                   **source_record}, resume=resume)
   # The seed this run trains with: one of --seeds in a seed_<s> run.
   start_run_log(recorder, {**run_config, "seed": config.seed})
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         recorder, os.path.join(out_dir, "checkpoints"),
-                        resume, run_setting(run_config))
+                        resume, run_setting(run_config), source)
   result = ADAPTATION_METHODS.get(config.method)(task)
   reports = evaluate_pair(result, pair, config.adapt.train.eval_batch_size)
   target, source = reports["target"], reports["source"]
@@ -193,6 +205,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
       "target_normalization": dataclasses.asdict(
           result.normalizations.target),
       **result.details,
+      **source_record,
   }
   write_final_model(recorder, result.model, "domain_adaptation", summary,
                     result.normalizations.target)

@@ -41,6 +41,8 @@ from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import load_source_encoder
+from fedclf.models.pretrained import SourceEncoder
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder
@@ -136,6 +138,8 @@ class AdaptationTask:
     resume: continue from the checkpoints there.
     setting: the run's setting, stored in and checked against the
       checkpoints (see `fedclf.train.epoch_driver.EpochDriverConfig`).
+    source: the finished run's encoder every classifier starts from (None:
+      random initialisation); see `fedclf.models.pretrained`.
   """
   pair: DomainPair
   model_name: str
@@ -145,12 +149,17 @@ class AdaptationTask:
   checkpoint_dir: Optional[str] = None
   resume: bool = False
   setting: Optional[Mapping[str, Any]] = None
+  source: Optional[SourceEncoder] = None
 
   def build_classifier(self) -> tf.keras.Model:
     """A fresh zoo classifier (image -> logits; nested layers "encoder" and
-    "head"), with the same initial weights on every call."""
-    return build_classifier(self.model_name, self.pair.input_shape,
-                            self.pair.num_classes, self.model_config)
+    "head"), with the same initial weights on every call (the encoder's
+    from `source` when there is one)."""
+    model = build_classifier(self.model_name, self.pair.input_shape,
+                             self.pair.num_classes, self.model_config)
+    load_source_encoder(self.source, model.get_layer("encoder"),
+                        self.model_name, self.model_config)
+    return model
 
   def method_params(self, method: str) -> Any:
     """`config.params` as the adaptation method `method` declares them:

@@ -18,6 +18,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 from absl import logging
+import tensorflow as tf
 
 from fedclf.data import DataConfig
 from fedclf.data import ImageDataset
@@ -51,6 +52,10 @@ from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.metrics.splits import holdout_split
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import load_source_encoder
+from fedclf.models.pretrained import read_source_encoder
 from fedclf.partition import label_histogram
 from fedclf.partition import partition
 from fedclf.partition import partition_summary
@@ -76,8 +81,9 @@ class FederatedRunConfig:
   simulation: SimulationConfig = SimulationConfig()
   eval_batch_size: int = 1000
   centralized_epochs: int = 0  # >0: train the same model centrally too
-  # "supervised", or an SSL method (simclr, simsiam, barlow_twins): clients
-  # then pretrain an encoder without labels (see ssl_objective.py).
+  # "supervised", or an SSL method (simclr, simsiam, barlow_twins,
+  # vicreg): clients then pretrain an encoder without labels (see
+  # ssl_objective.py).
   objective: str = "supervised"
   ssl: SslConfig = SslConfig()
   knn_train_examples: int = 10000  # SSL: labelled references for kNN
@@ -86,9 +92,16 @@ class FederatedRunConfig:
   # hyper-parameters can be chosen without looking at the test set.
   val_fraction: float = 0.0
   input_scaling: str = "standardize"  # or "unit": pixels in [0, 1]
+  # Supervised: the global model's encoder starts from a finished run's;
+  # frozen, it is neither trained nor aggregated (not a trainable variable).
+  encoder_init: EncoderInit = EncoderInit()
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
+    self.encoder_init.validate()
+    if self.encoder_init.run_dir and self.objective != "supervised":
+      raise UserError("--init_encoder starts a supervised model; it does not "
+                      f"apply to --objective={self.objective}")
     check_input_scaling(self.input_scaling)
     self.simulation.validate()
     if self.partition.num_clients != self.simulation.num_clients:
@@ -170,6 +183,8 @@ class Simulation:
   def __init__(self, config: FederatedRunConfig, out_dir: str,
                run_config: Dict, resume: bool = False):
     config.validate()
+    # Read (and refused) before anything is written to out_dir.
+    self.source = read_source_encoder(config.encoder_init)
     self.config = config
     self.sim = config.simulation
     self.out_dir = out_dir
@@ -181,6 +196,8 @@ class Simulation:
     self.ds, validation = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())
+    check_source_fits(self.source, config.model_name, config.model,
+                      self.ds.input_shape, self.ds.num_classes)
     self.clients = partition(config.partitioner, self.ds.y_train,
                              config.partition, self.ds.train_client_ids)
     client_test = None
@@ -204,7 +221,8 @@ class Simulation:
     self.algorithm = algorithm
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,
-        "dataset": self.ds.describe()}, resume=resume)
+        "dataset": self.ds.describe(), **self._source_record()},
+        resume=resume)
     start_run_log(self.recorder, run_config)
     self.checkpointer = rounds_lib.Checkpointer(
         os.path.join(out_dir, "checkpoints"), setting=run_setting(run_config))
@@ -216,17 +234,34 @@ class Simulation:
     self.backend = self._make_backend()
     # Built after the backend: the tff backend traces Keras models in TF1
     # graphs, which invalidates Keras models made before it.
-    self.eval_model = self.objective.build_model()
+    self.eval_model = self._build_model()
+    # Only here, eagerly: the initial global model is this model's weights
+    # (the tff backend builds its replicas in graphs, where they need none).
+    if self.source is not None:
+      load_source_encoder(self.source, self.eval_model.get_layer("encoder"),
+                          config.model_name, config.model)
     self.rounds = BackendRounds(self.sim, algorithm, self.backend,
                                 self.clients, self.eval_model,
                                 self.checkpointer)
     self.evaluator = self.objective.evaluator(self.eval_model)
 
+  def _build_model(self) -> tf.keras.Model:
+    """The objective's model; with --freeze_encoder its encoder is not
+    trainable, so no backend trains or averages it as a trainable weight."""
+    model = self.objective.build_model()
+    if self.source is not None and self.source.freeze:
+      model.get_layer("encoder").trainable = False
+    return model
+
+  def _source_record(self) -> Dict:
+    return ({} if self.source is None else
+            {"init_encoder": self.source.record()})
+
   def _make_backend(self) -> Backend:
     sim = self.sim
     parallel = sim.parallel_clients or max(2, os.cpu_count() or 1)
     spec = BackendSpec(
-        algorithm=self.algorithm, model_fn=self.objective.build_model,
+        algorithm=self.algorithm, model_fn=self._build_model,
         x_train=self.objective.client_inputs(), y_train=self.ds.y_train,
         batch_shape=batch_shape(sim, self.algorithm, self.clients),
         clients_per_round=sim.clients_per_round,
@@ -258,7 +293,8 @@ class Simulation:
             "num_clients": sim.num_clients,
             "clients_per_round": sim.clients_per_round,
             # The registered name chosen, else the algorithm's own rule.
-            "aggregator": sim.aggregator or self.algorithm.aggregator.name}
+            "aggregator": sim.aggregator or self.algorithm.aggregator.name,
+            **self._source_record()}
 
   def run(self) -> Dict:
     sim = self.sim
@@ -360,7 +396,8 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
                 # the same update without momentum.
                 weight_decay=alg.client_weight_decay),
             seed=config.simulation.seed),
-        val_fraction=0.0, input_scaling=config.input_scaling)
+        val_fraction=0.0, input_scaling=config.input_scaling,
+        encoder_init=config.encoder_init)
     central_summary = run_centralized(central,
                                       os.path.join(out_dir, "centralized"),
                                       {"from": "federated comparison"},

@@ -1,7 +1,7 @@
 """Self-supervised pretraining: augmentations, losses, methods, the
 pretraining loop, representation evaluation and the centralized run.
 
-Methods (SimCLR, SimSiam, Barlow Twins, BYOL) register in
+Methods (SimCLR, SimSiam, Barlow Twins, BYOL, VICReg) register in
 `fedclf.registry.SSL_METHODS` when this package is imported; add one with
 
     from fedclf.registry import SSL_METHODS
@@ -36,10 +36,12 @@ from fedclf.ssl.losses import barlow_twins_loss
 from fedclf.ssl.losses import byol_loss
 from fedclf.ssl.losses import nt_xent
 from fedclf.ssl.losses import simsiam_loss
+from fedclf.ssl.losses import vicreg_loss
 from fedclf.ssl.methods.barlow_twins import BarlowTwinsParams
 from fedclf.ssl.methods.byol import ByolParams
 from fedclf.ssl.methods.simclr import SimClrParams
 from fedclf.ssl.methods.simsiam import SimSiamParams
+from fedclf.ssl.methods.vicreg import VicRegParams
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
 from fedclf.ssl.pretrain import PretrainResult

@@ -100,3 +100,49 @@ def byol_loss(p1: tf.Tensor, p2: tf.Tensor, t1: tf.Tensor,
   """
   return (2.0 + 2.0 * negative_cosine(p1, t2)) + (
       2.0 + 2.0 * negative_cosine(p2, t1))
+
+
+# VICReg's std floor inside the square root (the paper's reference code).
+_VICREG_STD_EPS = 1e-4
+
+
+def _off_diagonal_square_sum(c: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_sum(tf.square(c)) - tf.reduce_sum(
+      tf.square(tf.linalg.diag_part(c)))
+
+
+def _variance_and_covariance(z: tf.Tensor):
+  """VICReg's hinge on each column's std and its off-diagonal covariance.
+
+  Both use the unbiased (N - 1) estimate, as the paper's code does.
+  """
+  n = tf.cast(tf.shape(z)[0], z.dtype)
+  d = tf.cast(tf.shape(z)[1], z.dtype)
+  centred = z - tf.reduce_mean(z, axis=0)
+  cov = tf.matmul(centred, centred, transpose_a=True) / (n - 1.0)
+  std = tf.sqrt(tf.linalg.diag_part(cov) + _VICREG_STD_EPS)
+  return (tf.reduce_mean(tf.nn.relu(1.0 - std)),
+          _off_diagonal_square_sum(cov) / d)
+
+
+def vicreg_loss(z1: tf.Tensor, z2: tf.Tensor, invariance_weight: float,
+                variance_weight: float,
+                covariance_weight: float) -> tf.Tensor:
+  """VICReg's variance-invariance-covariance loss (Bardes et al. 2022).
+
+  invariance: mean over all N * D entries of (z1 - z2)^2;
+  variance: mean_j max(0, 1 - sqrt(Var(z_j) + 1e-4)), averaged over both
+  views; covariance: sum of squared off-diagonal covariances / D, summed
+  over both views.
+
+  Args:
+    z1, z2: [N, D] expander outputs of view 1 and view 2 (N >= 2).
+    invariance_weight, variance_weight, covariance_weight: the paper's
+      lambda, mu and nu (25, 25, 1).
+  """
+  invariance = tf.reduce_mean(tf.square(z1 - z2))
+  variance1, covariance1 = _variance_and_covariance(z1)
+  variance2, covariance2 = _variance_and_covariance(z2)
+  return (invariance_weight * invariance +
+          variance_weight * 0.5 * (variance1 + variance2) +
+          covariance_weight * (covariance1 + covariance2))

@@ -35,12 +35,14 @@ from fedclf.ssl.method import build_method
 from fedclf.ssl.method import SslConfig
 from fedclf.ssl.evaluate import DEFAULT_FINETUNE
 from fedclf.ssl.evaluate import DEFAULT_PROBE
+from fedclf.ssl.evaluate import extract_features
 from fedclf.ssl.evaluate import knn_accuracy
 from fedclf.ssl.evaluate import label_efficiency
 from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings
 from fedclf.ssl.pretrain import PretrainConfig
 from fedclf.ssl.pretrain import pretrain_encoder
+from fedclf.ssl.retrieval import retrieval_metrics
 from fedclf.train.epoch_driver import last_epoch_metrics
 from fedclf.train.loop import TrainConfig
 
@@ -60,6 +62,9 @@ class SslRunConfig:
       skips the comparison.
     finetune: fine-tuning and from-scratch training settings.
     embedding_points: t-SNE points in embeddings.png (0 = no plot).
+    retrieval_references: the first this many training images are the
+      labelled reference set that each test image's embedding is looked up
+      in (recall@k, precision@k, mAP@R; 0 = no retrieval evaluation).
   """
   data: DataConfig
   model_name: str = "cnn"
@@ -71,6 +76,7 @@ class SslRunConfig:
   label_fractions: Tuple[float, ...] = (0.01, 0.1)
   finetune: TrainConfig = DEFAULT_FINETUNE
   embedding_points: int = 2000
+  retrieval_references: int = 10000
 
   def validate(self) -> None:
     MODELS.get(self.model_name)  # unknown model: the error lists the names
@@ -83,9 +89,25 @@ class SslRunConfig:
     for fraction in self.label_fractions:
       if not 0.0 < fraction <= 1.0:
         raise UserError(f"label fractions must be in (0, 1], got {fraction}")
+    if self.retrieval_references < 0 or 0 < self.retrieval_references < 5:
+      raise UserError(f"retrieval_references must be 0 (none) or >= 5, got "
+                      f"{self.retrieval_references}")
     if self.embedding_points < 0 or 0 < self.embedding_points < 4:
       raise UserError(f"embedding_points must be 0 (no plot) or >= 4, got "
                       f"{self.embedding_points}")
+
+
+def _retrieval(config: SslRunConfig, ds, encoder: tf.keras.Model,
+               normalization: Normalization) -> Dict[str, float]:
+  """tensorflow-similarity's retrieval metrics of the test embeddings
+  against the first `retrieval_references` training embeddings."""
+  if not config.retrieval_references:
+    return {}
+  references = slice(0, config.retrieval_references)
+  return retrieval_metrics(
+      extract_features(encoder, ds.x_test, normalization), ds.y_test,
+      extract_features(encoder, ds.x_train[references], normalization),
+      ds.y_train[references])
 
 
 def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
@@ -109,6 +131,8 @@ def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
   logging.info("linear probe %.4f (random init %.4f)  kNN %.4f (random init "
                "%.4f)", probe["accuracy"], random_probe["accuracy"], knn,
                random_knn)
+  retrieval = _retrieval(config, ds, encoder, normalization)
+  random_retrieval = _retrieval(config, ds, random_encoder, normalization)
   efficiency = label_efficiency(build_parts, encoder, ds, normalization,
                                 config.label_fractions, config.finetune,
                                 config.data.seed, recorder)
@@ -119,6 +143,9 @@ def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
       "knn_accuracy": knn,
       "random_init_linear_probe_accuracy": random_probe["accuracy"],
       "random_init_knn_accuracy": random_knn,
+      **retrieval,
+      **{f"random_init_{name}": value
+         for name, value in random_retrieval.items()},
       **efficiency,
   }
 
@@ -135,6 +162,9 @@ def run_ssl_pretraining(config: SslRunConfig, out_dir: str, run_config: Dict,
   Returns:
     The summary: `linear_probe_accuracy`, `knn_accuracy`,
     `random_init_linear_probe_accuracy`, `random_init_knn_accuracy`,
+    `retrieval_recall_at_1`, `retrieval_recall_at_5`,
+    `retrieval_precision_at_1|5`, `retrieval_map_at_r` (and their
+    `random_init_` twins),
     `finetune_accuracy_{pct}` / `supervised_accuracy_{pct}` per label
     fraction, the pretraining loss and timing.
   """

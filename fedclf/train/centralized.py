@@ -21,6 +21,11 @@ from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import load_source_encoder
+from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import SourceEncoder
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
 from fedclf.results.run_folder import run_setting
@@ -42,9 +47,12 @@ class CentralizedConfig:
   cv_folds: int = 0  # >= 2 adds k-fold cross-validation on the training set
   label_fraction: float = 1.0  # train on a stratified fraction of the labels
   input_scaling: str = "standardize"  # or "unit": pixels in [0, 1]
+  # The encoder starts from a finished run's (and may stay frozen).
+  encoder_init: EncoderInit = EncoderInit()
 
   def validate(self) -> None:
     MODELS.get(self.model_name)  # unknown model: error lists the names
+    self.encoder_init.validate()
     if not 0.0 <= self.val_fraction < 1.0:
       raise UserError(f"val_fraction must be in [0, 1), got "
                       f"{self.val_fraction}")
@@ -78,16 +86,23 @@ def _split_train_val(ds: ImageDataset, config: CentralizedConfig):
 
 
 def _build(config: CentralizedConfig, ds: ImageDataset,
-           seed_offset: int = 0) -> tf.keras.Model:
+           source: Optional[SourceEncoder], seed_offset: int = 0
+           ) -> tf.keras.Model:
+  """The classifier, its encoder loaded from `source` when there is one
+  (every cross-validation fold too: they score the same setup)."""
   model_config = dataclasses.replace(config.model,
                                      seed=config.model.seed + seed_offset)
-  return build_classifier(config.model_name, ds.input_shape, ds.num_classes,
-                          model_config)
+  model = build_classifier(config.model_name, ds.input_shape, ds.num_classes,
+                           model_config)
+  load_source_encoder(source, model.get_layer("encoder"), config.model_name,
+                      model_config)
+  return model
 
 
 def cross_validate(config: CentralizedConfig, ds: ImageDataset,
                    normalization: Normalization,
-                   recorder: Optional[RunRecorder]) -> Dict:
+                   recorder: Optional[RunRecorder],
+                   source: Optional[SourceEncoder] = None) -> Dict:
   """k-fold CV on the training set: a fresh model per fold, scored on its
   held-out fold. The test set is never touched here."""
   idx = labelled_subset(ds.y_train, config.label_fraction, config.data.seed)
@@ -97,7 +112,7 @@ def cross_validate(config: CentralizedConfig, ds: ImageDataset,
   fold_accuracy: List[float] = []
   fold_f1: List[float] = []
   for k, (train_idx, val_idx) in enumerate(folds):
-    model = _build(config, ds, seed_offset=k + 1)
+    model = _build(config, ds, source, seed_offset=k + 1)
     train_classifier(model, (x[train_idx], y[train_idx]), None, normalization,
                      ds.num_classes, config.train, recorder,
                      log_prefix=f"fold{k}_")
@@ -117,6 +132,10 @@ def cross_validate(config: CentralizedConfig, ds: ImageDataset,
   }
 
 
+def _source_record(source: Optional[SourceEncoder]) -> Dict:
+  return {} if source is None else {"init_encoder": source.record()}
+
+
 def run_centralized(config: CentralizedConfig, out_dir: str,
                     run_config: Dict, resume: bool = False) -> Dict:
   """Trains, evaluates on the test set and writes the run's results files.
@@ -125,21 +144,27 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
   beside the resolved library config.
   """
   config.validate()
+  # Read (and refused) before anything is written to out_dir.
+  source = read_source_encoder(config.encoder_init)
   ds = load_dataset(config.data)
   logging.info("dataset %s", ds.describe())
+  check_source_fits(source, config.model_name, config.model, ds.input_shape,
+                    ds.num_classes)
   recorder = RunRecorder(out_dir, {"flags": run_config,
                                    "resolved": config,
-                                   "dataset": ds.describe()}, resume=resume)
+                                   "dataset": ds.describe(),
+                                   **_source_record(source)}, resume=resume)
   start_run_log(recorder, run_config)
   train, val = _split_train_val(ds, config)
   normalization = Normalization.for_scaling(config.input_scaling, train[0])
   summary: Dict = {"dataset": ds.describe(), "model": config.model_name,
                    "train_examples": int(len(train[1])),
-                   "val_examples": 0 if val is None else int(len(val[1]))}
+                   "val_examples": 0 if val is None else int(len(val[1])),
+                   **_source_record(source)}
   if config.cv_folds:
     summary["cross_validation"] = cross_validate(config, ds, normalization,
-                                                 recorder)
-  model = _build(config, ds)
+                                                 recorder, source)
+  model = _build(config, ds, source)
   summary["parameters"] = count_params(model)
   result = train_classifier(model, train, val, normalization, ds.num_classes,
                             config.train, recorder,

@@ -246,7 +246,8 @@ def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
   assert np.isfinite(summary["final_test_loss"])
 
 
-@pytest.mark.parametrize("method", ["simclr", "simsiam", "barlow_twins"])
+@pytest.mark.parametrize("method",
+                         ["simclr", "simsiam", "barlow_twins", "vicreg"])
 def test_federated_ssl_objective(tmp_path, method):
   from fedclf.ssl import SimSiamParams  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top

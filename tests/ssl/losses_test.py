@@ -37,6 +37,23 @@ def numpy_barlow(z1, z2, lambd):
   return on + lambd * off
 
 
+def numpy_vicreg(z1, z2, lambd, mu, nu):
+  """The paper's pseudo-code (Bardes et al. 2022, Algorithm 1) in numpy."""
+  n, d = z1.shape
+  invariance = np.mean((z1 - z2)**2)
+
+  def variance_and_covariance(z):
+    std = np.sqrt(z.var(axis=0, ddof=1) + 1e-4)
+    zc = z - z.mean(axis=0)
+    cov = zc.T @ zc / (n - 1)
+    off = cov - np.diag(np.diag(cov))
+    return np.mean(np.maximum(0, 1 - std)), np.sum(off**2) / d
+
+  v1, c1 = variance_and_covariance(z1.astype(np.float64))
+  v2, c2 = variance_and_covariance(z2.astype(np.float64))
+  return lambd * invariance + mu * (v1 + v2) / 2 + nu * (c1 + c2)
+
+
 @pytest.fixture
 def embeddings():
   rng = np.random.default_rng(0)
@@ -100,3 +117,26 @@ def test_byol_matches_numpy(embeddings):
                              expected, rtol=1e-5)
   assert float(losses.byol_loss(t2, t1, t1, t2)) == pytest.approx(0.0,
                                                                    abs=1e-5)
+
+
+@pytest.mark.parametrize("weights", [(25.0, 25.0, 1.0), (1.0, 0.0, 0.0),
+                                     (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)])
+def test_vicreg_matches_numpy(embeddings, weights):
+  z1, z2 = embeddings[:2]
+  # Small-scale embeddings: the std hinge max(0, 1 - std) is active.
+  for scale in (1.0, 0.2):
+    np.testing.assert_allclose(
+        float(losses.vicreg_loss(scale * z1, scale * z2, *weights)),
+        numpy_vicreg(scale * z1, scale * z2, *weights), rtol=1e-5)
+
+
+def test_vicreg_terms_vanish_for_identical_spread_decorrelated_views():
+  # Columns of a centred orthogonal design scaled to std >= 1: no
+  # invariance, variance or covariance penalty.
+  z = 2.0 * np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float32)
+  assert float(losses.vicreg_loss(z, z, 25.0, 25.0, 1.0)) == pytest.approx(
+      0.0, abs=1e-6)
+  # Collapsed views: every variance hinge is ~1 (std = sqrt(1e-4)).
+  collapsed = np.ones((4, 2), np.float32)
+  assert float(losses.vicreg_loss(collapsed, collapsed, 25.0, 25.0,
+                                  1.0)) == pytest.approx(25 * 0.99, rel=1e-5)

@@ -26,7 +26,7 @@ from fedclf.ssl import SslConfig
 from fedclf.ssl.method import SslMethod
 from fedclf.train import OptimizerConfig
 
-METHODS = ("barlow_twins", "byol", "simclr", "simsiam")
+METHODS = ("barlow_twins", "byol", "simclr", "simsiam", "vicreg")
 # Small heads, SimSiam's and BYOL's predictor bottleneck included.
 SMALL_PARAMS = {"simsiam": SimSiamParams(predictor_hidden_dim=8),
                 "byol": ByolParams(predictor_hidden_dim=8)}

@@ -57,6 +57,14 @@ def test_tiny_run_writes_results(method, tmp_path):
     assert 0.0 <= summary[key] <= 1.0
   # Even one epoch's features beat chance by far under kNN on digits.
   assert summary["knn_accuracy"] > 0.5
+  # tensorflow-similarity's retrieval of the 200 test embeddings among the
+  # 300 training ones: recall@5 >= recall@1 = precision@1, all in [0, 1].
+  assert summary["retrieval_recall_at_1"] == pytest.approx(
+      summary["retrieval_precision_at_1"])
+  assert 0.5 < summary["retrieval_recall_at_1"] <= summary[
+      "retrieval_recall_at_5"] <= 1.0
+  assert 0.0 < summary["retrieval_map_at_r"] <= 1.0
+  assert "random_init_retrieval_map_at_r" in summary
   assert summary["labelled_examples_10"] == 30
   assert summary["epochs_run"] == 1 and summary["method"] == method
   on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -99,7 +107,7 @@ def test_binary_tiny_run_and_a_refused_method(tmp_path):
   assert record["resolved"]["ssl"]["params"] == {"predictor_hidden_dim": 8}
 
   assert_one_error_line(refused, "unknown ssl method 'moco'; choose one of: "
-                        "barlow_twins, byol, simclr, simsiam")
+                        "barlow_twins, byol, simclr, simsiam, vicreg")
   assert not (tmp_path / "refused" / "summary.json").exists()
 
 

@@ -1,0 +1,143 @@
+"""fedclf.models.pretrained: an encoder read from a finished run folder of
+each model-file kind, loaded into a new model, frozen, and every refusal
+one UserError naming what is wrong."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedclf.errors import UserError
+from fedclf.models import build_classifier
+from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import load_source_encoder
+from fedclf.models.pretrained import read_source_encoder
+
+SHAPE = (8, 8, 1)
+SMALL = ModelConfig(width_multiplier=0.125, seed=1)
+
+
+def write_run(folder, model, kind, model_file, model_name="mlp",
+              config=SMALL):
+  """A finished run folder as `write_final_model` leaves it."""
+  folder.mkdir(parents=True, exist_ok=True)
+  model.save(str(folder / model_file))
+  (folder / "summary.json").write_text(json.dumps({
+      "kind": kind, "model_file": model_file,
+      "input_normalization": {"mean": [0.3], "std": [0.2]}}))
+  (folder / "config.json").write_text(json.dumps({
+      "config": {"resolved": {"model_name": model_name,
+                              "model": dataclasses.asdict(config)}},
+      "git": {"commit": "abc123", "dirty": False}}))
+  return str(folder)
+
+
+def new_encoder(name="mlp", shape=SHAPE, config=ModelConfig(
+    width_multiplier=0.125)):
+  model = build_classifier(name, shape, 10, config)
+  return model, model.get_layer("encoder")
+
+
+@pytest.mark.parametrize("kind", ["ssl_pretrain", "centralized"])
+def test_loads_the_source_encoder_and_records_the_source(tmp_path, kind):
+  source_model = build_classifier("mlp", SHAPE, 10, SMALL)
+  if kind == "ssl_pretrain":
+    run = write_run(tmp_path / "run", source_model.get_layer("encoder"),
+                    kind, "encoder.keras")
+  else:
+    run = write_run(tmp_path / "run", source_model, kind, "model.keras")
+  source = read_source_encoder(EncoderInit(run))
+  model, encoder = new_encoder()  # another seed: other initial weights
+  assert not np.allclose(encoder.get_weights()[0],
+                         source_model.get_layer("encoder").get_weights()[0])
+  load_source_encoder(source, encoder, "mlp", ModelConfig(
+      width_multiplier=0.125, norm="group"))  # an mlp has no norm layers
+  for a, b in zip(encoder.get_weights(),
+                  source_model.get_layer("encoder").get_weights()):
+    np.testing.assert_array_equal(a, b)
+  assert encoder.trainable  # not frozen unless asked
+  record = source.record()
+  assert record["kind"] == kind and record["git_commit"] == "abc123"
+  assert record["input_normalization"] == {"mean": [0.3], "std": [0.2]}
+  assert record["input_shape"] == [8, 8, 1] and not record["frozen"]
+  assert len(model.trainable_variables) == 4 + 2  # encoder 2 Dense, head 1
+
+
+def test_freeze_leaves_only_the_head_trainable(tmp_path):
+  run = write_run(tmp_path / "run",
+                  build_classifier("mlp", SHAPE, 10, SMALL), "centralized",
+                  "model.keras")
+  model, encoder = new_encoder()
+  load_source_encoder(read_source_encoder(EncoderInit(run, freeze=True)),
+                      encoder, "mlp", SMALL)
+  before = encoder.get_weights()
+  head = model.get_layer("head")
+  assert [id(v) for v in model.trainable_variables] == [
+      id(v) for v in head.trainable_variables]
+  optimizer = tf.keras.optimizers.SGD(0.5)
+  x = np.random.default_rng(0).random((4, *SHAPE)).astype(np.float32)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.square(model(x, training=True)))
+  optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                model.trainable_variables))
+  for a, b in zip(before, encoder.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_refuses_missing_and_unfinished_runs(tmp_path):
+  assert read_source_encoder(EncoderInit()) is None
+  with pytest.raises(UserError, match="needs --init_encoder=RUN_DIR"):
+    read_source_encoder(EncoderInit(freeze=True))
+  with pytest.raises(UserError, match="does not exist"):
+    read_source_encoder(EncoderInit(str(tmp_path / "nope")))
+  unfinished = tmp_path / "unfinished"
+  unfinished.mkdir()
+  (unfinished / "config.json").write_text("{}")
+  with pytest.raises(UserError, match="summary.json not found"):
+    read_source_encoder(EncoderInit(str(unfinished)))
+  (unfinished / "summary.json").write_text('{"diverged_at_round": 3}')
+  with pytest.raises(UserError, match="diverged"):
+    read_source_encoder(EncoderInit(str(unfinished)))
+  (unfinished / "summary.json").write_text('{"test_accuracy": 0.5}')
+  with pytest.raises(UserError, match="records no finished run kind"):
+    read_source_encoder(EncoderInit(str(unfinished)))
+  run = write_run(tmp_path / "run", build_classifier("mlp", SHAPE, 10, SMALL),
+                  "centralized", "model.keras")
+  (tmp_path / "run" / "model.keras").unlink()
+  with pytest.raises(UserError, match="model.keras not found"):
+    read_source_encoder(EncoderInit(run))
+
+
+def test_refuses_another_architecture_naming_the_difference(tmp_path):
+  run = write_run(tmp_path / "mlp", build_classifier("mlp", SHAPE, 10, SMALL),
+                  "centralized", "model.keras")
+  source = read_source_encoder(EncoderInit(run))
+  cases = [
+      (("cnn", SHAPE, SMALL), r"model mlp != cnn"),
+      (("mlp", SHAPE, ModelConfig(width_multiplier=0.25)),
+       r"width_multiplier 0.125 != 0.25"),
+      (("mlp", (16, 16, 1), SMALL), r"input shape \(8, 8, 1\) != "
+       r"\(16, 16, 1\)"),
+  ]
+  for (name, shape, config), message in cases:
+    _, encoder = new_encoder(name, shape, config)
+    with pytest.raises(UserError, match=message):
+      load_source_encoder(source, encoder, name, config)
+    # The same refusal before a trainer builds (or writes) anything.
+    with pytest.raises(UserError, match=message):
+      check_source_fits(source, name, config, shape, 10)
+  check_source_fits(source, "mlp", SMALL, SHAPE, 10)  # fits: no error
+  alexnet = ModelConfig(width_multiplier=0.125, norm="batch")
+  run = write_run(tmp_path / "alexnet",
+                  build_classifier("alexnet", (16, 16, 1), 10, alexnet),
+                  "federated", "model.keras", "alexnet", alexnet)
+  grouped = dataclasses.replace(alexnet, norm="group")
+  _, encoder = new_encoder("alexnet", (16, 16, 1), grouped)
+  with pytest.raises(UserError, match="normalization layers "
+                     "BatchNormalization x5 != GroupNormalization x5"):
+    load_source_encoder(read_source_encoder(EncoderInit(run)), encoder,
+                        "alexnet", grouped)
