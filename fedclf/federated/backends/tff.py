@@ -44,6 +44,7 @@ from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
+from fedclf.federated.client_work import with_reported_shapes
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
 
@@ -401,7 +402,8 @@ class TffBackend:
     for i in failing:
       outputs[i] = failed_output(state.trainable, state.non_trainable,
                                  state.extra, inputs[i][2])
-    return new_state, [outputs[i] for i in range(len(tasks))]
+    return new_state, with_reported_shapes(
+        [outputs[i] for i in range(len(tasks))])
 
   def _failing_clients(self, state: ServerState, tasks, inputs,
                        round_num: int, error: grpc.RpcError) -> List[int]:
