@@ -13,7 +13,9 @@ Krum, ... TFF has no federated form of them) still runs here: the round's
 computation then returns the clients' outputs (CLIENTS-placed values come
 back to the driver as a list), and the driver combines them and applies the
 server optimizer with the `local` backend's own code (`DriverAggregation`),
-so both backends agree.
+so both backends agree. An aggregator with state across rounds
+(centered_clip) has no TFF form and runs there too: its state is
+`ServerState.aggregator`, which the borrowed code initializes and updates.
 
 A client whose local training raises on the worker (TFF reports it as a
 gRPC INTERNAL error for the whole round) is found by running each client's
