@@ -29,8 +29,9 @@ flags.DEFINE_string("algorithm", "fedavg",
                     "Registered federated algorithm (see --list).")
 flags.DEFINE_string("aggregator", "",
                     "Registered aggregator (see --list: mean, median, "
-                    "trimmed_mean, krum, multi_krum, norm_bound) in place of "
-                    "the algorithm's own; empty = the algorithm's.")
+                    "trimmed_mean, krum, multi_krum, norm_bound, "
+                    "centered_clip) in place of the algorithm's own; empty "
+                    "= the algorithm's.")
 flags.DEFINE_float("malicious_fraction", 0.0,
                    "Share of the clients that attack (a fixed, seeded set, "
                    "written to malicious_clients.json); 0 = none.")

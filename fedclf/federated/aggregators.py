@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 Tensors = List[tf.Tensor]
@@ -55,6 +56,22 @@ class Aggregator:
     del expected_clients  # Unused.
     import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
     return tff.aggregators.MeanFactory()
+
+  def initial_state(self, trainable: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """The state this rule carries from round to round (kept in
+    `ServerState.aggregator` and checkpointed); none by default. A rule
+    with state has no TFF form: it runs on the driver on the tff backend."""
+    del trainable  # Unused.
+    return []
+
+  def combine_with_state(self, deltas: Sequence[Tensors], weights: Sequence,
+                         expected_clients: int, seed: Tuple[int, int],
+                         state: Sequence[np.ndarray]
+                         ) -> Tuple[Tensors, List[np.ndarray]]:
+    """(combined delta, next state): `combine`, the state passed through,
+    unless a stateful rule overrides it."""
+    return (self.combine(deltas, weights, expected_clients, seed),
+            list(state))
 
 
 class DpGaussian(Aggregator):

@@ -68,6 +68,21 @@ def failed_output(trainable: Sequence, non_trainable: Sequence,
       failed=np.float32(1.0))
 
 
+def with_reported_shapes(outputs: Sequence[ClientOutput]
+                         ) -> List[ClientOutput]:
+  """`outputs` with each failed client's extra deltas replaced by zeros
+  shaped like those a client that trained reported. `failed_output` shapes
+  them like the server's extra state, which is not what every algorithm
+  reports (FedNova: two scalars per client, no server state); an
+  aggregator that stacks every output (median, Krum) needs them alike."""
+  reference = next((o for o in outputs if not o.failed), None)
+  if reference is None:
+    return list(outputs)
+  return [dataclasses.replace(o, extra_delta=[
+      np.zeros(np.shape(e), np.asarray(e).dtype)
+      for e in reference.extra_delta]) if o.failed else o for o in outputs]
+
+
 def error_summary(message: str) -> str:
   """The failing op's own message out of a TensorFlow/TFF error text (after
   'Graph execution error:' TF lists where the node was defined, indented,

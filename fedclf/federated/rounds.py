@@ -114,6 +114,9 @@ class ServerState:
   optimizer: object  # nested dict/list of arrays; backend-specific layout
   extra: List[np.ndarray]  # algorithm-specific (SCAFFOLD: c)
   round_num: int = 0
+  # The aggregator's state across rounds (centered clipping's last
+  # aggregate); empty for the stateless rules.
+  aggregator: List[np.ndarray] = dataclasses.field(default_factory=list)
 
   def model_weights(self) -> List[np.ndarray]:
     return list(self.trainable) + list(self.non_trainable)
@@ -124,7 +127,8 @@ def _flatten(state: ServerState, client_states: Dict[int, List[np.ndarray]]):
   for group, values in (("trainable", state.trainable),
                         ("non_trainable", state.non_trainable),
                         ("optimizer", tf.nest.flatten(state.optimizer)),
-                        ("extra", state.extra)):
+                        ("extra", state.extra),
+                        ("aggregator", state.aggregator)):
     for i, v in enumerate(values):
       arrays[f"{group}/{i}"] = np.asarray(v)
   for cid, values in client_states.items():
@@ -241,7 +245,10 @@ def _unflatten(data: Dict[str, np.ndarray], template: ServerState
       optimizer=tf.nest.pack_sequence_as(
           template.optimizer, group("optimizer", len(opt_flat))),
       extra=group("extra", len(template.extra)),
-      round_num=int(data["round_num"]))
+      round_num=int(data["round_num"]),
+      # A checkpoint written before this field has no "aggregator/" arrays;
+      # it still loads, as every aggregator then had no state.
+      aggregator=group("aggregator", len(template.aggregator)))
   client_states: Dict[int, List] = {}
   for key in data:
     if key.startswith("client/"):

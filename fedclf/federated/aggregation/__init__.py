@@ -14,6 +14,10 @@ of the algorithm's own (`with_aggregator`):
                 (Blanchard et al. 2017; f = `byzantine_fraction` of n)
   norm_bound    each update clipped to L2 norm `clip_norm`, then the
                 weighted mean (Sun et al. 2019; TFF: clipping_factory)
+  centered_clip the previous round's aggregate moved by the mean of the
+                updates' differences to it, each clipped to
+                `centered_clip_radius` (Karimireddy et al. 2021); keeps
+                that aggregate as state (`ServerState.aggregator`)
 
 Dropped clients (weight 0) are no votes. The robust rules are unweighted:
 a client cannot buy influence by claiming many examples. Rules without a
@@ -23,11 +27,12 @@ updates and the driver combines them (see backends/tff.py).
 
 from fedclf.federated.aggregation.choice import with_aggregator
 # Imported to register them.
+from fedclf.federated.aggregation import centered_clip
 from fedclf.federated.aggregation import krum
 from fedclf.federated.aggregation import mean
 from fedclf.federated.aggregation import median
 from fedclf.federated.aggregation import norm_bound
 from fedclf.federated.aggregation import trimmed_mean
 
-__all__ = ["with_aggregator", "krum", "mean", "median", "norm_bound",
-           "trimmed_mean"]
+__all__ = ["with_aggregator", "centered_clip", "krum", "mean", "median",
+           "norm_bound", "trimmed_mean"]

@@ -42,6 +42,7 @@ from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
 from fedclf.federated.client_work import IndexedBatches
+from fedclf.federated.client_work import with_reported_shapes
 from fedclf.federated.aggregators import weighted_mean
 from fedclf.federated.rounds import ServerState
 
@@ -73,7 +74,10 @@ class LocalBackend:
                          name="y_train")
     # A subclass that keeps the base `combine` (e.g. only a different TFF
     # factory) still averages the same way.
-    self.streams = type(algorithm.aggregator).combine is Aggregator.combine
+    self.streams = (
+        type(algorithm.aggregator).combine is Aggregator.combine and
+        type(algorithm.aggregator).combine_with_state is
+        Aggregator.combine_with_state)
     self._train_group = tf.function(self._train_group_impl)
     self._train_group_summed = tf.function(self._train_group_summed_impl)
 
@@ -89,7 +93,9 @@ class LocalBackend:
         optimizer=_to_numpy(
             server_optimizers.initialize(self.algorithm.server,
                                          [tf.constant(w) for w in trainable])),
-        extra=[t.numpy() for t in self.work.initial_server_extra(trainable)])
+        extra=[t.numpy() for t in self.work.initial_server_extra(trainable)],
+        aggregator=[np.asarray(a) for a in
+                    self.algorithm.aggregator.initial_state(trainable)])
 
   def initial_client_state(self, state: ServerState) -> List[np.ndarray]:
     return [np.asarray(t) for t in
@@ -187,7 +193,7 @@ class LocalBackend:
         outputs.extend(
             self._train_alone(inputs, task, state, client_states, blank,
                               round_num, sums) for task in group)
-    return outputs
+    return with_reported_shapes(outputs)
 
   def _train_alone(self, inputs, task: ClientTask, state: ServerState,
                    client_states: Dict[int, List[np.ndarray]],
@@ -223,13 +229,14 @@ class LocalBackend:
     """Aggregates client outputs (or the `sums` they were folded into) and
     applies the server optimizer."""
     alg = self.algorithm
+    aggregator_state = state.aggregator
     if sums is not None:
       mean_delta, mean_non_trainable, mean_extra = sums.means()
     else:
       weights = [o.weight for o in outputs]
-      mean_delta = alg.aggregator.combine(
+      mean_delta, aggregator_state = alg.aggregator.combine_with_state(
           [o.delta for o in outputs], weights, self.expected_clients,
-          (self.seed, round_num))
+          (self.seed, round_num), state.aggregator)
       mean_non_trainable = weighted_mean([o.non_trainable for o in outputs],
                                          weights)
       # An unweighted mean over the clients that trained (not dropped).
@@ -255,7 +262,8 @@ class LocalBackend:
                        if state.non_trainable else []),
         optimizer=_to_numpy(opt_state),
         extra=extra,
-        round_num=round_num)
+        round_num=round_num,
+        aggregator=[np.asarray(a) for a in aggregator_state])
 
 
 class WeightedSums:

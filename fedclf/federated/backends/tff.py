@@ -13,7 +13,9 @@ Krum, ... TFF has no federated form of them) still runs here: the round's
 computation then returns the clients' outputs (CLIENTS-placed values come
 back to the driver as a list), and the driver combines them and applies the
 server optimizer with the `local` backend's own code (`DriverAggregation`),
-so both backends agree.
+so both backends agree. An aggregator with state across rounds
+(centered_clip) has no TFF form and runs there too: its state is
+`ServerState.aggregator`, which the borrowed code initializes and updates.
 
 A client whose local training raises on the worker (TFF reports it as a
 gRPC INTERNAL error for the whole round) is found by running each client's
@@ -44,6 +46,7 @@ from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
+from fedclf.federated.client_work import with_reported_shapes
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
 
@@ -401,7 +404,8 @@ class TffBackend:
     for i in failing:
       outputs[i] = failed_output(state.trainable, state.non_trainable,
                                  state.extra, inputs[i][2])
-    return new_state, [outputs[i] for i in range(len(tasks))]
+    return new_state, with_reported_shapes(
+        [outputs[i] for i in range(len(tasks))])
 
   def _failing_clients(self, state: ServerState, tasks, inputs,
                        round_num: int, error: grpc.RpcError) -> List[int]:
