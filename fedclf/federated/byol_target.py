@@ -22,17 +22,17 @@ one step per round, so it would barely move within the local epochs the
 BYOL objective needs it to follow; per-client state also costs nothing in
 communication.
 
-The state holds the target's counterparts of the online network's
-trainable weights only: the target runs in training mode (BatchNorm on
-batch statistics, see `ssl_step_loss`), so its moving statistics are never
-read.
+The state holds every target weight, BatchNorm moving statistics included:
+the target is a frozen Keras model, whose BatchNorm layers run in inference
+mode on those statistics (themselves an EMA of the online network's), then
+a flag that is 1 until the client first trains.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -64,31 +64,32 @@ def _pairs(model: tf.keras.Model):
                    method.projector.weights)))
 
 
-def target_indices(model: tf.keras.Model) -> List[int]:
-  """For each target weight kept as state, the index of its online
-  counterpart in `model.trainable_variables`."""
-  position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
-  return [position[o.ref()] for _, o in _pairs(model)
-          if o.ref() in position]
+def target_layout(model: tf.keras.Model) -> List[Tuple[bool, int]]:
+  """For each target weight (in `target_variables` order), where its online
+  counterpart is: (True, index in `model.trainable_variables`) or (False,
+  index in `model.non_trainable_variables`)."""
+  trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+  other = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
+  return [(True, trainable[o.ref()]) if o.ref() in trainable else
+          (False, other[o.ref()]) for _, o in _pairs(model)]
 
 
 def target_variables(model: tf.keras.Model) -> List[tf.Variable]:
-  """The target weights kept as client state, in `target_indices` order."""
-  trainable = {v.ref() for v in model.trainable_variables}
-  return [t for t, o in _pairs(model) if o.ref() in trainable]
+  """The target network's weights, the client state's order."""
+  return [t for t, _ in _pairs(model)]
 
 
 class PerClientTarget:
   """An algorithm's client work plus a per-client BYOL target network (see
   the module docstring); a `ClientWork`. Client state: the inner work's,
-  then the target's weights."""
+  then the target's weights, then the fresh flag."""
 
   stateful = True
 
-  def __init__(self, inner: ClientWork,
-               indices: Optional[Sequence[int]] = None):
+  def __init__(self, inner: ClientWork):
     self.inner = inner
-    self.indices = None if indices is None else list(indices)
+    self.layout: Optional[List[Tuple[bool, int]]] = None
+    self.shapes: Optional[List[tf.TensorShape]] = None
 
   def __getattr__(self, name: str):
     # Settings and hooks the backends or server steps ask for: the inner
@@ -109,16 +110,18 @@ class PerClientTarget:
     inner_with_model = getattr(self.inner, "with_model", None)
     if inner_with_model is not None:
       clone.inner = inner_with_model(model)
-    clone.indices = target_indices(model)
+    clone.layout = target_layout(model)
+    clone.shapes = [v.shape for v in target_variables(model)]
     return clone
 
   def initial_client_state(self, trainable: Sequence[tf.Tensor]) -> Tensors:
-    """The inner work's state, then the target: a copy of the broadcast
-    online network."""
-    if self.indices is None:
+    """The inner work's state, then the target (placeholders: `train`
+    copies the broadcast online network while the last entry, the fresh
+    flag, is 1)."""
+    if self.layout is None:
       raise ValueError("PerClientTarget: call with_model(model) first")
     return (list(self.inner.initial_client_state(trainable)) +
-            [tf.identity(trainable[i]) for i in self.indices])
+            [tf.zeros(shape) for shape in self.shapes] + [tf.constant(1.0)])
 
   def initial_server_extra(self, trainable):
     return self.inner.initial_server_extra(trainable)
@@ -133,17 +136,21 @@ class PerClientTarget:
     """The inner work's training with the client's target loaded; the
     target after the last step's EMA becomes its state (a dropped client
     keeps the old one)."""
-    split = len(client_state) - len(self.indices)
+    split = len(client_state) - len(self.layout) - 1
     previous = list(client_state[split:])
+    fresh = previous[-1] > 0
+    broadcast = [global_trainable[i] if is_trainable else
+                 global_non_trainable[i] for is_trainable, i in self.layout]
     targets = target_variables(model)
-    for var, value in zip(targets, previous):
-      var.assign(value)
+    for var, value, online in zip(targets, previous, broadcast):
+      var.assign(tf.where(fresh, online, value))
     out = self.inner.train(model, velocity, global_trainable,
                            global_non_trainable, batches, num_examples,
                            list(client_state[:split]), server_extra, seed)
     dropped = out.dropped > 0
     new_target = [tf.where(dropped, p, tf.identity(v))
                   for p, v in zip(previous, targets)]
+    new_target.append(tf.where(dropped, previous[-1], 0.0))
     return dataclasses.replace(
         out, client_state=list(out.client_state) + new_target)
 

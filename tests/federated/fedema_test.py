@@ -116,35 +116,47 @@ def _byol_model(momentum):
 
 
 def test_byol_target_ema_per_client_hand_computed():
-  # client_lr 0 keeps the online network w fixed, so after K steps from
-  # target t0 the target is m^K t0 + (1 - m^K) w (ema applied K times).
+  # client_lr 0 keeps the online network's trainable weights w fixed, so
+  # after K steps from target t0 the target is m^K t0 + (1 - m^K) w.
   m, steps = 0.5, 3
   model = _byol_model(m)
   objective = ssl_objective(default_for("digits", 1), None, "byol")
   work = PerClientTarget(LocalSGD(AlgorithmConfig(client_lr=0.0))
                          ).with_objective(objective).with_model(model)
   online = [v.numpy() for v in model.trainable_variables]
-  state = work.initial_client_state([tf.constant(w) for w in online])
-  # The initial target copies the online encoder and projector (not the
-  # predictor).
-  assert len(state) == len(target_variables(model)) < len(online)
-  for s, i in zip(state, work.indices):
-    np.testing.assert_array_equal(s.numpy(), online[i])
-  t0 = [np.full_like(s.numpy(), 3.0) for s in state]
+  non_trainable = [v.numpy() for v in model.non_trainable_variables]
+  # Target encoder and projector (not the predictor), then the fresh flag.
+  fresh = work.initial_client_state([tf.constant(w) for w in online])
+  assert len(fresh) == len(target_variables(model)) + 1
+  assert float(fresh[-1]) == 1.0
+  assert sum(t for t, _ in work.layout) < len(online)
   rng = np.random.default_rng(0)
   batches = IndexedBatches(
       tf.constant(rng.uniform(size=(12, 8, 8, 1)), tf.float32),
       tf.zeros((12,), tf.int32), tf.reshape(tf.range(12), (steps, 4)),
       tf.constant(steps))
   velocity = [tf.Variable(tf.zeros_like(v)) for v in model.trainable_variables]
-  out = work.train(model, velocity, [tf.constant(w) for w in online],
-                   [v.numpy() for v in model.non_trainable_variables],
-                   batches, tf.constant(12), [tf.constant(t) for t in t0],
-                   [], tf.constant([5, 6], tf.int64))
-  assert int(out.steps) == steps
-  for got, t, i in zip(out.client_state, t0, work.indices):
-    expected = m ** steps * t + (1 - m ** steps) * online[i]
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+  def train(state):
+    out = work.train(model, velocity, [tf.constant(w) for w in online],
+                     [tf.constant(w) for w in non_trainable], batches,
+                     tf.constant(12), state, [], tf.constant([5, 6],
+                                                              tf.int64))
+    assert int(out.steps) == steps and float(out.client_state[-1]) == 0.0
+    return [t.numpy() for t in out.client_state[:-1]]
+
+  t0 = [np.full(s.shape, 3.0, np.float32) for s in fresh[:-1]]
+  new = train([tf.constant(t) for t in t0] + [tf.constant(0.0)])
+  for got, t, (is_trainable, i) in zip(new, t0, work.layout):
+    if is_trainable:
+      expected = m ** steps * t + (1 - m ** steps) * online[i]
+      np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  # A fresh client's target starts as the broadcast online network, so with
+  # w fixed it stays w.
+  new = train(fresh)
+  for got, (is_trainable, i) in zip(new, work.layout):
+    if is_trainable:
+      np.testing.assert_allclose(got, online[i], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(ema([np.float32(3.0)], [np.float32(1.0)], m),
                              [2.0])
 
