@@ -48,9 +48,11 @@ flags.DEFINE_float("attack_noise_std", 1.0,
                    "gaussian_noise attack: std of the noise update.")
 flags.DEFINE_string("objective", "supervised",
                     "supervised, or a self-supervised method (simclr, "
-                    "simsiam, barlow_twins, vicreg): federated SSL "
+                    "simsiam, barlow_twins, vicreg, byol): federated SSL "
                     "pretraining of the encoder, evaluated by kNN and a "
-                    "final linear probe.")
+                    "final linear probe. byol keeps each client's target "
+                    "network as client state; --algorithm=fedema adds "
+                    "FedEMA's divergence-aware local EMA.")
 flags.DEFINE_float("ssl_temperature", 0.5, "simclr: softmax temperature.")
 flags.DEFINE_integer("ssl_projection_dim", 128, "SSL projector output width.")
 flags.DEFINE_integer("ssl_hidden_dim", 512, "SSL projector hidden width.")

@@ -234,6 +234,14 @@ class LocalSGD:
     """Returns (extra_delta, new client state)."""
     return [], client_state
 
+  def after_step(self, model: tf.keras.Model) -> None:
+    """Runs after each local optimizer step: the objective's own
+    `after_step(model)` if it has one (BYOL's target EMA, see
+    ssl_objective.SslClientObjective); nothing otherwise."""
+    hook = getattr(self.objective, "after_step", None)
+    if hook is not None:
+      hook(model)
+
   def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
             global_trainable: Tensors, global_non_trainable: Tensors,
             batches, num_examples: tf.Tensor,
@@ -281,6 +289,7 @@ class LocalSGD:
           var.assign_sub(self.lr * buf)
         else:
           var.assign_sub(self.lr * grad)
+      self.after_step(model)
       return (loss_sum + loss * count, correct + hits, examples + count,
               steps + 1)
 

@@ -159,7 +159,7 @@ class SelfSupervisedObjective:
   def client_loss(self) -> Optional[Callable]:
     ds = self.data.dataset
     return ssl_objective(default_for(ds.name, ds.input_shape[-1]),
-                         self.data.normalization)
+                         self.data.normalization, self.ssl.method)
 
   def build_model(self) -> tf.keras.Model:
     ds = self.data.dataset

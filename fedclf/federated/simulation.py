@@ -33,6 +33,7 @@ from fedclf.federated.attack_config import write_malicious_clients
 from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
+from fedclf.federated.byol_target import with_target_network
 from fedclf.federated.compression import with_compression
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.backends import Backend
@@ -82,7 +83,7 @@ class FederatedRunConfig:
   eval_batch_size: int = 1000
   centralized_epochs: int = 0  # >0: train the same model centrally too
   # "supervised", or an SSL method (simclr, simsiam, barlow_twins,
-  # vicreg): clients then pretrain an encoder without labels (see
+  # vicreg, byol): clients then pretrain an encoder without labels (see
   # ssl_objective.py).
   objective: str = "supervised"
   ssl: SslConfig = SslConfig()
@@ -215,6 +216,8 @@ class Simulation:
     if loss is not None:
       algorithm = dataclasses.replace(
           algorithm, client_work=algorithm.client_work.with_objective(loss))
+    # BYOL: each client keeps its target network (byol_target.py).
+    algorithm = with_target_network(algorithm, loss)
     # Bound before the codec wraps it: with_model returns the inner work.
     algorithm = bind_to_model(algorithm, self.objective.build_model)
     algorithm = with_compression(algorithm, self.sim.compression)

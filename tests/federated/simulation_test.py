@@ -247,7 +247,8 @@ def test_nonfinite_client_is_dropped_and_model_stays_finite(tmp_path):
 
 
 @pytest.mark.parametrize("method",
-                         ["simclr", "simsiam", "barlow_twins", "vicreg"])
+                         ["simclr", "simsiam", "barlow_twins", "vicreg",
+                          "byol"])
 def test_federated_ssl_objective(tmp_path, method):
   from fedclf.ssl import SimSiamParams  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
@@ -264,12 +265,3 @@ def test_federated_ssl_objective(tmp_path, method):
   # Encoder and heads weights are what the server aggregates.
   assert len(sim.final_state.trainable) == len(
       sim.eval_model.trainable_variables)
-
-
-def test_byol_is_not_federated_yet(tmp_path):
-  from fedclf.errors import UserError  # pylint: disable=g-import-not-at-top
-  from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
-  config = dataclasses.replace(tiny_config(), objective="byol",
-                               ssl=SslConfig(method="byol"))
-  with pytest.raises(UserError, match="cannot be federated"):
-    run(config, tmp_path)

@@ -27,6 +27,7 @@ from fedclf.federated.algorithms.algorithm import Algorithm
 from fedclf.federated.algorithms.algorithm import build_algorithm
 from fedclf.federated.algorithms.ditto import DittoParams
 from fedclf.federated.algorithms.dp_fedavg import DpFedAvgParams
+from fedclf.federated.algorithms.fedema import FedEmaParams
 from fedclf.federated.algorithms.fedprox import FedProxParams
 from fedclf.federated.algorithms.fedrep import FedRepParams
 from fedclf.federated.algorithms.per_fedavg import PerFedAvgParams
@@ -44,4 +45,4 @@ from fedclf.federated.algorithms import scaffold
 __all__ = ["Algorithm", "build_algorithm", "DpFedAvgParams", "FedProxParams",
            "ReptileParams", "DittoParams", "FedRepParams", "PerFedAvgParams",
            "fedavg", "fedbn", "feddyn", "fednova", "fedper", "moon", "qfedavg",
-           "scaffold"]
+           "scaffold", "FedEmaParams"]

@@ -50,7 +50,8 @@ class Byol(SslMethod):
   (`byol_momentum` per step, constant rather than the paper's cosine
   ramp to 1). It is state of the method, not of `heads`: a federated
   trainer that wants BYOL must keep (or average) `target_encoder` and
-  `target_projector` itself.
+  `target_projector` itself (fedclf.federated.byol_target keeps them per
+  client).
   """
 
   def __init__(self, config: SslConfig, feature_dim: int):

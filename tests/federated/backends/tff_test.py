@@ -65,7 +65,7 @@ def final_weights(cfg, out_dir):
 PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
           "fedadagrad", "scaffold", "dp_fedavg", "reptile", "fednova",
           "feddyn", "qfedavg", "moon", "fedper", "fedrep", "ditto", "fedbn",
-          "per_fedavg"]
+          "per_fedavg", "fedema"]
 
 
 def test_parity_covers_every_builtin_algorithm():
@@ -137,6 +137,28 @@ def test_federated_simclr_backends_agree(tmp_path):
 
   local, _ = final_weights(ssl("local"), tmp_path / "local")
   tff_state, summary = final_weights(ssl("tff"), tmp_path / "tff")
+  assert "linear_probe_accuracy" in summary
+  for a, b in zip(local.trainable, tff_state.trainable):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedema"])
+def test_federated_byol_backends_agree(tmp_path, algorithm):
+  # BYOL's per-client target networks (client state) and FedEMA's previous
+  # local models travel through TFF's client state like SCAFFOLD's.
+  from fedclf.ssl import ByolParams  # pylint: disable=g-import-not-at-top
+  from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
+
+  def byol(backend):
+    return dataclasses.replace(
+        config(algorithm, backend, rounds=3), objective="byol",
+        ssl=SslConfig(method="byol", projection_dim=16, hidden_dim=32,
+                      projector_norm="none",
+                      params=ByolParams(predictor_hidden_dim=8)),
+        knn_train_examples=200)
+
+  local, _ = final_weights(byol("local"), tmp_path / "local")
+  tff_state, summary = final_weights(byol("tff"), tmp_path / "tff")
   assert "linear_probe_accuracy" in summary
   for a, b in zip(local.trainable, tff_state.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
