@@ -176,6 +176,32 @@ class IndexedBatches:
     return images, tf.gather(self.y, safe), tf.cast(valid, tf.float32)
 
 
+def zero_totals():
+  """(loss sum, correct, examples, steps) before a client's first step."""
+  return (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0),
+          tf.constant(0, tf.int32))
+
+
+def for_each_batch(batches, step: Callable, totals):
+  """Runs `step(images, labels, mask, totals)` over a client's batches (a
+  tf.data.Dataset or `IndexedBatches`, as `LocalSGD.train` takes)."""
+  if isinstance(batches, IndexedBatches):
+    # A while loop over index rows: no per-client tf.data pipeline, which
+    # costs tens of milliseconds per client inside a graph.
+    for i in tf.range(batches.num_steps):
+      images, labels, mask = batches.get(i)
+      totals = step(images, labels, mask, totals)
+  else:
+    for images, labels, mask in batches:
+      totals = step(images, labels, mask, totals)
+  return totals
+
+
+def step_seed(seed: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+  """The objective's seed of local step `steps` of a client seeded `seed`."""
+  return tf.stack([seed[0], seed[1] * 100_003 + tf.cast(steps, tf.int64)])
+
+
 class LocalSGD:
   """Local (momentum) SGD epochs from the broadcast model: FedSGD, FedAvg,
   FedAvgM/FedAdam/FedYogi, DP-FedAvg and Reptile's client side; with
@@ -267,10 +293,8 @@ class LocalSGD:
     def step(images, labels, mask, totals):
       loss_sum, correct, examples, steps = totals
       with tf.GradientTape() as tape:
-        step_seed = tf.stack([seed[0], seed[1] * 100_003 +
-                              tf.cast(steps, tf.int64)])
         loss, hits, count = self.objective(model, images, labels, mask,
-                                           step_seed)
+                                           step_seed(seed, steps))
         objective = loss
         if self.prox_mu > 0:
           objective += 0.5 * self.prox_mu * tf.add_n([
@@ -293,18 +317,8 @@ class LocalSGD:
       return (loss_sum + loss * count, correct + hits, examples + count,
               steps + 1)
 
-    totals = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0),
-              tf.constant(0, tf.int32))
-    if isinstance(batches, IndexedBatches):
-      # A while loop over index rows: no per-client tf.data pipeline, which
-      # costs tens of milliseconds per client inside a graph.
-      for i in tf.range(batches.num_steps):
-        images, labels, mask = batches.get(i)
-        totals = step(images, labels, mask, totals)
-    else:
-      for images, labels, mask in batches:
-        totals = step(images, labels, mask, totals)
-    loss_sum, correct, examples, steps = totals
+    loss_sum, correct, examples, steps = for_each_batch(batches, step,
+                                                        zero_totals())
     local = [tf.identity(v) for v in variables]
     extra_delta, new_state = self.finish(global_trainable, local, steps,
                                          client_state, server_extra)

@@ -26,38 +26,17 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 
 from fedclf.federated.client_work import ClientOutput
+from fedclf.federated.client_work import for_each_batch
 from fedclf.federated.client_work import IndexedBatches
 from fedclf.federated.client_work import LocalSGD
+from fedclf.federated.client_work import step_seed
 from fedclf.federated.client_work import Tensors
+from fedclf.federated.client_work import zero_totals
 from fedclf.federated.config import AlgorithmConfig
 from fedclf.federated.personal import head_mask
 from fedclf.federated.personal import merge
 from fedclf.federated.personal import PersonalMask
 from fedclf.federated.personal import pick
-
-
-def zero_totals():
-  """(loss sum, correct, examples, steps) before the first step."""
-  return (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0),
-          tf.constant(0, tf.int32))
-
-
-def for_each_batch(batches, step: Callable, totals):
-  """Runs `step(images, labels, mask, totals)` over a client's batches (a
-  tf.data.Dataset or `IndexedBatches`, as `LocalSGD.train` takes)."""
-  if isinstance(batches, IndexedBatches):
-    for i in tf.range(batches.num_steps):
-      images, labels, mask = batches.get(i)
-      totals = step(images, labels, mask, totals)
-  else:
-    for images, labels, mask in batches:
-      totals = step(images, labels, mask, totals)
-  return totals
-
-
-def step_seed(seed: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
-  """The objective's seed of local step `steps` (as `LocalSGD.train`)."""
-  return tf.stack([seed[0], seed[1] * 100_003 + tf.cast(steps, tf.int64)])
 
 
 def apply_gradients(work: LocalSGD, variables, velocity, grads) -> None:

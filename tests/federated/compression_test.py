@@ -204,7 +204,7 @@ def test_backends_agree_on_compressed_runs(tmp_path, algorithm, method,
                                            settings):
   # The same client-side codec runs inside TFF's client computation.
   from tests.federated.backends.tff_test import config  # pylint: disable=g-import-not-at-top
-  from tests.federated.backends.tff_test import final_weights  # pylint: disable=g-import-not-at-top
+  from tests.federated.simulation_runs import final_weights  # pylint: disable=g-import-not-at-top
   results = {}
   for backend in ("local", "tff"):
     cfg = compressed(config(algorithm, backend, rounds=2), method,

@@ -14,7 +14,6 @@ from fedclf.federated import AlgorithmConfig
 from fedclf.federated import build_algorithm
 from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
-from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.aggregation.choice import build_aggregator
@@ -31,6 +30,7 @@ from fedclf.federated.attacks import flip_labels
 from fedclf.partition import PartitionConfig
 from fedclf.plugin_config import build_params
 from fedclf.registry import AGGREGATORS
+from tests.federated.simulation_runs import final_weights
 
 # Five clients, two weight tensors each; client 3 is an outlier, client 4
 # dropped (weight 0, its zero update must not vote).
@@ -197,21 +197,12 @@ def run_config(backend, aggregator="", rounds=2, attack=None,
           **({"attack": attack} if attack else {})))
 
 
-def final_run(cfg, out_dir):
-  sim = Simulation(cfg, str(out_dir), {})
-  try:
-    summary = sim.run()
-  finally:
-    sim.close()
-  return sim.final_state, summary
-
-
 def test_every_aggregator_runs_two_rounds_on_both_backends(tmp_path):
   for name in AGGREGATOR_PARAMS:
-    local, summary = final_run(run_config("local", name),
+    local, summary = final_weights(run_config("local", name),
                                tmp_path / name / "local")
     assert summary["aggregator"] == name and summary["rounds_run"] == 2
-    on_tff, summary = final_run(run_config("tff", name),
+    on_tff, summary = final_weights(run_config("tff", name),
                                 tmp_path / name / "tff")
     assert summary["backend"] == "tff" and summary["rounds_run"] == 2
     for a, b in zip(local.trainable, on_tff.trainable):
@@ -229,9 +220,9 @@ def test_every_aggregator_runs_two_rounds_on_both_backends(tmp_path):
                                 attack_noise_std=0.1)),
 ])
 def test_attacked_runs_agree_across_backends(tmp_path, aggregator, attack):
-  local, _ = final_run(run_config("local", aggregator, attack=attack),
+  local, _ = final_weights(run_config("local", aggregator, attack=attack),
                        tmp_path / "local")
-  on_tff, _ = final_run(run_config("tff", aggregator, attack=attack),
+  on_tff, _ = final_weights(run_config("tff", aggregator, attack=attack),
                         tmp_path / "tff")
   for a, b in zip(local.trainable, on_tff.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
@@ -312,7 +303,7 @@ def test_median_holds_under_sign_flipping_while_the_mean_breaks(tmp_path):
       cfg = run_config("local", aggregator, rounds=3,
                        attack=attack if attacked else None, num_clients=10,
                        clients_per_round=10)
-      runs[aggregator, attacked] = final_run(
+      runs[aggregator, attacked] = final_weights(
           cfg, tmp_path / f"{aggregator}_{attacked}")
   median_shift = distance(runs["median", True][0], runs["median", False][0])
   mean_shift = distance(runs["mean", True][0], runs["mean", False][0])

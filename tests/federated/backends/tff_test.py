@@ -18,11 +18,11 @@ from fedclf.federated import AlgorithmConfig
 from fedclf.federated import DpFedAvgParams
 from fedclf.federated import FederatedRunConfig
 from fedclf.federated import ReptileParams
-from fedclf.federated import Simulation
 from fedclf.federated import SimulationConfig
 from fedclf.partition import DirichletParams
 from fedclf.partition import PartitionConfig
 from fedclf.registry import ALGORITHMS
+from tests.federated.simulation_runs import final_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -50,15 +50,6 @@ def config(algorithm, backend, rounds=3, workers=(),
           clients_per_round=3, rounds=rounds, eval_every=rounds,
           checkpoint_every=0, per_client_eval=0, backend=backend,
           tff_workers=tuple(workers), seed=1))
-
-
-def final_weights(cfg, out_dir):
-  sim = Simulation(cfg, str(out_dir), {})
-  try:
-    summary = sim.run()
-  finally:
-    sim.close()
-  return sim.final_state, summary
 
 
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
