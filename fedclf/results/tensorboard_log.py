@@ -49,6 +49,10 @@ metrics.jsonl rows, without the stage prefix):
   | domain/lambda, domain/pseudo_labels| lambda, pseudo_labels (DANN, self-|
   |                                    | training)                         |
   | diagnostics/representation_std     | representation_std (SSL)          |
+  | communication/upload_bytes|        | upload_bytes,                     |
+  | upload_bytes_per_client|           | upload_bytes_per_client,          |
+  | download_bytes                     | download_bytes (federated rounds) |
+  | clients/malicious                  | malicious_reported (attacks)      |
   | other/<name>                       | any other metric                  |
 
 The step is the row's round or epoch. A stage of a multi-stage run (the
@@ -132,6 +136,10 @@ _EXACT_TAGS = {
     "lambda": "domain/lambda",
     "pseudo_labels": "domain/pseudo_labels",
     "representation_std": "diagnostics/representation_std",
+    "upload_bytes": "communication/upload_bytes",
+    "upload_bytes_per_client": "communication/upload_bytes_per_client",
+    "download_bytes": "communication/download_bytes",
+    "malicious_reported": "clients/malicious",
 }
 # (pattern, tag template) for metric families, tried in order.
 _PATTERN_TAGS = (

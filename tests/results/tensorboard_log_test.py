@@ -222,7 +222,9 @@ def test_federated_binary_logs_tags_and_hparams_per_run(tmp_path):
   _shared_tags_at(values, (
       "train/loss", "train/accuracy", "test/loss", "test/accuracy",
       "clients/accuracy_p10", "clients/accuracy_p50", "clients/accuracy_p90",
-      "throughput/examples_per_second", "throughput/seconds"), [1, 2, 3])
+      "throughput/examples_per_second", "throughput/seconds",
+      "communication/upload_bytes", "communication/download_bytes"),
+                  [1, 2, 3])
   assert not [t for t in values if t.startswith("other/")]
   rows = [json.loads(l) for l in
           (runs / "a" / "metrics.jsonl").read_text().splitlines()]
