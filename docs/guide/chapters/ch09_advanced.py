@@ -63,6 +63,8 @@ RESULTS: Tuple[Tuple[str, str, str], ...] = (
     ("federated", "personalization/README.md",
      "experiments/personalization.yaml"),
     ("federated", "robustness/README.md", "experiments/robustness.yaml"),
+    ("federated", "robustness_100_rounds/README.md",
+     "experiments/robustness_100_rounds.yaml"),
     ("federated", "communication/README.md",
      "experiments/communication.yaml"),
     ("ssl", "ssl/centralized/README.md", "experiments/ssl_centralized.yaml"),
