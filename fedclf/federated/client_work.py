@@ -202,6 +202,26 @@ def step_seed(seed: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
   return tf.stack([seed[0], seed[1] * 100_003 + tf.cast(steps, tf.int64)])
 
 
+def load_model(model: tf.keras.Model, velocity, trainable: Tensors,
+               non_trainable: Tensors) -> None:
+  """Assigns the broadcast (or a client's own) weights and zeroes the
+  momentum buffers: the start of a client's local training."""
+  for var, value in zip(model.trainable_variables, trainable):
+    var.assign(value)
+  for var, value in zip(model.non_trainable_variables, non_trainable):
+    var.assign(value)
+  for buf in velocity:
+    buf.assign(tf.zeros_like(buf))
+
+
+def all_finite(tensors) -> tf.Tensor:
+  """Whether every entry of every tensor is finite."""
+  finite = tf.constant(True)
+  for t in tensors:
+    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(t)))
+  return finite
+
+
 class LocalSGD:
   """Local (momentum) SGD epochs from the broadcast model: FedSGD, FedAvg,
   FedAvgM/FedAdam/FedYogi, DP-FedAvg and Reptile's client side; with
@@ -268,6 +288,23 @@ class LocalSGD:
     if hook is not None:
       hook(model)
 
+  def decayed(self, grads: Tensors, variables) -> Tensors:
+    """`grads` with the weight decay added (on the gradient, outside the
+    reported loss, so that train_loss stays comparable across decay
+    settings)."""
+    if not self.weight_decay:
+      return grads
+    return [g + self.weight_decay * v for g, v in zip(grads, variables)]
+
+  def apply_update(self, variables, velocity, grads) -> None:
+    """One (momentum) SGD step of `variables` along `grads`."""
+    for var, buf, grad in zip(variables, velocity, grads):
+      if self.momentum:
+        buf.assign(self.momentum * buf + grad)
+        var.assign_sub(self.lr * buf)
+      else:
+        var.assign_sub(self.lr * grad)
+
   def train(self, model: tf.keras.Model, velocity: Sequence[tf.Variable],
             global_trainable: Tensors, global_non_trainable: Tensors,
             batches, num_examples: tf.Tensor,
@@ -282,13 +319,7 @@ class LocalSGD:
     randomness.
     """
     variables = model.trainable_variables
-    for var, value in zip(variables, global_trainable):
-      var.assign(value)
-    for var, value in zip(model.non_trainable_variables,
-                          global_non_trainable):
-      var.assign(value)
-    for buf in velocity:
-      buf.assign(tf.zeros_like(buf))
+    load_model(model, velocity, global_trainable, global_non_trainable)
     correction = self.gradient_correction(client_state, server_extra)
     def step(images, labels, mask, totals):
       loss_sum, correct, examples, steps = totals
@@ -300,19 +331,10 @@ class LocalSGD:
           objective += 0.5 * self.prox_mu * tf.add_n([
               tf.reduce_sum(tf.square(v - g))
               for v, g in zip(variables, global_trainable)])
-      grads = tape.gradient(objective, variables)
-      if self.weight_decay:
-        # On the gradient, outside the reported loss, so that train_loss
-        # stays comparable across decay settings.
-        grads = [g + self.weight_decay * v for g, v in zip(grads, variables)]
+      grads = self.decayed(tape.gradient(objective, variables), variables)
       if correction:
         grads = [g + c for g, c in zip(grads, correction)]
-      for var, buf, grad in zip(variables, velocity, grads):
-        if self.momentum:
-          buf.assign(self.momentum * buf + grad)
-          var.assign_sub(self.lr * buf)
-        else:
-          var.assign_sub(self.lr * grad)
+      self.apply_update(variables, velocity, grads)
       self.after_step(model)
       return (loss_sum + loss * count, correct + hits, examples + count,
               steps + 1)
@@ -326,9 +348,8 @@ class LocalSGD:
     # A client whose training blew up (NaN/Inf) is dropped from the round:
     # zero update and zero weight, state unchanged. If every client blows up
     # the weighted mean is 0/0 and the driver stops with a divergence error.
-    finite = tf.math.is_finite(loss_sum)
-    for t in local + non_trainable:
-      finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(t)))
+    finite = tf.logical_and(tf.math.is_finite(loss_sum),
+                            all_finite(local + non_trainable))
     keep = tf.cast(finite, tf.float32)
 
     def kept(values, fallback):

@@ -25,9 +25,11 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from fedclf.federated.client_work import all_finite
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import for_each_batch
 from fedclf.federated.client_work import IndexedBatches
+from fedclf.federated.client_work import load_model
 from fedclf.federated.client_work import LocalSGD
 from fedclf.federated.client_work import step_seed
 from fedclf.federated.client_work import Tensors
@@ -41,14 +43,7 @@ from fedclf.federated.personal import pick
 
 def apply_gradients(work: LocalSGD, variables, velocity, grads) -> None:
   """`work`'s (momentum) SGD step with its weight decay on the gradient."""
-  for var, buf, grad in zip(variables, velocity, grads):
-    if work.weight_decay:
-      grad += work.weight_decay * var
-    if work.momentum:
-      buf.assign(work.momentum * buf + grad)
-      var.assign_sub(work.lr * buf)
-    else:
-      var.assign_sub(work.lr * grad)
+  work.apply_update(variables, velocity, work.decayed(grads, variables))
 
 
 def sgd_step(work: LocalSGD, model: tf.keras.Model, velocity,
@@ -77,24 +72,6 @@ def sgd_step(work: LocalSGD, model: tf.keras.Model, velocity,
             steps + 1)
 
   return step
-
-
-def load_model(model: tf.keras.Model, velocity, trainable: Tensors,
-               non_trainable: Tensors) -> None:
-  """Assigns the weights and zeroes the momentum buffers."""
-  for var, value in zip(model.trainable_variables, trainable):
-    var.assign(value)
-  for var, value in zip(model.non_trainable_variables, non_trainable):
-    var.assign(value)
-  for buf in velocity:
-    buf.assign(tf.zeros_like(buf))
-
-
-def all_finite(tensors) -> tf.Tensor:
-  finite = tf.constant(True)
-  for t in tensors:
-    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(t)))
-  return finite
 
 
 def personal_output(global_trainable: Tensors, global_non_trainable: Tensors,
