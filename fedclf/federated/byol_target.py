@@ -30,7 +30,6 @@ a flag that is 1 until the client first trains.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -39,6 +38,7 @@ import tensorflow as tf
 from fedclf.errors import UserError
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import ClientWork
+from fedclf.federated.client_work import WrappedWork
 from fedclf.federated.client_work import Tensors
 from fedclf.federated.personal_work import PerFedAvgWork
 from fedclf.federated.personal_work import PersonalPartSGD
@@ -79,7 +79,7 @@ def target_variables(model: tf.keras.Model) -> List[tf.Variable]:
   return [t for t, _ in _pairs(model)]
 
 
-class PerClientTarget:
+class PerClientTarget(WrappedWork):
   """An algorithm's client work plus a per-client BYOL target network (see
   the module docstring); a `ClientWork`. Client state: the inner work's,
   then the target's weights, then the fresh flag."""
@@ -87,29 +87,14 @@ class PerClientTarget:
   stateful = True
 
   def __init__(self, inner: ClientWork):
-    self.inner = inner
+    super().__init__(inner)
     self.layout: Optional[List[Tuple[bool, int]]] = None
     self.shapes: Optional[List[tf.TensorShape]] = None
-
-  def __getattr__(self, name: str):
-    # Settings and hooks the backends or server steps ask for: the inner
-    # work's.
-    if name == "inner" or name.startswith("__"):
-      raise AttributeError(name)
-    return getattr(self.inner, name)
-
-  def with_objective(self, objective: Callable) -> "PerClientTarget":
-    clone = copy.copy(self)
-    clone.inner = self.inner.with_objective(objective)
-    return clone
 
   def with_model(self, model: tf.keras.Model) -> "PerClientTarget":
     """A copy that knows which online weights the target mirrors (see
     `fedclf.federated.personal.bind_to_model`)."""
-    clone = copy.copy(self)
-    inner_with_model = getattr(self.inner, "with_model", None)
-    if inner_with_model is not None:
-      clone.inner = inner_with_model(model)
+    clone = super().with_model(model)
     clone.layout = target_layout(model)
     clone.shapes = [v.shape for v in target_variables(model)]
     return clone

@@ -370,6 +370,38 @@ class LocalSGD:
         steps=steps)
 
 
+class WrappedWork:
+  """Base of client works that wrap an algorithm's own (the upload codec,
+  `compression.CompressedUpload`; BYOL's per-client target,
+  `byol_target.PerClientTarget`): what a subclass does not override is the
+  inner work's, and `with_objective` / `with_model` rebuild the inner work
+  inside a copy of the wrapper, so the wrapper survives them."""
+
+  def __init__(self, inner: ClientWork):
+    self.inner = inner
+
+  def __getattr__(self, name: str):
+    # Settings and hooks the backends or server steps ask for: the inner
+    # work's, unchanged.
+    if name == "inner" or name.startswith("__"):
+      raise AttributeError(name)
+    return getattr(self.inner, name)
+
+  def with_objective(self, objective: Callable) -> "WrappedWork":
+    clone = copy.copy(self)
+    clone.inner = self.inner.with_objective(objective)
+    return clone
+
+  def with_model(self, model: tf.keras.Model) -> "WrappedWork":
+    """A copy whose inner work knows the model's layout (see
+    `fedclf.federated.personal.bind_to_model`), if it asks for it."""
+    clone = copy.copy(self)
+    inner_with_model = getattr(self.inner, "with_model", None)
+    if inner_with_model is not None:
+      clone.inner = inner_with_model(model)
+    return clone
+
+
 class Scaffold(LocalSGD):
   """SCAFFOLD (Karimireddy et al. 2020, option II control variates).
 

@@ -28,16 +28,16 @@ The same codec runs on both backends (it is part of the client work that
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-from typing import Callable, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import ClientWork
+from fedclf.federated.client_work import WrappedWork
 from fedclf.federated.communication import dense_bytes
 from fedclf.federated.config import CompressionConfig
 
@@ -93,27 +93,15 @@ def stochastic_quantize(tensor: tf.Tensor, bits: int,
   return tf.where(flat, low + code * step, tensor)
 
 
-class CompressedUpload:
+class CompressedUpload(WrappedWork):
   """An algorithm's client work whose model delta is uploaded through a
   codec (see the module docstring); a `ClientWork`."""
 
   def __init__(self, inner: ClientWork, config: CompressionConfig):
-    self.inner = inner
+    super().__init__(inner)
     self.config = config
     self.error_feedback = config.method == "topk"
     self.stateful = bool(inner.stateful or self.error_feedback)
-
-  def __getattr__(self, name: str):
-    # Anything else asked of a client work (its settings, hooks the
-    # backends or server steps call) is the inner work's, unchanged.
-    if name == "inner" or name.startswith("__"):
-      raise AttributeError(name)
-    return getattr(self.inner, name)
-
-  def with_objective(self, objective: Callable) -> "CompressedUpload":
-    clone = copy.copy(self)
-    clone.inner = self.inner.with_objective(objective)
-    return clone
 
   def initial_client_state(self, trainable: Sequence[tf.Tensor]) -> Tensors:
     """The inner work's state, then (top-k) one residual per weight."""

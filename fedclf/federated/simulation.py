@@ -218,7 +218,6 @@ class Simulation:
           algorithm, client_work=algorithm.client_work.with_objective(loss))
     # BYOL: each client keeps its target network (byol_target.py).
     algorithm = with_target_network(algorithm, loss)
-    # Bound before the codec wraps it: with_model returns the inner work.
     algorithm = bind_to_model(algorithm, self.objective.build_model)
     algorithm = with_compression(algorithm, self.sim.compression)
     self.algorithm = algorithm
