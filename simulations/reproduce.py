@@ -14,8 +14,10 @@ the spec's table.target_accuracy or the runs' --target_accuracy, and any
 table.references) and, where runs measured
 clients (--per_client_eval), <out_dir>/client_accuracy.png; with
 table.upload_curves, <out_dir>/accuracy_vs_upload.png (test accuracy against
-the cumulative uploaded megabytes). See fedclf/results/grid.py
-for the spec format.
+the cumulative uploaded megabytes); with table.published, a table of the
+settings against published values and the difference in points
+(fedclf/results/published.py). See fedclf/results/grid.py for the spec
+format.
 """
 
 import os
@@ -50,12 +52,14 @@ def main(argv):
   from fedclf.results import curves
   from fedclf.results import grid
   from fedclf.results import provenance
+  from fedclf.results import published as published_lib
   from fedclf.results import search
   from fedclf.results import tables
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   spec = grid.load_spec(FLAGS.spec)
   target, references = grid.table_lines(spec.table, FLAGS.spec)
+  published = published_lib.parse(spec.table, FLAGS.spec)
   outcomes = {}
   if not FLAGS.tables_only:
     if not FLAGS.dry_run:
@@ -82,6 +86,9 @@ def main(argv):
     cli.exit_with_user_error(f"no finished runs under {spec.out_dir}")
   title = str(spec.table.get("title", os.path.basename(spec.out_dir)))
   text = tables.seed_table(runs, title, setting_of) + search_text
+  if published:
+    text += "\n" + published_lib.markdown(
+        tables.group_by_setting(runs, setting_of), published)
   federated = [r for r in runs if "rounds_run" in r["summary"]]
   if federated:
     groups = {label: [m["dir"] for m in members] for label, members in

@@ -97,7 +97,8 @@ common: {{dataset: digits, model: mlp, num_clients: 6, clients_per_round: 3,
 grid:
   algorithm: [fedavg, fedsgd]
   seed: [0, 1]
-table: {{title: tiny grid}}
+table: {{title: tiny grid, published: [{{source: a paper, measure: best,
+                                        values: {{fedavg: [0.5, 0.01]}}}}]}}
 """)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run([sys.executable, "-m", "simulations.reproduce",
@@ -109,6 +110,10 @@ table: {{title: tiny grid}}
   assert "| fedavg | 2 |" in readme
   assert "±" in readme
   assert "\\pm" in (out / "table.tex").read_text()
+  # The published value sits beside ours, FedSGD (none published) left out.
+  published = readme.split("## Against published values")[1]
+  assert "| fedavg | 2 |" in published and "50.00 ± 1.00" in published
+  assert "| fedsgd |" not in published and "[1] a paper" in published
   assert (out / "accuracy.png").stat().st_size > 0
   assert (out / "client_accuracy.png").stat().st_size > 0
   assert "client_accuracy.png" in readme
