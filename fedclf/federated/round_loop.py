@@ -302,7 +302,7 @@ def diverged(checkpointer: Checkpointer, round_num: int, what: str,
              remedy: str) -> DivergenceError:
   """The error a runner raises when round `round_num` diverged, naming the
   last good checkpoint that --resume would start from."""
-  latest = checkpointer.latest()
+  latest = checkpointer.latest_readable()
   kept = f"; last good checkpoint: {latest}" if latest else ""
   return DivergenceError(f"training diverged at round {round_num} ({what}); "
                          f"{remedy}{kept}")

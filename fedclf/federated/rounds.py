@@ -182,6 +182,17 @@ class Checkpointer:
     paths = self.list()
     return paths[-1] if paths else None
 
+  def latest_readable(self) -> Optional[str]:
+    """The newest checkpoint that reads whole (the one --resume would
+    start from), skipping damaged newer ones; None when none reads."""
+    for path in self.list()[::-1]:
+      try:
+        _read_npz(path)
+      except UnreadableCheckpointError:
+        continue
+      return path
+    return None
+
   def restore_latest(self, template: ServerState, tag: str
                      ) -> Optional[Tuple[str, ServerState, ClientStates]]:
     """(path, state, client_states) of the newest readable checkpoint (an

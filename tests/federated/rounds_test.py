@@ -58,9 +58,9 @@ def test_server_optimizers_step(name):
   w = np.array([1.0, -2.0], np.float32)
   g = np.array([0.5, -1.0], np.float32)
   state = server_optimizers.initialize(config, [tf.constant(w)])
+  w_tf = tf.constant(w)
   for _ in range(2):
-    state, (w_tf,) = server_optimizers.apply(config, state, [tf.constant(w)]
-                                             if _ == 0 else [w_tf],
+    state, (w_tf,) = server_optimizers.apply(config, state, [w_tf],
                                              [tf.constant(g)])
   if name == "sgd":
     expected = w - 0.2 * g
@@ -97,3 +97,25 @@ def test_dp_epsilon_falls_with_more_noise():
   high = dp_epsilon(2.0, 0.1, 100, 1000)["epsilon"]
   assert high < low
   assert dp_epsilon(0.0, 0.1, 10, 100)["epsilon"] == float("inf")
+
+
+def test_divergence_names_the_newest_readable_checkpoint(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.round_loop import diverged
+  checkpointer = rounds.Checkpointer(str(tmp_path), keep=3)
+  for round_num in (1, 2):
+    checkpointer.save(rounds.ServerState(
+        trainable=[np.ones(3, np.float32)], non_trainable=[], optimizer=(),
+        extra=[], round_num=round_num), {}, "tag")
+  assert checkpointer.latest_readable().endswith("round_00002.npz")
+  # A damaged newest file is what --resume skips, so it is not named.
+  with open(tmp_path / "round_00002.npz", "r+b") as f:
+    f.truncate(100)
+  assert checkpointer.latest().endswith("round_00002.npz")
+  message = str(diverged(checkpointer, 3, "loss nan", "lower the lr"))
+  assert message.endswith("last good checkpoint: "
+                          f"{tmp_path / 'round_00001.npz'}")
+  with open(tmp_path / "round_00001.npz", "r+b") as f:
+    f.truncate(100)
+  assert checkpointer.latest_readable() is None
+  assert "last good" not in str(diverged(checkpointer, 3, "x", "y"))
