@@ -21,7 +21,7 @@ seed, so a step's views depend on its seed alone (resume replays them).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -118,8 +118,21 @@ def standardized_views(images: tf.Tensor, seed: tf.Tensor,
   return weak, (strong_view(pixels, seeds[1]) - mean) / std
 
 
+def aligned(probs: tf.Tensor, prior: tf.Tensor,
+            running_mean: tf.Tensor) -> tf.Tensor:
+  """ReMixMatch's distribution alignment (Berthelot et al. 2020): each row
+  of `probs` [N, K] scaled by prior / running_mean [K] and renormalized, so
+  a class the model predicts more often than the prior says loses
+  confidence (and a model sliding towards one class is pulled back)."""
+  scaled = probs * (prior / tf.maximum(running_mean, 1e-6))
+  return scaled / tf.reduce_sum(scaled, axis=-1, keepdims=True)
+
+
 def masked_pseudo_label_loss(weak_logits: tf.Tensor, strong_logits: tf.Tensor,
-                             threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
+                             threshold: float,
+                             alignment: Optional[Tuple[tf.Tensor,
+                                                       tf.Tensor]] = None
+                             ) -> Tuple[tf.Tensor, tf.Tensor]:
   """FixMatch's unlabelled loss (see the module docstring).
 
   Args:
@@ -127,6 +140,9 @@ def masked_pseudo_label_loss(weak_logits: tf.Tensor, strong_logits: tf.Tensor,
       flows through them (the pseudo-labels are targets).
     strong_logits: [N, K] its logits on the strong views of the same images.
     threshold: tau, the softmax probability a pseudo-label needs.
+    alignment: (prior, running mean of the weak-view probabilities), both
+      [K], to align the weak-view probabilities first (`aligned`); None:
+      as they are.
 
   Returns:
     (loss, mask): the masked cross-entropy summed over the confident
@@ -134,6 +150,8 @@ def masked_pseudo_label_loss(weak_logits: tf.Tensor, strong_logits: tf.Tensor,
     [N] float mask of the confident ones.
   """
   probs = tf.nn.softmax(tf.stop_gradient(weak_logits))
+  if alignment is not None:
+    probs = aligned(probs, *alignment)
   pseudo_labels = tf.argmax(probs, axis=-1)
   mask = tf.cast(tf.reduce_max(probs, axis=-1) >= threshold, tf.float32)
   cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(

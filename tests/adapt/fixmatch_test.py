@@ -13,6 +13,7 @@ from fedclf.adapt import AdaptRunConfig
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import FixMatchParams
 from fedclf.adapt import run_adaptation
+from fedclf.adapt.consistency import aligned
 from fedclf.adapt.consistency import masked_pseudo_label_loss
 from fedclf.adapt.consistency import standardized_views
 from fedclf.adapt.consistency import strong_view
@@ -49,6 +50,30 @@ def test_masked_pseudo_label_loss_matches_numpy():
                                             tf.constant(strong), threshold)
   np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
   np.testing.assert_array_equal(got_mask.numpy(), mask)
+
+
+def test_distribution_alignment_matches_numpy():
+  # Weak-view probabilities [0.5, 0.5] and [0.9, 0.1]; the model has been
+  # predicting class 0 four times as often as the (uniform) prior says.
+  weak = np.log(np.array([[0.5, 0.5], [0.9, 0.1]], np.float32))
+  prior, running_mean = np.array([0.5, 0.5]), np.array([0.8, 0.2])
+  scaled = np.exp(weak) * prior / running_mean
+  expected_probs = scaled / scaled.sum(1, keepdims=True)
+  np.testing.assert_allclose(expected_probs, [[0.2, 0.8],
+                                              [0.5625 / 0.8125,
+                                               0.25 / 0.8125]], rtol=1e-5)
+  np.testing.assert_allclose(
+      aligned(tf.nn.softmax(weak), tf.constant(prior, tf.float32),
+              tf.constant(running_mean, tf.float32)).numpy(),
+      expected_probs, rtol=1e-5)
+  strong = np.array([[0.0, 2.0], [1.0, 0.0]], np.float32)
+  loss, mask = masked_pseudo_label_loss(
+      tf.constant(weak), tf.constant(strong), 0.75,
+      (tf.constant(prior, tf.float32), tf.constant(running_mean, tf.float32)))
+  # Only the first image is confident after alignment (0.8), labelled 1.
+  np.testing.assert_array_equal(mask.numpy(), [1.0, 0.0])
+  log_q = strong[0] - np.log(np.exp(strong[0]).sum())
+  np.testing.assert_allclose(loss.numpy(), -log_q[1] / 2, rtol=1e-5)
 
 
 def test_loss_gradient_flows_through_the_strong_logits_only():
@@ -134,6 +159,27 @@ def test_tiny_run(tmp_path):
   # The warm-up epoch trains on the source alone; the second adds L_u.
   assert [r["unlabelled_weight"] for r in epochs] == [0.0, 1.0]
   assert 0.0 < epochs[-1]["confident_fraction"] <= 1.0
+  assert summary["fixmatch"]["fixmatch_align"]
+
+
+@needs_data
+def test_resume_replays_the_uninterrupted_run(tmp_path):
+  """The checkpoint holds the alignment's running mean too."""
+  config = tiny_config(epochs=2)
+  full = run_adaptation(config, str(tmp_path / "full"), {})
+  cut = tmp_path / "cut"
+  run_adaptation(config, str(cut), {})
+  ckpt_dir = cut / "checkpoints" / "fixmatch"
+  # Pretend the run was killed after epoch 1: drop epoch 2's checkpoint.
+  for path in ckpt_dir.glob("ckpt-2*"):
+    path.unlink()
+  tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir),
+                                             str(ckpt_dir / "ckpt-1"))
+  resumed = run_adaptation(config, str(cut), {}, resume=True)
+  assert resumed["epochs_run"] == 2
+  assert resumed["target_accuracy"] == pytest.approx(full["target_accuracy"])
+  assert resumed["final_confident_fraction"] == pytest.approx(
+      full["final_confident_fraction"], rel=1e-4)
 
 
 @needs_data
