@@ -9,13 +9,25 @@ training), finetune (source model fine-tuned on --target_labels_per_class
 labelled target examples per class), fixmatch (FixMatch self-training: the
 model's confident predictions on weakly augmented target images, >=
 --fixmatch_threshold, teach its predictions on strongly augmented ones;
---fixmatch_weight, --fixmatch_ratio, --fixmatch_warmup_epochs). Writes config.json, metrics.jsonl,
+--fixmatch_weight, --fixmatch_ratio, --fixmatch_warmup_epochs,
+--fixmatch_align). Writes config.json, metrics.jsonl,
 summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
 repeats the run into out_dir/seed_<s> and summarizes mean and std. Each
 method's own hyper-parameters are flags named as its params fields
 (--dann_hidden, --dann_weight, ... for dann; --target_labels_per_class,
 --finetune_epochs, ... for finetune; --helpfull lists them).
+
+Any method can start from an encoder contrastively pretrained on both
+domains' unlabelled training images:
+
+  python -m simulations.ssl_pretrain --dataset=domains:mnist+usps \
+      --model=lenet5 --method=simclr --out_dir=runs/ssl_mnist_usps
+  python -m simulations.domain_adaptation --source=mnist --target=usps \
+      --model=lenet5 --method=fixmatch --init_encoder=runs/ssl_mnist_usps
+
+(the mixture datasets `domains:a+b` hold both domains' images at this
+binary's 28x28 and channel alignment; see --init_encoder, --freeze_encoder).
 
 --mode says where the training happens:
 - centralized (default): one model on the pooled source data, as above.

@@ -30,10 +30,15 @@ from fedclf.ssl.augment import augment_batch
 from fedclf.ssl.augment import SslAugmentConfig
 
 # FixMatch's weak augmentation for digits: translations up to 12.5% of the
-# side (no flips: a mirrored "2" is no "2"), nothing else.
+# side (no flips: a mirrored "2" is no "2"), after the zoom below.
 WEAK = SslAugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
                         translate_fraction=0.125, jitter_probability=0.0,
                         grayscale_probability=0.0)
+# Both views first zoom each image by a factor drawn from this range (< 1
+# shrinks the digit). The digit domains differ in scale: USPS's digits
+# fill the frame, MNIST's fill the central 20x20 of 28x28; a source model
+# that has seen both scales starts self-training from better labels.
+ZOOM = (0.7, 1.15)
 # The strong view's geometry; RGB images also get SimCLR's colour jitter
 # (p=0.8) and grayscale (p=0.2) from these settings.
 STRONG = SslAugmentConfig(crop_scale=(0.6, 1.0), translate_fraction=0.15,
@@ -82,16 +87,36 @@ def _cutout(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.where(inside[..., None], CUTOUT_FILL, images)
 
 
+def zoom(images: tf.Tensor, seed: tf.Tensor,
+         factors: Tuple[float, float] = ZOOM) -> tf.Tensor:
+  """Each image scaled about its centre by a factor drawn from `factors`
+  (below 1 shrinks it, with black borders; above 1 enlarges it)."""
+  shape = tf.shape(images)
+  batch = shape[0]
+  factor = tf.random.stateless_uniform([batch], seed, *factors)
+  # The output pixel p samples the input at c + (p - c) / factor.
+  step = 1.0 / factor
+  centre_y = (tf.cast(shape[1], tf.float32) - 1.0) / 2.0
+  centre_x = (tf.cast(shape[2], tf.float32) - 1.0) / 2.0
+  zeros = tf.zeros_like(step)
+  transforms = tf.stack([step, zeros, centre_x * (1.0 - step), zeros, step,
+                         centre_y * (1.0 - step), zeros, zeros], axis=1)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms, output_shape=shape[1:3],
+      fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
 def weak_view(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """The weak view of [B, H, W, C] images in [0, 1]."""
-  return augment_batch(images, seed, WEAK)
+  """The weak view of [B, H, W, C] images in [0, 1]: zoom, then shift."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  return augment_batch(zoom(images, seeds[0]), seeds[1], WEAK)
 
 
 def strong_view(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """The strong view of [B, H, W, C] images in [0, 1]: geometry (and RGB
-  colour jitter), intensity jitter, then a cut-out square."""
-  seeds = tf.random.experimental.stateless_split(seed, 3)
-  x = augment_batch(images, seeds[0], STRONG)
+  """The strong view of [B, H, W, C] images in [0, 1]: zoom, geometry (and
+  RGB colour jitter), intensity jitter, then a cut-out square."""
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  x = augment_batch(zoom(images, seeds[3]), seeds[0], STRONG)
   x = _intensity(x, seeds[1], STRONG_INTENSITY)
   return _cutout(x, seeds[2])
 

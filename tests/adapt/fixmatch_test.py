@@ -18,6 +18,7 @@ from fedclf.adapt.consistency import masked_pseudo_label_loss
 from fedclf.adapt.consistency import standardized_views
 from fedclf.adapt.consistency import strong_view
 from fedclf.adapt.consistency import weak_view
+from fedclf.adapt.consistency import zoom
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import ModelConfig
@@ -110,6 +111,16 @@ def test_views_are_seeded_in_range_and_differ():
   weak_change = float(tf.reduce_mean(tf.abs(weak - images)))
   strong_change = float(tf.reduce_mean(tf.abs(strong - images)))
   assert strong_change > weak_change > 0.0
+
+
+def test_zoom_shrinks_about_the_centre():
+  images = tf.ones([1, 8, 8, 1])
+  half = zoom(images, tf.constant([0, 0], tf.int64), (0.5, 0.5))[0, ..., 0]
+  expected = np.zeros([8, 8], np.float32)
+  expected[2:6, 2:6] = 1.0  # pixels 2..5 sample inside the 8x8 input
+  np.testing.assert_allclose(half.numpy(), expected, atol=1e-6)
+  same = zoom(images, tf.constant([0, 0], tf.int64), (1.0, 1.0))
+  np.testing.assert_allclose(same.numpy(), images.numpy(), atol=1e-6)
 
 
 def test_standardized_views_round_trip_the_normalization():
