@@ -6,7 +6,11 @@ r"""Domain adaptation: train on a source domain, score on a target domain.
 Methods (--method, see --list): source_only (lower bound), target_oracle
 (trained on the labelled target: upper bound), dann (domain-adversarial
 training), finetune (source model fine-tuned on --target_labels_per_class
-labelled target examples per class). Writes config.json, metrics.jsonl,
+labelled target examples per class), fixmatch (FixMatch self-training: the
+model's confident predictions on weakly augmented target images, >=
+--fixmatch_threshold, teach its predictions on strongly augmented ones;
+--fixmatch_weight, --fixmatch_ratio, --fixmatch_warmup_epochs,
+--fixmatch_align). Writes config.json, metrics.jsonl,
 summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
 repeats the run into out_dir/seed_<s> and summarizes mean and std. Each
@@ -14,16 +18,30 @@ method's own hyper-parameters are flags named as its params fields
 (--dann_hidden, --dann_weight, ... for dann; --target_labels_per_class,
 --finetune_epochs, ... for finetune; --helpfull lists them).
 
+Any method can start from an encoder contrastively pretrained on both
+domains' unlabelled training images:
+
+  python -m simulations.ssl_pretrain --dataset=domains:mnist+usps \
+      --model=lenet5 --method=simclr --out_dir=runs/ssl_mnist_usps
+  python -m simulations.domain_adaptation --source=mnist --target=usps \
+      --model=lenet5 --method=fixmatch --init_encoder=runs/ssl_mnist_usps
+
+(the mixture datasets `domains:a+b` hold both domains' images at this
+binary's 28x28 and channel alignment; see --init_encoder, --freeze_encoder).
+
 --mode says where the training happens:
 - centralized (default): one model on the pooled source data, as above.
 - federated: clients that each hold the source or the target domain, the
-  target clients unlabelled; --method (source_only, dann, self_training or
-  target_oracle) picks FedAvg over the labelled source clients
+  target clients unlabelled; --method (source_only, dann, self_training,
+  fixmatch or target_oracle) picks FedAvg over the labelled source clients
   (source_only), FedAvg with DANN's domain-adversarial loss on every client
   (dann), FedAvg with the target clients training on their confident
-  pseudo-labels after --warmup_rounds (self_training), or every client
-  labelled (target_oracle); --num_clients are split evenly between the
-  domains. Reports the global model's accuracy on each domain's test set.
+  pseudo-labels after --warmup_rounds (self_training), the same with
+  FixMatch's per-batch pseudo-labels on weak views teaching strong views
+  (fixmatch; threshold --pseudo_label_threshold), or every client labelled
+  (target_oracle); --num_clients are split evenly between the domains, each
+  domain's clients IID or label-skewed (--within_domain_alpha). Reports the
+  global model's accuracy on each domain's test set.
 - federated_labelled: every client labelled, --algorithm (any registered
   federated algorithm) on the federated simulation engine over the mixed
   domains; the same per-domain report.
@@ -46,7 +64,7 @@ flags.DEFINE_string("source", "mnist",
 flags.DEFINE_string("target", "usps", "Target domain (as --source).")
 flags.DEFINE_string("method", "source_only",
                     "Registered adaptation method: source_only, "
-                    "target_oracle, dann, finetune (see --list).")
+                    "target_oracle, dann, finetune, fixmatch (see --list).")
 flags.DEFINE_string("data_dir", "",
                     "Data directory (default $FEDCLF_DATA_DIR, else "
                     "~/.cache/fedclf).")
@@ -107,12 +125,17 @@ flags.DEFINE_integer("eval_rounds", 5,
                      "--mode=federated: score both test sets every "
                      "N rounds (and after the last).")
 flags.DEFINE_integer("warmup_rounds", 10,
-                     "--mode=federated --method=self_training: source-only "
-                     "rounds before the target clients pseudo-label.")
+                     "--mode=federated --method=self_training|fixmatch: "
+                     "source-only rounds before the target clients "
+                     "pseudo-label.")
 flags.DEFINE_float("pseudo_label_threshold", 0.9,
-                   "--mode=federated --method=self_training: softmax "
-                   "probability "
-                   "a prediction needs to become a training label.")
+                   "--mode=federated --method=self_training|fixmatch: "
+                   "softmax probability a prediction needs to become a "
+                   "training label.")
+flags.DEFINE_float("within_domain_alpha", 0.0,
+                   "--mode=federated: label skew of the clients within "
+                   "each domain, the Dirichlet concentration (smaller: "
+                   "more skewed); 0 = IID shares.")
 flags.DEFINE_integer("clients_per_round", 10,
                      "federated modes: clients sampled per round.")
 flags.DEFINE_integer("rounds", 20, "federated modes: communication rounds.")
@@ -188,7 +211,8 @@ def _run_federated_uda():
       local_batch_size=FLAGS.local_batch_size, client_lr=FLAGS.client_lr,
       eval_every=FLAGS.eval_rounds, checkpoint_every=FLAGS.checkpoint_every,
       seed=FLAGS.seed, warmup_rounds=FLAGS.warmup_rounds,
-      pseudo_label_threshold=FLAGS.pseudo_label_threshold)
+      pseudo_label_threshold=FLAGS.pseudo_label_threshold,
+      within_domain_alpha=FLAGS.within_domain_alpha)
   # Every federated method trains DANN's model: the params are DANN's.
   summary = run_federated_uda(_adapt_run_config("dann"), federated,
                                FLAGS.out_dir, cli.flag_values_dict(),

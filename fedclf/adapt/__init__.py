@@ -8,7 +8,8 @@ another, and how adaptation closes the gap.
 Domains (`DOMAINS`): mnist, usps, mnist_m (generated, see mnist_m.py),
 mnist_corrupted[/corruption] (tensorflow-datasets, when prepared). Methods
 register in `fedclf.registry.ADAPTATION_METHODS` (one module each under
-`fedclf/adapt/methods/`): source_only, target_oracle, dann, finetune. Add
+`fedclf/adapt/methods/`): source_only, target_oracle, dann, finetune,
+fixmatch (self-training on weak/strong views, `fedclf.adapt.consistency`). Add
 one with
 
     from fedclf.adapt import AdaptationResult, AdaptationTask
@@ -40,6 +41,7 @@ from fedclf.adapt.task import AdaptConfig
 from fedclf.adapt.task import few_shot_indices
 from fedclf.adapt.methods.dann import DannParams
 from fedclf.adapt.methods.finetune import FinetuneParams
+from fedclf.adapt.methods.fixmatch import FixMatchParams
 from fedclf.adapt.domains import align
 from fedclf.adapt.domains import DOMAINS
 from fedclf.adapt.domains import DomainLimits

@@ -66,11 +66,11 @@ BAD_FLAGS = [
     (["--channels=2"], "value should be one of"),
     (["--mode=federated", "--method=finetune"],
      "--mode=federated runs --method=source_only|dann|self_training|"
-     "target_oracle"),
+     "fixmatch|target_oracle"),
     # The older spelling means the same mode.
     (["--federated", "--method=finetune"],
      "--mode=federated runs --method=source_only|dann|self_training|"
-     "target_oracle"),
+     "fixmatch|target_oracle"),
     (["--federated", "--mode=federated_labelled"],
      "--federated means --mode=federated; it contradicts "
      "--mode=federated_labelled"),

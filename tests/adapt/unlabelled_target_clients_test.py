@@ -58,6 +58,25 @@ def test_split_clients_covers_each_domain_once():
     split_clients(1, 7, FEDERATION)
 
 
+def test_label_skewed_split_covers_each_domain_once():
+  labels_s = np.repeat(np.arange(10), 20)
+  labels_t = np.repeat(np.arange(10), 12)
+  config = dataclasses.replace(FEDERATION, source_clients=4, target_clients=3,
+                               within_domain_alpha=0.1)
+  clients = split_clients(200, 120, config, (labels_s, labels_t))
+  assert [c.domain for c in clients] == [SOURCE] * 4 + [TARGET] * 3
+  for labels, members in ((labels_s, clients[:4]), (labels_t, clients[4:])):
+    assert sorted(np.concatenate([c.indices for c in members])) == list(
+        range(len(labels)))
+  # alpha 0.1: most clients hold few classes (IID shares hold all ten).
+  classes = [len(np.unique(labels_s[c.indices])) for c in clients[:4]]
+  assert np.mean(classes) < 8
+  assert split_clients(200, 120, config, (labels_s, labels_t))[5].indices \
+      .tolist() == clients[5].indices.tolist()
+  with pytest.raises(UserError, match="within_domain_alpha"):
+    dataclasses.replace(FEDERATION, within_domain_alpha=-1.0).validate()
+
+
 def test_config_errors():
   with pytest.raises(UserError, match="one source and one target client"):
     dataclasses.replace(FEDERATION, target_clients=0).validate()
@@ -69,7 +88,7 @@ def test_config_errors():
 
 @needs_real_data
 @pytest.mark.parametrize("method", ["source_only", "dann", "self_training",
-                                    "target_oracle"])
+                                    "fixmatch", "target_oracle"])
 def test_tiny_run_per_method(method, tmp_path):
   summary = run_federated_uda(tiny(method), FEDERATION, str(tmp_path),
                                {"method": method})
@@ -82,16 +101,17 @@ def test_tiny_run_per_method(method, tmp_path):
   assert ("final_domain_accuracy" in summary) == (method == "dann")
   rows = [json.loads(l) for l in
           (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  if method == "self_training":
+  if method in ("self_training", "fixmatch"):
     # Round 1 is the warm-up; in round 2 the sampled target clients (3 of
-    # 4 clients: at least one) label all their images (threshold 0).
+    # 4 clients: at least one) label all their images (threshold 0; FixMatch
+    # per batch, on the weak views).
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["pseudo_labels"] == 0 and rows[1]["pseudo_labels"] >= 40
   assert (tmp_path / "checkpoints").is_dir()
 
 
 @needs_real_data
-@pytest.mark.parametrize("method", ["dann", "self_training"])
+@pytest.mark.parametrize("method", ["dann", "self_training", "fixmatch"])
 def test_adaptation_never_reads_target_labels(method, tmp_path):
   config = tiny(method)
   pair = config.load_pair()
