@@ -42,6 +42,19 @@ flags.DEFINE_enum("projector_norm", "batch", ["batch", "none"],
 flags.DEFINE_float("crop_min_scale", 0.0,
                    "Smallest random-crop area fraction (0 = the dataset's "
                    "default: 0.5 for digits, 0.2 for colour images).")
+# Overrides of single fields of the dataset's augmentations (-1 keeps the
+# dataset's choice; fedclf.ssl.augment.default_for documents them).
+_AUGMENT_OVERRIDES = {
+    "intensity_probability": "Chance of brightness/contrast/gamma jitter "
+                             "of a grayscale view.",
+    "gamma": "Gamma jitter strength: exponent in [1/(1+g), 1+g].",
+    "blur_probability": "Chance of a Gaussian blur.",
+    "noise_std": "Largest std of additive Gaussian noise.",
+    "erase_probability": "Chance of random erasing of one rectangle.",
+    "rotation_degrees": "Random rotation range in degrees.",
+}
+for _field, _help in _AUGMENT_OVERRIDES.items():
+  flags.DEFINE_float(_field, -1.0, f"{_help} -1: the dataset's default.")
 flags.DEFINE_integer("probe_epochs", 30, "Linear-probe epochs.")
 flags.DEFINE_float("probe_lr", 1e-2, "Linear-probe Adam learning rate.")
 flags.DEFINE_integer("probe_batch_size", 256, "Linear-probe batch size.")
@@ -97,9 +110,12 @@ def main(argv):
 
   DATASETS.get(FLAGS.dataset)
   augment = None  # the dataset's default, resolved once it is loaded
+  changes = {name: FLAGS[name].value for name in _AUGMENT_OVERRIDES
+             if FLAGS[name].value >= 0}
   if FLAGS.crop_min_scale:
-    augment = dataclasses.replace(default_for(FLAGS.dataset),
-                                  crop_scale=(FLAGS.crop_min_scale, 1.0))
+    changes["crop_scale"] = (FLAGS.crop_min_scale, 1.0)
+  if changes:
+    augment = dataclasses.replace(default_for(FLAGS.dataset), **changes)
 
   def adam(lr):
     return OptimizerConfig(name="adam", learning_rate=lr, schedule="cosine")

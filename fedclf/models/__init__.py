@@ -7,7 +7,7 @@ encoder (image -> flat features) and a head (features -> logits):
                               ModelConfig(norm="group"))
     model = build_classifier("cnn", (28, 28, 1), 10)
 
-Registered: mlp, cnn, lenet5, alexnet, resnet18, resnet20, efficientnet_b0.
+Registered: mlp, cnn, cnn_gap, lenet5, alexnet, resnet18, resnet20, efficientnet_b0.
 All take float32 images [batch, H, W, C] of any size from 8x8 up, and build
 deterministically from `ModelConfig.seed` (initialisers are seeded per
 layer; the caller's global random state is never touched).

@@ -13,9 +13,10 @@ import math
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.train.lars import Lars
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop",
-              "adagrad")
+              "adagrad", "lars")
 SCHEDULES = ("constant", "step", "cosine", "exponential")
 
 
@@ -23,7 +24,7 @@ SCHEDULES = ("constant", "step", "cosine", "exponential")
 class OptimizerConfig:
   name: str = "sgd"
   learning_rate: float = 0.01
-  momentum: float = 0.9  # for momentum/nesterov/rmsprop
+  momentum: float = 0.9  # for momentum/nesterov/rmsprop/lars
   weight_decay: float = 0.0  # decoupled (Loshchilov & Hutter) weight decay
   schedule: str = "constant"
   warmup_epochs: float = 0.0  # linear warm-up from 0 over these epochs
@@ -103,4 +104,8 @@ def build_optimizer(config: OptimizerConfig, steps_per_epoch: int = 1,
   if config.name == "rmsprop":
     return opt.RMSprop(lr, momentum=config.momentum, epsilon=config.epsilon,
                        weight_decay=wd)
+  if config.name == "lars":
+    # Its weight decay is L2 inside the trust ratio (SimCLR's LARS).
+    return Lars(lr, momentum=config.momentum,
+                weight_decay=config.weight_decay)
   return opt.Adagrad(lr, epsilon=config.epsilon, weight_decay=wd)

@@ -19,11 +19,11 @@ from fedclf.models.building_blocks import group_count
 from fedclf.registry import MODELS
 from fedclf.registry import UnknownNameError
 
-ALL_MODELS = ("mlp", "cnn", "lenet5", "alexnet", "resnet18", "resnet20",
-              "efficientnet_b0")
+ALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "alexnet", "resnet18",
+              "resnet20", "efficientnet_b0")
 # Cheap enough to build at every shape; resnet18 and efficientnet_b0 (several
 # seconds per build on 2 cores) are built at fewer.
-SMALL_MODELS = ("mlp", "cnn", "lenet5", "alexnet", "resnet20")
+SMALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "alexnet", "resnet20")
 # sklearn digits, USPS, MNIST, CIFAR, a larger image, and an odd corner case.
 SHAPES = ((8, 8, 1), (16, 16, 1), (28, 28, 1), (32, 32, 3), (64, 64, 3),
           (5, 7, 2))
@@ -181,6 +181,19 @@ def test_count_params_matches_papers():
   assert count_params(_classifier("cnn", (28, 28, 1), 10)) == 1_663_370
   # The classic LeNet-5 count on (padded) MNIST.
   assert count_params(_classifier("lenet5", (28, 28, 1), 10)) == 61_706
+
+
+def test_cnn_gap_reads_pooled_channels():
+  # 3x3 convs without bias (BatchNorm follows), 4 BN statistics per channel,
+  # a Dense head on the 256 pooled channels.
+  convs = 9 * (1 * 32 + 32 * 64 + 64 * 128 + 128 * 256)
+  norms = 4 * (32 + 64 + 128 + 256)
+  model = _classifier("cnn_gap", (28, 28, 1), 10)
+  assert count_params(model) == convs + norms + 256 * 10 + 10 == 391_850
+  parts = build_model_parts("cnn_gap", (28, 28, 1), 10)
+  assert parts.feature_dim == 256
+  assert isinstance(parts.encoder.layers[-1],
+                    tf.keras.layers.GlobalAveragePooling2D)
 
 
 def test_count_params_trainable_only_skips_moving_statistics():

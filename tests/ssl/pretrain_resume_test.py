@@ -45,15 +45,23 @@ def _parts():
   return encoder, method
 
 
-def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(digits,
-                                                                 tmp_path):
+# LARS keeps a velocity per variable: the checkpoint must restore it too.
+LARS = OptimizerConfig("lars", 0.3, weight_decay=1e-6, schedule="cosine",
+                       warmup_epochs=1.0)
+
+
+@pytest.mark.parametrize("optimizer", [CONFIG.optimizer, LARS],
+                         ids=["adam", "lars"])
+def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(
+    digits, tmp_path, optimizer):
+  config = dataclasses.replace(CONFIG, optimizer=optimizer)
   full_encoder, full_method = _parts()
-  full = pretrain_encoder(full_encoder, full_method, digits.x_train, CONFIG)
+  full = pretrain_encoder(full_encoder, full_method, digits.x_train, config)
   ckpt = str(tmp_path / "ckpt")
   with pytest.raises(KeyboardInterrupt):
-    pretrain_encoder(*_parts(), digits.x_train, CONFIG, CtrlCAt(2), ckpt)
+    pretrain_encoder(*_parts(), digits.x_train, config, CtrlCAt(2), ckpt)
   encoder, method = _parts()
-  rest = pretrain_encoder(encoder, method, digits.x_train, CONFIG,
+  rest = pretrain_encoder(encoder, method, digits.x_train, config,
                           checkpoint_dir=ckpt, resume=True)
   assert [r["epoch"] for r in rest.history] == [2, 3]
   assert rest.epochs_run == 3

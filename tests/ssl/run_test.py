@@ -85,15 +85,18 @@ def test_tiny_run_writes_results(method, tmp_path):
 def test_binary_tiny_run_and_a_refused_method(tmp_path):
   # One process answers both command lines (tests/binary_batch.py).
   out = tmp_path / "run"
-  proc, refused = run_commands("simulations.ssl_pretrain", [
+  proc, refused, bad_augment = run_commands("simulations.ssl_pretrain", [
       ["--dataset=digits", "--model=mlp", "--width_multiplier=0.25",
        "--method=simsiam", "--epochs=1", "--batch_size=64",
        "--train_limit=300", "--test_limit=200", "--projection_dim=16",
        "--hidden_dim=32", "--predictor_hidden_dim=8", "--probe_epochs=2",
        "--probe_batch_size=64", "--knn_k=5", "--label_fractions=0.1",
-       "--finetune_epochs=1", "--embedding_points=0", f"--out_dir={out}"],
+       "--finetune_epochs=1", "--embedding_points=0", "--crop_min_scale=0.6",
+       "--erase_probability=0.25", f"--out_dir={out}"],
       ["--dataset=digits", "--method=moco",
-       f"--out_dir={tmp_path / 'refused'}"]])
+       f"--out_dir={tmp_path / 'refused'}"],
+      ["--dataset=digits", "--erase_probability=1.5",
+       f"--out_dir={tmp_path / 'bad_augment'}"]])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "simsiam: linear probe" in proc.stdout
   summary = json.loads((out / "summary.json").read_text())
@@ -105,10 +108,16 @@ def test_binary_tiny_run_and_a_refused_method(tmp_path):
   assert flags["lr_schedule"] == "cosine" and flags["optimizer"] == "adam"
   # --predictor_hidden_dim is generated from SimSiamParams and reaches it.
   assert record["resolved"]["ssl"]["params"] == {"predictor_hidden_dim": 8}
+  # Augmentation flags change one field each of the dataset's defaults.
+  augment = record["resolved"]["pretrain"]["augment"]
+  assert augment["erase_probability"] == 0.25
+  assert augment["crop_scale"] == [0.6, 1.0]
+  assert augment["rotation_degrees"] == 10.0  # the digits' default, kept
 
   assert_one_error_line(refused, "unknown ssl method 'moco'; choose one of: "
                         "barlow_twins, byol, simclr, simsiam, vicreg")
   assert not (tmp_path / "refused" / "summary.json").exists()
+  assert_one_error_line(bad_augment, "erase_probability must be in [0, 1]")
 
 
 def test_resume_after_pretraining_finished_keeps_the_final_loss(tmp_path):
