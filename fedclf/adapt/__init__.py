@@ -8,8 +8,9 @@ another, and how adaptation closes the gap.
 Domains (`DOMAINS`): mnist, usps, mnist_m (generated, see mnist_m.py),
 mnist_corrupted[/corruption] (tensorflow-datasets, when prepared). Methods
 register in `fedclf.registry.ADAPTATION_METHODS` (one module each under
-`fedclf/adapt/methods/`): source_only, target_oracle, dann, finetune. Add
-one with
+`fedclf/adapt/methods/`): source_only, target_oracle, dann, cdan (CDAN+E),
+mdd, finetune (the adversarial three share
+`fedclf.adapt.adversarial_training`'s loop). Add one with
 
     from fedclf.adapt import AdaptationResult, AdaptationTask
     from fedclf.registry import ADAPTATION_METHODS
@@ -38,7 +39,9 @@ from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import AdaptConfig
 from fedclf.adapt.task import few_shot_indices
+from fedclf.adapt.methods.cdan import CdanParams
 from fedclf.adapt.methods.dann import DannParams
+from fedclf.adapt.methods.mdd import MddParams
 from fedclf.adapt.methods.finetune import FinetuneParams
 from fedclf.adapt.domains import align
 from fedclf.adapt.domains import DOMAINS
