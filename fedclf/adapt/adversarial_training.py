@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +36,7 @@ from fedclf.adapt.grl import dann_lambda
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.errors import UserError
+from fedclf.models.building_blocks import SeedStream
 from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import DANN_SEED_OFFSET
 from fedclf.train.epoch_driver import EpochDriver
@@ -143,6 +144,25 @@ class Adversary:
   def trainable_variables(self) -> List[tf.Variable]:
     return [v for model in self.models.values()
             for v in model.trainable_variables]
+
+
+def build_adversary_mlp(feature_dim: int, hidden: Sequence[int],
+                        outputs: int, seed: int, output_name: str,
+                        name: str) -> tf.keras.Model:
+  """features -> ReLU MLP of widths `hidden` -> `outputs` logits, seeded
+  (DANN's and CDAN's domain classifiers, MDD's auxiliary classifier)."""
+  seeds = SeedStream(seed)
+  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
+                            name="features")
+  x = features
+  for i, width in enumerate(hidden, start=1):
+    x = tf.keras.layers.Dense(int(width), activation="relu",
+                              kernel_initializer=seeds.glorot_uniform(),
+                              name=f"fc{i}")(x)
+  logits = tf.keras.layers.Dense(outputs,
+                                 kernel_initializer=seeds.glorot_uniform(),
+                                 dtype=tf.float32, name=output_name)(x)
+  return tf.keras.Model(features, logits, name=name)
 
 
 def epoch_order(n_source: int, n_target: int, batch: int, steps: int,

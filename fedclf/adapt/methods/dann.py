@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from fedclf.adapt.adversarial_training import Adversary
 from fedclf.adapt.adversarial_training import AdversarialSchedule
+from fedclf.adapt.adversarial_training import build_adversary_mlp
 from fedclf.adapt.adversarial_training import check_non_negative
 from fedclf.adapt.adversarial_training import train_adversarially
 from fedclf.adapt.alignment_losses import correct_domains
@@ -33,7 +34,6 @@ from fedclf.adapt.grl import gradient_reversal
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.errors import UserError
-from fedclf.models.building_blocks import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
 
 # Offsets the domain classifier's initialiser seeds from the zoo model's,
@@ -93,17 +93,8 @@ class DannParams(AdversarialSchedule):
 def build_domain_classifier(feature_dim: int, hidden: Sequence[int],
                             seed: int) -> tf.keras.Model:
   """features -> ReLU MLP -> one logit (positive: target domain)."""
-  seeds = SeedStream(seed + _DOMAIN_SEED_OFFSET)
-  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
-                            name="features")
-  x = features
-  for i, width in enumerate(hidden, start=1):
-    x = tf.keras.layers.Dense(int(width), activation="relu",
-                              kernel_initializer=seeds.glorot_uniform(),
-                              name=f"fc{i}")(x)
-  logit = tf.keras.layers.Dense(1, kernel_initializer=seeds.glorot_uniform(),
-                                dtype=tf.float32, name="domain_logit")(x)
-  return tf.keras.Model(features, logit, name="domain_classifier")
+  return build_adversary_mlp(feature_dim, hidden, 1, seed + _DOMAIN_SEED_OFFSET,
+                             "domain_logit", "domain_classifier")
 
 
 def build_feature_tap(encoder: tf.keras.Model,

@@ -21,6 +21,7 @@ import tensorflow as tf
 from fedclf.adapt import alignment_losses as losses
 from fedclf.adapt.adversarial_training import Adversary
 from fedclf.adapt.adversarial_training import AdversarialSchedule
+from fedclf.adapt.adversarial_training import build_adversary_mlp
 from fedclf.adapt.adversarial_training import check_non_negative
 from fedclf.adapt.adversarial_training import train_adversarially
 from fedclf.adapt.grl import gradient_reversal
@@ -28,7 +29,6 @@ from fedclf.adapt.methods.dann import build_feature_tap
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.errors import UserError
-from fedclf.models.building_blocks import SeedStream
 from fedclf.registry import ADAPTATION_METHODS
 
 # Offsets the auxiliary classifier's initialiser seeds from the model's.
@@ -76,18 +76,9 @@ def build_auxiliary_classifier(feature_dim: int, num_classes: int,
                                hidden: Sequence[int],
                                seed: int) -> tf.keras.Model:
   """features -> ReLU MLP (none when `hidden` is empty) -> class logits."""
-  seeds = SeedStream(seed + _AUXILIARY_SEED_OFFSET)
-  features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
-                            name="features")
-  x = features
-  for i, width in enumerate(hidden, start=1):
-    x = tf.keras.layers.Dense(int(width), activation="relu",
-                              kernel_initializer=seeds.glorot_uniform(),
-                              name=f"fc{i}")(x)
-  logits = tf.keras.layers.Dense(num_classes,
-                                 kernel_initializer=seeds.glorot_uniform(),
-                                 dtype=tf.float32, name="logits")(x)
-  return tf.keras.Model(features, logits, name="auxiliary_classifier")
+  return build_adversary_mlp(feature_dim, hidden, num_classes,
+                             seed + _AUXILIARY_SEED_OFFSET, "logits",
+                             "auxiliary_classifier")
 
 
 @ADAPTATION_METHODS.register("mdd", params=MddParams)
