@@ -5,17 +5,22 @@ r"""Domain adaptation: train on a source domain, score on a target domain.
 
 Methods (--method, see --list): source_only (lower bound), target_oracle
 (trained on the labelled target: upper bound), dann (domain-adversarial
-training), finetune (source model fine-tuned on --target_labels_per_class
-labelled target examples per class), fixmatch (FixMatch self-training: the
-model's confident predictions on weakly augmented target images, >=
---fixmatch_threshold, teach its predictions on strongly augmented ones;
---fixmatch_weight, --fixmatch_ratio, --fixmatch_warmup_epochs,
---fixmatch_align). Writes config.json, metrics.jsonl,
+training), cdan (conditional adversarial, CDAN+E), mdd (margin disparity
+discrepancy), finetune (source model fine-tuned on
+--target_labels_per_class labelled target examples per class), fixmatch
+(FixMatch self-training: the model's confident predictions on weakly
+augmented target images, >= --fixmatch_threshold, teach its predictions on
+strongly augmented ones; --fixmatch_weight, --fixmatch_ratio,
+--fixmatch_warmup_epochs, --fixmatch_align). Every method returns its last
+epoch's model (no target label selects it). Writes config.json,
+metrics.jsonl,
 summary.json (target_accuracy, source_accuracy, ...), confusion_matrix.png
 (target test set), model.keras and checkpoints/ to --out_dir; --seeds=0,1,2
 repeats the run into out_dir/seed_<s> and summarizes mean and std. Each
 method's own hyper-parameters are flags named as its params fields
-(--dann_hidden, --dann_weight, ... for dann; --target_labels_per_class,
+(--dann_hidden, --dann_weight, ... for dann, shared schedule flags
+--dann_gamma, --dann_anneal_lr, ... for dann, cdan and mdd; --cdan_*,
+--mdd_*; --target_labels_per_class,
 --finetune_epochs, ... for finetune; --helpfull lists them).
 
 Any method can start from an encoder contrastively pretrained on both
@@ -64,7 +69,9 @@ flags.DEFINE_string("source", "mnist",
 flags.DEFINE_string("target", "usps", "Target domain (as --source).")
 flags.DEFINE_string("method", "source_only",
                     "Registered adaptation method: source_only, "
-                    "target_oracle, dann, finetune, fixmatch (see --list).")
+                    "Registered adaptation method: source_only, "
+                    "target_oracle, dann, cdan, mdd, finetune, fixmatch "
+                    "(see --list).")
 flags.DEFINE_string("data_dir", "",
                     "Data directory (default $FEDCLF_DATA_DIR, else "
                     "~/.cache/fedclf).")
@@ -80,8 +87,8 @@ flags.DEFINE_integer("train_limit", 0,
 flags.DEFINE_integer("target_train_limit", -1,
                      "Seeded slice of the target's training set when it "
                      "differs from --train_limit (ADDA's MNIST -> USPS: "
-                     "2000 and 1800); -1: as --train_limit. Not with "
-                     "the federated modes.")
+                     "2000 and 1800; 0 = all); -1: as --train_limit. Not "
+                     "with the federated modes.")
 flags.DEFINE_integer("test_limit", 0,
                      "Seeded slice of each domain's test set (0 = all; "
                      "federated modes: also of the mixed test set).")
@@ -96,13 +103,16 @@ flags.DEFINE_integer("mnist_m_seed", 0,
 cli.define_model_flags("batch", "Normalization layers (ResNets).")
 cli.define_init_encoder_flags()
 cli.define_optimizer_flags("", "momentum", 0.01)
-flags.DEFINE_integer("epochs", 10, "Training epochs (over the source).")
+flags.DEFINE_integer("epochs", 10,
+                     "Training epochs: passes over the source (the "
+                     "oracle's: over the target).")
 flags.DEFINE_integer("batch_size", 64,
-                     "Batch size (dann: this many source plus this many "
-                     "target images per step).")
+                     "Batch size (dann, cdan, mdd: this many source plus "
+                     "this many target images per step).")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
 flags.DEFINE_integer("eval_every", 1,
-                     "dann: log the target test accuracy every N epochs "
+                     "dann, cdan, mdd: log the target test accuracy every "
+                     "N epochs "
                      "(a learning curve only; 0 = at the end only).")
 flags.DEFINE_list("seeds", [],
                   "Run once per seed (into out_dir/seed_<s>) and report "

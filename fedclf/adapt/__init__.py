@@ -8,9 +8,10 @@ another, and how adaptation closes the gap.
 Domains (`DOMAINS`): mnist, usps, mnist_m (generated, see mnist_m.py),
 mnist_corrupted[/corruption] (tensorflow-datasets, when prepared). Methods
 register in `fedclf.registry.ADAPTATION_METHODS` (one module each under
-`fedclf/adapt/methods/`): source_only, target_oracle, dann, finetune,
-fixmatch (self-training on weak/strong views, `fedclf.adapt.consistency`). Add
-one with
+`fedclf/adapt/methods/`): source_only, target_oracle, dann, cdan (CDAN+E),
+mdd, finetune (the adversarial three share
+`fedclf.adapt.adversarial_training`'s loop), fixmatch (self-training on
+weak/strong views, `fedclf.adapt.consistency`). Add one with
 
     from fedclf.adapt import AdaptationResult, AdaptationTask
     from fedclf.registry import ADAPTATION_METHODS
@@ -39,7 +40,9 @@ from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import AdaptConfig
 from fedclf.adapt.task import few_shot_indices
+from fedclf.adapt.methods.cdan import CdanParams
 from fedclf.adapt.methods.dann import DannParams
+from fedclf.adapt.methods.mdd import MddParams
 from fedclf.adapt.methods.finetune import FinetuneParams
 from fedclf.adapt.methods.fixmatch import FixMatchParams
 from fedclf.adapt.domains import align

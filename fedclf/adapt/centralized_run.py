@@ -19,6 +19,7 @@ from fedclf import metrics as metrics_lib
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import AdaptConfig
+from fedclf.adapt.task import MODEL_SELECTION
 from fedclf.adapt.domains import DEFAULT_IMAGE_SIZE
 from fedclf.adapt.domains import DomainLimits
 from fedclf.adapt.domains import DomainPair
@@ -197,6 +198,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
       "target_confusion_matrix": target["confusion_matrix"],
       "source_loss": source["loss"],
       "epochs_run": result.epochs_run,
+      "model_selection": MODEL_SELECTION,
       "train_seconds": round(result.train_seconds, 3),
       "examples_per_second": round(result.examples_per_second, 1),
       "normalization": config.adapt.normalization,

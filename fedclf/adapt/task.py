@@ -60,6 +60,12 @@ from fedclf.train.optimizers import OptimizerConfig
 #     and DANN collapses to one class; its own statistics centre it.
 NORMALIZATIONS = ("source", "pooled", "per_domain")
 
+# Every method returns the model after its last training epoch: no target
+# label is read for training (but by target_oracle and finetune) or for
+# model selection; the target test accuracy logged every `eval_every`
+# epochs is a learning curve only. Summaries record it.
+MODEL_SELECTION = "last_epoch"
+
 
 @dataclasses.dataclass(frozen=True)
 class AdaptConfig:

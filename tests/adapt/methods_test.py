@@ -13,15 +13,17 @@ from fedclf import federated
 from fedclf.adapt import AdaptationTask
 from fedclf.adapt import AdaptConfig
 from fedclf.adapt import AdaptRunConfig
+from fedclf.adapt import CdanParams
 from fedclf.adapt import DannParams
 from fedclf.adapt import DomainLimits
 from fedclf.adapt import federated_domain_config
 from fedclf.adapt import few_shot_indices
 from fedclf.adapt import FinetuneParams
+from fedclf.adapt import MddParams
 from fedclf.adapt import run_adaptation
 from fedclf.adapt import run_adaptation_seeds
 from fedclf.adapt import run_federated_adaptation
-from fedclf.adapt.methods.dann import AnnealedLearningRate
+from fedclf.adapt.adversarial_training import AnnealedLearningRate
 from fedclf.errors import UserError
 from fedclf.models import ModelConfig
 from fedclf.registry import ADAPTATION_METHODS
@@ -45,6 +47,10 @@ SUMMARY_KEYS = ("target_accuracy", "source_accuracy", "target_macro_f1",
 
 TINY_PARAMS = {
     "dann": DannParams(dann_hidden=(32,)),
+    # The mlp has no convolutions: CDAN reads its encoder output (100 x 10
+    # columns, the full map).
+    "cdan": CdanParams(cdan_hidden=(32,)),
+    "mdd": MddParams(mdd_hidden=(16,)),
     "finetune": FinetuneParams(target_labels_per_class=3, finetune_epochs=1,
                                finetune_lr=0.05, finetune_batch_size=16),
 }
@@ -62,7 +68,7 @@ def tiny(method, epochs=1, params=None):
 
 
 @pytest.mark.parametrize("method", ["source_only", "target_oracle", "dann",
-                                    "finetune"])
+                                    "finetune", "cdan", "mdd"])
 def test_tiny_run_per_method(method, tmp_path):
   assert method in ADAPTATION_METHODS
   summary = run_adaptation(tiny(method), str(tmp_path), {"method": method})
@@ -82,10 +88,14 @@ def test_tiny_run_per_method(method, tmp_path):
   assert "target_accuracy" in rows[-1]
   for name in ("confusion_matrix.png", "model.keras"):
     assert (tmp_path / name).stat().st_size > 0
-  if method == "dann":
-    assert any("domain_accuracy" in r and "target_test_accuracy" in r
-               for r in rows)
+  if method in ("dann", "cdan", "mdd"):
+    metric = "auxiliary_agreement" if method == "mdd" else "domain_accuracy"
+    assert any(metric in r and "target_test_accuracy" in r for r in rows)
     assert 0.0 <= summary["final_lambda"] <= 1.0
+    assert summary["model_selection"] == "last_epoch"
+    assert summary["steps_per_epoch"] == 10  # 300 source images, 32 a step
+  if method == "cdan":
+    assert summary["cdan_map"] == "full" and summary["cdan_map_dim"] == 1000
   if method == "finetune":
     assert summary["target_labelled_examples"] == 30
     assert 0.0 <= summary["source_model_target_accuracy"] <= 1.0

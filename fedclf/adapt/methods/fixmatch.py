@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from fedclf.adapt.consistency import masked_pseudo_label_loss
 from fedclf.adapt.consistency import standardized_views
-from fedclf.adapt.methods.dann import _epoch_order as epoch_order
+from fedclf.adapt.adversarial_training import epoch_order
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import DomainNormalizations
