@@ -32,10 +32,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.federated import server_optimizers
 from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.attacks import attack_output
 from fedclf.federated.attacks import flip_labels
+from fedclf.federated.backends import batched
+from fedclf.federated.backends.batched import BatchedClients
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.client_work import ClientOutput
@@ -64,14 +67,18 @@ class LocalBackend:
     self.seed = spec.seed
     self.attack = spec.attack
     self.num_classes = spec.num_classes
-    self.replicas = [spec.model_fn() for _ in range(self.parallel)]
+    self.x = tf.Variable(spec.x_train, trainable=False, name="x_train")
+    self.y = tf.Variable(spec.y_train.astype(np.int64), trainable=False,
+                         name="y_train")
+    self.batched = _batched_clients(spec, self.x, self.y)
+    if self.batched is not None:
+      self.parallel = self.batched.group
+    self.replicas = ([] if self.batched else
+                     [spec.model_fn() for _ in range(self.parallel)])
     self.velocity = [[
         tf.Variable(tf.zeros_like(v), trainable=False)
         for v in m.trainable_variables
     ] for m in self.replicas]
-    self.x = tf.Variable(spec.x_train, trainable=False, name="x_train")
-    self.y = tf.Variable(spec.y_train.astype(np.int64), trainable=False,
-                         name="y_train")
     # A subclass that keeps the base `combine` (e.g. only a different TFF
     # factory) still averages the same way.
     self.streams = (
@@ -105,6 +112,10 @@ class LocalBackend:
   def _train_slots(self, trainable, non_trainable, extra, matrices, steps,
                    examples, client_states, seeds,
                    malicious) -> List[ClientOutput]:
+    if self.batched is not None:
+      return self.batched.train(trainable, non_trainable, extra, matrices,
+                                steps, examples, client_states, seeds,
+                                malicious)
     outputs = []
     for slot in range(self.parallel):
       labels = (flip_labels(self.y, malicious[slot], self.num_classes)
@@ -288,6 +299,25 @@ class WeightedSums:
     return ([d / t["weight"] for d in t["delta"]],
             [n / t["weight"] for n in t["non_trainable"]],
             [e / t["trained"] for e in t["extra"]])
+
+
+def _batched_clients(spec: BackendSpec, x, y) -> Optional[BatchedClients]:
+  """The batched engine if `spec.client_batching` asks for it and the model
+  and client work allow it (None: replica mode)."""
+  if spec.client_batching == "off":
+    return None
+  model = spec.model_fn()
+  reason = batched.unsupported_reason(spec, model)
+  if reason is not None:
+    if spec.client_batching == "on":
+      raise UserError(f"--client_batching=on: {reason}")
+    logging.info("client batching off: %s; clients train in model "
+                 "replicas", reason)
+    return None
+  engine = BatchedClients(spec, model, x, y)
+  logging.info("client batching on: up to %d clients per batched step",
+               engine.group)
+  return engine
 
 
 def _to_numpy(structure):
