@@ -93,8 +93,11 @@ def best_and_median_ratio(numerators: Sequence[float],
 def make_simulation(num_clients: int, clients_per_round: int,
                     examples_per_client: int, backend: str, model: str,
                     partitioner: str = "iid", workers: Sequence[str] = (),
-                    test_limit: int = 1000, parallel_clients: int = 0):
-  """A FedAvg simulation on MNIST: B=10, E=1, client lr 0.05."""
+                    test_limit: int = 1000, parallel_clients: int = 0,
+                    local_batch_size: int = LOCAL_BATCH_SIZE,
+                    client_batching: str = "auto"):
+  """A FedAvg simulation on MNIST: B=10 (unless given), E=1, client lr
+  0.05."""
   # pylint: disable=g-import-not-at-top
   from fedclf.data import DataConfig
   from fedclf.federated import AlgorithmConfig, FederatedRunConfig
@@ -112,11 +115,11 @@ def make_simulation(num_clients: int, clients_per_round: int,
           algorithm="fedavg",
           algorithm_config=AlgorithmConfig(client_lr=CLIENT_LR,
                                            local_epochs=1,
-                                           local_batch_size=LOCAL_BATCH_SIZE),
+                                           local_batch_size=local_batch_size),
           num_clients=num_clients, clients_per_round=clients_per_round,
           rounds=1, per_client_eval=0, checkpoint_every=0, backend=backend,
-          parallel_clients=parallel_clients, tff_workers=tuple(workers),
-          seed=0))
+          parallel_clients=parallel_clients, client_batching=client_batching,
+          tff_workers=tuple(workers), seed=0))
   return Simulation(config, tempfile.mkdtemp(prefix="fedclf_bench_"), {})
 
 
@@ -189,6 +192,37 @@ def measure_efficiency(backend: str, clients: int, examples_per_client: int,
           "round_rates": round_rates, "fit_rates": fit_rates,
           "efficiency": best, "median_efficiency": median,
           "peak_rss_mib": memory.peak}
+
+
+# -- 7. batched clients -------------------------------------------------------
+
+def measure_client_batching(model: str, clients: int,
+                            examples_per_client: int, batch_size: int,
+                            repeats: int) -> Dict:
+  """Examples/s of a FedAvg round (every client sampled, B=`batch_size`)
+  with the clients batched and in replicas, and of Keras `fit` at batch 256
+  on the same examples (one model, one graph per step), alternating."""
+  sims = {mode: make_simulation(clients, clients, examples_per_client,
+                                "local", model, local_batch_size=batch_size,
+                                client_batching=mode)
+          for mode in ("on", "off")}
+  states = {}
+  for mode, sim in sims.items():
+    _, _, states[mode] = timed_round(sim, sim.rounds.initial_state(), 1)
+  sim = sims["on"]
+  fit = KerasFit(model, sim.objective.client_inputs(), sim.ds.y_train, 256)
+  rates: Dict[str, List[float]] = {"on": [], "off": [], "fit": []}
+  for r in range(2, 2 + repeats):
+    rates["fit"].append(len(sim.ds.y_train) / fit.seconds())
+    for mode in (("on", "off") if r % 2 else ("off", "on")):
+      seconds, examples, states[mode] = timed_round(sims[mode], states[mode],
+                                                     r)
+      rates[mode].append(examples / seconds)
+  for s in sims.values():
+    s.close()
+  ratios = {mode: best_and_median_ratio(rates[mode], rates["fit"])
+            for mode in ("on", "off")}
+  return {"rates": rates, "ratios": ratios}
 
 
 # -- 2. against a plain tff.learning loop -------------------------------------

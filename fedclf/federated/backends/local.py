@@ -192,9 +192,10 @@ class LocalBackend:
               [tf.constant(w) for w in state.non_trainable],
               [tf.constant(w) for w in state.extra])
     blank = self.initial_client_state(state)
+    order = self._training_order(tasks)
     outputs = []
     for start in range(0, len(tasks), self.parallel):
-      group = tasks[start:start + self.parallel]
+      group = [tasks[i] for i in order[start:start + self.parallel]]
       try:
         outputs.extend(self._train_tasks(inputs, group, client_states, blank,
                                          sums))
@@ -204,7 +205,18 @@ class LocalBackend:
         outputs.extend(
             self._train_alone(inputs, task, state, client_states, blank,
                               round_num, sums) for task in group)
-    return with_reported_shapes(outputs)
+    in_task_order = [None] * len(tasks)
+    for i, out in zip(order, outputs):
+      in_task_order[i] = out
+    return with_reported_shapes(in_task_order)
+
+  def _training_order(self, tasks: Sequence[ClientTask]) -> List[int]:
+    """The order in which tasks are grouped: batched, the most local steps
+    first, so that a group's clients run about as many steps as its longest
+    (the others are masked, not skipped); in replicas, as given."""
+    if self.batched is None:
+      return list(range(len(tasks)))
+    return sorted(range(len(tasks)), key=lambda i: -int(tasks[i][2]))
 
   def _train_alone(self, inputs, task: ClientTask, state: ServerState,
                    client_states: Dict[int, List[np.ndarray]],

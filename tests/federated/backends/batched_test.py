@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from fedclf.errors import UserError
 from fedclf.federated import AlgorithmConfig
+from fedclf.federated.attack_config import AttackConfig
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.algorithms.fedprox import FedProxParams
 from fedclf.federated.backends.local import LocalBackend
@@ -50,8 +51,8 @@ def spec(mode, name="cnn", algorithm="fedavg", params=None, momentum=0.0,
       num_classes=10)
 
 
-def tasks(round_num):
-  """Client c's batches: rows of its 24 examples (the last one short)."""
+def tasks(round_num, malicious=()):
+  """Client c's batches: rows of its 21 examples (batch 2 one short)."""
   rng = np.random.default_rng(round_num)
   out = []
   for cid, steps in STEPS.items():
@@ -61,16 +62,18 @@ def tasks(round_num):
       batch = rng.choice(mine, BATCH - (s == 1), replace=False)
       matrix[s, :len(batch)] = batch
     out.append(ClientTask(cid, matrix, steps, len(mine),
-                          np.array([0, cid], np.int64)))
+                          np.array([round_num, cid], np.int64),
+                          float(cid in malicious)))
   return out
 
 
-def two_rounds(work, name):
+def two_rounds(work, name, malicious=()):
   """The state and outputs after rounds 1 and 2 (client states kept)."""
   state = work.initial_state(model_fn(name)())
   client_states = {}
   for r in (1, 2):
-    state, outputs = work.run_round(state, tasks(r), client_states, r)
+    state, outputs = work.run_round(state, tasks(r, malicious),
+                                    client_states, r)
     for t, o in zip(tasks(r), outputs):
       if o.client_state:
         client_states[t.client_id] = [np.asarray(s) for s in o.client_state]
@@ -115,6 +118,17 @@ def test_batched_rounds_match_replicas(name, algorithm, params, momentum,
     np.testing.assert_allclose(a.loss_sum, b.loss_sum, rtol=1e-4)
     assert float(a.correct) == float(b.correct)
     assert float(a.examples) == float(b.examples)
+
+
+@pytest.mark.parametrize("attack", ["label_flip", "sign_flip"])
+def test_attacked_clients_match_replicas(attack):
+  finals = []
+  for mode in ("on", "off"):
+    work = LocalBackend(dataclasses.replace(spec(mode, "mlp"), attack=(
+        AttackConfig(malicious_fraction=0.3, attack=attack))))
+    finals.append(two_rounds(work, "mlp", malicious=(1,))[0])
+  for a, b in zip(finals[0].trainable, finals[1].trainable):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def batch_norm_model():
