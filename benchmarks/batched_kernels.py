@@ -9,8 +9,11 @@ For the McMahan CNN and the 2NN MLP on 28x28x1 inputs, one SGD step
              backend: TensorFlow's executor runs them concurrently);
   grouped    weights stacked on a client axis; dense layers as batched
              matmuls; convolutions as one grouped convolution with the
-             clients folded into the channels;
-  im2col     as grouped, but each convolution as patches (shifted slices)
+             clients folded into the channels, activations kept folded up
+             to the flatten (what the batched backend runs);
+  unfolded   as grouped, but each convolution's output transposed back to
+             [K, B, H, W, C] (and the pools run per example);
+  im2col     as unfolded, but each convolution as patches (shifted slices)
              times the stacked kernels in one batched matmul;
   vmap       as grouped, but each convolution as `tf.vectorized_map` of
              `tf.nn.conv2d` over the client axis;
@@ -36,7 +39,8 @@ flags.DEFINE_integer("batch", 10, "B: examples per client and step.")
 flags.DEFINE_float("seconds", 1.0, "Time per measurement.")
 flags.DEFINE_integer("repeats", 3, "Alternating measurements of each.")
 flags.DEFINE_list("models", ["cnn", "mlp"], "Models to measure.")
-flags.DEFINE_list("candidates", ["replicas", "grouped", "im2col", "vmap"],
+flags.DEFINE_list("candidates",
+                  ["replicas", "grouped", "unfolded", "im2col", "vmap"],
                   "Candidates to measure.")
 FLAGS = flags.FLAGS
 
@@ -105,8 +109,9 @@ def stacked_step(name: str, clients: int, batch: int, conv: str):
              for w in model.trainable_variables]
   x = tf.random.normal([clients, batch, *SHAPE])
   y = tf.random.uniform([clients, batch], 0, 10, tf.int64)
-  convolve = {"grouped": stacked.grouped_conv, "im2col": stacked.im2col_conv,
-              "vmap": vmap_conv, "xla": stacked.grouped_conv}[conv]
+  convolve = {"grouped": None, "unfolded": stacked.grouped_conv,
+              "im2col": stacked.im2col_conv, "vmap": vmap_conv,
+              "xla": None}[conv]
 
   @tf.function(jit_compile=conv == "xla")
   def step():
@@ -135,7 +140,7 @@ def main(argv):
   for name in FLAGS.models:
     single = single_step(name, 256)
     for candidate in FLAGS.candidates:
-      if name == "mlp" and candidate in ("im2col", "vmap"):
+      if name == "mlp" and candidate in ("unfolded", "im2col", "vmap"):
         continue  # no convolution: the same computation as `grouped`
       try:
         step = candidate_step(name, candidate, k, b)

@@ -6,8 +6,9 @@
 `weights[i]` is `model.trainable_variables[i]` with a leading client axis
 [K, ...]; `images` is [K, B, H, W, C] (client k's batch at row k), and the
 logits are [K, B, classes]. Dense layers become batched matmuls and
-convolutions grouped convolutions (the clients folded into the channels),
-so each kernel does all K clients' work: with the batch sizes of federated
+convolutions grouped convolutions (the clients folded into the channels,
+where the activations stay up to the flatten), so each kernel does all K
+clients' work: with the batch sizes of federated
 papers (B=10) one client's step is too small to fill the cores, K clients'
 steps together are not (measurements: BUILD_NOTES.md, "Batched clients").
 
@@ -19,7 +20,7 @@ and the backend trains that model client by client instead.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -109,11 +110,26 @@ def plan_for(model: tf.keras.Model) -> Tuple[Op, ...]:
   return plan
 
 
+def _dims(x: tf.Tensor) -> list:
+  """The shape of `x`, static where known (later layers' shape inference
+  needs the channels), else dynamic."""
+  dynamic = tf.shape(x)
+  return [d if d is not None else dynamic[i]
+          for i, d in enumerate(x.shape.as_list())]
+
+
 def _per_example(fn: Callable, x: tf.Tensor) -> tf.Tensor:
   """`fn` of the [K * B, ...] images of `x` [K, B, ...], reshaped back."""
-  k, b = tf.shape(x)[0], tf.shape(x)[1]
-  y = fn(tf.reshape(x, tf.concat([[k * b], tf.shape(x)[2:]], 0)))
-  return tf.reshape(y, tf.concat([[k, b], tf.shape(y)[1:]], 0))
+  k, b, *rest = _dims(x)
+  y = fn(tf.reshape(x, [k * b, *rest]))
+  return tf.reshape(y, [k, b, *_dims(y)[1:]])
+
+
+def _grouped_filters(kernel: tf.Tensor) -> tf.Tensor:
+  """Stacked kernels [K, kh, kw, Cin, Cout] as the filter [kh, kw, Cin,
+  K * Cout] of a grouped convolution."""
+  kh, kw, cin = _dims(kernel)[1:4]
+  return tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, cin, -1])
 
 
 def grouped_conv(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int],
@@ -122,15 +138,8 @@ def grouped_conv(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int],
   kernel[k] [kh, kw, Cin, Cout], for every k, as one grouped convolution:
   the clients folded into the channels (input [B, H, W, K * Cin], filter
   [kh, kw, Cin, K * Cout]), which conv2d runs as K groups."""
-  k, b, h, w, c = (tf.shape(x)[i] for i in range(5))
-  kh, kw, cin, cout = kernel.shape[1:]
-  folded = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [b, h, w, k * c])
-  filters = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]),
-                       [kh, kw, cin, -1])
-  y = tf.nn.conv2d(folded, filters, strides, padding)
-  shape = tf.shape(y)
-  y = tf.reshape(y, [shape[0], shape[1], shape[2], k, cout])
-  return tf.transpose(y, [3, 0, 1, 2, 4])
+  return unfold(tf.nn.conv2d(fold(x), _grouped_filters(kernel), strides,
+                             padding), _dims(kernel)[0])
 
 
 def im2col_conv(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int],
@@ -153,31 +162,74 @@ def im2col_conv(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int],
   return tf.reshape(y, [k, b, h, w, cout])
 
 
-def _apply(op: Op, weights: Sequence[tf.Tensor], x: tf.Tensor,
-           convolve: Callable) -> tf.Tensor:
+def fold(x: tf.Tensor) -> tf.Tensor:
+  """Stacked images [K, B, H, W, C] as one batch [B, H, W, K * C]: the
+  clients folded into the channels, the layout of `grouped_conv`."""
+  k, b, h, w, c = _dims(x)
+  return tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [b, h, w, k * c])
+
+
+def unfold(x: tf.Tensor, k) -> tf.Tensor:
+  """The inverse of `fold` for `k` clients."""
+  b, h, w, channels = _dims(x)
+  x = tf.reshape(x, [b, h, w, k, channels // k])
+  return tf.transpose(x, [3, 0, 1, 2, 4])
+
+
+def _conv(op: Op, weights, x, folded: bool, convolve: Optional[Callable]):
+  """(output, folded) of a convolution: grouped on the folded layout, or
+  `convolve` on the stacked one."""
+  kernel, layer = weights[op.kernel], op.layer
+  k = _dims(kernel)[0]
+  if convolve is not None:
+    x = convolve(unfold(x, k) if folded else x, kernel, layer.strides,
+                 layer.padding.upper())
+    return x, False
+  x = tf.nn.conv2d(x if folded else fold(x), _grouped_filters(kernel),
+                   layer.strides, layer.padding.upper())
+  return x, True
+
+
+def _apply(op: Op, weights: Sequence[tf.Tensor], x: tf.Tensor, folded: bool,
+           convolve: Optional[Callable]) -> Tuple[tf.Tensor, bool]:
+  """(output, whether it is folded) of `op` on `x`."""
   layer = op.layer
-  if op.kind in ("conv", "dense"):
-    kernel = weights[op.kernel]
-    if op.kind == "conv":
-      x = convolve(x, kernel, layer.strides, layer.padding.upper())
+  k = _dims(weights[0])[0]
+  if op.kind == "conv":
+    x, folded = _conv(op, weights, x, folded, convolve)
+  elif op.kind == "dense":
+    x = tf.matmul(unfold(x, k) if folded else x, weights[op.kernel])
+    folded = False
+  elif op.kind == "pool":
+    # Pooling is per channel, so the folded layout pools as it is.
+    return (layer(x) if folded else _per_example(layer, x)), folded
+  elif op.kind == "flatten":
+    x = unfold(x, k) if folded else x
+    return tf.reshape(x, [k, _dims(x)[1], -1]), False
+  else:
+    return layer(x), folded  # an activation: elementwise
+  if op.bias >= 0:
+    bias = weights[op.bias]
+    if folded:
+      bias = tf.reshape(bias, [-1])  # [K * Cout], as the folded channels
     else:
-      x = tf.matmul(x, kernel)
-    if op.bias >= 0:
-      bias = weights[op.bias]
-      x += tf.reshape(bias, [tf.shape(bias)[0]] + [1] * (len(x.shape) - 2) +
-                      [bias.shape[-1]])
-    return layer.activation(x)
-  if op.kind == "pool":
-    return _per_example(layer, x)
-  if op.kind == "flatten":
-    return tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], -1])
-  return layer(x)  # an activation: elementwise
+      bias = tf.reshape(bias, [k] + [1] * (len(x.shape) - 2) +
+                        [bias.shape[-1]])
+    x += bias
+  return layer.activation(x), folded
 
 
 def forward(plan: Sequence[Op], weights: Sequence[tf.Tensor], x: tf.Tensor,
-            convolve: Callable = grouped_conv) -> tf.Tensor:
+            convolve: Optional[Callable] = None) -> tf.Tensor:
   """Logits [K, B, classes] of images `x` [K, B, ...] under the stacked
-  `weights` (one [K, ...] tensor per trainable variable)."""
+  `weights` (one [K, ...] tensor per trainable variable).
+
+  Convolutions are grouped, their activations kept folded ([B, H, W,
+  K * C]) up to the next flatten or dense layer, so no transpose runs
+  between the convolutions and pools; `convolve(x, kernel, strides,
+  padding)` on stacked [K, B, ...] activations replaces them (the
+  candidates of benchmarks/batched_kernels.py)."""
+  folded = False
   for op in plan:
-    x = _apply(op, weights, x, convolve)
-  return x
+    x, folded = _apply(op, weights, x, folded, convolve)
+  return unfold(x, _dims(weights[0])[0]) if folded else x
