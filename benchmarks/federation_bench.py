@@ -17,8 +17,8 @@ The six figures of issue #9, each with its target and pass/fail:
   5. scale-out: the same rounds on two TFF workers on localhost;
   6. a per-round time breakdown;
   7. batched clients (issue #25): a FedAvg round with the clients batched
-     (--client_batching=on) and in replicas (off) against Keras `fit` at
-     batch 256 on the same examples; MLP, McMahan CNN and LeNet-5 at B=10
+     (--client_batching=on) and in replicas (off) against one model's SGD
+     at batch 256 on the same examples in one graph; MLP, McMahan CNN and LeNet-5 at B=10
      and B=50, 10 x 600 and 100 x 60 clients (`--items=7` runs only it,
      `--quick` only B=10 at 10 x 600).
 Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
@@ -263,8 +263,9 @@ def item_client_batching(report: Report, quick: bool, repeats: int) -> None:
   report.add("## 7. Batched clients against one model at batch 256", "",
              "FedAvg round, every client sampled, E=1, local backend with "
              "the clients batched (`--client_batching=on`) and in model "
-             "replicas (`off`), against Keras `fit` at batch 256 on the same "
-             "MNIST examples, all timed alternately in one process; ratio = "
+             "replicas (`off`), against one model's SGD epoch at batch 256 "
+             "on the same MNIST examples as one compiled graph, all timed "
+             "alternately in one process; ratio = "
              "round examples/s over batch-256 examples/s (fastest repeat of "
              "each; median of per-repeat ratios in brackets).", "",
              "| model | clients x examples | B | batched examples/s | "

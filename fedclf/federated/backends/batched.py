@@ -120,16 +120,28 @@ class BatchedClients:
     return objective, loss, tf.reduce_sum(hits * mask, 1), count
 
   def _update(self, weights, velocity, grads, active):
-    """One masked (momentum) SGD step: inactive clients keep theirs."""
+    """One (momentum) SGD step of the clients that are `active` ([K]
+    bool); the others keep their weights and momentum. The mask costs a
+    broadcast select per weight (slow on CPU), so a step where every
+    client is active (most of them, the groups being formed by step count)
+    skips it."""
+    return tf.cond(
+        tf.reduce_all(active),
+        lambda: self._masked_update(weights, velocity, grads, None),
+        lambda: self._masked_update(weights, velocity, grads, active))
+
+  def _masked_update(self, weights, velocity, grads, active):
     lr, momentum = self.work.lr, self.work.momentum
     new_weights, new_velocity = [], []
     for i, (w, g) in enumerate(zip(weights, grads)):
-      on = _client_axis(active, w)
+      def kept(new, old):
+        if active is None:
+          return new
+        return tf.where(_client_axis(active, old), new, old)
       if momentum:
-        v = tf.where(on, momentum * velocity[i] + g, velocity[i])
-        new_velocity.append(v)
-        g = v
-      new_weights.append(tf.where(on, w - lr * g, w))
+        g = kept(momentum * velocity[i] + g, velocity[i])
+        new_velocity.append(g)
+      new_weights.append(kept(w - lr * g, w))
     return new_weights, new_velocity
 
   def _step(self, i, state, global_trainable, corrections, batch_args):
