@@ -87,6 +87,14 @@ class BatchedClients:
     self.num_classes = spec.num_classes
     self.x, self.y = x, y
     self.group = group_size(spec, model)
+    # The group's stacked weights and momentum buffers, updated in place:
+    # new [K, ...] tensors every step would cost an allocation (and the
+    # page faults of a fresh buffer) per weight and step.
+    self.weights = [
+        tf.Variable(tf.zeros([self.group, *v.shape], v.dtype),
+                    trainable=False) for v in model.trainable_variables]
+    self.velocity = ([tf.Variable(tf.zeros_like(w), trainable=False)
+                      for w in self.weights] if self.work.momentum else [])
 
   def _batch(self, matrices, i, malicious):
     """Step `i`'s images [K, B, ...], labels and mask of every client."""
@@ -119,79 +127,81 @@ class BatchedClients:
           for w, g in zip(weights, global_trainable)])
     return objective, loss, tf.reduce_sum(hits * mask, 1), count
 
-  def _update(self, weights, velocity, grads, active):
+  def _update(self, grads, active):
     """One (momentum) SGD step of the clients that are `active` ([K]
     bool); the others keep their weights and momentum. The mask costs a
     broadcast select per weight (slow on CPU), so a step where every
     client is active (most of them, the groups being formed by step count)
-    skips it."""
-    return tf.cond(
-        tf.reduce_all(active),
-        lambda: self._masked_update(weights, velocity, grads, None),
-        lambda: self._masked_update(weights, velocity, grads, active))
+    updates in place without it."""
+    if tf.reduce_all(active):
+      self._masked_update(grads, None)
+    else:
+      self._masked_update(grads, active)
 
-  def _masked_update(self, weights, velocity, grads, active):
+  def _masked_update(self, grads, active):
     lr, momentum = self.work.lr, self.work.momentum
-    new_weights, new_velocity = [], []
-    for i, (w, g) in enumerate(zip(weights, grads)):
+    for i, (w, g) in enumerate(zip(self.weights, grads)):
       def kept(new, old):
         if active is None:
           return new
         return tf.where(_client_axis(active, old), new, old)
       if momentum:
-        g = kept(momentum * velocity[i] + g, velocity[i])
-        new_velocity.append(g)
-      new_weights.append(kept(w - lr * g, w))
-    return new_weights, new_velocity
+        v = self.velocity[i]
+        g = kept(momentum * v + g, v)
+        v.assign(g)
+      if active is None:
+        w.assign_sub(lr * g)
+      else:
+        w.assign(kept(w - lr * g, w))
 
-  def _step(self, i, state, global_trainable, corrections, batch_args):
+  def _step(self, i, totals, global_trainable, corrections, batch_args):
     """Local step `i` of every client whose `steps` exceed it."""
-    weights, velocity, totals = state
     matrices, steps, malicious = batch_args
     images, labels, mask = self._batch(matrices, i, malicious)
     with tf.GradientTape() as tape:
-      tape.watch(weights)
-      objective, loss, hits, count = self._loss(weights, global_trainable,
-                                                images, labels, mask)
-    grads = self.work.decayed(tape.gradient(objective, weights), weights)
+      tape.watch(self.weights)
+      objective, loss, hits, count = self._loss(
+          self.weights, global_trainable, images, labels, mask)
+    grads = self.work.decayed(tape.gradient(objective, self.weights),
+                              self.weights)
     if corrections:
       grads = [g + c for g, c in zip(grads, corrections)]
     active = i < steps
-    weights, velocity = self._update(weights, velocity, grads, active)
+    self._update(grads, active)
     on = tf.cast(active, tf.float32)
     loss_sum, correct, examples = totals
-    totals = (loss_sum + tf.where(active, loss * count, 0.0),
-              correct + on * hits, examples + on * count)
-    return weights, velocity, totals
+    return (loss_sum + tf.where(active, loss * count, 0.0),
+            correct + on * hits, examples + on * count)
 
   def train(self, trainable, non_trainable, extra, matrices, steps,
             examples, client_states, seeds, malicious) -> List[ClientOutput]:
     """The K clients' outputs, as `LocalBackend._train_slots` returns them
-    (the same arguments, with K = the rows of `matrices`)."""
-    k = int(matrices.shape[0])
-    weights = [tf.repeat(w[tf.newaxis], k, 0) for w in trainable]
-    velocity = ([tf.zeros_like(w) for w in weights]
-                if self.work.momentum else [])
+    (the same arguments, with K = the rows of `matrices` = `group`)."""
+    k = self.group
+    for w, value in zip(self.weights, trainable):
+      w.assign(tf.repeat(value[tf.newaxis], k, 0))
+    for v in self.velocity:
+      v.assign(tf.zeros_like(v))
     per_client = [self.work.gradient_correction(s, extra)
                   for s in client_states]
     corrections = [tf.stack(c) for c in zip(*per_client)]
     zeros = tf.zeros([k])
-    state = (weights, velocity, (zeros, zeros, zeros))
+    totals = (zeros, zeros, zeros)
     for i in tf.range(tf.reduce_max(steps)):
-      state = self._step(i, state, trainable, corrections,
-                         (matrices, steps, malicious))
-    return self._outputs(state, trainable, non_trainable, extra, steps,
+      totals = self._step(i, totals, trainable, corrections,
+                          (matrices, steps, malicious))
+    return self._outputs(totals, trainable, non_trainable, extra, steps,
                          examples, client_states, seeds, malicious)
 
-  def _outputs(self, state, trainable, non_trainable, extra, steps,
+  def _outputs(self, totals, trainable, non_trainable, extra, steps,
                examples, client_states, seeds, malicious
                ) -> List[ClientOutput]:
-    weights, _, (loss_sum, correct, counted) = state
+    loss_sum, correct, counted = totals
     outputs = []
     for c in range(len(client_states)):
       out = self.work.output(
-          trainable, non_trainable, [w[c] for w in weights], [],
-          (loss_sum[c], correct[c], counted[c], steps[c]), examples[c],
+          trainable, non_trainable, [tf.identity(w[c]) for w in self.weights],
+          [], (loss_sum[c], correct[c], counted[c], steps[c]), examples[c],
           client_states[c], extra)
       outputs.append(attack_output(out, malicious[c], seeds[c], self.attack))
     return outputs
