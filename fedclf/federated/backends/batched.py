@@ -63,6 +63,19 @@ def unsupported_reason(spec: BackendSpec,
   return None
 
 
+def auto_declines(model: tf.keras.Model) -> Optional[str]:
+  """Why `--client_batching=auto` leaves a model it could batch in replicas
+  (None: it batches it). Measured at round level on the 2-core CPU
+  (BUILD_NOTES.md, "Batched clients"): dense-only models ran 1.4-2.1x
+  faster batched, convolutional ones slower, so auto batches only the
+  former; `on` batches both."""
+  if any(op.kind == "conv" for op in stacked.plan_for(model)):
+    return (f"model {model.name} has convolutions, which measured slower "
+            "batched than in replicas on CPU (--client_batching=on forces "
+            "it)")
+  return None
+
+
 def group_size(spec: BackendSpec, model: tf.keras.Model) -> int:
   """Clients per batched computation: the round's, within the memory cap."""
   params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)

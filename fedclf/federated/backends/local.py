@@ -320,9 +320,11 @@ def _batched_clients(spec: BackendSpec, x, y) -> Optional[BatchedClients]:
     return None
   model = spec.model_fn()
   reason = batched.unsupported_reason(spec, model)
+  if reason is not None and spec.client_batching == "on":
+    raise UserError(f"--client_batching=on: {reason}")
+  if reason is None and spec.client_batching == "auto":
+    reason = batched.auto_declines(model)
   if reason is not None:
-    if spec.client_batching == "on":
-      raise UserError(f"--client_batching=on: {reason}")
     logging.info("client batching off: %s; clients train in model "
                  "replicas", reason)
     return None

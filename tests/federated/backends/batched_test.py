@@ -149,3 +149,8 @@ def test_unsupported_falls_back_on_auto_and_is_refused_on(change, caplog):
   assert "client batching off" in caplog.text
   with pytest.raises(UserError, match="client_batching=on"):
     LocalBackend(dataclasses.replace(changed, client_batching="on"))
+
+
+def test_auto_batches_dense_models_and_leaves_convolutions_in_replicas():
+  assert LocalBackend(spec("auto", "mlp")).batched is not None
+  assert LocalBackend(spec("auto", "cnn")).batched is None
