@@ -15,7 +15,12 @@ The six figures of issue #9, each with its target and pass/fail:
   4. scale: 10,000 Dirichlet clients, 100 per round: s/round, peak memory
      (against 1,000 clients, to show memory follows the clients per round);
   5. scale-out: the same rounds on two TFF workers on localhost;
-  6. a per-round time breakdown.
+  6. a per-round time breakdown;
+  7. batched clients (issue #25): a FedAvg round with the clients batched
+     (--client_batching=on) and in replicas (off) against one model's SGD
+     at batch 256 on the same examples in one graph; MLP, McMahan CNN and LeNet-5 at B=10
+     and B=50, 10 x 600 and 100 x 60 clients (`--items=7` runs only it,
+     `--quick` only B=10 at 10 x 600).
 Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
 the two sides of every ratio are timed alternately in that one process.
 """
@@ -32,7 +37,7 @@ from fedclf import cli
 cli.define_common_flags()
 flags.DEFINE_bool("quick", False,
                   "Small settings (a smoke run of every item, minutes).")
-flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6"],
+flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
                   "Which figures to measure.")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
 flags.DEFINE_integer("repeats", 5,
@@ -251,7 +256,40 @@ def item_breakdown(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
 
 
-ITEMS = ("1", "2", "3", "4", "5", "6")
+def item_client_batching(report: Report, quick: bool, repeats: int) -> None:
+  from benchmarks import measure  # pylint: disable=g-import-not-at-top
+  settings = ([(10, 600, 10)] if quick else
+              [(c, n, b) for b in (10, 50) for c, n in ((10, 600), (100, 60))])
+  report.add("## 7. Batched clients against one model at batch 256", "",
+             "FedAvg round, every client sampled, E=1, local backend with "
+             "the clients batched (`--client_batching=on`) and in model "
+             "replicas (`off`), against one model's SGD epoch at batch 256 "
+             "on the same MNIST examples as one compiled graph, all timed "
+             "alternately in one process; ratio = "
+             "round examples/s over batch-256 examples/s (fastest repeat of "
+             "each; median of per-repeat ratios in brackets).", "",
+             "| model | clients x examples | B | batched examples/s | "
+             "replicas examples/s | batch-256 examples/s | batched ratio | "
+             "replicas ratio | target |", "|---|---|---|---|---|---|---|---|---|")
+  before = measure.load_average()
+  for model in ("mlp", "cnn", "lenet5"):
+    for clients, per_client, batch in settings:
+      r = measure.in_fresh_process(measure.measure_client_batching, model,
+                                   clients, per_client, batch, repeats)
+      (on, on_median), (off, off_median) = (r["ratios"]["on"],
+                                            r["ratios"]["off"])
+      target = ("-" if batch != 10 or model == "lenet5" else
+                f">= 0.9 {verdict(on >= 0.9)}")
+      report.add(f"| {model} | {clients} x {per_client} | {batch} | "
+                 f"{max(r['rates']['on']):.0f} | {max(r['rates']['off']):.0f}"
+                 f" | {max(r['rates']['fit']):.0f} | {on:.2f} "
+                 f"({on_median:.2f}) | {off:.2f} ({off_median:.2f}) | "
+                 f"{target} |")
+  report.add("")
+  report.load_note(before, measure.load_average())
+
+
+ITEMS = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def main(argv):
@@ -283,7 +321,8 @@ def main(argv):
              f"- Command: `{command.strip()}` (`make bench`)"
              f"{'; quick settings' if FLAGS.quick else ''}.", "")
   items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
-           "4": item_scale, "5": item_scale_out, "6": item_breakdown}
+           "4": item_scale, "5": item_scale_out, "6": item_breakdown,
+           "7": item_client_batching}
   for key in sorted(FLAGS.items):
     items[key](report, FLAGS.quick, FLAGS.repeats)
     # Written after every item, so a long run keeps what it measured.

@@ -93,8 +93,11 @@ def best_and_median_ratio(numerators: Sequence[float],
 def make_simulation(num_clients: int, clients_per_round: int,
                     examples_per_client: int, backend: str, model: str,
                     partitioner: str = "iid", workers: Sequence[str] = (),
-                    test_limit: int = 1000, parallel_clients: int = 0):
-  """A FedAvg simulation on MNIST: B=10, E=1, client lr 0.05."""
+                    test_limit: int = 1000, parallel_clients: int = 0,
+                    local_batch_size: int = LOCAL_BATCH_SIZE,
+                    client_batching: str = "auto"):
+  """A FedAvg simulation on MNIST: B=10 (unless given), E=1, client lr
+  0.05."""
   # pylint: disable=g-import-not-at-top
   from fedclf.data import DataConfig
   from fedclf.federated import AlgorithmConfig, FederatedRunConfig
@@ -112,11 +115,11 @@ def make_simulation(num_clients: int, clients_per_round: int,
           algorithm="fedavg",
           algorithm_config=AlgorithmConfig(client_lr=CLIENT_LR,
                                            local_epochs=1,
-                                           local_batch_size=LOCAL_BATCH_SIZE),
+                                           local_batch_size=local_batch_size),
           num_clients=num_clients, clients_per_round=clients_per_round,
           rounds=1, per_client_eval=0, checkpoint_every=0, backend=backend,
-          parallel_clients=parallel_clients, tff_workers=tuple(workers),
-          seed=0))
+          parallel_clients=parallel_clients, client_batching=client_batching,
+          tff_workers=tuple(workers), seed=0))
   return Simulation(config, tempfile.mkdtemp(prefix="fedclf_bench_"), {})
 
 
@@ -161,6 +164,46 @@ class KerasFit:
     return time.perf_counter() - t0
 
 
+class SingleGraph:
+  """One model's SGD epoch over the examples at a large batch, as one
+  compiled graph (a while loop over the batches of data held in memory):
+  the throughput the hardware gives a model without federation's small
+  batches, and without Keras `fit`'s per-epoch overhead."""
+
+  def __init__(self, model_name: str, x: np.ndarray, y: np.ndarray,
+               batch_size: int):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from fedclf.models import build_classifier  # pylint: disable=g-import-not-at-top
+    model = build_classifier(model_name, x.shape[1:], 10)
+    steps = len(x) // batch_size
+    self.examples = steps * batch_size
+    images = tf.constant(x[:self.examples])
+    labels = tf.constant(y[:self.examples].astype(np.int64))
+
+    @tf.function
+    def epoch():
+      for i in tf.range(steps):
+        batch = tf.range(i * batch_size, (i + 1) * batch_size)
+        with tf.GradientTape() as tape:
+          loss = tf.reduce_mean(
+              tf.keras.losses.sparse_categorical_crossentropy(
+                  tf.gather(labels, batch),
+                  model(tf.gather(images, batch), training=True),
+                  from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        for v, g in zip(model.trainable_variables, grads):
+          v.assign_sub(CLIENT_LR * g)
+
+    self.epoch = epoch
+    epoch()  # traces it outside the timed calls
+
+  def rate(self) -> float:
+    """Examples/s of one epoch."""
+    t0 = time.perf_counter()
+    self.epoch()
+    return self.examples / (time.perf_counter() - t0)
+
+
 # -- 1. federation efficiency -------------------------------------------------
 
 def measure_efficiency(backend: str, clients: int, examples_per_client: int,
@@ -189,6 +232,38 @@ def measure_efficiency(backend: str, clients: int, examples_per_client: int,
           "round_rates": round_rates, "fit_rates": fit_rates,
           "efficiency": best, "median_efficiency": median,
           "peak_rss_mib": memory.peak}
+
+
+# -- 7. batched clients -------------------------------------------------------
+
+def measure_client_batching(model: str, clients: int,
+                            examples_per_client: int, batch_size: int,
+                            repeats: int) -> Dict:
+  """Examples/s of a FedAvg round (every client sampled, B=`batch_size`)
+  with the clients batched and in replicas, and of one model's SGD at batch
+  256 on the same examples in one graph (`SingleGraph`), alternating."""
+  sims = {mode: make_simulation(clients, clients, examples_per_client,
+                                "local", model, local_batch_size=batch_size,
+                                client_batching=mode)
+          for mode in ("on", "off")}
+  states = {}
+  for mode, sim in sims.items():
+    _, _, states[mode] = timed_round(sim, sim.rounds.initial_state(), 1)
+  sim = sims["on"]
+  single = SingleGraph(model, sim.objective.client_inputs(), sim.ds.y_train,
+                       256)
+  rates: Dict[str, List[float]] = {"on": [], "off": [], "fit": []}
+  for r in range(2, 2 + repeats):
+    rates["fit"].append(single.rate())
+    for mode in (("on", "off") if r % 2 else ("off", "on")):
+      seconds, examples, states[mode] = timed_round(sims[mode], states[mode],
+                                                     r)
+      rates[mode].append(examples / seconds)
+  for s in sims.values():
+    s.close()
+  ratios = {mode: best_and_median_ratio(rates[mode], rates["fit"])
+            for mode in ("on", "off")}
+  return {"rates": rates, "ratios": ratios}
 
 
 # -- 2. against a plain tff.learning loop -------------------------------------

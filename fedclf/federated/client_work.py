@@ -339,12 +339,24 @@ class LocalSGD:
       return (loss_sum + loss * count, correct + hits, examples + count,
               steps + 1)
 
-    loss_sum, correct, examples, steps = for_each_batch(batches, step,
-                                                        zero_totals())
-    local = [tf.identity(v) for v in variables]
+    totals = for_each_batch(batches, step, zero_totals())
+    return self.output(
+        global_trainable, global_non_trainable,
+        [tf.identity(v) for v in variables],
+        [tf.identity(v) for v in model.non_trainable_variables], totals,
+        num_examples, client_state, server_extra)
+
+  def output(self, global_trainable: Tensors, global_non_trainable: Tensors,
+             local: Tensors, non_trainable: Tensors, totals,
+             num_examples: tf.Tensor, client_state: Tensors,
+             server_extra: Tensors) -> ClientOutput:
+    """What a client reports after local training ended at the weights
+    `local` and `non_trainable` with `totals` (loss sum, correct, examples,
+    steps); the batched backend (backends/batched.py) calls it per client
+    too."""
+    loss_sum, correct, examples, steps = totals
     extra_delta, new_state = self.finish(global_trainable, local, steps,
                                          client_state, server_extra)
-    non_trainable = [tf.identity(v) for v in model.non_trainable_variables]
     # A client whose training blew up (NaN/Inf) is dropped from the round:
     # zero update and zero weight, state unchanged. If every client blows up
     # the weighted mean is 0/0 and the driver stops with a divergence error.

@@ -22,6 +22,8 @@ from fedclf.registry import BACKENDS
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
+# The local backend's execution of a group of clients (BackendSpec).
+CLIENT_BATCHING = ("auto", "on", "off")
 
 
 def _require_finite(config, prefix: str = "") -> None:
@@ -151,6 +153,8 @@ class SimulationConfig:
   checkpoint_every: int = 10
   backend: str = "local"
   parallel_clients: int = 0  # local backend; 0 = one per CPU core (>= 2)
+  # local backend: auto, on or off (see BackendSpec.client_batching).
+  client_batching: str = "auto"
   tff_workers: Tuple[str, ...] = ()
   target_accuracy: float = 0.0  # report the first round reaching it
   stop_at_target: bool = False
@@ -199,6 +203,12 @@ class SimulationConfig:
     BACKENDS.get(self.backend)  # unknown: the error lists the names
     if self.parallel_clients < 0:
       raise UserError("parallel_clients must be >= 0")
+    if self.client_batching not in CLIENT_BATCHING:
+      raise UserError(f"client_batching must be one of "
+                      f"{', '.join(CLIENT_BATCHING)}, got "
+                      f"{self.client_batching!r}")
+    if self.client_batching == "on" and self.backend != "local":
+      raise UserError("--client_batching=on needs --backend=local")
     if not 0.0 <= self.target_accuracy <= 1.0:
       raise UserError("target_accuracy must be in [0, 1]")
     if self.max_train_loss < 0:

@@ -269,6 +269,7 @@ class Simulation:
         clients_per_round=sim.clients_per_round,
         num_clients=sim.num_clients, seed=sim.seed,
         parallel_clients=min(parallel, sim.clients_per_round),
+        client_batching=sim.client_batching,
         tff_workers=sim.tff_workers, attack=sim.attack,
         num_classes=self.ds.num_classes)
     return BACKENDS.get(sim.backend)(spec)

@@ -119,6 +119,8 @@ def simulation_configs(draw):
       per_client_eval=draw(st.integers(0, 100)),
       checkpoint_every=draw(st.integers(0, 100)),
       backend=backend, parallel_clients=draw(st.integers(0, 64)),
+      client_batching=draw(st.sampled_from(
+          ("auto", "off") + (("on",) if backend == "local" else ()))),
       tff_workers=(("localhost:8000",) if backend == "tff" and
                    draw(st.booleans()) else ()),
       target_accuracy=draw(unit(closed_top=True)),
@@ -156,6 +158,8 @@ BAD_SIMULATION = {
     "backend": st.text(max_size=8).filter(
         lambda s: s not in fed_config.BACKENDS),
     "parallel_clients": st.integers(max_value=-1),
+    "client_batching": st.text(max_size=8).filter(
+        lambda s: s not in fed_config.CLIENT_BATCHING),
     "target_accuracy": not_unit(closed_top=True),
     "client_test_fraction": not_unit(),
     "finetune_steps": st.integers(max_value=-1),

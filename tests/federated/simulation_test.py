@@ -87,10 +87,14 @@ def test_every_algorithm_runs_two_rounds(tmp_path, algorithm):
     assert "final_personal_query_accuracy_after" in summary
 
 
-def test_resumed_run_matches_uninterrupted(tmp_path, caplog):
+@pytest.mark.parametrize("client_batching", ["on", "off"])
+def test_resumed_run_matches_uninterrupted(tmp_path, caplog,
+                                           client_batching):
   # SCAFFOLD keeps per-client state and dropout skips clients: both must be
-  # restored exactly for the weights to match.
-  full = tiny_config("scaffold", rounds=4, client_dropout=0.25)
+  # restored exactly for the weights to match, with the clients trained
+  # batched or in replicas.
+  full = tiny_config("scaffold", rounds=4, client_dropout=0.25,
+                     client_batching=client_batching)
   sim_a, summary_a = run(full, tmp_path / "a")
   first = dataclasses.replace(
       full, simulation=dataclasses.replace(full.simulation, rounds=3))

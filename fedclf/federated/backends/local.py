@@ -32,10 +32,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from fedclf.errors import UserError
 from fedclf.federated import server_optimizers
 from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.attacks import attack_output
 from fedclf.federated.attacks import flip_labels
+from fedclf.federated.backends import batched
+from fedclf.federated.backends.batched import BatchedClients
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
 from fedclf.federated.client_work import ClientOutput
@@ -64,14 +67,18 @@ class LocalBackend:
     self.seed = spec.seed
     self.attack = spec.attack
     self.num_classes = spec.num_classes
-    self.replicas = [spec.model_fn() for _ in range(self.parallel)]
+    self.x = tf.Variable(spec.x_train, trainable=False, name="x_train")
+    self.y = tf.Variable(spec.y_train.astype(np.int64), trainable=False,
+                         name="y_train")
+    self.batched = _batched_clients(spec, self.x, self.y)
+    if self.batched is not None:
+      self.parallel = self.batched.group
+    self.replicas = ([] if self.batched else
+                     [spec.model_fn() for _ in range(self.parallel)])
     self.velocity = [[
         tf.Variable(tf.zeros_like(v), trainable=False)
         for v in m.trainable_variables
     ] for m in self.replicas]
-    self.x = tf.Variable(spec.x_train, trainable=False, name="x_train")
-    self.y = tf.Variable(spec.y_train.astype(np.int64), trainable=False,
-                         name="y_train")
     # A subclass that keeps the base `combine` (e.g. only a different TFF
     # factory) still averages the same way.
     self.streams = (
@@ -105,6 +112,10 @@ class LocalBackend:
   def _train_slots(self, trainable, non_trainable, extra, matrices, steps,
                    examples, client_states, seeds,
                    malicious) -> List[ClientOutput]:
+    if self.batched is not None:
+      return self.batched.train(trainable, non_trainable, extra, matrices,
+                                steps, examples, client_states, seeds,
+                                malicious)
     outputs = []
     for slot in range(self.parallel):
       labels = (flip_labels(self.y, malicious[slot], self.num_classes)
@@ -181,9 +192,10 @@ class LocalBackend:
               [tf.constant(w) for w in state.non_trainable],
               [tf.constant(w) for w in state.extra])
     blank = self.initial_client_state(state)
+    order = self._training_order(tasks)
     outputs = []
     for start in range(0, len(tasks), self.parallel):
-      group = tasks[start:start + self.parallel]
+      group = [tasks[i] for i in order[start:start + self.parallel]]
       try:
         outputs.extend(self._train_tasks(inputs, group, client_states, blank,
                                          sums))
@@ -193,7 +205,18 @@ class LocalBackend:
         outputs.extend(
             self._train_alone(inputs, task, state, client_states, blank,
                               round_num, sums) for task in group)
-    return with_reported_shapes(outputs)
+    in_task_order = [None] * len(tasks)
+    for i, out in zip(order, outputs):
+      in_task_order[i] = out
+    return with_reported_shapes(in_task_order)
+
+  def _training_order(self, tasks: Sequence[ClientTask]) -> List[int]:
+    """The order in which tasks are grouped: batched, the most local steps
+    first, so that a group's clients run about as many steps as its longest
+    (the others are masked, not skipped); in replicas, as given."""
+    if self.batched is None:
+      return list(range(len(tasks)))
+    return sorted(range(len(tasks)), key=lambda i: -int(tasks[i][2]))
 
   def _train_alone(self, inputs, task: ClientTask, state: ServerState,
                    client_states: Dict[int, List[np.ndarray]],
@@ -288,6 +311,27 @@ class WeightedSums:
     return ([d / t["weight"] for d in t["delta"]],
             [n / t["weight"] for n in t["non_trainable"]],
             [e / t["trained"] for e in t["extra"]])
+
+
+def _batched_clients(spec: BackendSpec, x, y) -> Optional[BatchedClients]:
+  """The batched engine if `spec.client_batching` asks for it and the model
+  and client work allow it (None: replica mode)."""
+  if spec.client_batching == "off":
+    return None
+  model = spec.model_fn()
+  reason = batched.unsupported_reason(spec, model)
+  if reason is not None and spec.client_batching == "on":
+    raise UserError(f"--client_batching=on: {reason}")
+  if reason is None and spec.client_batching == "auto":
+    reason = batched.auto_declines(model)
+  if reason is not None:
+    logging.info("client batching off: %s; clients train in model "
+                 "replicas", reason)
+    return None
+  engine = BatchedClients(spec, model, x, y)
+  logging.info("client batching on: up to %d clients per batched step",
+               engine.group)
+  return engine
 
 
 def _to_numpy(structure):

@@ -60,6 +60,11 @@ class BackendSpec:
   seed: int
   # `local`: clients trained concurrently in one graph (>= 1).
   parallel_clients: int = 1
+  # `local`: "on" trains groups of clients as one batched computation on
+  # stacked weights (backends/batched.py), "off" in model replicas, "auto"
+  # batched where the model and client work allow it and it measured
+  # faster (dense-only models; see batched.auto_declines).
+  client_batching: str = "auto"
   # `tff`: host:port of running TFF workers; empty starts one owned worker.
   tff_workers: Tuple[str, ...] = ()
   # What malicious clients (ClientTask.malicious) do to their update or

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def config(algorithm, backend, rounds=3, workers=(),
-           dp_noise_multiplier=0.0):
+           dp_noise_multiplier=0.0, client_batching="auto"):
   params = (DpFedAvgParams(dp_noise_multiplier=dp_noise_multiplier,
                            dp_clip=0.5) if algorithm == "dp_fedavg" else None)
   if algorithm == "reptile":
@@ -49,7 +49,8 @@ def config(algorithm, backend, rounds=3, workers=(),
           algorithm_params=params, num_clients=6,
           clients_per_round=3, rounds=rounds, eval_every=rounds,
           checkpoint_every=0, per_client_eval=0, backend=backend,
-          tff_workers=tuple(workers), seed=1))
+          tff_workers=tuple(workers), client_batching=client_batching,
+          seed=1))
 
 
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
@@ -57,6 +58,10 @@ PARITY = ["fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
           "fedadagrad", "scaffold", "dp_fedavg", "reptile", "fednova",
           "feddyn", "qfedavg", "moon", "fedper", "fedrep", "ditto", "fedbn",
           "per_fedavg", "fedema"]
+# Those whose clients the local backend can train batched (on the MLP):
+# their local runs are checked in both modes.
+BATCHABLE = {"fedavg", "fedsgd", "fedprox", "fedavgm", "fedadam", "fedyogi",
+             "fedadagrad", "scaffold", "dp_fedavg"}
 
 
 def test_parity_covers_every_builtin_algorithm():
@@ -68,14 +73,17 @@ def test_parity_covers_every_builtin_algorithm():
 
 @pytest.mark.parametrize("algorithm", PARITY)
 def test_backends_agree(tmp_path, algorithm):
-  local, _ = final_weights(config(algorithm, "local"), tmp_path / "local")
   tff_state, summary = final_weights(config(algorithm, "tff"),
                                      tmp_path / "tff")
   assert summary["backend"] == "tff" and summary["rounds_run"] == 3
-  for a, b in zip(local.trainable, tff_state.trainable):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  for a, b in zip(local.extra, tff_state.extra):  # SCAFFOLD's c
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for mode in ("on", "off") if algorithm in BATCHABLE else ("off",):
+    local, _ = final_weights(
+        config(algorithm, "local", client_batching=mode),
+        tmp_path / f"local_{mode}")
+    for a, b in zip(local.trainable, tff_state.trainable):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    for a, b in zip(local.extra, tff_state.extra):  # SCAFFOLD's c
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
 def test_dp_noise_on_tff_backend(tmp_path):

@@ -1,0 +1,220 @@
+"""Batched clients: K clients' local SGD steps as one computation.
+
+The `local` backend's replica mode trains each client in its own model
+replica; with the small batches of federated papers (B=10) every kernel is
+too small to fill the cores. Here the K clients of a group keep their
+weights stacked on a client axis ([K, ...] per variable) and each local
+step is one forward and backward pass of all K clients' batches through
+`fedclf.models.stacked` (batched matmuls, grouped convolutions).
+
+Clients with fewer local steps than the group's longest (quantity skew,
+stragglers) are masked: from their last step on, their weights and
+momentum buffers are carried unchanged (`tf.where`, so not even a NaN of
+theirs leaks), which is what the replica mode's shorter loop does. The
+clients' outputs come from the work's own `LocalSGD.output`, so SCAFFOLD's
+control variates, FedNova-like `finish` rules and the NaN/Inf drop are the
+same code in both modes.
+
+Supported: client works whose local step is `LocalSGD`'s (FedAvg, FedSGD,
+FedAvgM/FedAdam/FedYogi, FedProx, SCAFFOLD, DP-FedAvg: its clipping is
+the aggregator's) with the supervised objective, on models that
+`stacked.plan_for` plans. Anything else trains in replicas;
+`unsupported_reason` says why.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import tensorflow as tf
+
+from fedclf.federated.attacks import attack_output
+from fedclf.federated.attacks import flip_labels
+from fedclf.federated.backends.protocol import BackendSpec
+from fedclf.federated.client_work import ClientOutput
+from fedclf.federated.client_work import LocalSGD
+from fedclf.federated.client_work import masked_loss_and_correct
+from fedclf.models import stacked
+
+# Stacked floats per weight copy (weights, gradients, momentum and the
+# deltas each hold one): 2^25 floats = 128 MiB, 20 McMahan-CNN clients.
+MAX_STACKED_FLOATS = 2**25
+
+# Per-step methods of LocalSGD that the batched step reimplements on the
+# stacked weights: a work that overrides one of them runs in replicas.
+_STEP_METHODS = ("train", "decayed", "apply_update", "after_step")
+
+
+def unsupported_reason(spec: BackendSpec,
+                       model: tf.keras.Model) -> Optional[str]:
+  """Why the spec's clients cannot train batched (None: they can)."""
+  work = spec.algorithm.client_work
+  if not isinstance(work, LocalSGD) or any(
+      getattr(type(work), m) is not getattr(LocalSGD, m)
+      for m in _STEP_METHODS):
+    return (f"client work {type(work).__name__} has its own local step "
+            "(only LocalSGD's and SCAFFOLD's are batched)")
+  if work.objective is not masked_loss_and_correct:
+    return "the client objective is not the supervised cross-entropy"
+  try:
+    stacked.plan_for(model)
+  except stacked.Unbatchable as e:
+    return f"model {model.name}: {e}"
+  return None
+
+
+def auto_declines(model: tf.keras.Model) -> Optional[str]:
+  """Why `--client_batching=auto` leaves a model it could batch in replicas
+  (None: it batches it). Measured at round level on the 2-core CPU
+  (BUILD_NOTES.md, "Batched clients"): dense-only models ran 1.4-2.1x
+  faster batched, convolutional ones slower, so auto batches only the
+  former; `on` batches both."""
+  if any(op.kind == "conv" for op in stacked.plan_for(model)):
+    return (f"model {model.name} has convolutions, which measured slower "
+            "batched than in replicas on CPU (--client_batching=on forces "
+            "it)")
+  return None
+
+
+def group_size(spec: BackendSpec, model: tf.keras.Model) -> int:
+  """Clients per batched computation: the round's, within the memory cap."""
+  params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+  return max(1, min(spec.clients_per_round, MAX_STACKED_FLOATS // params))
+
+
+def _client_axis(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+  """[K] `mask` reshaped to broadcast over `like` [K, ...]."""
+  return tf.reshape(mask, [-1] + [1] * (len(like.shape) - 1))
+
+
+class BatchedClients:
+  """Trains groups of clients on stacked weights (call `train` inside
+  tf.function)."""
+
+  def __init__(self, spec: BackendSpec, model: tf.keras.Model, x, y):
+    """`x` and `y`: the training images and int64 labels (variables the
+    backend holds)."""
+    self.work = spec.algorithm.client_work
+    self.plan = stacked.plan_for(model)
+    self.attack = spec.attack
+    self.num_classes = spec.num_classes
+    self.x, self.y = x, y
+    self.group = group_size(spec, model)
+    # The group's stacked weights and momentum buffers, updated in place:
+    # new [K, ...] tensors every step would cost an allocation (and the
+    # page faults of a fresh buffer) per weight and step.
+    self.weights = [
+        tf.Variable(tf.zeros([self.group, *v.shape], v.dtype),
+                    trainable=False) for v in model.trainable_variables]
+    self.velocity = ([tf.Variable(tf.zeros_like(w), trainable=False)
+                      for w in self.weights] if self.work.momentum else [])
+
+  def _batch(self, matrices, i, malicious):
+    """Step `i`'s images [K, B, ...], labels and mask of every client."""
+    rows = matrices[:, i]
+    valid = rows >= 0
+    safe = tf.where(valid, rows, 0)
+    # Padding is a zero image: a real one (even masked) could carry a NaN
+    # into the gradient, as in IndexedBatches.get.
+    images = tf.gather(self.x, safe)
+    images = tf.where(tf.reshape(valid, tf.concat(
+        [tf.shape(valid), [1] * (len(images.shape) - 2)], 0)), images, 0.0)
+    labels = tf.gather(self.y, safe)
+    if self.attack.on_labels:
+      labels = flip_labels(labels, malicious[:, tf.newaxis], self.num_classes)
+    return images, labels, tf.cast(valid, tf.float32)
+
+  def _loss(self, weights, global_trainable, images, labels, mask):
+    """Per-client mean loss [K], correct counts and example counts, and the
+    objective whose gradient is every client's own (the sum)."""
+    logits = stacked.forward(self.plan, weights, images)
+    per_example = tf.keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True)
+    count = tf.reduce_sum(mask, 1)
+    loss = tf.reduce_sum(per_example * mask, 1) / tf.maximum(count, 1.0)
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32)
+    objective = tf.reduce_sum(loss)
+    if self.work.prox_mu > 0:
+      objective += 0.5 * self.work.prox_mu * tf.add_n([
+          tf.reduce_sum(tf.square(w - g))
+          for w, g in zip(weights, global_trainable)])
+    return objective, loss, tf.reduce_sum(hits * mask, 1), count
+
+  def _update(self, grads, active):
+    """One (momentum) SGD step of the clients that are `active` ([K]
+    bool); the others keep their weights and momentum. The mask costs a
+    broadcast select per weight (slow on CPU), so a step where every
+    client is active (most of them, the groups being formed by step count)
+    updates in place without it."""
+    if tf.reduce_all(active):
+      self._masked_update(grads, None)
+    else:
+      self._masked_update(grads, active)
+
+  def _masked_update(self, grads, active):
+    lr, momentum = self.work.lr, self.work.momentum
+    for i, (w, g) in enumerate(zip(self.weights, grads)):
+      def kept(new, old):
+        if active is None:
+          return new
+        return tf.where(_client_axis(active, old), new, old)
+      if momentum:
+        v = self.velocity[i]
+        g = kept(momentum * v + g, v)
+        v.assign(g)
+      if active is None:
+        w.assign_sub(lr * g)
+      else:
+        w.assign(kept(w - lr * g, w))
+
+  def _step(self, i, totals, global_trainable, corrections, batch_args):
+    """Local step `i` of every client whose `steps` exceed it."""
+    matrices, steps, malicious = batch_args
+    images, labels, mask = self._batch(matrices, i, malicious)
+    with tf.GradientTape() as tape:
+      tape.watch(self.weights)
+      objective, loss, hits, count = self._loss(
+          self.weights, global_trainable, images, labels, mask)
+    grads = self.work.decayed(tape.gradient(objective, self.weights),
+                              self.weights)
+    if corrections:
+      grads = [g + c for g, c in zip(grads, corrections)]
+    active = i < steps
+    self._update(grads, active)
+    on = tf.cast(active, tf.float32)
+    loss_sum, correct, examples = totals
+    return (loss_sum + tf.where(active, loss * count, 0.0),
+            correct + on * hits, examples + on * count)
+
+  def train(self, trainable, non_trainable, extra, matrices, steps,
+            examples, client_states, seeds, malicious) -> List[ClientOutput]:
+    """The K clients' outputs, as `LocalBackend._train_slots` returns them
+    (the same arguments, with K = the rows of `matrices` = `group`)."""
+    k = self.group
+    for w, value in zip(self.weights, trainable):
+      w.assign(tf.repeat(value[tf.newaxis], k, 0))
+    for v in self.velocity:
+      v.assign(tf.zeros_like(v))
+    per_client = [self.work.gradient_correction(s, extra)
+                  for s in client_states]
+    corrections = [tf.stack(c) for c in zip(*per_client)]
+    zeros = tf.zeros([k])
+    totals = (zeros, zeros, zeros)
+    for i in tf.range(tf.reduce_max(steps)):
+      totals = self._step(i, totals, trainable, corrections,
+                          (matrices, steps, malicious))
+    return self._outputs(totals, trainable, non_trainable, extra, steps,
+                         examples, client_states, seeds, malicious)
+
+  def _outputs(self, totals, trainable, non_trainable, extra, steps,
+               examples, client_states, seeds, malicious
+               ) -> List[ClientOutput]:
+    loss_sum, correct, counted = totals
+    outputs = []
+    for c in range(len(client_states)):
+      out = self.work.output(
+          trainable, non_trainable, [tf.identity(w[c]) for w in self.weights],
+          [], (loss_sum[c], correct[c], counted[c], steps[c]), examples[c],
+          client_states[c], extra)
+      outputs.append(attack_output(out, malicious[c], seeds[c], self.attack))
+    return outputs
