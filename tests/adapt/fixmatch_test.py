@@ -24,6 +24,7 @@ from fedclf.errors import UserError
 from fedclf.models import ModelConfig
 from fedclf.train import OptimizerConfig
 from fedclf.train import TrainConfig
+from tests.adapt.resume_helpers import full_and_resumed
 
 REAL_DATA = os.environ.get("FEDCLF_DATA_DIR", "")
 needs_data = pytest.mark.skipif(
@@ -176,17 +177,8 @@ def test_tiny_run(tmp_path):
 @needs_data
 def test_resume_replays_the_uninterrupted_run(tmp_path):
   """The checkpoint holds the alignment's running mean too."""
-  config = tiny_config(epochs=2)
-  full = run_adaptation(config, str(tmp_path / "full"), {})
-  cut = tmp_path / "cut"
-  run_adaptation(config, str(cut), {})
-  ckpt_dir = cut / "checkpoints" / "fixmatch"
-  # Pretend the run was killed after epoch 1: drop epoch 2's checkpoint.
-  for path in ckpt_dir.glob("ckpt-2*"):
-    path.unlink()
-  tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir),
-                                             str(ckpt_dir / "ckpt-1"))
-  resumed = run_adaptation(config, str(cut), {}, resume=True)
+  full, resumed = full_and_resumed(tiny_config(epochs=2), tmp_path,
+                                   "fixmatch")
   assert resumed["epochs_run"] == 2
   assert resumed["target_accuracy"] == pytest.approx(full["target_accuracy"])
   assert resumed["final_confident_fraction"] == pytest.approx(

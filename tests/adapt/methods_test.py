@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fedclf import federated
 from fedclf.adapt import AdaptationTask
@@ -30,6 +29,7 @@ from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder
 from fedclf.train import OptimizerConfig
 from fedclf.train import TrainConfig
+from tests.adapt.resume_helpers import full_and_resumed
 from tests.ctrl_c import CtrlCAfterRow
 from tests.ctrl_c import CtrlCAt
 from tests.ctrl_c import rows_without_clock
@@ -103,18 +103,7 @@ def test_tiny_run_per_method(method, tmp_path):
 
 
 def test_dann_resume_replays_the_uninterrupted_run(tmp_path):
-  config = tiny("dann", epochs=2)
-  full = run_adaptation(config, str(tmp_path / "full"), {})
-  cut = tmp_path / "cut"
-  run_adaptation(config, str(cut), {})
-  # Pretend the run was killed after epoch 1: drop the epoch-2 checkpoint.
-  ckpt_dir = cut / "checkpoints" / "dann"
-  for name in os.listdir(ckpt_dir):
-    if name.startswith("ckpt-2"):
-      os.remove(ckpt_dir / name)
-  tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir),
-                                   str(ckpt_dir / "ckpt-1"))
-  resumed = run_adaptation(config, str(cut), {}, resume=True)
+  full, resumed = full_and_resumed(tiny("dann", epochs=2), tmp_path, "dann")
   assert resumed["epochs_run"] == 2
   assert resumed["target_accuracy"] == pytest.approx(full["target_accuracy"])
   assert resumed["final_domain_loss"] == pytest.approx(
