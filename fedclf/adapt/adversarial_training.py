@@ -255,7 +255,9 @@ def _epoch_fn(train_step, data, batch: int, steps_per_epoch: int,
   return run_epoch
 
 
-def _training_data(task: AdaptationTask, method: str):
+def training_data(task: AdaptationTask, method: str):
+  """(normalizations, (standardized source images, source labels,
+  standardized target images)): what every two-domain method trains on."""
   normalizations = task.normalizations()
   pair = task.pair
   x_source = normalizations.source.apply(pair.source.x_train).astype(
@@ -276,7 +278,7 @@ def train_adversarially(task: AdaptationTask, method: str,
   shares) jointly with the adversary; `method` names the checkpoint
   folder and log prefix. Returns the last epoch's model."""
   train_config = task.config.train
-  normalizations, data = _training_data(task, method)
+  normalizations, data = training_data(task, method)
   n_source = len(data[1])
   batch = min(train_config.batch_size, n_source)
   steps_per_epoch = math.ceil(n_source / batch)
@@ -298,7 +300,7 @@ def train_adversarially(task: AdaptationTask, method: str,
           task.pair.num_classes, train_config.label_smoothing)),
       data, batch, steps_per_epoch, steps_per_epoch * train_config.epochs,
       schedule, adversary)
-  run = driver.run(run_epoch, _target_curve(task, model, normalizations),
+  run = driver.run(run_epoch, target_curve(task, model, normalizations),
                    None, optimizer, task.recorder,
                    run_tensorboard_dir(task.recorder))
   # Resumed after training had finished: the last epoch's row, as logged.
@@ -315,7 +317,7 @@ def train_adversarially(task: AdaptationTask, method: str,
                           run.train_seconds, run.examples_per_second, details)
 
 
-def _target_curve(task: AdaptationTask, model: tf.keras.Model,
+def target_curve(task: AdaptationTask, model: tf.keras.Model,
                   normalizations) -> Callable[[int], Dict[str, float]]:
   """Every `eval_every` epochs the target test accuracy: a learning curve
   in the log, never used to select or stop."""

@@ -35,6 +35,8 @@ import tensorflow as tf
 from fedclf.adapt.consistency import masked_pseudo_label_loss
 from fedclf.adapt.consistency import standardized_views
 from fedclf.adapt.adversarial_training import epoch_order
+from fedclf.adapt.adversarial_training import target_curve
+from fedclf.adapt.adversarial_training import training_data
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.adapt.task import DomainNormalizations
@@ -44,7 +46,6 @@ from fedclf.results.tensorboard_log import run_tensorboard_dir
 from fedclf.train.epoch_driver import EpochDriver
 from fedclf.train.epoch_driver import EpochDriverConfig
 from fedclf.train.loop import classification_loss
-from fedclf.train.loop import evaluate_classifier
 from fedclf.train.optimizers import build_optimizer
 
 # Keeps FixMatch's batch orders apart from DANN's and the supervised loop's
@@ -172,17 +173,6 @@ def _train_step_fn(model: tf.keras.Model,
   return train_step
 
 
-def _standardized(task: AdaptationTask, normalizations: DomainNormalizations):
-  pair = task.pair
-  x_source = normalizations.source.apply(pair.source.x_train).astype(
-      np.float32)
-  x_target = normalizations.target.apply(pair.target.x_train).astype(
-      np.float32)
-  if not len(x_source) or not len(x_target):
-    raise UserError("fixmatch needs source and target training images")
-  return x_source, pair.source.y_train.astype(np.int64), x_target
-
-
 def _driver(task: AdaptationTask, model, optimizer, alignment,
             examples_per_epoch: int) -> EpochDriver:
   train_config = task.config.train
@@ -204,12 +194,11 @@ def _driver(task: AdaptationTask, model, optimizer, alignment,
 
 @ADAPTATION_METHODS.register("fixmatch", params=FixMatchParams)
 def fixmatch(task: AdaptationTask) -> AdaptationResult:
-  config = task.config
-  train_config = config.train
+  train_config = task.config.train
   params: FixMatchParams = task.method_params("fixmatch")
   pair = task.pair
-  normalizations = task.normalizations()
-  x_source, y_source, x_target = _standardized(task, normalizations)
+  normalizations, (x_source, y_source, x_target) = training_data(
+      task, "fixmatch")
   batch = min(train_config.batch_size, len(y_source))
   steps_per_epoch = math.ceil(len(y_source) / batch)
   ratio = params.fixmatch_ratio
@@ -250,16 +239,8 @@ def fixmatch(task: AdaptationTask) -> AdaptationResult:
             "confident_fraction": sums[3] / n_target,
             "unlabelled_weight": weight}
 
-  def evaluate(epoch: int) -> Dict[str, float]:
-    if not config.eval_every or epoch % config.eval_every:
-      return {}
-    report = evaluate_classifier(
-        model, (pair.target.x_test, pair.target.y_test),
-        normalizations.target, pair.num_classes,
-        batch_size=train_config.eval_batch_size)
-    return {"target_test_accuracy": report["accuracy"]}
-
-  run = driver.run(run_epoch, evaluate, None, optimizer, task.recorder,
+  run = driver.run(run_epoch, target_curve(task, model, normalizations),
+                   None, optimizer, task.recorder,
                    run_tensorboard_dir(task.recorder))
   last = run.history[-1] if run.history else {}
   details = {"fixmatch": dataclasses.asdict(params),
