@@ -27,6 +27,7 @@ the two sides of every ratio are timed alternately in that one process.
 
 import os
 import platform
+import re
 import sys
 from typing import Dict, List
 
@@ -40,6 +41,10 @@ flags.DEFINE_bool("quick", False,
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
                   "Which figures to measure.")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
+flags.DEFINE_bool("update", False,
+                  "Replace only the measured items' sections of --out and "
+                  "keep the others (every section names the commit and "
+                  "time it was measured at).")
 flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
@@ -323,10 +328,50 @@ def main(argv):
   items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
            "4": item_scale, "5": item_scale_out, "6": item_breakdown,
            "7": item_client_batching}
+  kept = read_sections(FLAGS.out) if FLAGS.update else ("", {})
+  stamp = (f"_Measured at commit {str(git.get('commit'))[:10]}"
+           f"{' (dirty)' if git.get('dirty') else ''} on {machine_description()}"
+           f", {env['started_utc'][:16]} UTC._")
+  sections = dict(kept[1])
   for key in sorted(FLAGS.items):
+    start = len(report.lines)
     items[key](report, FLAGS.quick, FLAGS.repeats)
+    # The stamp after the heading and its blank line.
+    sections[key] = "\n".join(report.lines[start:start + 2] + [stamp, ""] +
+                              report.lines[start + 2:])
     # Written after every item, so a long run keeps what it measured.
-    atomic_write_text(FLAGS.out, "\n".join(report.lines) + "\n")
+    header = "\n".join(report.lines[:6])
+    if kept[0]:
+      header += "\n" + earlier_header_note(kept[0], FLAGS.items)
+    atomic_write_text(FLAGS.out, header.rstrip("\n") + "\n\n" + "\n".join(
+        sections[k].rstrip("\n") + "\n" for k in sorted(sections)))
+
+
+def earlier_header_note(header: str, items) -> str:
+  """The header lines of the run that measured the sections without their
+  own stamp, kept under an `--update` run's header: the earlier header's
+  own such note if it has one (an earlier update), else its bullets."""
+  lines = header.splitlines()
+  kept = [line for line in lines if line.startswith("  - ")]
+  if not kept:
+    kept = ["  " + line for line in lines if line.startswith("- ")]
+  return "\n".join(
+      [f"- Sections without their own stamp (not item {', '.join(items)} "
+       "of this run) come from an earlier run:"] + kept)
+
+
+def read_sections(path: str):
+  """(the text before the first item, {item: its section's text}) of an
+  earlier report; ("", {}) if there is none."""
+  try:
+    with open(path) as f:
+      text = f.read()
+  except FileNotFoundError:
+    return "", {}
+  parts = re.split(r"(?m)^(?=## \d+\. )", text)
+  sections = {re.match(r"## (\d+)\.", part).group(1): part
+              for part in parts[1:]}
+  return parts[0], sections
 
 
 def run():

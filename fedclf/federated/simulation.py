@@ -287,6 +287,10 @@ class Simulation:
     sim = self.sim
     return {"algorithm": self.algorithm.name,
             "backend": sim.backend,
+            # The local backend's mode (`--client_batching=auto` picks it
+            # per model); other backends have none.
+            **({"client_execution": self.backend.execution}
+               if hasattr(self.backend, "execution") else {}),
             "model": self.config.model_name,
             "parameters": count_params(self.eval_model),
             "dataset": self.ds.describe(),

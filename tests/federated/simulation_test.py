@@ -81,6 +81,7 @@ def test_every_algorithm_runs_two_rounds(tmp_path, algorithm):
   assert moved > 0
   for name in ("config.json", "summary.json", "partition.png"):
     assert os.path.exists(tmp_path / name)
+  assert summary["client_execution"] == sim.backend.execution
   if algorithm == "dp_fedavg":
     assert summary["dp"]["epsilon"] > 0
   if algorithm == "reptile":

@@ -63,16 +63,27 @@ def unsupported_reason(spec: BackendSpec,
   return None
 
 
+# Per-client weights above which `auto` leaves a model in replicas. At B=10
+# every local step reads each client's weights twice and writes its
+# gradient and update once, and the gradient of a dense layer is a rank-B
+# product: for a big dense layer (the McMahan CNN's 3136 x 512) those
+# passes cost the same in both modes and dominate the step, so the bigger
+# kernels buy nothing (measured: BUILD_NOTES.md, "Batched clients").
+AUTO_MAX_WEIGHTS = 2**20
+
+
 def auto_declines(model: tf.keras.Model) -> Optional[str]:
   """Why `--client_batching=auto` leaves a model it could batch in replicas
   (None: it batches it). Measured at round level on the 2-core CPU
-  (BUILD_NOTES.md, "Batched clients"): dense-only models ran 1.4-2.1x
-  faster batched, convolutional ones slower, so auto batches only the
-  former; `on` batches both."""
-  if any(op.kind == "conv" for op in stacked.plan_for(model)):
-    return (f"model {model.name} has convolutions, which measured slower "
-            "batched than in replicas on CPU (--client_batching=on forces "
-            "it)")
+  (BUILD_NOTES.md, "Batched clients"): LeNet-5 (62k weights) ran 1.9x
+  faster batched at B=10, the 2NN (199k) as fast, the McMahan CNN (1.66M)
+  slower; `on` batches every plannable model."""
+  weights = sum(int(v.shape.num_elements())
+                for v in model.trainable_variables)
+  if weights > AUTO_MAX_WEIGHTS:
+    return (f"model {model.name} has {weights:,} weights per client, above "
+            f"the {AUTO_MAX_WEIGHTS:,} where batched clients measured no "
+            "faster than replicas on CPU (--client_batching=on forces it)")
   return None
 
 
@@ -147,25 +158,37 @@ class BatchedClients:
     client is active (most of them, the groups being formed by step count)
     updates in place without it."""
     if tf.reduce_all(active):
-      self._masked_update(grads, None)
+      self._fused_update(grads)
     else:
       self._masked_update(grads, active)
 
   def _masked_update(self, grads, active):
+    """v = m * v + g; w -= lr * v for the active clients only."""
     lr, momentum = self.work.lr, self.work.momentum
     for i, (w, g) in enumerate(zip(self.weights, grads)):
       def kept(new, old):
-        if active is None:
-          return new
         return tf.where(_client_axis(active, old), new, old)
       if momentum:
         v = self.velocity[i]
         g = kept(momentum * v + g, v)
         v.assign(g)
-      if active is None:
-        w.assign_sub(lr * g)
+      w.assign(kept(w - lr * g, w))
+
+  def _fused_update(self, grads):
+    """The same rule for every client, as TensorFlow's fused in-place
+    kernels: one pass over each stacked weight (and momentum buffer)
+    instead of the temporaries of `w - lr * g`, which for the McMahan CNN's
+    10 x 1.6M weights took 12.5 ms a step against 5.3 ms fused."""
+    lr, momentum = self.work.lr, self.work.momentum
+    for i, (w, g) in enumerate(zip(self.weights, grads)):
+      rate = tf.cast(lr, w.dtype)
+      if momentum:
+        tf.raw_ops.ResourceApplyMomentum(
+            var=w.handle, accum=self.velocity[i].handle, lr=rate, grad=g,
+            momentum=tf.cast(momentum, w.dtype))
       else:
-        w.assign(kept(w - lr * g, w))
+        tf.raw_ops.ResourceApplyGradientDescent(var=w.handle, alpha=rate,
+                                                delta=g)
 
   def _step(self, i, totals, global_trainable, corrections, batch_args):
     """Local step `i` of every client whose `steps` exceed it."""

@@ -75,6 +75,10 @@ class LocalBackend:
       self.parallel = self.batched.group
     self.replicas = ([] if self.batched else
                      [spec.model_fn() for _ in range(self.parallel)])
+    # How the clients train, for summary.json: `auto` decides per model.
+    self.execution = (
+        f"batched, {self.parallel} clients per step" if self.batched else
+        f"replicas, {self.parallel} clients in parallel")
     self.velocity = [[
         tf.Variable(tf.zeros_like(v), trainable=False)
         for v in m.trainable_variables

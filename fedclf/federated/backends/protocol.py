@@ -63,7 +63,7 @@ class BackendSpec:
   # `local`: "on" trains groups of clients as one batched computation on
   # stacked weights (backends/batched.py), "off" in model replicas, "auto"
   # batched where the model and client work allow it and it measured
-  # faster (dense-only models; see batched.auto_declines).
+  # faster (models up to batched.AUTO_MAX_WEIGHTS weights per client).
   client_batching: str = "auto"
   # `tff`: host:port of running TFF workers; empty starts one owned worker.
   tff_workers: Tuple[str, ...] = ()

@@ -15,6 +15,7 @@ from fedclf.federated import AlgorithmConfig
 from fedclf.federated.attack_config import AttackConfig
 from fedclf.federated.algorithms import build_algorithm
 from fedclf.federated.algorithms.fedprox import FedProxParams
+from fedclf.federated.backends import batched
 from fedclf.federated.backends.local import LocalBackend
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
@@ -151,6 +152,16 @@ def test_unsupported_falls_back_on_auto_and_is_refused_on(change, caplog):
     LocalBackend(dataclasses.replace(changed, client_batching="on"))
 
 
-def test_auto_batches_dense_models_and_leaves_convolutions_in_replicas():
-  assert LocalBackend(spec("auto", "mlp")).batched is not None
-  assert LocalBackend(spec("auto", "cnn")).batched is None
+def test_auto_batches_small_models_and_leaves_big_ones_in_replicas():
+  # mlp: 199k weights, lenet5: 62k (convolutional), cnn: 1.66M.
+  for small in ("mlp", "lenet5"):
+    backend = LocalBackend(spec("auto", small))
+    assert backend.batched is not None
+    assert backend.execution.startswith("batched")
+  # The McMahan CNN at MNIST size: 1.66M weights, above the threshold.
+  assert "1,663,370 weights" in batched.auto_declines(
+      build_classifier("cnn", (28, 28, 1), 10))
+  assert batched.auto_declines(build_classifier("lenet5", (28, 28, 1),
+                                                10)) is None
+  backend = LocalBackend(spec("off", "mlp"))
+  assert backend.execution == "replicas, 2 clients in parallel"
