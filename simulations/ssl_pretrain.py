@@ -67,6 +67,14 @@ flags.DEFINE_integer("finetune_epochs", 30,
                      "baseline).")
 flags.DEFINE_float("finetune_lr", 1e-3,
                    "Fine-tuning / from-scratch Adam learning rate.")
+flags.DEFINE_integer("finetune_head_epochs", 0,
+                     "Epochs that train the fine-tuned copy's new head on "
+                     "the frozen pretrained encoder before every layer "
+                     "trains (LP-FT; 0 = all layers from the start).")
+flags.DEFINE_float("finetune_lr_scale", 1.0,
+                   "The fine-tuned copy's all-layers learning rate as a "
+                   "multiple of --finetune_lr (the from-scratch copy keeps "
+                   "--finetune_lr).")
 flags.DEFINE_integer("finetune_batch_size", 64,
                      "Fine-tuning / from-scratch batch size.")
 flags.DEFINE_integer("retrieval_references", 10000,
@@ -100,6 +108,7 @@ def main(argv):
   # Already loaded by cli.define_params_flags; imported here by name.
   from fedclf.registry import DATASETS  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import default_for  # pylint: disable=g-import-not-at-top
+  from fedclf.ssl import FinetuneRecipe  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import PretrainConfig  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import run_ssl_pretraining  # pylint: disable=g-import-not-at-top
   from fedclf.ssl import SslConfig  # pylint: disable=g-import-not-at-top
@@ -144,6 +153,8 @@ def main(argv):
                            batch_size=FLAGS.finetune_batch_size,
                            optimizer=adam(FLAGS.finetune_lr),
                            checkpoint_every=0, seed=FLAGS.seed),
+      finetune_recipe=FinetuneRecipe(head_epochs=FLAGS.finetune_head_epochs,
+                                     lr_scale=FLAGS.finetune_lr_scale),
       embedding_points=FLAGS.embedding_points,
       retrieval_references=FLAGS.retrieval_references)
   summary = run_ssl_pretraining(config, FLAGS.out_dir, cli.flag_values_dict(),

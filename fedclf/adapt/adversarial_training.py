@@ -165,6 +165,52 @@ def build_adversary_mlp(feature_dim: int, hidden: Sequence[int],
   return tf.keras.Model(features, logits, name=name)
 
 
+# Offsets the domain classifier's initialiser seeds from the zoo model's,
+# which is built from the same ModelConfig.seed.
+_DOMAIN_SEED_OFFSET = 7919
+
+
+def feature_layer_field():
+  """The --dann_feature_layer field, which dann and cdan share."""
+  return dataclasses.field(
+      default="",
+      metadata={"help": "The encoder layer the domain classifier reads "
+                        "(through the gradient reversal), e.g. flatten "
+                        "(after the convolutions, as in the paper); empty: "
+                        "the encoder output (dann, cdan)."})
+
+
+def build_domain_classifier(feature_dim: int, hidden: Sequence[int],
+                            seed: int) -> tf.keras.Model:
+  """features -> ReLU MLP -> one logit (positive: target domain)."""
+  return build_adversary_mlp(feature_dim, hidden, 1, seed + _DOMAIN_SEED_OFFSET,
+                             "domain_logit", "domain_classifier")
+
+
+def build_feature_tap(encoder: tf.keras.Model,
+                      layer_name: str) -> tf.keras.Model:
+  """image -> (domain-classifier features, encoder features), one pass.
+
+  The first output is `layer_name`'s (flattened; "" = the encoder's own
+  output), sharing the encoder's weights.
+
+  Raises:
+    UserError: the encoder has no layer `layer_name`.
+  """
+  if not layer_name:
+    tapped = encoder.output
+  else:
+    names = [layer.name for layer in encoder.layers]
+    if layer_name not in names:
+      raise UserError(f"dann feature layer {layer_name!r} is not in the "
+                      f"{encoder.name}; its layers: {', '.join(names[1:])}")
+    tapped = encoder.get_layer(layer_name).output
+    if tapped.shape.rank > 2:
+      tapped = tf.keras.layers.Flatten(name="domain_features")(tapped)
+  return tf.keras.Model(encoder.input, [tapped, encoder.output],
+                        name="feature_tap")
+
+
 def epoch_order(n_source: int, n_target: int, batch: int, steps: int,
                 epoch_seed: int) -> Tuple[np.ndarray, np.ndarray]:
   """An epoch's source permutation and steps * batch target indices (a

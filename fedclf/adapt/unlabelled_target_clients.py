@@ -222,6 +222,11 @@ class SourceOnly:
     del round_num  # No adversarial loss.
     return 0.0
 
+  def round_lr(self, round_num: int) -> float:
+    """The clients' SGD learning rate in round `round_num`."""
+    del round_num  # Constant, but for the adversarial methods' annealing.
+    return self.config.client_lr
+
   def target_labels(self, client: Client, round_num: int,
                     predict: Callable[[np.ndarray], np.ndarray]):
     """(labels, weights) of a target client's images: none here."""
@@ -250,6 +255,15 @@ class Dann(SourceOnly):
   def round_lambda(self, round_num: int) -> float:
     return dann_lambda((round_num - 1) / self.config.rounds,
                        self.dann.dann_gamma, self.dann.dann_weight)
+
+  def round_lr(self, round_num: int) -> float:
+    """Ganin et al.'s annealing lr / (1 + alpha p)^beta (`dann_anneal_lr`),
+    with the rounds as the training progress p, as for lambda."""
+    lr = self.config.client_lr
+    if not self.dann.dann_anneal_lr:
+      return lr
+    progress = (round_num - 1) / self.config.rounds
+    return lr / (1.0 + self.dann.dann_alpha * progress)**self.dann.dann_beta
 
   def body_weight(self, client: Client, labelled: float) -> float:
     del labelled  # The unlabelled images shape the encoder too.
@@ -353,7 +367,7 @@ def _client_step_fn(models: DannModels, lr: float):
     optimizer.apply_gradients(zip(grads, trainable))
     return class_loss, domain_loss, domain_correct
 
-  return client_step
+  return client_step, optimizer
 
 
 def _consistency_step_fn(model: tf.keras.Model, teacher: tf.keras.Model,
@@ -418,7 +432,8 @@ class UdaRounds:
     self.body = (models.model.get_layer("encoder").variables +
                  models.domain_classifier.variables)
     self.head = models.head.variables
-    self.client_step = _client_step_fn(models, config.client_lr)
+    self.client_step, self.client_optimizer = _client_step_fn(
+        models, config.client_lr)
     if method.consistency:
       # The round's broadcast model, fixed while a client trains: its
       # pseudo-labels do not drift with the client's own local steps.
@@ -482,6 +497,9 @@ class UdaRounds:
                                  self.config.clients_per_round,
                                  replace=False))
     lambda_ = self.method.round_lambda(round_num)
+    # A variable of the compiled step: no retracing when it changes.
+    client_lr = self.method.round_lr(round_num)
+    self.client_optimizer.learning_rate = client_lr
     split = len(self.body)
     global_body, global_head = state.trainable[:split], state.trainable[split:]
     body_sum = [np.zeros_like(w) for w in global_body]
@@ -522,7 +540,8 @@ class UdaRounds:
     if head_weight:
       global_head = [w + s / head_weight for w, s in zip(global_head,
                                                           head_sum)]
-    row = {"lambda": lambda_, "clients_trained": trained}
+    row = {"lambda": lambda_, "client_lr": client_lr,
+           "clients_trained": trained}
     if totals[4]:
       row["train_loss"] = totals[0] / totals[4]
     row.update(self.method.row(totals, target_labelled))

@@ -29,6 +29,7 @@ from fedclf.ssl.method import ssl_step_loss
 from fedclf.ssl.method import SslConfig
 from fedclf.ssl.method import SslMethod
 from fedclf.ssl.evaluate import knn_accuracy
+from fedclf.ssl.evaluate import FinetuneRecipe
 from fedclf.ssl.evaluate import label_efficiency
 from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings

@@ -9,6 +9,7 @@ divergence checks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -46,6 +47,32 @@ DEFAULT_FINETUNE = TrainConfig(
     optimizer=OptimizerConfig(name="adam", learning_rate=1e-3,
                               schedule="cosine"),
     checkpoint_every=0)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneRecipe:
+  """How the pretrained encoder is fine-tuned on the labelled subset (the
+  from-scratch baseline always trains every layer with the plain config).
+
+  Attributes:
+    head_epochs: epochs that train the fresh head alone on the frozen
+      encoder before every layer trains (LP-FT, Kumar et al. 2022: a random
+      head's first large gradients otherwise distort the pretrained
+      features); 0 = fine-tune every layer from the start.
+    lr_scale: the learning rate of the all-layers stage relative to the
+      config's (the baseline keeps the config's).
+  """
+  head_epochs: int = 0
+  lr_scale: float = 1.0
+
+  def validate(self) -> None:
+    if self.head_epochs < 0:
+      raise UserError(f"finetune head epochs must be >= 0, got "
+                      f"{self.head_epochs}")
+    if not (np.isfinite(self.lr_scale) and self.lr_scale > 0):
+      raise UserError(f"finetune lr scale must be > 0, got {self.lr_scale}")
+
 
 # Added to the feature variance before standardizing (BatchNorm's epsilon
 # role): dead ReLU units have zero variance on the training set.
@@ -149,7 +176,8 @@ def label_efficiency(build_parts: Callable[[], ModelParts],
                      fractions: Sequence[float] = (0.01, 0.1),
                      config: TrainConfig = DEFAULT_FINETUNE,
                      seed: int = 0,
-                     recorder: Optional[RunRecorder] = None
+                     recorder: Optional[RunRecorder] = None,
+                     recipe: FinetuneRecipe = FinetuneRecipe()
                      ) -> Dict[str, Union[float, int]]:
   """Fine-tuning the pretrained encoder vs training from scratch.
 
@@ -170,6 +198,7 @@ def label_efficiency(build_parts: Callable[[], ModelParts],
     config: fine-tuning and from-scratch training settings.
     seed: picks the labelled subset.
     recorder: gets the training curves (prefixed by kind and percent).
+    recipe: the fine-tuned copy's schedule (head first, lr scale).
 
   Returns:
     `finetune_accuracy_{pct}`, `supervised_accuracy_{pct}` and
@@ -185,18 +214,41 @@ def label_efficiency(build_parts: Callable[[], ModelParts],
     results[f"labelled_examples_{pct}"] = int(len(idx))
     for kind in ("finetune", "supervised"):
       parts = build_parts()
+      model = classifier_from_parts(parts)
       if kind == "finetune":
         parts.encoder.set_weights(pretrained_encoder.get_weights())
-      model = classifier_from_parts(parts)
-      train_classifier(model, labelled, None, normalization,
-                       dataset.num_classes, config, recorder,
-                       log_prefix=f"{kind}_{pct}_")
+        _finetune(model, parts, labelled, normalization, dataset.num_classes,
+                  config, recipe, recorder, pct)
+      else:
+        train_classifier(model, labelled, None, normalization,
+                         dataset.num_classes, config, recorder,
+                         log_prefix=f"{kind}_{pct}_")
       report = evaluate_classifier(model, (dataset.x_test, dataset.y_test),
                                    normalization, dataset.num_classes)
       results[f"{kind}_accuracy_{pct}"] = report["accuracy"]
       logging.info("%s%% labels (%d examples): %s test accuracy %.4f", pct,
                    len(idx), kind, report["accuracy"])
   return results
+
+
+def _finetune(model: tf.keras.Model, parts: ModelParts, labelled: Arrays,
+              normalization: Normalization, num_classes: int,
+              config: TrainConfig, recipe: FinetuneRecipe,
+              recorder: Optional[RunRecorder], pct: str) -> None:
+  """`recipe.head_epochs` of the head on the frozen encoder (which also
+  keeps its BatchNorm statistics), then every layer at the scaled lr."""
+  if recipe.head_epochs:
+    parts.encoder.trainable = False
+    train_classifier(model, labelled, None, normalization, num_classes,
+                     dataclasses.replace(config, epochs=recipe.head_epochs),
+                     recorder, log_prefix=f"finetune_head_{pct}_")
+    parts.encoder.trainable = True
+  optimizer = dataclasses.replace(
+      config.optimizer,
+      learning_rate=config.optimizer.learning_rate * recipe.lr_scale)
+  train_classifier(model, labelled, None, normalization, num_classes,
+                   dataclasses.replace(config, optimizer=optimizer),
+                   recorder, log_prefix=f"finetune_{pct}_")
 
 
 def plot_embeddings(encoder: tf.keras.Model, x: np.ndarray, y: np.ndarray,

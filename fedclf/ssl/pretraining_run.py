@@ -37,6 +37,7 @@ from fedclf.ssl.evaluate import DEFAULT_FINETUNE
 from fedclf.ssl.evaluate import DEFAULT_PROBE
 from fedclf.ssl.evaluate import extract_features
 from fedclf.ssl.evaluate import knn_accuracy
+from fedclf.ssl.evaluate import FinetuneRecipe
 from fedclf.ssl.evaluate import label_efficiency
 from fedclf.ssl.evaluate import linear_probe
 from fedclf.ssl.evaluate import plot_embeddings
@@ -61,6 +62,8 @@ class SslRunConfig:
     label_fractions: label shares for fine-tuning vs from-scratch; empty
       skips the comparison.
     finetune: fine-tuning and from-scratch training settings.
+    finetune_recipe: how the pretrained copy is fine-tuned (head first,
+      lr scale); the from-scratch copy trains with `finetune` alone.
     embedding_points: t-SNE points in embeddings.png (0 = no plot).
     retrieval_references: the first this many training images are the
       labelled reference set that each test image's embedding is looked up
@@ -75,6 +78,7 @@ class SslRunConfig:
   knn_k: int = 20
   label_fractions: Tuple[float, ...] = (0.01, 0.1)
   finetune: TrainConfig = DEFAULT_FINETUNE
+  finetune_recipe: FinetuneRecipe = FinetuneRecipe()
   embedding_points: int = 2000
   retrieval_references: int = 10000
 
@@ -84,6 +88,7 @@ class SslRunConfig:
     self.pretrain.validate()
     self.probe.validate()
     self.finetune.validate()
+    self.finetune_recipe.validate()
     if self.knn_k < 1:
       raise UserError(f"knn_k must be >= 1, got {self.knn_k}")
     for fraction in self.label_fractions:
@@ -135,7 +140,8 @@ def _evaluate_encoder(config: SslRunConfig, ds, encoder: tf.keras.Model,
   random_retrieval = _retrieval(config, ds, random_encoder, normalization)
   efficiency = label_efficiency(build_parts, encoder, ds, normalization,
                                 config.label_fractions, config.finetune,
-                                config.data.seed, recorder)
+                                config.data.seed, recorder,
+                                config.finetune_recipe)
   return {
       "linear_probe_accuracy": probe["accuracy"],
       "linear_probe_macro_f1": probe["macro_f1"],

@@ -107,6 +107,13 @@ def test_tiny_run_per_method(method, tmp_path):
     # per batch, on the weak views).
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["pseudo_labels"] == 0 and rows[1]["pseudo_labels"] >= 40
+  # Ganin et al.'s annealing over the rounds (p = 0, then 1/2) for f-DANN,
+  # on by default; the other methods keep --client_lr.
+  lrs = [r["client_lr"] for r in rows]
+  if method == "dann":
+    np.testing.assert_allclose(lrs, [0.05, 0.05 / 6**0.75], rtol=1e-6)
+  else:
+    assert lrs == [0.05, 0.05]
   assert (tmp_path / "checkpoints").is_dir()
 
 

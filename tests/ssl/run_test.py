@@ -91,8 +91,10 @@ def test_binary_tiny_run_and_a_refused_method(tmp_path):
        "--train_limit=300", "--test_limit=200", "--projection_dim=16",
        "--hidden_dim=32", "--predictor_hidden_dim=8", "--probe_epochs=2",
        "--probe_batch_size=64", "--knn_k=5", "--label_fractions=0.1",
-       "--finetune_epochs=1", "--embedding_points=0", "--crop_min_scale=0.6",
-       "--erase_probability=0.25", f"--out_dir={out}"],
+       "--finetune_epochs=1", "--finetune_head_epochs=1",
+       "--finetune_lr_scale=0.5", "--embedding_points=0",
+       "--crop_min_scale=0.6", "--erase_probability=0.25",
+       f"--out_dir={out}"],
       ["--dataset=digits", "--method=moco",
        f"--out_dir={tmp_path / 'refused'}"],
       ["--dataset=digits", "--erase_probability=1.5",
@@ -108,6 +110,8 @@ def test_binary_tiny_run_and_a_refused_method(tmp_path):
   assert flags["lr_schedule"] == "cosine" and flags["optimizer"] == "adam"
   # --predictor_hidden_dim is generated from SimSiamParams and reaches it.
   assert record["resolved"]["ssl"]["params"] == {"predictor_hidden_dim": 8}
+  assert record["resolved"]["finetune_recipe"] == {"head_epochs": 1,
+                                                   "lr_scale": 0.5}
   # Augmentation flags change one field each of the dataset's defaults.
   augment = record["resolved"]["pretrain"]["augment"]
   assert augment["erase_probability"] == 0.25

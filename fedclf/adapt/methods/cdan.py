@@ -24,14 +24,14 @@ from typing import Callable, Tuple
 import tensorflow as tf
 
 from fedclf.adapt import alignment_losses as losses
-from fedclf.adapt.adversarial_training import Adversary
 from fedclf.adapt.adversarial_training import AdversarialSchedule
+from fedclf.adapt.adversarial_training import Adversary
+from fedclf.adapt.adversarial_training import build_domain_classifier
+from fedclf.adapt.adversarial_training import build_feature_tap
 from fedclf.adapt.adversarial_training import check_non_negative
+from fedclf.adapt.adversarial_training import feature_layer_field
 from fedclf.adapt.adversarial_training import train_adversarially
 from fedclf.adapt.grl import gradient_reversal
-from fedclf.adapt.methods.dann import build_domain_classifier
-from fedclf.adapt.methods.dann import build_feature_tap
-from fedclf.adapt.methods.dann import feature_layer_field
 from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.errors import UserError

@@ -18,14 +18,16 @@ with cdan and mdd.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import tensorflow as tf
 
-from fedclf.adapt.adversarial_training import Adversary
 from fedclf.adapt.adversarial_training import AdversarialSchedule
-from fedclf.adapt.adversarial_training import build_adversary_mlp
+from fedclf.adapt.adversarial_training import Adversary
+from fedclf.adapt.adversarial_training import build_domain_classifier
+from fedclf.adapt.adversarial_training import build_feature_tap
 from fedclf.adapt.adversarial_training import check_non_negative
+from fedclf.adapt.adversarial_training import feature_layer_field
 from fedclf.adapt.adversarial_training import train_adversarially
 from fedclf.adapt.alignment_losses import correct_domains
 from fedclf.adapt.alignment_losses import domain_labels
@@ -35,21 +37,6 @@ from fedclf.adapt.task import AdaptationResult
 from fedclf.adapt.task import AdaptationTask
 from fedclf.errors import UserError
 from fedclf.registry import ADAPTATION_METHODS
-
-# Offsets the domain classifier's initialiser seeds from the zoo model's,
-# which is built from the same ModelConfig.seed.
-_DOMAIN_SEED_OFFSET = 7919
-
-
-def feature_layer_field():
-  """The --dann_feature_layer field, which dann and cdan share."""
-  return dataclasses.field(
-      default="",
-      metadata={"help": "The encoder layer the domain classifier reads "
-                        "(through the gradient reversal), e.g. flatten "
-                        "(after the convolutions, as in the paper); empty: "
-                        "the encoder output (dann, cdan)."})
-
 
 @dataclasses.dataclass(frozen=True)
 class DannParams(AdversarialSchedule):
@@ -88,37 +75,6 @@ class DannParams(AdversarialSchedule):
       raise UserError(f"dann domain classifier widths must be >= 1, got "
                       f"{list(self.dann_hidden)}")
     check_non_negative("dann_weight", self.dann_weight)
-
-
-def build_domain_classifier(feature_dim: int, hidden: Sequence[int],
-                            seed: int) -> tf.keras.Model:
-  """features -> ReLU MLP -> one logit (positive: target domain)."""
-  return build_adversary_mlp(feature_dim, hidden, 1, seed + _DOMAIN_SEED_OFFSET,
-                             "domain_logit", "domain_classifier")
-
-
-def build_feature_tap(encoder: tf.keras.Model,
-                      layer_name: str) -> tf.keras.Model:
-  """image -> (domain-classifier features, encoder features), one pass.
-
-  The first output is `layer_name`'s (flattened; "" = the encoder's own
-  output), sharing the encoder's weights.
-
-  Raises:
-    UserError: the encoder has no layer `layer_name`.
-  """
-  if not layer_name:
-    tapped = encoder.output
-  else:
-    names = [layer.name for layer in encoder.layers]
-    if layer_name not in names:
-      raise UserError(f"dann feature layer {layer_name!r} is not in the "
-                      f"{encoder.name}; its layers: {', '.join(names[1:])}")
-    tapped = encoder.get_layer(layer_name).output
-    if tapped.shape.rank > 2:
-      tapped = tf.keras.layers.Flatten(name="domain_features")(tapped)
-  return tf.keras.Model(encoder.input, [tapped, encoder.output],
-                        name="feature_tap")
 
 
 @dataclasses.dataclass
