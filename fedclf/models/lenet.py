@@ -1,4 +1,5 @@
-"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling."""
+"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, and Ganin et al.'s
+DANN network of the same shape for MNIST and MNIST-M."""
 
 from __future__ import annotations
 
@@ -44,5 +45,38 @@ def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
   for i, units in enumerate((120, 84), start=1):
     x = tf.keras.layers.Dense(
         building_blocks.scaled(units, config), activation="relu",
+        kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
+  return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
+
+
+@MODELS.register("dann_cnn")
+def build_dann_cnn(input_shape: tuple[int, int, int], num_classes: int,
+                   config: building_blocks.ModelConfig
+                   ) -> building_blocks.ModelParts:
+  """Ganin et al. (2016, JMLR 17(59), section 5.2.2)'s network for MNIST and
+  MNIST-M: conv(32)-pool-conv(48)-pool, then Dense(100)-Dense(100) in the
+  encoder (their label predictor's hidden layers) and a Dense head.
+
+  On 28x28 inputs both convolutions are 'valid' as in the paper (28 -> 24
+  -> 12 -> 8 -> 4: 4x4x48 = 768 features at `flatten`, where their domain
+  classifier reads: `--dann_feature_layer=flatten --dann_hidden=100`);
+  smaller inputs are 'same'-padded. It has 10x LeNet-5's convolution
+  arithmetic: LeNet-5's two small convolutions cannot make their features
+  domain-invariant on MNIST -> MNIST-M (results/domain_adaptation).
+  """
+  seeds = building_blocks.SeedStream(config.seed)
+  inputs = building_blocks.image_input(input_shape)
+  x = inputs
+  valid = min(int(x.shape[1]), int(x.shape[2])) >= 28
+  for i, filters in enumerate((32, 48), start=1):
+    x = tf.keras.layers.Conv2D(
+        building_blocks.scaled(filters, config), KERNEL,
+        padding="valid" if valid else "same", activation="relu",
+        kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
+    x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"pool{i}")(x)
+  x = tf.keras.layers.Flatten(name="flatten")(x)
+  for i in (1, 2):
+    x = tf.keras.layers.Dense(
+        building_blocks.scaled(100, config), activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
   return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
