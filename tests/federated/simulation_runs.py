@@ -19,8 +19,11 @@ def final_weights(cfg, out_dir):
 
 
 def with_own_tff_data(cfg, directory):
-  """`cfg` with the TFF workers' data files in `directory`: a test that
-  poisons them must not touch the files other runs share (by checksum)."""
+  """`cfg` with the TFF workers' data files in `directory` (on the `tff`
+  backend): a test that poisons them must not touch the files other runs
+  share (by checksum)."""
+  if cfg.simulation.backend != "tff":
+    return cfg
   return dataclasses.replace(cfg, simulation=dataclasses.replace(
       cfg.simulation, tff_data_dir=str(directory)))
 

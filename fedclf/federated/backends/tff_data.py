@@ -80,6 +80,8 @@ def _write_atomically(path: str, write) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
+    # mkstemp's 0600 would hide the file from a worker run by another user.
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
