@@ -138,6 +138,12 @@ flags.DEFINE_list("tff_workers", [],
                   "tff backend: host:port of running TFF workers (start "
                   "them with python -m simulations.tff_worker --port=N); "
                   "empty = one local worker owned by this run.")
+flags.DEFINE_string("tff_data_dir", "",
+                    "tff backend: folder, at the same path on every TFF "
+                    "worker's machine, where the workers read the training "
+                    "arrays (this run writes them there; workers on other "
+                    "machines need a shared folder or a copy). Empty = a "
+                    "folder in this machine's temp dir.")
 flags.DEFINE_enum("compression", "none", ["none", "topk", "quantize"],
                   "Upload codec of the clients' model delta, with any "
                   "algorithm: topk (largest entries per tensor, error "
@@ -211,6 +217,7 @@ def main(argv):
           parallel_clients=FLAGS.parallel_clients,
           client_batching=FLAGS.client_batching,
           tff_workers=tuple(FLAGS.tff_workers),
+          tff_data_dir=FLAGS.tff_data_dir,
           target_accuracy=FLAGS.target_accuracy,
           stop_at_target=FLAGS.stop_at_target,
           max_train_loss=FLAGS.max_train_loss,

@@ -14,6 +14,17 @@ run TensorFlow code on this machine. So the worker listens on localhost
 unless told otherwise (`--host`); the binary itself cannot be told, so a
 small preloaded bind() library does it (fedclf/federated/bind_address.py).
 Open it to a network only behind a firewall, to trusted machines.
+
+The worker reads the run's training arrays from files the driver wrote
+(`--tff_data_dir` of the run; fedclf/federated/backends/tff_data.py), at the
+same path on this machine. To check them before serving:
+
+  python -m simulations.tff_worker --port=8000 --data_dir=/srv/fedclf \
+      --expect_data=CHECKSUM      # the checksum in the files' names
+
+refuses (one line, exit status 2) files that are missing or whose arrays do
+not hash to CHECKSUM. The driver checks every worker's arrays again at the
+start of each run either way.
 """
 
 import os
@@ -37,6 +48,14 @@ flags.DEFINE_string("host", "localhost",
 flags.DEFINE_integer("max_concurrent_computation_calls", -1,
                      "Most parallel calls of one computation (e.g. clients "
                      "of a federated_map) the worker runs; <= 0: no limit.")
+flags.DEFINE_string("data_dir", "",
+                    "Folder holding a run's training arrays (the run's "
+                    "--tff_data_dir); with --expect_data they are checked "
+                    "before the worker serves.")
+flags.DEFINE_string("expect_data", "",
+                    "Checksum of the training arrays the driver will use "
+                    "(the CHECKSUM in fedclf_tffdata_CHECKSUM.*); refuse to "
+                    "start unless --data_dir holds them.")
 flags.mark_flag_as_required("port")
 
 FLAGS = flags.FLAGS
@@ -50,6 +69,25 @@ def _parse_flags(argv):
     sys.exit(cli.USER_ERROR_EXIT)
 
 
+def _check_data(data_dir: str, expect_data: str) -> None:
+  """Exits with one line unless `data_dir` holds the arrays `expect_data`
+  names."""
+  # pylint: disable=g-import-not-at-top
+  from fedclf.errors import UserError
+  from fedclf.federated.backends import tff_data
+  # pylint: enable=g-import-not-at-top
+  if bool(data_dir) != bool(expect_data):
+    cli.exit_with_user_error("--data_dir and --expect_data go together")
+  if not expect_data:
+    return
+  try:
+    data = tff_data.check_worker_data(data_dir, expect_data)
+  except UserError as e:
+    cli.exit_with_user_error(str(e))
+  print(f"tff_worker: training data {expect_data} in {data_dir} checked "
+        f"({data.x_shape[0]} examples)", flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     cli.exit_with_user_error(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -60,6 +98,7 @@ def main(argv):
   # Imported only now: fedclf.federated loads TensorFlow (seconds), which a
   # bad flag or a taken port should not have to wait for.
   cli.import_tensorflow()  # Without its start-up noise (see fedclf.cli).
+  _check_data(FLAGS.data_dir, FLAGS.expect_data)
   # pylint: disable=g-import-not-at-top
   from fedclf.errors import UserError
   from fedclf.federated import bind_address

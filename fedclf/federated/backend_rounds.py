@@ -103,6 +103,8 @@ class BackendRounds:
                                                 round_num)
     self._training_row(row, outputs, round_num)
     add_communication_fields(row, outputs, state, len(plan.sampled))
+    # A plugin backend written before round_metrics existed adds nothing.
+    row.update(getattr(self.backend, "round_metrics", dict)())
     if not _all_finite(new_state.model_weights()):
       raise diverged(self.checkpointer, round_num, "non-finite global "
                      "weights", _REMEDY)

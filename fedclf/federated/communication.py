@@ -7,6 +7,10 @@ unless a codec of compression.py encodes it: see `ClientOutput`); a
 download is the dense float32 broadcast (the trainable and non-trainable
 weights and the server's extra state, e.g. SCAFFOLD's control variate).
 Protocol overhead (headers, framing) is not counted.
+
+On the `tff` backend the round's row also has what actually crossed the
+gRPC connections to the workers (`WIRE_FIELDS`, see tff_context.py); the
+summary sums them as `total_<field without "bytes/">_bytes`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import numpy as np
 
 # summary.json reports megabytes of 10^6 bytes (not MiB).
 BYTES_PER_MEGABYTE = 1e6
+# Rows' gRPC byte counts (tff backend) and their summary.json totals.
+WIRE_FIELDS = {"bytes/sent_to_workers": "total_bytes_sent_to_workers",
+               "bytes/received_from_workers":
+                   "total_bytes_received_from_workers",
+               "bytes/computations_to_workers":
+                   "total_bytes_computations_to_workers"}
 
 
 def dense_bytes(tensors: Sequence) -> int:
@@ -53,6 +63,7 @@ class CommunicationTotals:
     self.counted = False
     self.upload = 0
     self.download = 0
+    self.wire = {}
     for row in history:
       self.add(row)
 
@@ -62,6 +73,9 @@ class CommunicationTotals:
     self.counted = True
     self.upload += int(row["upload_bytes"])
     self.download += int(row.get("download_bytes", 0))
+    for field, total in WIRE_FIELDS.items():
+      if field in row:
+        self.wire[total] = self.wire.get(total, 0) + int(row[field])
 
   def fields(self) -> Dict:
     """summary.json's totals ({} for runs that do not count bytes)."""
@@ -72,4 +86,5 @@ class CommunicationTotals:
                 self.upload / BYTES_PER_MEGABYTE, 6),
             "total_download_bytes": self.download,
             "total_download_megabytes": round(
-                self.download / BYTES_PER_MEGABYTE, 6)}
+                self.download / BYTES_PER_MEGABYTE, 6),
+            **self.wire}

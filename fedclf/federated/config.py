@@ -156,6 +156,9 @@ class SimulationConfig:
   # local backend: auto, on or off (see BackendSpec.client_batching).
   client_batching: str = "auto"
   tff_workers: Tuple[str, ...] = ()
+  # tff backend: where the workers read the training arrays (the driver
+  # writes them there; "" = a folder in this machine's temp dir).
+  tff_data_dir: str = ""
   target_accuracy: float = 0.0  # report the first round reaching it
   stop_at_target: bool = False
   # A mean client loss above this stops the run as diverged (0 = only
@@ -215,6 +218,8 @@ class SimulationConfig:
       raise UserError("max_train_loss must be >= 0 (0 = no ceiling)")
     if self.tff_workers and self.backend != "tff":
       raise UserError("--tff_workers needs --backend=tff")
+    if self.tff_data_dir and self.backend != "tff":
+      raise UserError("--tff_data_dir needs --backend=tff")
     if not 0.0 <= self.client_test_fraction < 1.0:
       raise UserError(f"client_test_fraction must be in [0, 1), got "
                       f"{self.client_test_fraction}")

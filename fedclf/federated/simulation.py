@@ -270,7 +270,8 @@ class Simulation:
         num_clients=sim.num_clients, seed=sim.seed,
         parallel_clients=min(parallel, sim.clients_per_round),
         client_batching=sim.client_batching,
-        tff_workers=sim.tff_workers, attack=sim.attack,
+        tff_workers=sim.tff_workers, tff_data_dir=sim.tff_data_dir,
+        attack=sim.attack,
         num_classes=self.ds.num_classes)
     return BACKENDS.get(sim.backend)(spec)
 

@@ -52,6 +52,10 @@ metrics.jsonl rows, without the stage prefix):
   | communication/upload_bytes|        | upload_bytes,                     |
   | upload_bytes_per_client|           | upload_bytes_per_client,          |
   | download_bytes                     | download_bytes (federated rounds) |
+  | communication/sent_to_workers_bytes| bytes/sent_to_workers,            |
+  | received_from_workers_bytes|       | bytes/received_from_workers,      |
+  | computations_to_workers_bytes      | bytes/computations_to_workers     |
+  |                                    | (tff backend: gRPC payloads)      |
   | clients/malicious                  | malicious_reported (attacks)      |
   | other/<name>                       | any other metric                  |
 
@@ -139,6 +143,10 @@ _EXACT_TAGS = {
     "upload_bytes": "communication/upload_bytes",
     "upload_bytes_per_client": "communication/upload_bytes_per_client",
     "download_bytes": "communication/download_bytes",
+    "bytes/sent_to_workers": "communication/sent_to_workers_bytes",
+    "bytes/received_from_workers": "communication/received_from_workers_bytes",
+    "bytes/computations_to_workers":
+        "communication/computations_to_workers_bytes",
     "malicious_reported": "clients/malicious",
 }
 # (pattern, tag template) for metric families, tried in order.

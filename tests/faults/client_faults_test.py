@@ -20,6 +20,8 @@ from fedclf.federated import SimulationConfig
 from fedclf.federated import simulation as simulation_lib
 from fedclf.federated.client_work import masked_loss_and_correct
 from fedclf.partition import PartitionConfig
+from tests.federated.simulation_runs import poison_examples
+from tests.federated.simulation_runs import with_own_tff_data
 
 
 def tiny_config(rounds=2, backend="local"):
@@ -39,12 +41,7 @@ def tiny_config(rounds=2, backend="local"):
 
 def poison(sim, client, value):
   """Replaces client `client`'s training images by `value`."""
-  if sim.sim.backend == "tff":
-    sim.backend.x[sim.clients[client]] = value  # the array clients read
-    return
-  x = sim.backend.x.numpy()
-  x[sim.clients[client]] = value
-  sim.backend.x.assign(x)
+  poison_examples(sim, sim.clients[client], value)
 
 
 def workers_started_by(test_name):
@@ -90,11 +87,13 @@ def checked_fedavg(name, config, params=None):
 
 
 @pytest.mark.parametrize("backend", ["local", "tff"])
-def test_client_whose_training_raises_is_dropped(tmp_path, monkeypatch,
-                                                 caplog, backend):
+def test_client_whose_training_raises_is_dropped(
+    tmp_path, tmp_path_factory, monkeypatch, caplog, backend):
   monkeypatch.setattr(simulation_lib, "build_algorithm", checked_fedavg)
-  sim = Simulation(tiny_config(rounds=2 if backend == "local" else 1,
-                               backend=backend), str(tmp_path), {})
+  cfg = with_own_tff_data(tiny_config(
+      rounds=2 if backend == "local" else 1, backend=backend),
+                          tmp_path_factory.mktemp("tff_data"))
+  sim = Simulation(cfg, str(tmp_path), {})
   initial = [v.numpy() for v in sim.eval_model.trainable_variables]
   poison(sim, 3, np.nan)
   with caplog.at_level("WARNING"):

@@ -33,6 +33,8 @@ from fedclf.federated.rounds import ServerState
 from fedclf.partition import PartitionConfig
 from fedclf.plugin_config import build_params
 from fedclf.registry import AGGREGATORS
+from tests.federated.simulation_runs import poison_examples
+from tests.federated.simulation_runs import with_own_tff_data
 
 
 def clip(radius, iterations=1):
@@ -218,12 +220,7 @@ def checked_fednova(name, config, params=None):
 
 
 def poison(sim, client):
-  if sim.sim.backend == "tff":
-    sim.backend.x[sim.clients[client]] = np.nan
-    return
-  x = sim.backend.x.numpy()
-  x[sim.clients[client]] = np.nan
-  sim.backend.x.assign(x)
+  poison_examples(sim, sim.clients[client], np.nan)
 
 
 def rows(out_dir):
@@ -244,13 +241,15 @@ def test_failed_output_takes_the_reported_shapes():
 
 
 @pytest.mark.parametrize("backend", ["local", "tff"])
-def test_fednova_client_raising_under_median(tmp_path, monkeypatch, caplog,
-                                             backend):
+def test_fednova_client_raising_under_median(tmp_path, tmp_path_factory,
+                                             monkeypatch, caplog, backend):
   monkeypatch.setattr(simulation_lib, "build_algorithm", checked_fednova)
   cfg = run_config(backend, rounds=2 if backend == "local" else 1,
                    algorithm="fednova", aggregator="median", params=None)
-  cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(
-      cfg.simulation, clients_per_round=6, client_dropout=0.0))
+  cfg = with_own_tff_data(dataclasses.replace(
+      cfg, simulation=dataclasses.replace(
+          cfg.simulation, clients_per_round=6, client_dropout=0.0)),
+                          tmp_path_factory.mktemp("tff_data"))
   sim = Simulation(cfg, str(tmp_path), {})
   initial = [v.numpy() for v in sim.eval_model.trainable_variables]
   poison(sim, 3)

@@ -67,6 +67,10 @@ class BackendSpec:
   client_batching: str = "auto"
   # `tff`: host:port of running TFF workers; empty starts one owned worker.
   tff_workers: Tuple[str, ...] = ()
+  # `tff`: the folder, on the workers' machines, holding the training
+  # arrays' files (tff_data.py); the driver writes them there; "" = a folder
+  # in this machine's temp dir (workers on this machine).
+  tff_data_dir: str = ""
   # What malicious clients (ClientTask.malicious) do to their update or
   # labels; label flipping needs the number of classes.
   attack: AttackConfig = AttackConfig()
@@ -93,6 +97,10 @@ class Backend(Protocol):
     Returns the new state (with `round_num`) and one output per task, in
     task order; a client whose training raised is in it with `failed = 1`.
     """
+
+  def round_metrics(self) -> Dict[str, float]:
+    """Fields the backend adds to the last `run_round`'s metrics row
+    (`tff`: gRPC bytes to and from the workers)."""
 
   def close(self) -> None:
     """Frees what the backend holds (TFF workers); idempotent."""

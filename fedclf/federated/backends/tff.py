@@ -22,6 +22,13 @@ gRPC INTERNAL error for the whole round) is found by running each client's
 update alone, dropped with a log line (`failed = 1` in its output, as on
 the `local` backend), and the round is rerun without it.
 
+The clients' examples never cross the wire: the driver writes the training
+arrays once to files named by their checksum (tff_data.py; a directory the
+workers see, `BackendSpec.tff_data_dir`), checks at start that every worker
+reads the same arrays, and each round sends a client's index matrix; the
+client's batches are gathered on the worker from the memory-mapped files.
+`round_metrics` reports the gRPC bytes of each round (`WireTraffic`).
+
 Importing this module imports TFF (~50 s); `local` runs never do (the
 registry's `tff` factory imports it on first use).
 """
@@ -38,10 +45,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fedclf.errors import UserError
 from fedclf.federated.attacks import attack_output
 from fedclf.federated.backends.local import LocalBackend
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
+from fedclf.federated.backends import tff_data
 from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
@@ -98,8 +107,8 @@ class _ValueTypes:
   non_trainable: List[tff.TensorType]
   extra: List[tff.TensorType]
   client_state: List[tff.TensorType]
-  # One batch: (images, labels, 1.0 for real rows / 0.0 for padding).
-  batch: Tuple[tff.TensorType, tff.TensorType, tff.TensorType]
+  # A client's step x batch example indices (-1: padding).
+  matrix: tff.TensorType
   seed: tff.TensorType
 
 
@@ -128,8 +137,6 @@ class TffBackend:
     self.algorithm = spec.algorithm
     self.work = spec.algorithm.client_work
     self.model_fn = spec.model_fn
-    self.x = spec.x_train
-    self.y = spec.y_train.astype(np.int64)
     self.batch_shape = spec.batch_shape
     self.num_clients = spec.num_clients
     self.attack = spec.attack
@@ -137,10 +144,20 @@ class TffBackend:
     # Aggregated on the driver when the aggregator has no TFF form.
     self._driver = (None if spec.algorithm.aggregator.tff_factory(
         spec.clients_per_round) is not None else DriverAggregation(spec))
+    # How often the traced computations' Python bodies ran: set by the
+    # build, unchanged by rounds (a growing count would be a computation
+    # rebuilt per round, i.e. per-round graph growth).
+    self.traces = 0
+    self._round_traffic = {}
     self.runtime = TffRuntime(workers=spec.tff_workers)
     self.runtime.__enter__()
     try:
+      # The files the workers read the training arrays from.
+      self.data = tff_data.write_worker_data(
+          spec.tff_data_dir or tff_data.default_data_dir(), spec.x_train,
+          spec.y_train)
       self._build(spec.clients_per_round)
+      self._check_worker_data(spec.x_train, spec.y_train)
     except BaseException:
       self.close()
       raise
@@ -174,27 +191,55 @@ class TffBackend:
     t_spec = _specs(trainable)
     t_type, nt_type = _types(trainable), _types(non_trainable)
     extra_type, state_type = _types(extra), _types(state)
-    steps, width = self.batch_shape
-    shape = self.x.shape[1:]
-    batch_type = (tff.TensorType(np.float32, (width,) + shape),
-                  tff.TensorType(np.int64, (width,)),
-                  tff.TensorType(np.float32, (width,)))
+    matrix_type = tff.TensorType(np.int32, tuple(self.batch_shape))
     seed_type = tff.TensorType(np.int64, (2,))
     return _ValueTypes(t_spec, t_type, nt_type, extra_type, state_type,
-                       batch_type, seed_type)
+                       matrix_type, seed_type)
+
+  def _check_worker_data(self, x: np.ndarray, y: np.ndarray) -> None:
+    """Every worker must map the driver's arrays: a fingerprint of its
+    files against the driver's, once per run (UserError otherwise)."""
+    data = self.data
+
+    @tff.tensorflow.computation
+    def worker_fingerprint():
+      return tff_data.fingerprint(*tff_data.mapped_arrays(data))
+
+    expected = tff_data.fingerprint(
+        tf.constant(x, tf.float32), tf.constant(y, tf.int64)).numpy()
+    for i, address in enumerate(self.runtime.addresses):
+      try:
+        found = self.runtime.run_on_worker(i, worker_fingerprint)
+      except grpc.RpcError as e:
+        raise UserError(
+            f"TFF worker {address} cannot read this run's training data "
+            f"{data.path('*')} ({error_summary(e.details())}); the driver "
+            f"wrote it there on its own machine: copy those files to the "
+            f"same path on the worker's, or name a shared directory with "
+            f"--tff_data_dir") from None
+      if not np.array_equal(np.asarray(found), expected):
+        raise UserError(f"TFF worker {address} holds different training "
+                        f"data under {data.path('*')} than the driver "
+                        f"(fingerprint mismatch)")
 
   def _client_update_computation(self, types: _ValueTypes):
     """One client's local training, as a TFF TensorFlow computation."""
     work, model_fn, attack = self.work, self.model_fn, self.attack
     t_type, nt_type = types.trainable, types.non_trainable
     extra_type, state_type = types.extra, types.client_state
-    batch_type, seed_type = types.batch, types.seed
+    data, flips = self.data, self.attack.on_labels
+    num_classes = self.num_classes
 
-    @tff.tensorflow.computation(t_type, nt_type, extra_type,
-                                tff.SequenceType(batch_type), np.float32,
-                                state_type, seed_type, np.float32)
-    def client_update(w, nt, ex, dataset, num_examples, cstate, seed,
+    @tff.tensorflow.computation(t_type, nt_type, extra_type, types.matrix,
+                                np.int32, np.float32, state_type,
+                                types.seed, np.float32)
+    def client_update(w, nt, ex, matrix, steps, num_examples, cstate, seed,
                       malicious):
+      self.traces += 1
+      x, y = tff_data.mapped_arrays(data)
+      dataset = tff_data.client_batches(
+          x, y, matrix, steps, tf.logical_and(flips, malicious > 0),
+          num_classes)
       replica = model_fn()
       velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                   for v in replica.trainable_variables]
@@ -223,15 +268,17 @@ class TffBackend:
 
     @tff.federated_computation(
         _at_server(types.trainable), _at_server(types.non_trainable),
-        _at_server(types.extra), _at_clients(tff.SequenceType(types.batch)),
-        _at_clients(np.float32), _at_clients(types.client_state),
-        _at_clients(types.seed), _at_clients(np.float32))
-    def run_clients(w, nt, ex, data, num_examples, cstates, seeds,
+        _at_server(types.extra), _at_clients(types.matrix),
+        _at_clients(np.int32), _at_clients(np.float32),
+        _at_clients(types.client_state), _at_clients(types.seed),
+        _at_clients(np.float32))
+    def run_clients(w, nt, ex, matrices, steps, num_examples, cstates, seeds,
                     malicious):
+      self.traces += 1
       return tff.federated_map(client_update, tff.federated_zip((
           tff.federated_broadcast(w), tff.federated_broadcast(nt),
-          tff.federated_broadcast(ex), data, num_examples, cstates, seeds,
-          malicious)))
+          tff.federated_broadcast(ex), matrices, steps, num_examples,
+          cstates, seeds, malicious)))
 
     return run_clients
 
@@ -242,7 +289,6 @@ class TffBackend:
     work, t_spec = self.work, types.trainable_spec
     t_type, nt_type = types.trainable, types.non_trainable
     extra_type, state_type = types.extra, types.client_state
-    batch_type, seed_type = types.batch, types.seed
     result_t = client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
     factory = self.algorithm.aggregator.tff_factory(expected_clients)
@@ -289,15 +335,16 @@ class TffBackend:
     @tff.federated_computation(
         _at_server(t_type), _at_server(nt_type),
         _at_server(extra_type), _at_server(opt_t),
-        agg_state_t, _at_clients(tff.SequenceType(batch_type)),
+        agg_state_t, _at_clients(types.matrix), _at_clients(np.int32),
         _at_clients(np.float32), _at_clients(state_type),
-        _at_clients(seed_type), _at_clients(np.float32))
-    def run_round(w, nt, ex, opt_state, agg_state, data, num_examples,
-                  cstates, seeds, malicious):
+        _at_clients(types.seed), _at_clients(np.float32))
+    def run_round(w, nt, ex, opt_state, agg_state, matrices, steps,
+                  num_examples, cstates, seeds, malicious):
+      self.traces += 1
       outs = tff.federated_map(client_update, tff.federated_zip((
           tff.federated_broadcast(w), tff.federated_broadcast(nt),
-          tff.federated_broadcast(ex), data, num_examples, cstates, seeds,
-          malicious)))
+          tff.federated_broadcast(ex), matrices, steps, num_examples,
+          cstates, seeds, malicious)))
       if weighted:
         agg = aggregator.next(agg_state, outs.delta, outs.weight)
       else:
@@ -366,26 +413,28 @@ class TffBackend:
                    "aggregator": _to_numpy(self._aggregator.initialize())},
         extra=[t.numpy() for t in self.work.initial_server_extra(trainable)])
 
-  def _dataset(self, matrix: np.ndarray, steps: int,
-               malicious: float = 0.0) -> tf.data.Dataset:
-    rows = matrix[:steps]
-    valid = rows >= 0
-    safe = np.where(valid, rows, 0)
-    images = self.x[safe]
-    images[~valid] = 0.0  # padding rows are zero images (see local.py)
-    labels = self.y[safe]
-    if self.attack.on_labels and malicious:
-      labels = self.num_classes - 1 - labels  # label flipping
-    return tf.data.Dataset.from_tensor_slices(
-        (images, labels, valid.astype(np.float32)))
-
   def run_round(self, state: ServerState, tasks, client_states, round_num
                 ) -> Tuple[ServerState, List[ClientOutput]]:
     self._check_open()
+    traffic = self.runtime.traffic
+    before = dataclasses.replace(traffic)
+    try:
+      return self._train_round(state, tasks, client_states, round_num)
+    finally:
+      self._round_traffic = {
+          "bytes/sent_to_workers": traffic.sent - before.sent,
+          "bytes/received_from_workers": traffic.received - before.received,
+          # Of the sent bytes: the round's computation itself.
+          "bytes/computations_to_workers":
+              traffic.computations_sent - before.computations_sent}
+
+  def _train_round(self, state: ServerState, tasks, client_states, round_num
+                   ) -> Tuple[ServerState, List[ClientOutput]]:
     blank = [t.numpy() for t in self.work.initial_client_state(
         state.trainable)]
-    # Per client: (dataset, examples, client state, seed, malicious).
-    inputs = [(self._dataset(t.matrix, t.steps, t.malicious),
+    # Per client: (index matrix, steps, examples, client state, seed,
+    # malicious).
+    inputs = [(np.asarray(t.matrix, np.int32), np.int32(t.steps),
                np.float32(t.examples), client_states.get(t.client_id, blank),
                t.seed, np.float32(t.malicious))
               for t in (ClientTask(*task) for task in tasks)]
@@ -403,9 +452,14 @@ class TffBackend:
     outputs = dict(zip(kept, kept_outputs))
     for i in failing:
       outputs[i] = failed_output(state.trainable, state.non_trainable,
-                                 state.extra, inputs[i][2])
+                                 state.extra, inputs[i][3])
     return new_state, with_reported_shapes(
         [outputs[i] for i in range(len(tasks))])
+
+  def round_metrics(self) -> dict:
+    """The last `run_round`'s gRPC payload bytes to and from the workers
+    (tff_context.WireTraffic), for the round's metrics row."""
+    return dict(self._round_traffic)
 
   def _failing_clients(self, state: ServerState, tasks, inputs,
                        round_num: int, error: grpc.RpcError) -> List[int]:
@@ -414,11 +468,10 @@ class TffBackend:
     if error.code() != grpc.StatusCode.INTERNAL:
       raise error
     failing = []
-    for i, (data, examples, cstate, seed, malicious) in enumerate(inputs):
+    for i, client_input in enumerate(inputs):
       try:
         self._client_update(state.trainable, state.non_trainable,
-                            state.extra, data, examples, cstate, seed,
-                            malicious)
+                            state.extra, *client_input)
       except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.INTERNAL:
           raise
@@ -433,15 +486,14 @@ class TffBackend:
 
   def _round(self, state: ServerState, inputs, round_num: int
              ) -> Tuple[ServerState, List[ClientOutput]]:
-    data, examples, cstates, seeds, malicious = (list(x)
-                                                 for x in zip(*inputs))
+    clients = [list(x) for x in zip(*inputs)]
+    examples = clients[2]
     if self._driver is not None:
-      return self._driver_round(state, data, examples, cstates, seeds,
-                                malicious, round_num)
+      return self._driver_round(state, clients, round_num)
     w, nt, ex, opt, agg, reports = self._run_round(
         state.trainable, state.non_trainable, state.extra,
-        state.optimizer["optimizer"], state.optimizer["aggregator"], data,
-        examples, cstates, seeds, malicious)
+        state.optimizer["optimizer"], state.optimizer["aggregator"],
+        *clients)
     new_state = ServerState(
         trainable=[np.asarray(a) for a in w],
         non_trainable=[np.asarray(a) for a in nt],
@@ -459,13 +511,12 @@ class TffBackend:
     ]
     return new_state, outputs
 
-  def _driver_round(self, state: ServerState, data, examples, cstates, seeds,
-                    malicious, round_num: int
+  def _driver_round(self, state: ServerState, clients, round_num: int
                     ) -> Tuple[ServerState, List[ClientOutput]]:
-    """The clients on TFF, their aggregation on the driver."""
+    """The clients on TFF (`clients`: the per-client input lists), their
+    aggregation on the driver."""
     outs = self._run_clients(state.trainable, state.non_trainable,
-                             state.extra, data, examples, cstates, seeds,
-                             malicious)
+                             state.extra, *clients)
     outputs = [ClientOutput(**{
         key: ([np.asarray(a) for a in value] if isinstance(value, list)
               else value) for key, value in _as_dict(out).items()})

@@ -42,12 +42,19 @@ runtime frees its executors on them but leaves them running. A remote worker
 that stays unreachable for `ready_timeout_s` ends the call with WorkerError
 (TFF alone would retry forever).
 
+Bytes on the wire: every request the runtime sends to its workers and every
+response it gets back goes through `_CountingStub`, which adds the
+protobuf's `ByteSize()` (exactly the gRPC message payload TFF's
+`RemoteExecutor` sends; HTTP/2 framing and headers are not counted) to the
+runtime's `WireTraffic`.
+
 TFF itself is imported inside the functions that need it, so importing this
 module stays cheap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 import weakref
@@ -79,6 +86,50 @@ def _parse_workers(workers: Sequence[str] | str) -> list[str]:
   return addresses
 
 
+@dataclasses.dataclass
+class WireTraffic:
+  """gRPC payload bytes sent to and received from the workers so far (of
+  the sent: those of computations, which TFF sends with every call), and
+  how many computations the runtime's contexts compiled."""
+  sent: int = 0
+  received: int = 0
+  computations_sent: int = 0
+  compilations: int = 0
+
+
+# The executor service's unary calls (remote_executor_grpc_stub.py).
+_RPC_METHODS = frozenset((
+    "get_executor", "create_value", "create_struct", "create_call",
+    "create_selection", "compute", "dispose", "dispose_executor"))
+
+
+class _CountingStub:
+  """Delegates to TFF's gRPC stub, counting each request's and response's
+  serialized size into `traffic`."""
+
+  def __init__(self, stub, traffic: WireTraffic):
+    self._stub = stub
+    self._traffic = traffic
+
+  def __getattr__(self, name):
+    attr = getattr(self._stub, name)
+    if name not in _RPC_METHODS:
+      return attr
+    traffic = self._traffic
+
+    def counted(request):
+      size = request.ByteSize()
+      traffic.sent += size
+      if (name == "create_value" and
+          request.value.WhichOneof("value") == "computation"):
+        traffic.computations_sent += size
+      response = attr(request)
+      traffic.received += response.ByteSize()
+      return response
+
+    return counted
+
+
 def _split_evenly(total: int, parts: int) -> list[int]:
   base, extra = divmod(total, parts)
   return [base + (1 if i < extra else 0) for i in range(parts)]
@@ -88,7 +139,8 @@ class _WorkerConnection:
   """A gRPC channel to one worker and the TFF executors created on it."""
 
   def __init__(self, address: str, default_num_clients: int,
-               worker: WorkerProcess | None, ready_timeout_s: float):
+               worker: WorkerProcess | None, ready_timeout_s: float,
+               traffic: WireTraffic):
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
     # pylint: enable=g-import-not-at-top
@@ -98,8 +150,9 @@ class _WorkerConnection:
     self.ready_timeout_s = ready_timeout_s
     self.channel = grpc.insecure_channel(address,
                                          options=GRPC_CHANNEL_OPTIONS)
-    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(
-        self.channel)
+    self._stub = _CountingStub(
+        remote_executor_grpc_stub.RemoteExecutorGrpcStub(self.channel),
+        traffic)
     self._last_connect_request = float("-inf")
     # Weak: TFF's executor cache drops executors it evicts; we only need to
     # close the ones still alive at the end.
@@ -162,6 +215,16 @@ class _WorkerConnection:
     if wait > 0:
       time.sleep(wait)
     self.channel.close()
+
+
+def _context_kwargs(compiler_fn) -> dict:
+  """TFF's native-backend arguments of an execution context."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+  # pylint: enable=g-import-not-at-top
+  return dict(compiler_fn=compiler_fn,
+              transform_args=tensorflow_computation.transform_args,
+              transform_result=tensorflow_computation.transform_result)
 
 
 def _explain_split_errors(context, num_workers: int):
@@ -233,6 +296,7 @@ class TffRuntime:
     self._context = None
     self._previous_context = None
     self._active = False
+    self.traffic = WireTraffic()
 
   @property
   def num_workers(self) -> int:
@@ -291,7 +355,8 @@ class TffRuntime:
 
     clients = _split_evenly(self._default_num_clients, len(addresses))
     self._connections = [
-        _WorkerConnection(address, n, worker, self._ready_timeout_s)
+        _WorkerConnection(address, n, worker, self._ready_timeout_s,
+                          self.traffic)
         for address, n, worker in zip(addresses, clients, workers)]
     self._context = self._make_context()
     stack = context_stack_impl.context_stack
@@ -303,13 +368,18 @@ class TffRuntime:
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.backends.native import compiler
     from tensorflow_federated.python.core.backends.native import execution_contexts
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
     from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     # pylint: enable=g-import-not-at-top
-    kwargs = dict(compiler_fn=compiler.desugar_and_transform_to_native,
-                  transform_args=tensorflow_computation.transform_args,
-                  transform_result=tensorflow_computation.transform_result)
+    traffic = self.traffic
+
+    def compile_counted(comp):
+      # TFF's CompilerPipeline caches by computation: a count that grows
+      # per round means a computation is rebuilt per round.
+      traffic.compilations += 1
+      return compiler.desugar_and_transform_to_native(comp)
+
+    kwargs = _context_kwargs(compile_counted)
     if len(self._connections) == 1:
       return sync_execution_context.SyncExecutionContext(
           executor_fn=self._connections[0].executor_factory(), **kwargs)
@@ -318,6 +388,20 @@ class TffRuntime:
             executor_fn=c.executor_factory(), **kwargs)
         for c in self._connections])
     return _explain_split_errors(mergeable, len(self._connections))
+
+  def run_on_worker(self, index: int, comp, *args):
+    """`comp(*args)` on worker `index` alone (e.g. a check of what that
+    worker holds)."""
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    # pylint: enable=g-import-not-at-top
+    context = sync_execution_context.SyncExecutionContext(
+        executor_fn=self._connections[index].executor_factory(),
+        **_context_kwargs(compiler.desugar_and_transform_to_native))
+    with context_stack_impl.context_stack.install(context):
+      return comp(*args)
 
   def _shutdown(self) -> None:
     if self._context is not None:

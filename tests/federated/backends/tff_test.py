@@ -161,3 +161,87 @@ def test_federated_byol_backends_agree(tmp_path, algorithm):
   assert "linear_probe_accuracy" in summary
   for a, b in zip(local.trainable, tff_state.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def _wire_config(rounds):
+  cfg = config("fedavg", "tff", rounds=rounds)
+  # 1,200 digits over 6 clients: 3 clients' examples (~150 KB) are a large
+  # share of a round's bytes if they crossed the wire.
+  return dataclasses.replace(cfg, data=dataclasses.replace(
+      cfg.data, train_limit=1200))
+
+
+def test_round_sends_index_matrices_not_examples(tmp_path):
+  from fedclf.federated import Simulation  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.communication import broadcast_bytes  # pylint: disable=g-import-not-at-top
+  sim = Simulation(_wire_config(1), str(tmp_path), {})
+  try:
+    summary = sim.run()
+  finally:
+    sim.close()
+  row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+  clients = row["clients_reported"]
+  model = broadcast_bytes(sim.final_state)
+  steps, width = sim.rounds.batch_shape
+  matrices = clients * steps * width * 4  # int32 indices
+  # One worker: the weights go down once (the broadcast to the clients
+  # happens on the worker) and the mean comes back once; per client only
+  # its index matrix and a few scalars.
+  down = row["bytes/sent_to_workers"] - row["bytes/computations_to_workers"]
+  assert abs(down - (model + matrices)) <= 0.1 * (model + matrices)
+  assert abs(row["bytes/received_from_workers"] - model) <= 0.1 * model
+  examples = row["examples"] * 8 * 8 * 4  # float32 8x8 images
+  assert examples > 0.3 * (model + matrices)  # would have been caught
+  assert summary["total_bytes_sent_to_workers"] == row[
+      "bytes/sent_to_workers"]
+  assert summary["total_bytes_received_from_workers"] == row[
+      "bytes/received_from_workers"]
+
+
+def test_rounds_reuse_the_traced_computations(tmp_path):
+  from fedclf.federated import Simulation  # pylint: disable=g-import-not-at-top
+  sim = Simulation(_wire_config(20), str(tmp_path), {})
+  try:
+    state = sim.rounds.initial_state()
+    state, _ = sim.rounds.train_round(state, {}, 1)
+    traces = sim.backend.traces
+    compilations = sim.backend.runtime.traffic.compilations
+    computation_bytes = set()
+    for r in range(2, 21):
+      state, row = sim.rounds.train_round(state, {}, r)
+      computation_bytes.add(row["bytes/computations_to_workers"])
+    assert sim.backend.traces == traces > 0
+    assert sim.backend.runtime.traffic.compilations == compilations > 0
+    assert len(computation_bytes) == 1  # the same computation every round
+  finally:
+    sim.close()
+
+
+def test_worker_with_other_training_data_is_refused(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from fedclf.errors import UserError  # pylint: disable=g-import-not-at-top
+  from fedclf.federated import AlgorithmConfig  # pylint: disable=g-import-not-at-top
+  from fedclf.federated import build_algorithm  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends import BACKENDS  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends import BackendSpec  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends import tff_data  # pylint: disable=g-import-not-at-top
+  from fedclf.federated.backends import tff_workers  # pylint: disable=g-import-not-at-top
+
+  def model_fn():
+    return tf.keras.Sequential([tf.keras.layers.InputLayer((4,)),
+                                tf.keras.layers.Dense(3)])
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(8, 4)).astype(np.float32)
+  y = rng.integers(0, 3, size=8)
+  # A stale copy on the worker: the right name and size, other contents.
+  stale = tff_data.write_worker_data(str(tmp_path), x, y)
+  np.zeros_like(x).tofile(stale.path("x.bin"))
+  spec = BackendSpec(
+      algorithm=build_algorithm("fedavg", AlgorithmConfig(local_batch_size=2)),
+      model_fn=model_fn, x_train=x, y_train=y, batch_shape=(2, 2),
+      clients_per_round=2, num_clients=2, seed=0,
+      tff_data_dir=str(tmp_path))
+  with pytest.raises(UserError, match="holds different training data"):
+    BACKENDS.get("tff")(spec)
+  assert not tff_workers.owned_workers()
