@@ -349,7 +349,7 @@ def measure_memory_over_rounds(backend: str, rounds: int, num_clients: int,
   for r in range(1, rounds + 1):
     state, _ = sim.rounds.train_round(state, {}, r)
     if r % eval_every == 0:
-      sim.evaluate(state, r)
+      sim.evaluator.evaluate(state, r)
       series[r] = rss_parts_mib()
   seconds = time.perf_counter() - t0
   sim.close()
@@ -482,7 +482,7 @@ def measure_breakdown(num_clients: int, clients_per_round: int,
     t2 = time.perf_counter()
     state = backend.aggregate(state, outputs, r, sums)
     t3 = time.perf_counter()
-    sim.evaluate(state, r)
+    sim.evaluator.evaluate(state, r)
     t4 = time.perf_counter()
     graph = sum(graph_seconds)
     for key, value in zip(keys, (t1 - t0, graph, t2 - t1 - graph, t3 - t2,
