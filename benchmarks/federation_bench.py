@@ -20,7 +20,12 @@ The six figures of issue #9, each with its target and pass/fail:
      (--client_batching=on) and in replicas (off) against one model's SGD
      at batch 256 on the same examples in one graph; MLP, McMahan CNN and LeNet-5 at B=10
      and B=50, 10 x 600 and 100 x 60 clients (`--items=7` runs only it,
-     `--quick` only B=10 at 10 x 600).
+     `--quick` only B=10 at 10 x 600);
+  8. peers (issue #23, `make bench-peers`): the item-1 workload (McMahan
+     CNN FedAvg, 10 x 600 and 100 x 60 clients, B=10, E=1) on fedclf's
+     local and tff backends and written as Flower's quickstart writes it
+     (flwr.simulation on Ray, in `.venv-peers`), each side a separate
+     process, alternating: s/round and peak memory of each process tree.
 Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
 the two sides of every ratio are timed alternately in that one process.
 """
@@ -28,7 +33,7 @@ the two sides of every ratio are timed alternately in that one process.
 import os
 import platform
 import sys
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from absl import flags
 
@@ -38,8 +43,17 @@ cli.define_common_flags()
 flags.DEFINE_bool("quick", False,
                   "Small settings (a smoke run of every item, minutes).")
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
-                  "Which figures to measure.")
+                  "Which figures to measure (8, the peers, is not a "
+                  "default: it needs `make bench-peers`'s environment).")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
+flags.DEFINE_bool("update", False,
+                  "Replace only the measured items' sections of an "
+                  "existing --out, keeping its header and other sections.")
+flags.DEFINE_string("peers_venv", ".venv-peers",
+                    "Item 8: Flower's environment (`make bench-peers` "
+                    "builds it), relative to the repository root.")
+flags.DEFINE_integer("peer_runs", 2,
+                     "Item 8: processes per side and setting (alternating).")
 flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
@@ -87,6 +101,43 @@ class Report:
     if before and after:
       self.add(f"_Load average (1 min) before / after: {before[0]:.1f} / "
                f"{after[0]:.1f} on {os.cpu_count()} cores._", "")
+
+
+def split_sections(text: str) -> Tuple[List[str], Dict[str, List[str]]]:
+  """(header lines, {item key: its lines}) of a benchmarks markdown file,
+  an item being a section whose heading reads "## <key>. ..."."""
+  header: List[str] = []
+  sections: Dict[str, List[str]] = {}
+  current = header
+  for line in text.splitlines():
+    if line.startswith("## "):
+      current = sections.setdefault(line[3:].split(".", 1)[0].strip(), [])
+    current.append(line)
+  return header, sections
+
+
+def merge_sections(old: str, new: str) -> str:
+  """`old` with the item sections of `new` in place of its own (others
+  kept, new ones inserted in item order); `new`'s commit and command lines
+  are added to `old`'s header, naming the items they measured."""
+  old_header, sections = split_sections(old)
+  new_header, measured = split_sections(new)
+  sections.update(measured)
+  items = ", ".join(sorted(measured, key=_item_order))
+  provenance = [f"- Item(s) {items}: {line[2:]}" for line in new_header
+                if line.startswith(("- Commit", "- Command"))]
+  header = [line for line in old_header
+            if not line.startswith(f"- Item(s) {items}: ")]
+  while header and not header[-1]:
+    header.pop()
+  lines = header + provenance + [""]
+  for key in sorted(sections, key=_item_order):
+    lines.extend(sections[key])
+  return "\n".join(lines) + "\n"
+
+
+def _item_order(key: str):
+  return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
 def item_efficiency(report: Report, quick: bool, repeats: int) -> None:
@@ -245,7 +296,7 @@ def item_breakdown(report: Report, quick: bool, repeats: int) -> None:
   before = measure.load_average()
   r = measure.in_fresh_process(measure.measure_breakdown, clients, per_round,
                                per_client, "cnn", repeats)
-  report.add(f"## 6. Where a round's time goes (local backend)", "",
+  report.add("## 6. Where a round's time goes (local backend)", "",
              f"McMahan's setting: McMahan CNN, {clients} clients x "
              f"{per_client} MNIST examples, {per_round} per round, B=10, "
              f"E=1; median of {repeats} rounds.", "",
@@ -289,7 +340,57 @@ def item_client_batching(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
 
 
-ITEMS = ("1", "2", "3", "4", "5", "6", "7")
+def item_peers(report: Report, quick: bool, repeats: int) -> None:
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import measure
+  from benchmarks.peers import compare
+  from benchmarks.peers import workload
+  # pylint: enable=g-import-not-at-top
+  python = compare.peers_python(FLAGS.peers_venv)
+  runs = 1 if quick else FLAGS.peer_runs
+  report.add("## 8. Against Flower (peers)", "",
+             f"The workload of item 1 (McMahan CNN FedAvg on MNIST, every "
+             f"client sampled, B={workload.BATCH_SIZE}, "
+             f"E={workload.LOCAL_EPOCHS}, lr {workload.CLIENT_LR}, the same "
+             f"examples per client) on fedclf's local and tff backends and "
+             f"written as Flower's quickstart-tensorflow writes it (Keras "
+             f"model, `NumPyClient` with `model.fit`, `FedAvg`, "
+             f"`flwr.simulation.run_simulation` on Ray with its default "
+             f"resources; `benchmarks/peers/flower_fedavg.py` in "
+             f"`{compare.PEERS_VENV}`). Each side is its own process, "
+             f"{runs} per side in rotating order, each a warm-up round and "
+             f"{repeats} timed ones; s/round: fastest (median) timed round; "
+             f"throughput vs Flower: Flower's fastest s/round over the "
+             f"side's. Memory: peak of the summed resident memory of the "
+             f"side's process tree (Ray's raylet, GCS and actors; the TFF "
+             f"worker), largest over its runs.", "",
+             "| clients x examples | side | s/round | examples/s | "
+             "throughput vs Flower | target | peak memory | memory vs "
+             "Flower | target |", "|---|---|---|---|---|---|---|---|---|")
+  before = measure.load_average()
+  settings = workload.QUICK_SETTINGS if quick else workload.SETTINGS
+  for clients, per_client in settings:
+    results = compare.summary(compare.measure_setting(
+        clients, per_client, runs, repeats,
+        os.environ.get("FEDCLF_DATA_DIR", ""), python))
+    for side, r in results.items():
+      local = side == "fedclf local"
+      report.add(
+          f"| {clients} x {per_client} | {side} | {r['best_s']:.2f} "
+          f"({r['median_s']:.2f}) | {clients * per_client / r['best_s']:.0f}"
+          f" | {r['throughput_vs_flower']:.2f}x | " +
+          (f">= {compare.THROUGHPUT_TARGET}x "
+           f"{verdict(r['throughput_vs_flower'] >= compare.THROUGHPUT_TARGET)}"
+           if local else "-") +
+          f" | {r['peak_mib']:.0f} MiB | {r['memory_vs_flower']:.2f} | " +
+          (f"<= {compare.MEMORY_TARGET} "
+           f"{verdict(r['memory_vs_flower'] <= compare.MEMORY_TARGET)}"
+           if local else "-") + " |")
+  report.add("", "Targets apply to fedclf's local backend.", "")
+  report.load_note(before, measure.load_average())
+
+
+ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def main(argv):
@@ -300,6 +401,9 @@ def main(argv):
                              f"choose from {', '.join(ITEMS)}")
   if FLAGS.repeats < 1:
     cli.exit_with_user_error(f"repeats must be >= 1, got {FLAGS.repeats}")
+  if "8" in FLAGS.items:
+    from benchmarks.peers import compare  # pylint: disable=g-import-not-at-top
+    compare.peers_python(FLAGS.peers_venv)  # refuses before any measuring
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from fedclf.results.record import atomic_write_text  # pylint: disable=g-import-not-at-top
   from fedclf.results.record import environment_info  # pylint: disable=g-import-not-at-top
@@ -322,11 +426,16 @@ def main(argv):
              f"{'; quick settings' if FLAGS.quick else ''}.", "")
   items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
            "4": item_scale, "5": item_scale_out, "6": item_breakdown,
-           "7": item_client_batching}
+           "7": item_client_batching, "8": item_peers}
+  kept = ""
+  if FLAGS.update and os.path.exists(FLAGS.out):
+    with open(FLAGS.out) as f:
+      kept = f.read()
   for key in sorted(FLAGS.items):
     items[key](report, FLAGS.quick, FLAGS.repeats)
     # Written after every item, so a long run keeps what it measured.
-    atomic_write_text(FLAGS.out, "\n".join(report.lines) + "\n")
+    text = "\n".join(report.lines) + "\n"
+    atomic_write_text(FLAGS.out, merge_sections(kept, text) if kept else text)
 
 
 def run():
