@@ -25,15 +25,20 @@ The six figures of issue #9, each with its target and pass/fail:
      CNN FedAvg, 10 x 600 and 100 x 60 clients, B=10, E=1) on fedclf's
      local and tff backends and written as Flower's quickstart writes it
      (flwr.simulation on Ray, in `.venv-peers`), each side a separate
-     process, alternating: s/round and peak memory of each process tree.
+     process, alternating: s/round and peak memory of each process tree;
+  9. pinned scaling (issue #23): the tff backend over one TFF worker
+     pinned to core 0 against two pinned to cores 0 and 1 (`taskset`), 20
+     and 100 clients x 60 examples per round, McMahan CNN; also writes
+     results/scaling.md (--scaling_out), the projection to 4-64 workers.
 Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
 the two sides of every ratio are timed alternately in that one process.
 """
 
 import os
 import platform
+import re
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from absl import flags
 
@@ -47,13 +52,16 @@ flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
                   "default: it needs `make bench-peers`'s environment).")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
 flags.DEFINE_bool("update", False,
-                  "Replace only the measured items' sections of an "
-                  "existing --out, keeping its header and other sections.")
+                  "Replace only the measured items' sections of --out and "
+                  "keep the others (every section names the commit and "
+                  "time it was measured at).")
 flags.DEFINE_string("peers_venv", ".venv-peers",
                     "Item 8: Flower's environment (`make bench-peers` "
                     "builds it), relative to the repository root.")
 flags.DEFINE_integer("peer_runs", 2,
                      "Item 8: processes per side and setting (alternating).")
+flags.DEFINE_string("scaling_out", "results/scaling.md",
+                    "Item 9: the scaling model and projection (markdown).")
 flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
@@ -101,43 +109,6 @@ class Report:
     if before and after:
       self.add(f"_Load average (1 min) before / after: {before[0]:.1f} / "
                f"{after[0]:.1f} on {os.cpu_count()} cores._", "")
-
-
-def split_sections(text: str) -> Tuple[List[str], Dict[str, List[str]]]:
-  """(header lines, {item key: its lines}) of a benchmarks markdown file,
-  an item being a section whose heading reads "## <key>. ..."."""
-  header: List[str] = []
-  sections: Dict[str, List[str]] = {}
-  current = header
-  for line in text.splitlines():
-    if line.startswith("## "):
-      current = sections.setdefault(line[3:].split(".", 1)[0].strip(), [])
-    current.append(line)
-  return header, sections
-
-
-def merge_sections(old: str, new: str) -> str:
-  """`old` with the item sections of `new` in place of its own (others
-  kept, new ones inserted in item order); `new`'s commit and command lines
-  are added to `old`'s header, naming the items they measured."""
-  old_header, sections = split_sections(old)
-  new_header, measured = split_sections(new)
-  sections.update(measured)
-  items = ", ".join(sorted(measured, key=_item_order))
-  provenance = [f"- Item(s) {items}: {line[2:]}" for line in new_header
-                if line.startswith(("- Commit", "- Command"))]
-  header = [line for line in old_header
-            if not line.startswith(f"- Item(s) {items}: ")]
-  while header and not header[-1]:
-    header.pop()
-  lines = header + provenance + [""]
-  for key in sorted(sections, key=_item_order):
-    lines.extend(sections[key])
-  return "\n".join(lines) + "\n"
-
-
-def _item_order(key: str):
-  return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
 def item_efficiency(report: Report, quick: bool, repeats: int) -> None:
@@ -390,7 +361,52 @@ def item_peers(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
 
 
-ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8")
+def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import measure
+  from benchmarks import scaling
+  from fedclf.results.record import atomic_write_text
+  # pylint: enable=g-import-not-at-top
+  settings = [(4, 12)] if quick else [(20, 60), (100, 60)]
+  runs = 1 if quick else 2
+  report.add("## 9. Pinned scaling over TFF workers", "",
+             "McMahan CNN FedAvg (B=10, E=1, every client sampled) on the tff "
+             "backend over workers started with `taskset -c <core> python -m "
+             "simulations.tff_worker --port=N`: one on core 0 against two on "
+             "cores 0 and 1, the same clients per round; the driver is "
+             "pinned to its workers' cores (1 core against 2 in all). "
+             f"{runs} simulation(s) per configuration in ABBA order, each a "
+             f"warm-up round and {repeats} timed ones; ratio = round "
+             "throughput of two workers over one (fastest rounds; medians in "
+             "brackets). Bytes: the rounds' `bytes/...` gRPC counts where "
+             "the backend reports them. Projection: results/scaling.md.", "",
+             "| clients x examples | 1 worker s/round | 2 workers s/round | "
+             "ratio | target | bytes per round (1 / 2 workers) |",
+             "|---|---|---|---|---|---|")
+  before = measure.load_average()
+  measurements = []
+  for clients, per_client in settings:
+    m = measure.in_fresh_process(scaling.measure_pinned_scaling, clients,
+                                 per_client, "cnn", repeats, runs)
+    measurements.append(m)
+    one, two = (scaling.summarize(m["rounds"][k]) for k in scaling.CONFIGS)
+    ratio = one["best_s"] / two["best_s"]
+    wire = [scaling.round_bytes(x) for x in (one, two)]
+    report.add(
+        f"| {clients} x {per_client} | {one['best_s']:.2f} "
+        f"({one['median_s']:.2f}) | {two['best_s']:.2f} "
+        f"({two['median_s']:.2f}) | {ratio:.2f}x "
+        f"({one['median_s'] / two['median_s']:.2f}x) | >= "
+        f"{scaling.RATIO_TARGET}x {verdict(ratio >= scaling.RATIO_TARGET)} | "
+        + (" / ".join(f"{b / 2**20:.1f} MiB" for b in wire)
+           if None not in wire else "not reported by this build") + " |")
+  report.add("")
+  report.load_note(before, measure.load_average())
+  atomic_write_text(FLAGS.scaling_out, scaling.scaling_markdown(
+      measurements, "\n".join(report.lines[2:6])) + "\n")
+
+
+ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def main(argv):
@@ -426,16 +442,52 @@ def main(argv):
              f"{'; quick settings' if FLAGS.quick else ''}.", "")
   items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
            "4": item_scale, "5": item_scale_out, "6": item_breakdown,
-           "7": item_client_batching, "8": item_peers}
-  kept = ""
-  if FLAGS.update and os.path.exists(FLAGS.out):
-    with open(FLAGS.out) as f:
-      kept = f.read()
+           "7": item_client_batching, "8": item_peers,
+           "9": item_pinned_scaling}
+  kept = read_sections(FLAGS.out) if FLAGS.update else ("", {})
+  stamp = (f"_Measured at commit {str(git.get('commit'))[:10]}"
+           f"{' (dirty)' if git.get('dirty') else ''} on {machine_description()}"
+           f", {env['started_utc'][:16]} UTC._")
+  sections = dict(kept[1])
   for key in sorted(FLAGS.items):
+    start = len(report.lines)
     items[key](report, FLAGS.quick, FLAGS.repeats)
+    # The stamp after the heading and its blank line.
+    sections[key] = "\n".join(report.lines[start:start + 2] + [stamp, ""] +
+                              report.lines[start + 2:])
     # Written after every item, so a long run keeps what it measured.
-    text = "\n".join(report.lines) + "\n"
-    atomic_write_text(FLAGS.out, merge_sections(kept, text) if kept else text)
+    header = "\n".join(report.lines[:6])
+    if kept[0]:
+      header += "\n" + earlier_header_note(kept[0], FLAGS.items)
+    atomic_write_text(FLAGS.out, header.rstrip("\n") + "\n\n" + "\n".join(
+        sections[k].rstrip("\n") + "\n" for k in sorted(sections)))
+
+
+def earlier_header_note(header: str, items) -> str:
+  """The header lines of the run that measured the sections without their
+  own stamp, kept under an `--update` run's header: the earlier header's
+  own such note if it has one (an earlier update), else its bullets."""
+  lines = header.splitlines()
+  kept = [line for line in lines if line.startswith("  - ")]
+  if not kept:
+    kept = ["  " + line for line in lines if line.startswith("- ")]
+  return "\n".join(
+      [f"- Sections without their own stamp (not item {', '.join(items)} "
+       "of this run) come from an earlier run:"] + kept)
+
+
+def read_sections(path: str):
+  """(the text before the first item, {item: its section's text}) of an
+  earlier report; ("", {}) if there is none."""
+  try:
+    with open(path) as f:
+      text = f.read()
+  except FileNotFoundError:
+    return "", {}
+  parts = re.split(r"(?m)^(?=## \d+\. )", text)
+  sections = {re.match(r"## (\d+)\.", part).group(1): part
+              for part in parts[1:]}
+  return parts[0], sections
 
 
 def run():

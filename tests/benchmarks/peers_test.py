@@ -1,7 +1,7 @@
 """The peer benchmark (results/benchmarks.md item 8) without Flower: the
 workload both sides run is the same, sides' process trees are measured and
-stopped, the ratios and the markdown merge are right, and the item refuses
-with one line when the peers' environment is missing."""
+stopped, the ratios are right, and the item refuses with one line when
+the peers' environment is missing."""
 
 import os
 import sys
@@ -138,22 +138,6 @@ def test_run_side_failure_names_the_command_and_stderr():
 def test_peers_python_refuses_a_missing_environment(tmp_path):
   with pytest.raises(UserError, match="make bench-peers"):
     compare.peers_python(str(tmp_path / "nowhere"))
-
-
-def test_merge_sections_replaces_and_inserts_items():
-  old = ("# fedclf benchmarks\n\n- Commit: aaa.\n- Command: `all`.\n\n"
-         "## 1. One\n\nold one\n\n## 8. Peers\n\nold peers\n\n"
-         "## 10. Ten\n\nten\n")
-  new = ("# fedclf benchmarks\n\n- Machine: m.\n- Commit: bbb.\n"
-         "- Command: `--items=8`.\n\n## 8. Peers\n\nnew peers\n")
-  merged = federation_bench.merge_sections(old, new)
-  assert merged == (
-      "# fedclf benchmarks\n\n- Commit: aaa.\n- Command: `all`.\n"
-      "- Item(s) 8: Commit: bbb.\n- Item(s) 8: Command: `--items=8`.\n\n"
-      "## 1. One\n\nold one\n\n## 8. Peers\n\nnew peers\n"
-      "## 10. Ten\n\nten\n")
-  # Measured again: the item's provenance lines are replaced, not added.
-  assert federation_bench.merge_sections(merged, new) == merged
 
 
 def test_item_8_refuses_with_one_line_without_the_environment(tmp_path):
