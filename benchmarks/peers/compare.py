@@ -29,7 +29,12 @@ FLOWER = "Flower"
 SIDES = ("fedclf local", "fedclf tff", FLOWER)
 THROUGHPUT_TARGET = 2.0  # fedclf local over Flower, rounds per second
 MEMORY_TARGET = 0.5  # fedclf local's peak memory over Flower's
-SIDE_TIMEOUT_S = 3600
+SIDE_TIMEOUT_S = 1800
+# Ray's raylet aborts when its dashboard agent takes over 15 s to start (a
+# hard-coded limit, ray-project/ray#65983), as on a loaded machine, and the
+# simulation then hangs: a dead one ends the side, which is tried again.
+VITAL_HELPERS = ("raylet", "gcs_server")
+ATTEMPTS = 3
 
 
 def peers_python(venv: str = PEERS_VENV) -> str:
@@ -56,21 +61,25 @@ def side_command(side: str, clients: int, examples_per_client: int,
           f"--backend={backend}", *sizes]
 
 
-def tree_rss_mib(pid: int) -> float:
-  """Resident memory of process `pid` and all its descendants, summed."""
+def tree_rss_mib(pid: int) -> Tuple[float, List[str]]:
+  """Resident memory of process `pid` and all its descendants, summed, and
+  the names of the dead (zombie) ones among VITAL_HELPERS."""
   import psutil  # pylint: disable=g-import-not-at-top
   try:
     root = psutil.Process(pid)
     procs = [root] + root.children(recursive=True)
   except psutil.Error:
-    return 0.0
-  total = 0
+    return 0.0, []
+  total, dead = 0, []
   for proc in procs:
     try:
-      total += proc.memory_info().rss
+      if proc.status() == psutil.STATUS_ZOMBIE:
+        dead += [proc.name()] if proc.name() in VITAL_HELPERS else []
+      else:
+        total += proc.memory_info().rss
     except psutil.Error:
       pass
-  return total / 2**20
+  return total / 2**20, dead
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -89,21 +98,38 @@ def run_side(command: Sequence[str], env: Dict[str, str],
   with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
     proc = subprocess.Popen(list(command), cwd=measure.ROOT, env=env,
                             stdout=out, stderr=err, start_new_session=True)
-    peak, deadline = 0.0, time.monotonic() + timeout_s
+    peak, dead, deadline = 0.0, [], time.monotonic() + timeout_s
     try:
-      while proc.poll() is None and time.monotonic() < deadline:
-        peak = max(peak, tree_rss_mib(proc.pid))
+      while (proc.poll() is None and not dead and
+             time.monotonic() < deadline):
+        mib, dead = tree_rss_mib(proc.pid)
+        peak = max(peak, mib)
         time.sleep(0.1)
     finally:
       stop_group(proc)
     out.seek(0)
     lines = out.read().decode(errors="replace").strip().splitlines()
-    if proc.returncode or not lines:
+    if proc.returncode or not lines:  # killed at the deadline: -9
       err.seek(0)
       tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
       raise RuntimeError(f"{' '.join(command)} failed (exit "
-                         f"{proc.returncode}): {' | '.join(tail)}")
+                         f"{proc.returncode}{', dead: ' if dead else ''}"
+                         f"{', '.join(dead)}): {' | '.join(tail)}")
   return json.loads(lines[-1]), peak
+
+
+def run_with_retries(command: Sequence[str], env: Dict[str, str],
+                     attempts: int = ATTEMPTS) -> Tuple[Dict, float]:
+  """`run_side`, tried again (up to `attempts` in all) when it fails."""
+  for attempt in range(1, attempts + 1):
+    try:
+      return run_side(command, env)
+    except RuntimeError as e:
+      if attempt == attempts:
+        raise
+      print(f"attempt {attempt} of {attempts} failed, again: {e}",
+            file=sys.stderr, flush=True)
+  raise AssertionError("unreachable")
 
 
 def side_env(data_dir: str) -> Dict[str, str]:
@@ -120,7 +146,7 @@ def measure_setting(clients: int, examples_per_client: int, runs: int,
   results = {side: {"round_seconds": [], "peak_mib": []} for side in SIDES}
   for run in range(runs):
     for side in SIDES[run % len(SIDES):] + SIDES[:run % len(SIDES)]:
-      out, peak = run_side(
+      out, peak = run_with_retries(
           side_command(side, clients, examples_per_client, timed_rounds + 1,
                        python), side_env(data_dir))
       results[side]["round_seconds"].extend(out["round_seconds"][1:])

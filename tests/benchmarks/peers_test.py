@@ -135,6 +135,37 @@ def test_run_side_failure_names_the_command_and_stderr():
                      dict(os.environ))
 
 
+def test_a_dead_raylet_ends_the_side_at_once(tmp_path):
+  # A child that exits unreaped under the name "raylet" (as Ray's does
+  # when its dashboard agent starts too slowly) while the side waits on.
+  raylet = tmp_path / "raylet"
+  raylet.symlink_to("/bin/true")
+  # (Held in a variable: a dropped Popen may reap its child at once.)
+  script = (f"import subprocess, time\n"
+            f"child = subprocess.Popen([{str(raylet)!r}])\n"
+            "time.sleep(120)\n")
+  start = time.monotonic()
+  with pytest.raises(RuntimeError, match="dead: raylet"):
+    compare.run_side([sys.executable, "-c", script], dict(os.environ))
+  assert time.monotonic() - start < 60
+
+
+def test_run_with_retries_tries_a_failed_side_again(tmp_path):
+  tries = tmp_path / "tries"
+  script = (
+      "import json, os, sys\n"
+      f"path = {str(tries)!r}\n"
+      "n = int(open(path).read()) + 1 if os.path.exists(path) else 1\n"
+      "open(path, 'w').write(str(n))\n"
+      "sys.exit(1) if n < 3 else print(json.dumps({'tries': n}))\n")
+  command = [sys.executable, "-c", script]
+  out, _ = compare.run_with_retries(command, dict(os.environ), attempts=3)
+  assert out == {"tries": 3}
+  tries.unlink()
+  with pytest.raises(RuntimeError, match="exit 1"):
+    compare.run_with_retries(command, dict(os.environ), attempts=2)
+
+
 def test_peers_python_refuses_a_missing_environment(tmp_path):
   with pytest.raises(UserError, match="make bench-peers"):
     compare.peers_python(str(tmp_path / "nowhere"))
