@@ -11,6 +11,7 @@ worker, cores 0-1 with two): 1 core against 2 cores in all, so the driver's
 own work does not get a free core in the one-worker case.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -165,11 +166,12 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
   dict with "workers" and "clients"), and how its bytes were obtained.
 
   CPU per client comes from the one-worker point with the most clients
-  (driver and worker share core 0 there, so their CPU adds up to the wall
-  time; the rest is waiting: the latency term)."""
+  (driver and worker on core 0 alone). The latency is what the points with
+  several workers (the path past one machine) take beyond the model's CPU
+  and wire terms, their median; with only one-worker points, the wall time
+  the one-worker point spends beyond its CPU (shared by both there)."""
   base = max((p for p in points if p["workers"] == 1),
              key=lambda p: p["clients"])
-  cpu = base["driver_cpu"] + base["worker_cpu"]
   measured = [(p["workers"], p["clients"], round_bytes(p)) for p in points]
   if all(b is not None for _, _, b in measured):
     per_client, per_worker = scaling_model.fit_bytes(measured)
@@ -188,9 +190,14 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
   model = scaling_model.ScalingModel(
       driver_s_per_client=base["driver_cpu"] / base["clients"],
       worker_s_per_client=base["worker_cpu"] / base["clients"],
-      bytes_per_client=per_client, bytes_per_worker=per_worker,
-      latency_s=max(0.0, base["median_s"] - cpu))
-  return model, how
+      bytes_per_client=per_client, bytes_per_worker=per_worker)
+  several = [p for p in points if p["workers"] > 1]
+  if several:
+    latency = np.median([p["median_s"] - scaling_model.round_seconds(
+        model, p["workers"], p["clients"], float("inf")) for p in several])
+  else:
+    latency = base["median_s"] - base["driver_cpu"] - base["worker_cpu"]
+  return dataclasses.replace(model, latency_s=max(0.0, float(latency))), how
 
 
 def measured_points(measurements: Sequence[Dict]) -> List[Dict]:
@@ -213,7 +220,8 @@ def model_lines(model: scaling_model.ScalingModel, how: str) -> List[str]:
       f"- driver CPU per client: {1e3 * model.driver_s_per_client:.1f} ms",
       f"- worker CPU per client (one core): "
       f"{1e3 * model.worker_s_per_client:.1f} ms",
-      f"- latency per round: {model.latency_s:.2f} s",
+      f"- latency per round (from the points with several workers): "
+      f"{model.latency_s:.2f} s",
       f"- bytes per client: {model.bytes_per_client / 2**20:.2f} MiB; per "
       f"worker: {model.bytes_per_worker / 2**20:.2f} MiB ({how})", ""]
 
@@ -250,7 +258,7 @@ def projection_lines(model: scaling_model.ScalingModel) -> List[str]:
                f" ({scaling_model.bottleneck(model, workers, c, gbit)})"
                for c in PROJECTED_CLIENTS]
       found = scaling_model.bottleneck_clients(model, workers, gbit)
-      first = (f"{found[0]} clients per round ({found[1]})" if found else
+      first = (f"{found[0]} client(s) per round ({found[1]})" if found else
                "never (up to 100,000)")
       lines.append(f"| {workers} | {gbit} Gbit/s | {' | '.join(cells)} | "
                    f"{first} |")

@@ -73,7 +73,10 @@ def test_fitted_model_without_byte_counts():
       point(2, 100)])
   assert model.driver_s_per_client == pytest.approx(0.02)  # 2 s / 100
   assert model.worker_s_per_client == pytest.approx(0.08)
-  assert model.latency_s == pytest.approx(1.0)  # 11 - (2 + 8)
+  # Two workers on 100 clients: the model's max(2, 4) s, measured 11 s.
+  assert model.latency_s == pytest.approx(7.0)
+  alone, _ = scaling.fitted_model([point(1, 100)])
+  assert alone.latency_s == pytest.approx(1.0)  # 11 s - (2 + 8) s of CPU
   # 60 examples x (784 x 4 + 8) B, and (5e8 + 3e8) / 100 of the model.
   assert model.bytes_per_client == pytest.approx(60 * 3144 + 8e6)
   assert model.bytes_per_worker == 0
