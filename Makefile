@@ -9,7 +9,7 @@ export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench bench-peers faults guide notebooks clean-venv
+.PHONY: install demo test bench bench-peers bench-scaling faults guide notebooks clean-venv
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ $(PEERS_STAMP): | $(STAMP)
 
 bench-peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m benchmarks.federation_bench --items=8 --update $(PEERS_FLAGS) --out=results/benchmarks.md
+
+# Item 9: one TFF worker pinned to core 0 against two on cores 0 and 1
+# (needs 2 cores), and results/scaling.md, the projection past one machine.
+bench-scaling: $(STAMP)
+	$(PY) -m benchmarks.federation_bench --items=9 --update --repeats=2 --out=results/benchmarks.md --scaling_out=results/scaling.md
 
 # Every binary x every fault (kill -9, SIGINT/SIGTERM, full disk, read-only,
 # corrupt checkpoint, concurrent run, rerun, NaN client): writes

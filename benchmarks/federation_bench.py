@@ -48,8 +48,9 @@ cli.define_common_flags()
 flags.DEFINE_bool("quick", False,
                   "Small settings (a smoke run of every item, minutes).")
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
-                  "Which figures to measure (8, the peers, is not a "
-                  "default: it needs `make bench-peers`'s environment).")
+                  "Which figures to measure (not by default: 8, the peers, "
+                  "needs `make bench-peers`'s environment; 9, pinned "
+                  "scaling, is `make bench-scaling`).")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
 flags.DEFINE_bool("update", False,
                   "Replace only the measured items' sections of --out and "
