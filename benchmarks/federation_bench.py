@@ -61,6 +61,8 @@ flags.DEFINE_string("peers_venv", ".venv-peers",
                     "builds it), relative to the repository root.")
 flags.DEFINE_integer("peer_runs", 2,
                      "Item 8: processes per side and setting (alternating).")
+flags.DEFINE_integer("scaling_runs", 2,
+                     "Item 9: simulations per configuration (ABBA order).")
 flags.DEFINE_string("scaling_out", "results/scaling.md",
                     "Item 9: the scaling model and projection (markdown).")
 flags.DEFINE_integer("repeats", 5,
@@ -369,7 +371,7 @@ def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
   settings = [(4, 12)] if quick else [(20, 60), (100, 60)]
-  runs = 1 if quick else 2
+  runs = 1 if quick else FLAGS.scaling_runs
   report.add("## 9. Pinned scaling over TFF workers", "",
              "McMahan CNN FedAvg (B=10, E=1, every client sampled) on the tff "
              "backend over workers started with `taskset -c <core> python -m "
