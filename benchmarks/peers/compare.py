@@ -34,7 +34,7 @@ SIDE_TIMEOUT_S = 1800
 # hard-coded limit, ray-project/ray#65983), as on a loaded machine, and the
 # simulation then hangs: a dead one ends the side, which is tried again.
 VITAL_HELPERS = ("raylet", "gcs_server")
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 
 def peers_python(venv: str = PEERS_VENV) -> str:
