@@ -418,8 +418,10 @@ def main(argv):
   if unknown:
     cli.exit_with_user_error(f"unknown item(s) {', '.join(unknown)}; "
                              f"choose from {', '.join(ITEMS)}")
-  if FLAGS.repeats < 1:
-    cli.exit_with_user_error(f"repeats must be >= 1, got {FLAGS.repeats}")
+  for name in ("repeats", "peer_runs", "scaling_runs"):
+    if FLAGS[name].value < 1:
+      cli.exit_with_user_error(f"{name} must be >= 1, got "
+                               f"{FLAGS[name].value}")
   if "8" in FLAGS.items:
     from benchmarks.peers import compare  # pylint: disable=g-import-not-at-top
     compare.peers_python(FLAGS.peers_venv)  # refuses before any measuring

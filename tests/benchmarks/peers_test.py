@@ -172,8 +172,15 @@ def test_peers_python_refuses_a_missing_environment(tmp_path):
 
 
 def test_item_8_refuses_with_one_line_without_the_environment(tmp_path):
-  [proc] = binary_batch.run_commands("benchmarks.federation_bench", [[
-      "--items=8", f"--peers_venv={tmp_path / 'absent'}",
-      f"--out={tmp_path / 'bench.md'}"]])
-  binary_batch.assert_one_error_line(proc, "make bench-peers")
-  assert not (tmp_path / "bench.md").exists()
+  # One process answers all three (binary_batch): TensorFlow loads once.
+  missing, peer_runs, scaling_runs = binary_batch.run_commands(
+      "benchmarks.federation_bench", [
+          ["--items=8", f"--peers_venv={tmp_path / 'absent'}",
+           f"--out={tmp_path / 'bench.md'}"],
+          ["--items=8", "--peer_runs=0", f"--out={tmp_path / 'a.md'}"],
+          ["--items=9", "--scaling_runs=-1", f"--out={tmp_path / 'b.md'}"]])
+  binary_batch.assert_one_error_line(missing, "make bench-peers")
+  binary_batch.assert_one_error_line(peer_runs, "peer_runs must be >= 1")
+  binary_batch.assert_one_error_line(scaling_runs,
+                                     "scaling_runs must be >= 1")
+  assert not list(tmp_path.glob("*.md"))
