@@ -34,6 +34,7 @@ Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
 the two sides of every ratio are timed alternately in that one process.
 """
 
+import json
 import os
 import platform
 import re
@@ -64,7 +65,8 @@ flags.DEFINE_integer("peer_runs", 2,
 flags.DEFINE_integer("scaling_runs", 2,
                      "Item 9: simulations per configuration (ABBA order).")
 flags.DEFINE_string("scaling_out", "results/scaling.md",
-                    "Item 9: the scaling model and projection (markdown).")
+                    "Item 9: the scaling model and projection (markdown; "
+                    "the measured rounds go to the same name with .json).")
 flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
@@ -407,6 +409,9 @@ def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
   atomic_write_text(FLAGS.scaling_out, scaling.scaling_markdown(
       measurements, "\n".join(report.lines[2:6])) + "\n")
+  # Every round's figures, from which the markdown can be written again.
+  atomic_write_text(os.path.splitext(FLAGS.scaling_out)[0] + ".json",
+                    json.dumps(measurements, indent=1) + "\n")
 
 
 ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")

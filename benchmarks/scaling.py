@@ -11,7 +11,6 @@ worker, cores 0-1 with two): 1 core against 2 cores in all, so the driver's
 own work does not get a free core in the one-worker case.
 """
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -165,39 +164,49 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
   """The model's parameters from the measured points (each a `summarize`
   dict with "workers" and "clients"), and how its bytes were obtained.
 
-  CPU per client comes from the one-worker point with the most clients
-  (driver and worker on core 0 alone). The latency is what the points with
-  several workers (the path past one machine) take beyond the model's CPU
-  and wire terms, their median; with only one-worker points, the wall time
-  the one-worker point spends beyond its CPU (shared by both there)."""
+  Worker CPU per client: the one-worker point with the most clients (CPU
+  time, which other jobs on the machine do not inflate). Driver seconds per
+  client and latency: a line through the median round times of the points
+  with several workers against their clients (the path past one machine,
+  where the driver serially ships and dispatches every client); with fewer
+  than two such client counts, the driver's CPU per client and the wall
+  time left over."""
   base = max((p for p in points if p["workers"] == 1),
              key=lambda p: p["clients"])
+  per_client, per_worker, how = _bytes_terms(points, base)
+  driver = base["driver_cpu"] / base["clients"]
+  several = [p for p in points if p["workers"] > 1]
+  if len({p["clients"] for p in several}) >= 2:
+    slope, intercept = np.polyfit([p["clients"] for p in several],
+                                  [p["median_s"] for p in several], 1)
+    driver, latency = max(float(slope), driver), float(intercept)
+  else:
+    ref = several[0] if several else base
+    latency = ref["median_s"] - max(
+        ref["driver_cpu"], ref["worker_cpu"] / ref["workers"])
+  return scaling_model.ScalingModel(
+      driver_s_per_client=driver,
+      worker_s_per_client=base["worker_cpu"] / base["clients"],
+      bytes_per_client=per_client, bytes_per_worker=per_worker,
+      latency_s=max(0.0, latency)), how
+
+
+def _bytes_terms(points: Sequence[Dict], base: Dict) -> Tuple[float, float,
+                                                              str]:
   measured = [(p["workers"], p["clients"], round_bytes(p)) for p in points]
   if all(b is not None for _, _, b in measured):
-    per_client, per_worker = scaling_model.fit_bytes(measured)
-    how = ("fitted to the rounds' `bytes/...` counts (least squares over "
-           "the measured points)")
-  else:
-    per_worker = 0.0
-    per_client = (base["examples"] / base["clients"] * MNIST_EXAMPLE_BYTES +
-                  (base.get("upload_bytes", 0.0) +
-                   base.get("download_bytes", 0.0)) / base["clients"])
-    how = ("assumed, as this build reports no `bytes/...` counts: each "
-           "client's examples (float32 images, int64 labels: today's tff "
-           "backend ships them) plus fedclf's own per-client accounting of "
-           "the model (download + upload); an upper bound where workers "
-           "merge their clients' updates before sending")
-  model = scaling_model.ScalingModel(
-      driver_s_per_client=base["driver_cpu"] / base["clients"],
-      worker_s_per_client=base["worker_cpu"] / base["clients"],
-      bytes_per_client=per_client, bytes_per_worker=per_worker)
-  several = [p for p in points if p["workers"] > 1]
-  if several:
-    latency = np.median([p["median_s"] - scaling_model.round_seconds(
-        model, p["workers"], p["clients"], float("inf")) for p in several])
-  else:
-    latency = base["median_s"] - base["driver_cpu"] - base["worker_cpu"]
-  return dataclasses.replace(model, latency_s=max(0.0, float(latency))), how
+    return (*scaling_model.fit_bytes(measured),
+            "fitted to the rounds' `bytes/...` counts (least squares over "
+            "the measured points)")
+  per_client = (base["examples"] / base["clients"] * MNIST_EXAMPLE_BYTES +
+                (base.get("upload_bytes", 0.0) +
+                 base.get("download_bytes", 0.0)) / base["clients"])
+  return (per_client, 0.0,
+          "assumed, as this build reports no `bytes/...` counts: each "
+          "client's examples (float32 images, int64 labels: today's tff "
+          "backend ships them) plus fedclf's own per-client accounting of "
+          "the model (download + upload); an upper bound where workers "
+          "merge their clients' updates before sending")
 
 
 def measured_points(measurements: Sequence[Dict]) -> List[Dict]:
@@ -217,11 +226,11 @@ def model_lines(model: scaling_model.ScalingModel, how: str) -> List[str]:
   return [
       "## The model", "", scaling_model.__doc__.split("\n\n", 1)[1].strip(),
       "", "Parameters, from this machine's measurements:", "",
-      f"- driver CPU per client: {1e3 * model.driver_s_per_client:.1f} ms",
+      f"- driver seconds per client: "
+      f"{1e3 * model.driver_s_per_client:.1f} ms",
       f"- worker CPU per client (one core): "
       f"{1e3 * model.worker_s_per_client:.1f} ms",
-      f"- latency per round (from the points with several workers): "
-      f"{model.latency_s:.2f} s",
+      f"- latency per round: {model.latency_s:.2f} s",
       f"- bytes per client: {model.bytes_per_client / 2**20:.2f} MiB; per "
       f"worker: {model.bytes_per_worker / 2**20:.2f} MiB ({how})", ""]
 
@@ -229,9 +238,13 @@ def model_lines(model: scaling_model.ScalingModel, how: str) -> List[str]:
 def measured_lines(model: scaling_model.ScalingModel,
                    points: Sequence[Dict]) -> List[str]:
   lines = ["## Measured points next to the model", "",
-           "On localhost (no network term); with two workers the driver "
-           "shares their two cores, which the model (driver on a machine of "
-           "its own) does not charge.", "",
+           "On localhost (no network term). One worker runs on TFF's plain "
+           "remote context (no split, so no per-client dispatch to several "
+           "workers): the model, fitted to the points with several workers, "
+           "overstates it. With two workers the driver shares their two "
+           "cores, which the model (driver on a machine of its own) does "
+           "not charge. Wall times include other jobs' load on this "
+           "machine; CPU times do not.", "",
            "| workers (cores) | clients x examples | measured s/round "
            "(median) | model s/round | driver CPU s | worker CPU s |",
            "|---|---|---|---|---|---|"]

@@ -1,8 +1,8 @@
 """A model of a FedAvg round's time over W workers, for results/scaling.md.
 
 Round time = latency + max(driver, compute, network), where
-  driver  = driver CPU seconds per sampled client x clients (the driver's
-            serial work: planning, serializing, dispatching, aggregating);
+  driver  = driver seconds per sampled client x clients (the driver's
+            serial work: planning, serializing, shipping, dispatching);
   compute = worker CPU seconds per client x ceil(clients / W) (clients are
             split evenly; a worker is one core, and the slowest share sets
             the pace);

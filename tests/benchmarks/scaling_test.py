@@ -73,14 +73,25 @@ def test_fitted_model_without_byte_counts():
       point(2, 100)])
   assert model.driver_s_per_client == pytest.approx(0.02)  # 2 s / 100
   assert model.worker_s_per_client == pytest.approx(0.08)
-  # Two workers on 100 clients: the model's max(2, 4) s, measured 11 s.
+  # One client count with two workers (100): 11 s measured, max(2 s of
+  # driver CPU, 8 s of worker CPU / 2) explained.
   assert model.latency_s == pytest.approx(7.0)
   alone, _ = scaling.fitted_model([point(1, 100)])
-  assert alone.latency_s == pytest.approx(1.0)  # 11 s - (2 + 8) s of CPU
+  assert alone.latency_s == pytest.approx(3.0)  # 11 s - max(2 s, 8 s)
   # 60 examples x (784 x 4 + 8) B, and (5e8 + 3e8) / 100 of the model.
   assert model.bytes_per_client == pytest.approx(60 * 3144 + 8e6)
   assert model.bytes_per_worker == 0
   assert "assumed" in how
+
+
+def test_fitted_model_fits_a_line_through_the_points_with_two_workers():
+  model, _ = scaling.fitted_model([
+      point(1, 100), point(2, 20, median_s=25.0),
+      point(2, 100, median_s=105.0)])
+  # (105 - 25) / (100 - 20) = 1 s per client, 25 - 20 x 1 = 5 s.
+  assert model.driver_s_per_client == pytest.approx(1.0)
+  assert model.latency_s == pytest.approx(5.0)
+  assert model.worker_s_per_client == pytest.approx(0.08)
 
 
 def test_fitted_model_from_byte_counts():
