@@ -32,8 +32,11 @@ MEMORY_TARGET = 0.5  # fedclf local's peak memory over Flower's
 SIDE_TIMEOUT_S = 1800
 # Ray's raylet aborts when its dashboard agent takes over 15 s to start (a
 # hard-coded limit, ray-project/ray#65983), as on a loaded machine, and the
-# simulation then hangs: a dead one ends the side, which is tried again.
+# simulation then hangs: a dead one ends the side (which is tried again)
+# unless the side ends by itself within DEAD_GRACE_S (Ray's shutdown at the
+# end of a run also leaves them dead for a moment).
 VITAL_HELPERS = ("raylet", "gcs_server")
+DEAD_GRACE_S = 30
 ATTEMPTS = 5
 
 
@@ -100,10 +103,12 @@ def run_side(command: Sequence[str], env: Dict[str, str],
                             stdout=out, stderr=err, start_new_session=True)
     peak, dead, deadline = 0.0, [], time.monotonic() + timeout_s
     try:
-      while (proc.poll() is None and not dead and
-             time.monotonic() < deadline):
-        mib, dead = tree_rss_mib(proc.pid)
+      while proc.poll() is None and time.monotonic() < deadline:
+        mib, now_dead = tree_rss_mib(proc.pid)
         peak = max(peak, mib)
+        if now_dead and not dead:
+          dead = now_dead
+          deadline = min(deadline, time.monotonic() + DEAD_GRACE_S)
         time.sleep(0.1)
     finally:
       stop_group(proc)
