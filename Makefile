@@ -9,7 +9,7 @@ export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench faults guide notebooks clean-venv
+.PHONY: install demo test bench bench-peers bench-scaling faults guide notebooks clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,27 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.federation_bench --out=results/benchmarks.md
+
+# fedclf against Flower's quickstart-style simulation on the same workload
+# (item 8 of results/benchmarks.md, whose other sections are kept). Flower
+# needs protobuf 5, fedclf pins 4: Flower gets its own environment.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+PEERS_PACKAGES := "flwr[simulation]==1.42.0" tensorflow-cpu
+PEERS_FLAGS ?= --repeats=2
+
+$(PEERS_STAMP): | $(STAMP)
+	$(UV) venv -q --python $(PYTHON) $(PEERS_VENV)
+	$(UV) pip install -q --python $(PEERS_VENV)/bin/python $(PEERS_PACKAGES)
+	@touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m benchmarks.federation_bench --items=8 --update $(PEERS_FLAGS) --out=results/benchmarks.md
+
+# Item 9: one TFF worker pinned to core 0 against two on cores 0 and 1
+# (needs 2 cores), and results/scaling.md, the projection past one machine.
+bench-scaling: $(STAMP)
+	$(PY) -m benchmarks.federation_bench --items=9 --update --repeats=2 --out=results/benchmarks.md --scaling_out=results/scaling.md
 
 # Every binary x every fault (kill -9, SIGINT/SIGTERM, full disk, read-only,
 # corrupt checkpoint, concurrent run, rerun, NaN client): writes
@@ -50,4 +71,4 @@ notebooks: $(STAMP)
 	$(PY) -m docs.guide.run_notebooks $(NOTEBOOK_FLAGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV)

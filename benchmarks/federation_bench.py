@@ -20,11 +20,21 @@ The six figures of issue #9, each with its target and pass/fail:
      (--client_batching=on) and in replicas (off) against one model's SGD
      at batch 256 on the same examples in one graph; MLP, McMahan CNN and LeNet-5 at B=10
      and B=50, 10 x 600 and 100 x 60 clients (`--items=7` runs only it,
-     `--quick` only B=10 at 10 x 600).
+     `--quick` only B=10 at 10 x 600);
+  8. peers (issue #23, `make bench-peers`): the item-1 workload (McMahan
+     CNN FedAvg, 10 x 600 and 100 x 60 clients, B=10, E=1) on fedclf's
+     local and tff backends and written as Flower's quickstart writes it
+     (flwr.simulation on Ray, in `.venv-peers`), each side a separate
+     process, alternating: s/round and peak memory of each process tree;
+  9. pinned scaling (issue #23): the tff backend over one TFF worker
+     pinned to core 0 against two pinned to cores 0 and 1 (`taskset`), 20
+     and 100 clients x 60 examples per round, McMahan CNN; also writes
+     results/scaling.md (--scaling_out), the projection to 4-64 workers.
 Each measurement runs in a fresh interpreter (benchmarks/measure.py), and
 the two sides of every ratio are timed alternately in that one process.
 """
 
+import json
 import os
 import platform
 import re
@@ -39,12 +49,24 @@ cli.define_common_flags()
 flags.DEFINE_bool("quick", False,
                   "Small settings (a smoke run of every item, minutes).")
 flags.DEFINE_list("items", ["1", "2", "3", "4", "5", "6", "7"],
-                  "Which figures to measure.")
+                  "Which figures to measure (not by default: 8, the peers, "
+                  "needs `make bench-peers`'s environment; 9, pinned "
+                  "scaling, is `make bench-scaling`).")
 flags.DEFINE_string("out", "results/benchmarks.md", "Markdown output.")
 flags.DEFINE_bool("update", False,
                   "Replace only the measured items' sections of --out and "
                   "keep the others (every section names the commit and "
                   "time it was measured at).")
+flags.DEFINE_string("peers_venv", ".venv-peers",
+                    "Item 8: Flower's environment (`make bench-peers` "
+                    "builds it), relative to the repository root.")
+flags.DEFINE_integer("peer_runs", 2,
+                     "Item 8: processes per side and setting (alternating).")
+flags.DEFINE_integer("scaling_runs", 2,
+                     "Item 9: simulations per configuration (ABBA order).")
+flags.DEFINE_string("scaling_out", "results/scaling.md",
+                    "Item 9: the scaling model and projection (markdown; "
+                    "the measured rounds go to the same name with .json).")
 flags.DEFINE_integer("repeats", 5,
                      "Timed repeats per measurement (after a warm-up).")
 
@@ -250,7 +272,7 @@ def item_breakdown(report: Report, quick: bool, repeats: int) -> None:
   before = measure.load_average()
   r = measure.in_fresh_process(measure.measure_breakdown, clients, per_round,
                                per_client, "cnn", repeats)
-  report.add(f"## 6. Where a round's time goes (local backend)", "",
+  report.add("## 6. Where a round's time goes (local backend)", "",
              f"McMahan's setting: McMahan CNN, {clients} clients x "
              f"{per_client} MNIST examples, {per_round} per round, B=10, "
              f"E=1; median of {repeats} rounds.", "",
@@ -294,7 +316,105 @@ def item_client_batching(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
 
 
-ITEMS = ("1", "2", "3", "4", "5", "6", "7")
+def item_peers(report: Report, quick: bool, repeats: int) -> None:
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import measure
+  from benchmarks.peers import compare
+  from benchmarks.peers import workload
+  # pylint: enable=g-import-not-at-top
+  python = compare.peers_python(FLAGS.peers_venv)
+  runs = 1 if quick else FLAGS.peer_runs
+  report.add("## 8. Against Flower (peers)", "",
+             f"The workload of item 1 (McMahan CNN FedAvg on MNIST, every "
+             f"client sampled, B={workload.BATCH_SIZE}, "
+             f"E={workload.LOCAL_EPOCHS}, lr {workload.CLIENT_LR}, the same "
+             f"examples per client) on fedclf's local and tff backends and "
+             f"written as Flower's quickstart-tensorflow writes it (Keras "
+             f"model, `NumPyClient` with `model.fit`, `FedAvg`, "
+             f"`flwr.simulation.run_simulation` on Ray with its default "
+             f"resources; `benchmarks/peers/flower_fedavg.py` in "
+             f"`{compare.PEERS_VENV}`). Each side is its own process, "
+             f"{runs} per side in rotating order, each a warm-up round and "
+             f"{repeats} timed ones; s/round: fastest (median) timed round; "
+             f"throughput vs Flower: Flower's fastest s/round over the "
+             f"side's. Memory: peak of the summed resident memory of the "
+             f"side's process tree (Ray's raylet, GCS and actors; the TFF "
+             f"worker), largest over its runs.", "",
+             "| clients x examples | side | s/round | examples/s | "
+             "throughput vs Flower | target | peak memory | memory vs "
+             "Flower | target |", "|---|---|---|---|---|---|---|---|---|")
+  before = measure.load_average()
+  settings = workload.QUICK_SETTINGS if quick else workload.SETTINGS
+  for clients, per_client in settings:
+    results = compare.summary(compare.measure_setting(
+        clients, per_client, runs, repeats,
+        os.environ.get("FEDCLF_DATA_DIR", ""), python))
+    for side, r in results.items():
+      local = side == "fedclf local"
+      report.add(
+          f"| {clients} x {per_client} | {side} | {r['best_s']:.2f} "
+          f"({r['median_s']:.2f}) | {clients * per_client / r['best_s']:.0f}"
+          f" | {r['throughput_vs_flower']:.2f}x | " +
+          (f">= {compare.THROUGHPUT_TARGET}x "
+           f"{verdict(r['throughput_vs_flower'] >= compare.THROUGHPUT_TARGET)}"
+           if local else "-") +
+          f" | {r['peak_mib']:.0f} MiB | {r['memory_vs_flower']:.2f} | " +
+          (f"<= {compare.MEMORY_TARGET} "
+           f"{verdict(r['memory_vs_flower'] <= compare.MEMORY_TARGET)}"
+           if local else "-") + " |")
+  report.add("", "Targets apply to fedclf's local backend.", "")
+  report.load_note(before, measure.load_average())
+
+
+def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import measure
+  from benchmarks import scaling
+  from fedclf.results.record import atomic_write_text
+  # pylint: enable=g-import-not-at-top
+  settings = [(4, 12)] if quick else [(20, 60), (100, 60)]
+  runs = 1 if quick else FLAGS.scaling_runs
+  report.add("## 9. Pinned scaling over TFF workers", "",
+             "McMahan CNN FedAvg (B=10, E=1, every client sampled) on the tff "
+             "backend over workers started with `taskset -c <core> python -m "
+             "simulations.tff_worker --port=N`: one on core 0 against two on "
+             "cores 0 and 1, the same clients per round; the driver is "
+             "pinned to its workers' cores (1 core against 2 in all). "
+             f"{runs} simulation(s) per configuration in ABBA order, each a "
+             f"warm-up round and {repeats} timed ones; ratio = round "
+             "throughput of two workers over one (fastest rounds; medians in "
+             "brackets). Bytes: the rounds' `bytes/...` gRPC counts where "
+             "the backend reports them. Projection: results/scaling.md.", "",
+             "| clients x examples | 1 worker s/round | 2 workers s/round | "
+             "ratio | target | bytes per round (1 / 2 workers) |",
+             "|---|---|---|---|---|---|")
+  before = measure.load_average()
+  measurements = []
+  for clients, per_client in settings:
+    m = measure.in_fresh_process(scaling.measure_pinned_scaling, clients,
+                                 per_client, "cnn", repeats, runs)
+    measurements.append(m)
+    one, two = (scaling.summarize(m["rounds"][k]) for k in scaling.CONFIGS)
+    ratio = one["best_s"] / two["best_s"]
+    wire = [scaling.round_bytes(x) for x in (one, two)]
+    report.add(
+        f"| {clients} x {per_client} | {one['best_s']:.2f} "
+        f"({one['median_s']:.2f}) | {two['best_s']:.2f} "
+        f"({two['median_s']:.2f}) | {ratio:.2f}x "
+        f"({one['median_s'] / two['median_s']:.2f}x) | >= "
+        f"{scaling.RATIO_TARGET}x {verdict(ratio >= scaling.RATIO_TARGET)} | "
+        + (" / ".join(f"{b / 2**20:.1f} MiB" for b in wire)
+           if None not in wire else "not reported by this build") + " |")
+  report.add("")
+  report.load_note(before, measure.load_average())
+  atomic_write_text(FLAGS.scaling_out, scaling.scaling_markdown(
+      measurements, "\n".join(report.lines[2:6])) + "\n")
+  # Every round's figures, from which the markdown can be written again.
+  atomic_write_text(os.path.splitext(FLAGS.scaling_out)[0] + ".json",
+                    json.dumps(measurements, indent=1) + "\n")
+
+
+ITEMS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def main(argv):
@@ -303,8 +423,13 @@ def main(argv):
   if unknown:
     cli.exit_with_user_error(f"unknown item(s) {', '.join(unknown)}; "
                              f"choose from {', '.join(ITEMS)}")
-  if FLAGS.repeats < 1:
-    cli.exit_with_user_error(f"repeats must be >= 1, got {FLAGS.repeats}")
+  for name in ("repeats", "peer_runs", "scaling_runs"):
+    if FLAGS[name].value < 1:
+      cli.exit_with_user_error(f"{name} must be >= 1, got "
+                               f"{FLAGS[name].value}")
+  if "8" in FLAGS.items:
+    from benchmarks.peers import compare  # pylint: disable=g-import-not-at-top
+    compare.peers_python(FLAGS.peers_venv)  # refuses before any measuring
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from fedclf.results.record import atomic_write_text  # pylint: disable=g-import-not-at-top
   from fedclf.results.record import environment_info  # pylint: disable=g-import-not-at-top
@@ -327,7 +452,8 @@ def main(argv):
              f"{'; quick settings' if FLAGS.quick else ''}.", "")
   items = {"1": item_efficiency, "2": item_plain_tff, "3": item_memory,
            "4": item_scale, "5": item_scale_out, "6": item_breakdown,
-           "7": item_client_batching}
+           "7": item_client_batching, "8": item_peers,
+           "9": item_pinned_scaling}
   kept = read_sections(FLAGS.out) if FLAGS.update else ("", {})
   stamp = (f"_Measured at commit {str(git.get('commit'))[:10]}"
            f"{' (dirty)' if git.get('dirty') else ''} on {machine_description()}"
