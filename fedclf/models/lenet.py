@@ -3,6 +3,8 @@ DANN network of the same shape for MNIST and MNIST-M."""
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import tensorflow as tf
 
 from fedclf.models import building_blocks
@@ -27,25 +29,14 @@ def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
       paper; on 16x16 or 8x8 inputs it is 'same' so the model still works.
     * pools are 'same' so odd sizes round up instead of collapsing.
   """
+  def valid(i: int, side: int) -> bool:
+    if i == 1:
+      return side >= DESIGN_SIDE
+    return side - KERNEL + 1 >= 2 * KERNEL
+
   seeds = building_blocks.SeedStream(config.seed)
   inputs = building_blocks.image_input(input_shape)
-  x = inputs
-  for i, filters in enumerate((6, 16), start=1):
-    side = min(int(x.shape[1]), int(x.shape[2]))
-    if i == 1:
-      valid = side >= DESIGN_SIDE
-    else:
-      valid = side - KERNEL + 1 >= 2 * KERNEL
-    x = tf.keras.layers.Conv2D(
-        building_blocks.scaled(filters, config), KERNEL,
-        padding="valid" if valid else "same", activation="relu",
-        kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
-    x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"pool{i}")(x)
-  x = tf.keras.layers.Flatten(name="flatten")(x)
-  for i, units in enumerate((120, 84), start=1):
-    x = tf.keras.layers.Dense(
-        building_blocks.scaled(units, config), activation="relu",
-        kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
+  x = _conv_pool_dense(inputs, seeds, config, (6, 16), valid, (120, 84))
   return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
 
 
@@ -66,17 +57,31 @@ def build_dann_cnn(input_shape: tuple[int, int, int], num_classes: int,
   """
   seeds = building_blocks.SeedStream(config.seed)
   inputs = building_blocks.image_input(input_shape)
-  x = inputs
-  valid = min(int(x.shape[1]), int(x.shape[2])) >= 28
-  for i, filters in enumerate((32, 48), start=1):
+  paper_size = min(input_shape[0], input_shape[1]) >= 28
+  x = _conv_pool_dense(inputs, seeds, config, (32, 48),
+                       lambda i, side: paper_size, (100, 100))
+  return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
+
+
+def _conv_pool_dense(x: tf.Tensor, seeds: building_blocks.SeedStream,
+                     config: building_blocks.ModelConfig,
+                     filters: Sequence[int],
+                     valid: Callable[[int, int], bool],
+                     units: Sequence[int]) -> tf.Tensor:
+  """5x5 conv (ReLU) then 2x2 max pool per entry of `filters`, flatten,
+  then a ReLU Dense layer per entry of `units`. `valid(i, side)` says
+  whether conv i (from 1) on an input of that side is 'valid'-padded
+  (else 'same'); pools are 'same', so odd sizes round up."""
+  for i, width in enumerate(filters, start=1):
+    side = min(int(x.shape[1]), int(x.shape[2]))
     x = tf.keras.layers.Conv2D(
-        building_blocks.scaled(filters, config), KERNEL,
-        padding="valid" if valid else "same", activation="relu",
+        building_blocks.scaled(width, config), KERNEL,
+        padding="valid" if valid(i, side) else "same", activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"conv{i}")(x)
     x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"pool{i}")(x)
   x = tf.keras.layers.Flatten(name="flatten")(x)
-  for i in (1, 2):
+  for i, width in enumerate(units, start=1):
     x = tf.keras.layers.Dense(
-        building_blocks.scaled(100, config), activation="relu",
+        building_blocks.scaled(width, config), activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
-  return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
+  return x
