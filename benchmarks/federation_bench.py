@@ -37,12 +37,12 @@ the two sides of every ratio are timed alternately in that one process.
 import json
 import os
 import platform
-import re
 import sys
 from typing import Dict, List
 
 from absl import flags
 
+from benchmarks import report_sections
 from fedclf import cli
 
 cli.define_common_flags()
@@ -73,7 +73,6 @@ flags.DEFINE_integer("repeats", 5,
 FLAGS = flags.FLAGS
 
 MIB_TARGET_100_CLIENTS = 1.5 * 1024
-EFFICIENCY_TARGETS = {(10, 600): 1.2, (100, 60): 1.0}
 SPEEDUP_TARGET = 1.5
 MEMORY_GROWTH_TARGET = 0.05
 SCALE_MEMORY_TOLERANCE = 0.10
@@ -118,7 +117,8 @@ class Report:
 
 def item_efficiency(report: Report, quick: bool, repeats: int) -> None:
   from benchmarks import measure  # pylint: disable=g-import-not-at-top
-  settings = [(10, 60), (20, 12)] if quick else list(EFFICIENCY_TARGETS)
+  settings = ([(10, 60), (20, 12)] if quick else
+              list(report_sections.EFFICIENCY_TARGETS))
   report.add("## 1. Federation efficiency (FedAvg round vs Keras fit)", "",
              "McMahan CNN on MNIST, every client sampled, B=10, E=1, the "
              "same examples for both; efficiency = round examples/s over "
@@ -135,7 +135,7 @@ def item_efficiency(report: Report, quick: bool, repeats: int) -> None:
     for backend in ("local", "tff"):
       r = measure.in_fresh_process(measure.measure_efficiency, backend,
                                    clients, per_client, "cnn", repeats)
-      target = EFFICIENCY_TARGETS.get((clients, per_client))
+      target = report_sections.EFFICIENCY_TARGETS.get((clients, per_client))
       best[(clients, backend)] = r
       memory_target = ""
       if clients == 100:
@@ -454,7 +454,8 @@ def main(argv):
            "4": item_scale, "5": item_scale_out, "6": item_breakdown,
            "7": item_client_batching, "8": item_peers,
            "9": item_pinned_scaling}
-  kept = read_sections(FLAGS.out) if FLAGS.update else ("", {})
+  kept = (report_sections.read_sections(FLAGS.out) if FLAGS.update else
+          ("", {}))
   stamp = (f"_Measured at commit {str(git.get('commit'))[:10]}"
            f"{' (dirty)' if git.get('dirty') else ''} on {machine_description()}"
            f", {env['started_utc'][:16]} UTC._")
@@ -468,36 +469,10 @@ def main(argv):
     # Written after every item, so a long run keeps what it measured.
     header = "\n".join(report.lines[:6])
     if kept[0]:
-      header += "\n" + earlier_header_note(kept[0], FLAGS.items)
+      header += "\n" + report_sections.earlier_header_note(kept[0],
+                                                            FLAGS.items)
     atomic_write_text(FLAGS.out, header.rstrip("\n") + "\n\n" + "\n".join(
         sections[k].rstrip("\n") + "\n" for k in sorted(sections)))
-
-
-def earlier_header_note(header: str, items) -> str:
-  """The header lines of the run that measured the sections without their
-  own stamp, kept under an `--update` run's header: the earlier header's
-  own such note if it has one (an earlier update), else its bullets."""
-  lines = header.splitlines()
-  kept = [line for line in lines if line.startswith("  - ")]
-  if not kept:
-    kept = ["  " + line for line in lines if line.startswith("- ")]
-  return "\n".join(
-      [f"- Sections without their own stamp (not item {', '.join(items)} "
-       "of this run) come from an earlier run:"] + kept)
-
-
-def read_sections(path: str):
-  """(the text before the first item, {item: its section's text}) of an
-  earlier report; ("", {}) if there is none."""
-  try:
-    with open(path) as f:
-      text = f.read()
-  except FileNotFoundError:
-    return "", {}
-  parts = re.split(r"(?m)^(?=## \d+\. )", text)
-  sections = {re.match(r"## (\d+)\.", part).group(1): part
-              for part in parts[1:]}
-  return parts[0], sections
 
 
 def run():

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import federation_bench
 from benchmarks import measure
+from benchmarks import report_sections
 from benchmarks.peers import compare
 from benchmarks.peers import workload
 from fedclf.errors import UserError
@@ -27,7 +27,7 @@ def test_hyper_parameters_match_fedclfs_side():
   assert workload.CLIENT_LR == measure.CLIENT_LR
   assert workload.BATCH_SIZE == measure.LOCAL_BATCH_SIZE
   assert workload.LOCAL_EPOCHS == 1
-  assert workload.SETTINGS == tuple(federation_bench.EFFICIENCY_TARGETS)
+  assert workload.SETTINGS == tuple(report_sections.EFFICIENCY_TARGETS)
 
 
 def test_the_same_model_on_both_sides():
