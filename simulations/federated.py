@@ -144,6 +144,11 @@ flags.DEFINE_string("tff_data_dir", "",
                     "arrays (this run writes them there; workers on other "
                     "machines need a shared folder or a copy). Empty = a "
                     "folder in this machine's temp dir.")
+flags.DEFINE_integer("tff_clients_per_call", 0,
+                     "tff backend: the most clients a worker trains in one "
+                     "call; a larger round is split into slices whose "
+                     "aggregates are merged, which bounds the worker's "
+                     "memory. 0 = the default (20).")
 flags.DEFINE_enum("compression", "none", ["none", "topk", "quantize"],
                   "Upload codec of the clients' model delta, with any "
                   "algorithm: topk (largest entries per tensor, error "
@@ -218,6 +223,7 @@ def main(argv):
           client_batching=FLAGS.client_batching,
           tff_workers=tuple(FLAGS.tff_workers),
           tff_data_dir=FLAGS.tff_data_dir,
+          tff_clients_per_call=FLAGS.tff_clients_per_call,
           target_accuracy=FLAGS.target_accuracy,
           stop_at_target=FLAGS.stop_at_target,
           max_train_loss=FLAGS.max_train_loss,

@@ -159,6 +159,9 @@ class SimulationConfig:
   # tff backend: where the workers read the training arrays (the driver
   # writes them there; "" = a folder in this machine's temp dir).
   tff_data_dir: str = ""
+  # tff backend: the most clients a worker trains in one call (0 = the
+  # default, backends.tff.DEFAULT_CLIENTS_PER_CALL); bounds its memory.
+  tff_clients_per_call: int = 0
   target_accuracy: float = 0.0  # report the first round reaching it
   stop_at_target: bool = False
   # A mean client loss above this stops the run as diverged (0 = only
@@ -220,6 +223,11 @@ class SimulationConfig:
       raise UserError("--tff_workers needs --backend=tff")
     if self.tff_data_dir and self.backend != "tff":
       raise UserError("--tff_data_dir needs --backend=tff")
+    if self.tff_clients_per_call < 0:
+      raise UserError(f"tff_clients_per_call must be >= 0 (0 = the "
+                      f"default), got {self.tff_clients_per_call}")
+    if self.tff_clients_per_call and self.backend != "tff":
+      raise UserError("--tff_clients_per_call needs --backend=tff")
     if not 0.0 <= self.client_test_fraction < 1.0:
       raise UserError(f"client_test_fraction must be in [0, 1), got "
                       f"{self.client_test_fraction}")

@@ -271,6 +271,7 @@ class Simulation:
         parallel_clients=min(parallel, sim.clients_per_round),
         client_batching=sim.client_batching,
         tff_workers=sim.tff_workers, tff_data_dir=sim.tff_data_dir,
+        tff_clients_per_call=sim.tff_clients_per_call,
         attack=sim.attack,
         num_classes=self.ds.num_classes)
     return BACKENDS.get(sim.backend)(spec)
@@ -337,6 +338,7 @@ class Simulation:
     if runtime is not None:
       summary["tff_worker_pids"] = list(runtime.owned_pids)
       summary["tff_workers"] = runtime.num_workers
+      summary["tff_clients_per_call"] = self.backend.clients_per_call
     if self.algorithm.aggregator.differentially_private:
       summary["dp"] = dp_epsilon(self.algorithm.aggregator.noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,

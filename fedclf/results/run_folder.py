@@ -51,11 +51,12 @@ LOCK_FILE = ".fedclf.lock"
 #   e.g. cosine, the extension follows the new total from there on);
 # - the execution strategy of federated rounds, which the backend parity
 #   tests hold to the same result: backend, parallel_clients,
-#   client_batching, tff_workers, tff_data_dir.
+#   client_batching, tff_workers, tff_data_dir, tff_clients_per_call.
 NOT_SETTING_FLAGS = ("out_dir", "resume", "overwrite", "flagfile", "plugin",
                      "list", "data_dir", "download", "checkpoint_every",
                      "rounds", "epochs", "backend", "parallel_clients",
-                     "client_batching", "tff_workers", "tff_data_dir")
+                     "client_batching", "tff_workers", "tff_data_dir",
+                     "tff_clients_per_call")
 
 # A lock file with no readable holder is one being written right now,
 # unless it is older than this (its writer died between create and write).

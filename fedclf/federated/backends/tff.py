@@ -36,6 +36,7 @@ registry's `tff` factory imports it on first use).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 from typing import List, Tuple
 
@@ -44,6 +45,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
 from fedclf.errors import UserError
 from fedclf.federated.attacks import attack_output
@@ -58,6 +60,27 @@ from fedclf.federated.client_work import failed_output
 from fedclf.federated.client_work import with_reported_shapes
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
+
+
+# The most clients a worker trains in one call unless BackendSpec says
+# otherwise. TFF's C++ worker holds every client of a call at once (its
+# broadcast copy of the weights, its update, its weighted update: ~30 MB
+# each for the McMahan CNN), so a 100-client call took 3 GiB.
+DEFAULT_CLIENTS_PER_CALL = 20
+
+
+def subrounds(clients_per_round: int, clients_per_call: int,
+              workers: int) -> int:
+  """Slices a round's clients are split into: enough that none exceeds
+  `clients_per_call`, a multiple of `workers` (each gets the same number),
+  at least one per worker."""
+  calls = -(-clients_per_round // max(clients_per_call, 1))
+  return -(-max(calls, workers) // workers) * workers
+
+
+# A client's scalar results the round returns (as rows of one summed
+# matrix, see `report_row`), in the order of the matrix's columns.
+REPORTED_NUMBERS = ("dropped", "loss_sum", "correct", "examples", "steps")
 
 
 def tff_server_optimizer(config: ServerOptimizerConfig):
@@ -158,6 +181,7 @@ class TffBackend:
           spec.y_train)
       self._build(spec.clients_per_round)
       self._check_worker_data(spec.x_train, spec.y_train)
+      self._split = self._split_context(spec)
     except BaseException:
       self.close()
       raise
@@ -166,6 +190,31 @@ class TffBackend:
     if self.runtime is not None:
       self.runtime.__exit__(None, None, None)
       self.runtime = None
+
+  def _split_context(self, spec: BackendSpec):
+    """The context the round computation runs in when its clients are
+    split into more slices than there are workers (None: the runtime's
+    default context)."""
+    per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
+    workers = self.runtime.num_workers
+    slices = subrounds(spec.clients_per_round, per_call, workers)
+    self.clients_per_call = -(-spec.clients_per_round // slices)
+    if slices == workers or self._driver is not None:
+      # Several workers already split by worker; the driver-aggregated
+      # round returns each client's output, nothing to merge.
+      self.clients_per_call = -(-spec.clients_per_round // workers)
+      return None
+    if self._has_state:
+      # Their per-client state comes back per client, which the split form
+      # gets by retraining every slice after the merge: twice the work.
+      logging.warning(
+          "tff backend: %s keeps state on the clients, so its rounds are not "
+          "split into calls of %d clients (all %d of a worker's clients "
+          "train in one call)", self.algorithm.name, per_call,
+          -(-spec.clients_per_round // workers))
+      self.clients_per_call = -(-spec.clients_per_round // workers)
+      return None
+    return self.runtime.split_context(slices)
 
   # -- building the computations --------------------------------------
   def _build(self, expected_clients: int) -> None:
@@ -291,6 +340,8 @@ class TffBackend:
     extra_type, state_type = types.extra, types.client_state
     result_t = client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
+    self._report_dtypes = {key: np.dtype(getattr(result_t, key).dtype)
+                           for key in REPORTED_NUMBERS}
     factory = self.algorithm.aggregator.tff_factory(expected_clients)
     weighted = self.algorithm.aggregator.weighted
     self._aggregator = (factory.create(delta_t, weight_t) if weighted else
@@ -323,12 +374,9 @@ class TffBackend:
     def kept(dropped):
       return 1.0 - dropped
 
-    @tff.tensorflow.computation(result_t)
-    def report(out):
-      return collections.OrderedDict(
-          (key, out[key]) for key in ("client_state", "dropped", "loss_sum",
-                                      "correct", "examples", "steps",
-                                      "upload_bytes"))
+    self._report_rows = expected_clients
+    report_row, client_state_of = self._report_computations(
+        result_t, expected_clients)
 
     agg_state_t = aggregator.initialize.type_signature.result
 
@@ -337,9 +385,10 @@ class TffBackend:
         _at_server(extra_type), _at_server(opt_t),
         agg_state_t, _at_clients(types.matrix), _at_clients(np.int32),
         _at_clients(np.float32), _at_clients(state_type),
-        _at_clients(types.seed), _at_clients(np.float32))
+        _at_clients(types.seed), _at_clients(np.float32),
+        _at_clients(np.int32))
     def run_round(w, nt, ex, opt_state, agg_state, matrices, steps,
-                  num_examples, cstates, seeds, malicious):
+                  num_examples, cstates, seeds, malicious, slots):
       self.traces += 1
       outs = tff.federated_map(client_update, tff.federated_zip((
           tff.federated_broadcast(w), tff.federated_broadcast(nt),
@@ -368,10 +417,40 @@ class TffBackend:
             tff.federated_sum(trained))))
       else:
         new_ex = ex
-      return (new_w, new_nt, new_ex, new_opt, agg.state,
-              tff.federated_map(report, outs))
+      reports = tff.federated_sum(tff.federated_map(
+          report_row, tff.federated_zip((outs, slots))))
+      # Per-client state (SCAFFOLD's control variates, ...) can only come
+      # back CLIENTS-placed; such rounds run unsplit (TffRuntime.split).
+      states = (tff.federated_map(client_state_of, outs) if self._has_state
+                else ())
+      return (new_w, new_nt, new_ex, new_opt, agg.state, reports, states)
 
     return run_round
+
+  @staticmethod
+  def _report_computations(result_t, rows: int):
+    """(report_row, client_state_of): a client's numbers as its row of the
+    round's summed report matrix, and its new state."""
+
+    @tff.tensorflow.computation(result_t, np.int32)
+    def report_row(out, slot):
+      # The client's numbers in row `slot` of a matrix that is zero
+      # elsewhere: summed at the server these rows are every client's
+      # report (exactly: each sum adds zeros to one value). A CLIENTS-placed
+      # result instead would make TFF's split (mergeable) form rerun the
+      # clients' training after the merge, once per worker and subround.
+      onehot = tf.one_hot(slot, rows, dtype=tf.float64)
+      values = tf.stack([tf.cast(out[key], tf.float64)
+                         for key in REPORTED_NUMBERS])
+      return collections.OrderedDict(
+          numbers=onehot[:, None] * values[None, :],
+          upload_bytes=tf.cast(onehot, tf.int64) * out["upload_bytes"])
+
+    @tff.tensorflow.computation(result_t)
+    def client_state_of(out):
+      return out["client_state"]
+
+    return report_row, client_state_of
 
   def _server_delta_computation(self, types: _ValueTypes, result_t):
     """`ClientWork.server_delta` as a TFF computation (None when the clients
@@ -490,10 +569,19 @@ class TffBackend:
     examples = clients[2]
     if self._driver is not None:
       return self._driver_round(state, clients, round_num)
-    w, nt, ex, opt, agg, reports = self._run_round(
-        state.trainable, state.non_trainable, state.extra,
-        state.optimizer["optimizer"], state.optimizer["aggregator"],
-        *clients)
+    if len(examples) > self._report_rows:
+      raise ValueError(f"{len(examples)} clients in a round built for at "
+                       f"most {self._report_rows}")
+    slots = list(np.arange(len(examples), dtype=np.int32))
+    with (contextlib.nullcontext() if self._split is None else
+          context_stack_impl.context_stack.install(self._split)):
+      w, nt, ex, opt, agg, reports, states = self._run_round(
+          state.trainable, state.non_trainable, state.extra,
+          state.optimizer["optimizer"], state.optimizer["aggregator"],
+          *clients, slots)
+    numbers = np.asarray(reports["numbers"])
+    upload = np.asarray(reports["upload_bytes"])
+    dtypes = self._report_dtypes
     new_state = ServerState(
         trainable=[np.asarray(a) for a in w],
         non_trainable=[np.asarray(a) for a in nt],
@@ -503,11 +591,12 @@ class TffBackend:
     outputs = [
         ClientOutput(delta=[], non_trainable=[], weight=np.float32(n),
                      extra_delta=[],
-                     client_state=[np.asarray(a) for a in r["client_state"]],
-                     dropped=r["dropped"], loss_sum=r["loss_sum"],
-                     correct=r["correct"], examples=r["examples"],
-                     steps=r["steps"], upload_bytes=r["upload_bytes"])
-        for r, n in zip(reports, examples)
+                     client_state=([np.asarray(a) for a in states[i]]
+                                   if self._has_state else []),
+                     upload_bytes=np.int64(upload[i]),
+                     **{key: dtypes[key].type(numbers[i, j])
+                        for j, key in enumerate(REPORTED_NUMBERS)})
+        for i, n in enumerate(examples)
     ]
     return new_state, outputs
 

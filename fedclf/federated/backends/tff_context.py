@@ -217,6 +217,28 @@ class _WorkerConnection:
     self.channel.close()
 
 
+def _stop_event_loop(context) -> None:
+  """Ends the event-loop thread of TFF's sync or mergeable `context` now.
+
+  TFF's `AsyncThreadRunner` stops its thread when garbage collected, which
+  for a context left in TFF's caches is at exit: a process that builds
+  contexts run after run (the test suite) piles up threads, and a process
+  with many threads is where gRPC's fork handlers hung."""
+  context = getattr(context, "wrapped", context)
+  runner = getattr(context, "_async_runner", None)
+  if runner is None:
+    return
+  # pylint: disable=protected-access
+  loop, thread = runner._event_loop, runner._thread
+  # pylint: enable=protected-access
+  if thread.is_alive():
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+  # The runner's own finalizer would stop it again, on a loop that may be
+  # closed by then (a RuntimeError printed at exit).
+  runner._finalizer = lambda *_: None  # pylint: disable=protected-access
+
+
 def _context_kwargs(compiler_fn) -> dict:
   """TFF's native-backend arguments of an execution context."""
   # pylint: disable=g-import-not-at-top
@@ -294,6 +316,8 @@ class TffRuntime:
     self._owned: list[WorkerProcess] = []
     self._connections: list[_WorkerConnection] = []
     self._context = None
+    self._split_contexts = {}
+    self._compile_counted = None
     self._previous_context = None
     self._active = False
     self.traffic = WireTraffic()
@@ -367,8 +391,6 @@ class TffRuntime:
   def _make_context(self):
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.backends.native import execution_contexts
-    from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     # pylint: enable=g-import-not-at-top
     traffic = self.traffic
@@ -379,15 +401,43 @@ class TffRuntime:
       traffic.compilations += 1
       return compiler.desugar_and_transform_to_native(comp)
 
-    kwargs = _context_kwargs(compile_counted)
+    self._compile_counted = compile_counted
     if len(self._connections) == 1:
       return sync_execution_context.SyncExecutionContext(
-          executor_fn=self._connections[0].executor_factory(), **kwargs)
-    mergeable = execution_contexts.create_mergeable_comp_execution_context([
-        async_execution_context.AsyncExecutionContext(
+          executor_fn=self._connections[0].executor_factory(),
+          **_context_kwargs(compile_counted))
+    return self.split_context(len(self._connections))
+
+  def split_context(self, num_subrounds: int):
+    """A context that splits each call's CLIENTS-placed arguments into
+    `num_subrounds` contiguous slices, runs them on the workers (several
+    slices per worker one after another) up to the computation's
+    aggregation, merges the partial aggregates and runs the rest once: TFF's
+    mergeable comp form. A worker then holds one slice's clients at a time,
+    not its whole share of the round. Install it around a call with
+    `tff.framework.get_context_stack().install(...)`-style
+    `context_stack.install`; cached per `num_subrounds`.
+
+    A computation whose result is CLIENTS-placed (not all-equal) has its
+    pre-aggregation part rerun for that result after the merge, once per
+    slice: such computations should run unsplit."""
+    if num_subrounds < len(self._connections):
+      raise ValueError(f"num_subrounds {num_subrounds} < workers "
+                       f"{len(self._connections)}")
+    if num_subrounds in self._split_contexts:
+      return self._split_contexts[num_subrounds]
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.backends.native import execution_contexts
+    from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
+    # pylint: enable=g-import-not-at-top
+    kwargs = _context_kwargs(self._compile_counted)
+    mergeable = execution_contexts.create_mergeable_comp_execution_context(
+        [async_execution_context.AsyncExecutionContext(
             executor_fn=c.executor_factory(), **kwargs)
-        for c in self._connections])
-    return _explain_split_errors(mergeable, len(self._connections))
+         for c in self._connections], num_subrounds=num_subrounds)
+    context = _explain_split_errors(mergeable, len(self._connections))
+    self._split_contexts[num_subrounds] = context
+    return context
 
   def run_on_worker(self, index: int, comp, *args):
     """`comp(*args)` on worker `index` alone (e.g. a check of what that
@@ -400,8 +450,11 @@ class TffRuntime:
     context = sync_execution_context.SyncExecutionContext(
         executor_fn=self._connections[index].executor_factory(),
         **_context_kwargs(compiler.desugar_and_transform_to_native))
-    with context_stack_impl.context_stack.install(context):
-      return comp(*args)
+    try:
+      with context_stack_impl.context_stack.install(context):
+        return comp(*args)
+    finally:
+      _stop_event_loop(context)
 
   def _shutdown(self) -> None:
     if self._context is not None:
@@ -413,6 +466,8 @@ class TffRuntime:
       # inside the block on purpose.
       if stack._stack[0] is self._context:  # pylint: disable=protected-access
         stack.set_default_context(self._previous_context)
+    for context in [self._context, *self._split_contexts.values()]:
+      _stop_event_loop(context)
     for connection in self._connections:
       connection.close()
     for worker in self._owned:
@@ -422,4 +477,5 @@ class TffRuntime:
     self._connections = []
     self._owned = []
     self._context = None
+    self._split_contexts = {}
     self._previous_context = None

@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def config(algorithm, backend, rounds=3, workers=(),
-           dp_noise_multiplier=0.0, client_batching="auto"):
+           dp_noise_multiplier=0.0, client_batching="auto",
+           clients_per_call=0):
   params = (DpFedAvgParams(dp_noise_multiplier=dp_noise_multiplier,
                            dp_clip=0.5) if algorithm == "dp_fedavg" else None)
   if algorithm == "reptile":
@@ -50,7 +51,7 @@ def config(algorithm, backend, rounds=3, workers=(),
           clients_per_round=3, rounds=rounds, eval_every=rounds,
           checkpoint_every=0, per_client_eval=0, backend=backend,
           tff_workers=tuple(workers), client_batching=client_batching,
-          seed=1))
+          tff_clients_per_call=clients_per_call, seed=1))
 
 
 # DP-FedAvg with zero noise: TFF's DP aggregator and fedclf's clip alike.
@@ -107,6 +108,44 @@ def test_two_workers_on_localhost(tmp_path):
       w.stop()
   for a, b in zip(local.trainable, remote.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_subrounds_cover_the_round_evenly_over_the_workers():
+  from fedclf.federated.backends.tff import subrounds  # pylint: disable=g-import-not-at-top
+  assert subrounds(100, 20, 1) == 5
+  assert subrounds(100, 30, 1) == 4  # slices of 25
+  assert subrounds(100, 20, 2) == 6  # 3 per worker
+  assert subrounds(3, 20, 2) == 2  # at least one per worker
+  assert subrounds(100, 100, 1) == 1
+
+
+def _metric_rows(out_dir):
+  return [json.loads(line) for line in
+          (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_round_split_into_calls_matches_the_local_backend(tmp_path):
+  # 3 clients per round, 1 per call: three slices on one worker, merged
+  # after their aggregation, and each client's numbers come back as
+  # before.
+  split, summary = final_weights(
+      config("fedavg", "tff", clients_per_call=1), tmp_path / "split")
+  assert summary["tff_clients_per_call"] == 1
+  local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
+  for a, b in zip(local.trainable, split.trainable):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for got, want in zip(_metric_rows(tmp_path / "split"),
+                       _metric_rows(tmp_path / "local")):
+    for key in ("examples", "clients_reported", "train_loss"):
+      np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
+
+
+def test_clients_with_state_train_their_round_in_one_call(tmp_path):
+  # Per-client state comes back per client, which a split round would get
+  # by training every slice twice: SCAFFOLD's rounds are not split.
+  _, summary = final_weights(config("scaffold", "tff", rounds=1,
+                                    clients_per_call=1), tmp_path)
+  assert summary["tff_clients_per_call"] == 3
 
 
 def test_binary_with_tff_backend_leaves_no_worker(tmp_path):
