@@ -45,9 +45,11 @@ flags.DEFINE_string("host", "localhost",
                     "only), an IPv4 address of one interface, or 0.0.0.0 "
                     "for every interface. The protocol has no "
                     "authentication; open it only to trusted networks.")
-flags.DEFINE_integer("max_concurrent_computation_calls", -1,
+flags.DEFINE_integer("max_concurrent_computation_calls", 0,
                      "Most parallel calls of one computation (e.g. clients "
-                     "of a federated_map) the worker runs; <= 0: no limit.")
+                     "of a federated_map) the worker runs; 0: one per CPU "
+                     "core this worker may use (taskset's cores where "
+                     "pinned); negative: no limit.")
 flags.DEFINE_string("data_dir", "",
                     "Folder holding a run's training arrays (the run's "
                     "--tff_data_dir); with --expect_data they are checked "
@@ -121,9 +123,9 @@ def main(argv):
   # A shell that starts us in the background ignores SIGINT, and exec keeps
   # ignored signals ignored; the worker should stop on Ctrl-C / kill -INT.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
+  calls = tff_workers.concurrent_calls(FLAGS.max_concurrent_computation_calls)
   os.execve(binary, [binary, f"--port={port}",
-                     "--max_concurrent_computation_calls="
-                     f"{FLAGS.max_concurrent_computation_calls}"], env)
+                     f"--max_concurrent_computation_calls={calls}"], env)
 
 
 def run():

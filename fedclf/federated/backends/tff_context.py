@@ -217,6 +217,32 @@ class _WorkerConnection:
     self.channel.close()
 
 
+def _own_loop_context(context):
+  """`context` (a TFF async context) with its invocations run on an event
+  loop of their own.
+
+  TFF's `RemoteExecutor` makes blocking gRPC calls inside its coroutines.
+  Contexts that share one event loop, as a mergeable context's do, so take
+  turns: the second worker is not even sent its slice until the first has
+  computed its own (measured: two pinned workers 0.92x one). On its own
+  loop each worker's calls block only that loop."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.common_libs import async_utils
+  from tensorflow_federated.python.core.impl.context_stack import context_base
+  # pylint: enable=g-import-not-at-top
+
+  class OwnLoopContext(context_base.AsyncContext):
+
+    def __init__(self):
+      self._async_runner = async_utils.AsyncThreadRunner()
+
+    async def invoke(self, comp, arg):
+      return await self._async_runner.await_coro_and_return_result(
+          context.invoke(comp, arg))
+
+  return OwnLoopContext()
+
+
 def _stop_event_loop(context) -> None:
   """Ends the event-loop thread of TFF's sync or mergeable `context` now.
 
@@ -317,6 +343,7 @@ class TffRuntime:
     self._connections: list[_WorkerConnection] = []
     self._context = None
     self._split_contexts = {}
+    self._worker_loop_contexts = []
     self._compile_counted = None
     self._previous_context = None
     self._active = False
@@ -431,10 +458,13 @@ class TffRuntime:
     from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
     # pylint: enable=g-import-not-at-top
     kwargs = _context_kwargs(self._compile_counted)
+    per_worker = [_own_loop_context(
+        async_execution_context.AsyncExecutionContext(
+            executor_fn=c.executor_factory(), **kwargs))
+                  for c in self._connections]
+    self._worker_loop_contexts.extend(per_worker)
     mergeable = execution_contexts.create_mergeable_comp_execution_context(
-        [async_execution_context.AsyncExecutionContext(
-            executor_fn=c.executor_factory(), **kwargs)
-         for c in self._connections], num_subrounds=num_subrounds)
+        per_worker, num_subrounds=num_subrounds)
     context = _explain_split_errors(mergeable, len(self._connections))
     self._split_contexts[num_subrounds] = context
     return context
@@ -466,7 +496,8 @@ class TffRuntime:
       # inside the block on purpose.
       if stack._stack[0] is self._context:  # pylint: disable=protected-access
         stack.set_default_context(self._previous_context)
-    for context in [self._context, *self._split_contexts.values()]:
+    for context in [self._context, *self._split_contexts.values(),
+                    *self._worker_loop_contexts]:
       _stop_event_loop(context)
     for connection in self._connections:
       connection.close()
@@ -478,4 +509,5 @@ class TffRuntime:
     self._owned = []
     self._context = None
     self._split_contexts = {}
+    self._worker_loop_contexts = []
     self._previous_context = None

@@ -397,11 +397,24 @@ def _localhost_only_environment() -> dict:
     return {}
 
 
+def concurrent_calls(requested: int) -> int:
+  """The worker's `--max_concurrent_computation_calls`: `requested`, or for
+  0 the CPU cores this process may use (its affinity, e.g. `taskset`'s).
+
+  Without a limit TFF's worker starts every client of a call at once, each
+  with its own copy of the model, its optimizer slots and its update: at 20
+  McMahan-CNN clients per call 1.0 GiB against 0.8 GiB at one per core,
+  for the same round time on 2 cores. Negative: no limit."""
+  if requested:
+    return requested
+  return len(os.sched_getaffinity(0))
+
+
 def start_local_worker(
     port: int | None = None,
     *,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-    max_concurrent_computation_calls: int = -1,
+    max_concurrent_computation_calls: int = 0,
     log_path: str | None = None,
 ) -> WorkerProcess:
   """Starts `worker_binary` on localhost, owned by (and dying with) us.
@@ -409,7 +422,8 @@ def start_local_worker(
   Args:
     port: Port to serve on; None picks a free one.
     ready_timeout_s: Seconds to wait for the worker to accept connections.
-    max_concurrent_computation_calls: Passed to the worker; <= 0 is no limit.
+    max_concurrent_computation_calls: Passed to the worker (see
+      `concurrent_calls`); 0 = one per CPU core this process may use.
     log_path: Where the worker's stdout/stderr go. None: a temporary file,
       deleted when the worker is stopped.
 
@@ -434,7 +448,7 @@ def start_local_worker(
       path = log_path
     args = [binary, f"--port={chosen_port}",
             f"--max_concurrent_computation_calls="
-            f"{max_concurrent_computation_calls}"]
+            f"{concurrent_calls(max_concurrent_computation_calls)}"]
 
     def spawn(args=args, path=path) -> subprocess.Popen:
       with open(path, "ab") as log:

@@ -295,3 +295,38 @@ def test_no_worker_outlives_its_parent_on_any_exit_path(tmp_path):
     for pid in pids:
       if _is_live_worker(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_runs_one_call_per_core_unless_told(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+  assert tff_workers.concurrent_calls(0) == 3  # its (taskset) cores
+  assert tff_workers.concurrent_calls(8) == 8
+  assert tff_workers.concurrent_calls(-1) == -1  # no limit
+
+
+def test_split_context_runs_slices_on_every_worker_and_stops_its_threads():
+  import threading  # pylint: disable=g-import-not-at-top
+  workers = [tff_workers.start_local_worker() for _ in range(2)]
+  try:
+    before = threading.active_count()
+
+    @tff.tensorflow.computation(np.float32)
+    def double(x):
+      return x * 2.0
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def total(xs):
+      return tff.federated_sum(tff.federated_map(double, xs))
+
+    with tff_context.TffRuntime(workers=[w.address for w in workers]) as rt:
+      split = rt.split_context(4)  # 2 slices per worker
+      assert rt.split_context(4) is split
+      with pytest.raises(ValueError):
+        rt.split_context(1)
+      from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top
+      with context_stack_impl.context_stack.install(split):
+        assert total([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]) == 72.0
+    assert threading.active_count() <= before
+  finally:
+    for w in workers:
+      w.stop()
