@@ -11,6 +11,8 @@ worker, cores 0-1 with two): 1 core against 2 cores in all, so the driver's
 own work does not get a free core in the one-worker case.
 """
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -166,29 +168,30 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
 
   Worker CPU per client: the one-worker point with the most clients (CPU
   time, which other jobs on the machine do not inflate). Driver seconds per
-  client and latency: a line through the median round times of the points
-  with several workers against their clients (the path past one machine,
-  where the driver serially ships and dispatches every client); with fewer
-  than two such client counts, the driver's CPU per client and the wall
-  time left over."""
+  client: the most driver CPU per client of any point. Serial seconds per
+  client and latency: a line, against the clients, through what the
+  overlapping terms leave unexplained of the median round times of the
+  points with several workers (the path past one machine); with fewer than
+  two such client counts, no serial term and the wall time left over as
+  latency."""
   base = max((p for p in points if p["workers"] == 1),
              key=lambda p: p["clients"])
   per_client, per_worker, how = _bytes_terms(points, base)
-  driver = base["driver_cpu"] / base["clients"]
-  several = [p for p in points if p["workers"] > 1]
-  if len({p["clients"] for p in several}) >= 2:
-    slope, intercept = np.polyfit([p["clients"] for p in several],
-                                  [p["median_s"] for p in several], 1)
-    driver, latency = max(float(slope), driver), float(intercept)
-  else:
-    ref = several[0] if several else base
-    latency = ref["median_s"] - max(
-        ref["driver_cpu"], ref["worker_cpu"] / ref["workers"])
-  return scaling_model.ScalingModel(
-      driver_s_per_client=driver,
+  overlapping = scaling_model.ScalingModel(
+      driver_s_per_client=max(p["driver_cpu"] / p["clients"]
+                              for p in points),
       worker_s_per_client=base["worker_cpu"] / base["clients"],
-      bytes_per_client=per_client, bytes_per_worker=per_worker,
-      latency_s=max(0.0, latency)), how
+      bytes_per_client=per_client, bytes_per_worker=per_worker)
+  several = [p for p in points if p["workers"] > 1] or [base]
+  left = [p["median_s"] - scaling_model.round_seconds(
+      overlapping, p["workers"], p["clients"], float("inf"))
+          for p in several]
+  serial, latency = 0.0, float(np.mean(left))
+  if len({p["clients"] for p in several}) >= 2:
+    slope, intercept = np.polyfit([p["clients"] for p in several], left, 1)
+    serial, latency = max(float(slope), 0.0), float(intercept)
+  return dataclasses.replace(overlapping, latency_s=max(0.0, latency),
+                             serial_s_per_client=serial), how
 
 
 def _bytes_terms(points: Sequence[Dict], base: Dict) -> Tuple[float, float,
@@ -230,6 +233,8 @@ def model_lines(model: scaling_model.ScalingModel, how: str) -> List[str]:
       f"{1e3 * model.driver_s_per_client:.1f} ms",
       f"- worker CPU per client (one core): "
       f"{1e3 * model.worker_s_per_client:.1f} ms",
+      f"- serial seconds per client: "
+      f"{1e3 * model.serial_s_per_client:.1f} ms",
       f"- latency per round: {model.latency_s:.2f} s",
       f"- bytes per client: {model.bytes_per_client / 2**20:.2f} MiB; per "
       f"worker: {model.bytes_per_worker / 2**20:.2f} MiB ({how})", ""]
@@ -238,10 +243,11 @@ def model_lines(model: scaling_model.ScalingModel, how: str) -> List[str]:
 def measured_lines(model: scaling_model.ScalingModel,
                    points: Sequence[Dict]) -> List[str]:
   lines = ["## Measured points next to the model", "",
-           "On localhost (no network term). One worker runs on TFF's plain "
-           "remote context (no split, so no per-client dispatch to several "
-           "workers): the model, fitted to the points with several workers, "
-           "overstates it. With two workers the driver shares their two "
+           "On localhost (no network term). The serial term and the "
+           "latency are fitted to the points with several workers; the "
+           "one-worker points show how far they carry over (a round of up "
+           "to --tff_clients_per_call clients on one worker is not split). "
+           "With two workers the driver shares their two "
            "cores, which the model (driver on a machine of its own) does "
            "not charge. Wall times include other jobs' load on this "
            "machine; CPU times do not.", "",
@@ -288,3 +294,30 @@ def scaling_markdown(measurements: Sequence[Dict], header: str) -> str:
   lines += measured_lines(model, points)
   lines += projection_lines(model)
   return "\n".join(lines)
+
+
+def render_again(json_path: str, markdown_path: str, note: str) -> None:
+  """Writes `markdown_path` again from the rounds `json_path` holds (what
+  item 9 measured), keeping the markdown's header (machine, versions,
+  commit, command of the measuring run) and adding `note` to it: for a
+  change of the model, not of the measurements."""
+  with open(json_path) as f:
+    measurements = json.load(f)
+  with open(markdown_path) as f:
+    old = f.read()
+  header = old.split("\n\n", 1)[1].split("\n## ", 1)[0].strip()
+  header = "\n".join(line for line in header.splitlines()
+                     if not line.startswith("- Model rendered again"))
+  text = scaling_markdown(measurements, f"{header}\n- {note}")
+  from fedclf.results.record import atomic_write_text  # pylint: disable=g-import-not-at-top
+  atomic_write_text(markdown_path, text + "\n")
+
+
+if __name__ == "__main__":
+  # python -m benchmarks.scaling [results/scaling.json results/scaling.md]
+  args = sys.argv[1:] or ["results/scaling.json", "results/scaling.md"]
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True,
+                          check=False).stdout.strip()
+  render_again(*args, note=f"Model rendered again from {args[0]} at commit "
+               f"{commit or 'unknown'} (same measurements).")

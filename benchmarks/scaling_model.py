@@ -1,16 +1,20 @@
 """A model of a FedAvg round's time over W workers, for results/scaling.md.
 
-Round time = latency + max(driver, compute, network), where
-  driver  = driver seconds per sampled client x clients (the driver's
-            serial work: planning, serializing, shipping, dispatching);
+Round time = latency + serial + max(driver, compute, network), where
+  driver  = the driver's CPU seconds per sampled client x clients
+            (planning, serializing, shipping, dispatching);
   compute = worker CPU seconds per client x ceil(clients / W) (clients are
             split evenly; a worker is one core, and the slowest share sets
             the pace);
   network = (bytes per client x clients + bytes per worker x W) x 8 /
             bandwidth (every byte passes the driver's one link);
+  serial  = seconds per client that nothing overlaps: a round split into
+            slices of clients merges each slice's partial aggregate in
+            turn and sends the server state again per slice;
   latency = per-round waiting not explained by CPU (round trips, gRPC).
-The three terms overlap (the driver streams clients to workers while
-others train), so the largest one sets the round's pace. Assumptions: one
+The driver, compute and network terms overlap (the driver streams clients
+to workers while others train), so the largest one sets the round's pace;
+serial and latency add to it. Assumptions: one
 core per worker, identical cores, clients of equal size, the driver on a
 machine of its own, no stragglers, bandwidth fully usable.
 """
@@ -29,6 +33,7 @@ class ScalingModel:
   bytes_per_client: float
   bytes_per_worker: float = 0.0
   latency_s: float = 0.0
+  serial_s_per_client: float = 0.0
 
 
 def round_terms(model: ScalingModel, workers: int, clients: int,
@@ -43,8 +48,8 @@ def round_terms(model: ScalingModel, workers: int, clients: int,
 def round_seconds(model: ScalingModel, workers: int, clients: int,
                   gbit_per_s: float) -> float:
   """Predicted seconds of one round of `clients` clients on `workers`."""
-  return model.latency_s + max(
-      round_terms(model, workers, clients, gbit_per_s).values())
+  return (model.latency_s + model.serial_s_per_client * clients + max(
+      round_terms(model, workers, clients, gbit_per_s).values()))
 
 
 def bottleneck(model: ScalingModel, workers: int, clients: int,

@@ -2,6 +2,7 @@
 parameters it takes from measured points, and the pinned-worker plumbing
 of benchmarks/scaling.py (item 9)."""
 
+import json
 import os
 import subprocess
 import time
@@ -71,11 +72,13 @@ def test_fitted_model_without_byte_counts():
       point(1, 20, driver_cpu=1.0), point(1, 100, upload_bytes=5e8,
                                           download_bytes=3e8),
       point(2, 100)])
-  assert model.driver_s_per_client == pytest.approx(0.02)  # 2 s / 100
+  # The most driver CPU per client of any point: 1 s / 20.
+  assert model.driver_s_per_client == pytest.approx(0.05)
   assert model.worker_s_per_client == pytest.approx(0.08)
-  # One client count with two workers (100): 11 s measured, max(2 s of
-  # driver CPU, 8 s of worker CPU / 2) explained.
-  assert model.latency_s == pytest.approx(7.0)
+  # One client count with two workers (100): 11 s measured, max(100 x
+  # 0.05 s of driver, 50 x 0.08 s of compute) explained; no serial term.
+  assert model.latency_s == pytest.approx(6.0)
+  assert model.serial_s_per_client == 0
   alone, _ = scaling.fitted_model([point(1, 100)])
   assert alone.latency_s == pytest.approx(3.0)  # 11 s - max(2 s, 8 s)
   # 60 examples x (784 x 4 + 8) B, and (5e8 + 3e8) / 100 of the model.
@@ -88,10 +91,15 @@ def test_fitted_model_fits_a_line_through_the_points_with_two_workers():
   model, _ = scaling.fitted_model([
       point(1, 100), point(2, 20, median_s=25.0),
       point(2, 100, median_s=105.0)])
-  # (105 - 25) / (100 - 20) = 1 s per client, 25 - 20 x 1 = 5 s.
-  assert model.driver_s_per_client == pytest.approx(1.0)
+  # Driver 2 s / 20 clients; left unexplained: 25 - max(2, 10 x 0.08) =
+  # 23 s at 20 clients, 105 - max(10, 50 x 0.08) = 95 s at 100: a line of
+  # (95 - 23) / 80 = 0.9 s per client through 23 - 20 x 0.9 = 5 s.
+  assert model.driver_s_per_client == pytest.approx(0.1)
+  assert model.serial_s_per_client == pytest.approx(0.9)
   assert model.latency_s == pytest.approx(5.0)
   assert model.worker_s_per_client == pytest.approx(0.08)
+  assert scaling_model.round_seconds(model, 2, 100, float("inf")) == (
+      pytest.approx(105.0))
 
 
 def test_fitted_model_from_byte_counts():
@@ -111,7 +119,8 @@ def test_scaling_markdown_states_model_points_and_projection():
   text = scaling.scaling_markdown(
       [{"clients": 100, "examples_per_client": 60, "model": "cnn",
         "rounds": {"1 worker": rounds, "2 workers": rounds}}], "- Machine: m")
-  assert "Round time = latency + max(driver, compute, network)" in text
+  assert "Round time = latency + serial + max(driver, compute, network)" in (
+      text)
   assert "| 1 worker | 100 x 60 | 11.50 |" in text
   for workers in (4, 16, 64):
     assert f"| {workers} | 1 Gbit/s |" in text
@@ -146,3 +155,24 @@ def test_pin_threads_pins_this_process():
   finally:
     scaling.pin_threads(sorted(before))
   assert os.sched_getaffinity(0) == before
+
+
+def test_markdown_is_written_again_from_the_measured_rounds(tmp_path):
+  rounds = [{"seconds": s, "driver_cpu": 2.0, "worker_cpu": 8.0,
+             "examples": 6000.0} for s in (11.0, 12.0)]
+  measurements = [{"clients": 100, "examples_per_client": 60,
+                   "model": "cnn",
+                   "rounds": {"1 worker": rounds, "2 workers": rounds}}]
+  json_path, md_path = tmp_path / "scaling.json", tmp_path / "scaling.md"
+  json_path.write_text(json.dumps(measurements))
+  md_path.write_text(scaling.scaling_markdown(
+      measurements, "- Machine: m\n- Commit: c") + "\n")
+  first = md_path.read_text()
+  for _ in range(2):  # a second rendering does not repeat the note
+    scaling.render_again(str(json_path), str(md_path), "Model rendered "
+                         "again from scaling.json at commit d.")
+  text = md_path.read_text()
+  assert text.count("- Model rendered again") == 1
+  assert "- Machine: m\n- Commit: c\n- Model rendered again" in text
+  assert text.split("## The model", 1)[1] == first.split(
+      "## The model", 1)[1]
