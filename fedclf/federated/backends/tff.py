@@ -49,6 +49,7 @@ from tensorflow_federated.python.core.impl.context_stack import context_stack_im
 
 from fedclf.errors import UserError
 from fedclf.federated.attacks import attack_output
+from fedclf.federated.attacks import flip_labels
 from fedclf.federated.backends.local import LocalBackend
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
@@ -57,6 +58,7 @@ from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
 from fedclf.federated.client_work import failed_output
+from fedclf.federated.client_work import IndexedBatches
 from fedclf.federated.client_work import with_reported_shapes
 from fedclf.federated.config import ServerOptimizerConfig
 from fedclf.federated.rounds import ServerState
@@ -286,16 +288,18 @@ class TffBackend:
                       malicious):
       self.traces += 1
       x, y = tff_data.mapped_arrays(data)
-      dataset = tff_data.client_batches(
-          x, y, matrix, steps, tf.logical_and(flips, malicious > 0),
-          num_classes)
+      labels = flip_labels(y, malicious > 0, num_classes) if flips else y
+      # Batches gathered by index in a while loop, as on the local backend:
+      # a tf.data pipeline in a client's graph costs tens of milliseconds
+      # per client call.
+      batches = IndexedBatches(x, labels, matrix, steps)
       replica = model_fn()
       velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                   for v in replica.trainable_variables]
 
       @tf.function
       def train():
-        out = work.train(replica, velocity, list(w), list(nt), dataset,
+        out = work.train(replica, velocity, list(w), list(nt), batches,
                          num_examples, list(cstate), list(ex), seed)
         return vars(attack_output(out, malicious, seed, attack))
 

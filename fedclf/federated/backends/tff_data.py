@@ -166,21 +166,3 @@ def fingerprint(x, y):
     return tf.fingerprint(tf.reshape(rows, [1, -1]))[0]
 
   return tf.concat([of(x), of(y)], axis=0)
-
-
-def client_batches(x, y, matrix, steps, flip_labels, num_classes: int):
-  """A client's (images, labels, 1.0 for real rows / 0.0 for padding)
-  batches from its index matrix's first `steps` rows; padding rows (-1)
-  are zero images. `flip_labels`: a bool tensor, label flipping."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rows = matrix[:steps]
-  valid = rows >= 0
-  safe = tf.where(valid, rows, tf.zeros_like(rows))
-  images = tf.gather(x, safe)
-  mask = tf.reshape(valid, tf.concat(
-      [tf.shape(valid), tf.ones([len(x.shape) - 1], tf.int32)], axis=0))
-  images = tf.where(mask, images, tf.zeros_like(images))
-  labels = tf.gather(y, safe)
-  labels = tf.where(flip_labels, num_classes - 1 - labels, labels)
-  return tf.data.Dataset.from_tensor_slices(
-      (images, labels, tf.cast(valid, tf.float32)))

@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.federated.attacks import flip_labels
 from fedclf.federated.backends import tff_data
+from fedclf.federated.client_work import IndexedBatches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -58,21 +60,20 @@ def test_check_refuses_changed_or_missing_files(tmp_path):
     tff_data.check_worker_data(str(tmp_path), "0" * 24)
 
 
-def test_client_batches_gather_rows_pad_and_flip(tmp_path):
+def test_client_batches_gather_rows_of_the_mapped_files(tmp_path):
   x, y = arrays()
   data = tff_data.write_worker_data(str(tmp_path), x, y)
   mx, my = tff_data.mapped_arrays(data)
   matrix = tf.constant([[4, 1], [2, -1], [0, 3]], tf.int32)
-  got = list(tff_data.client_batches(mx, my, matrix, 2, tf.constant(False),
-                                     10).as_numpy_iterator())
-  assert len(got) == 2  # only the first `steps` rows
-  np.testing.assert_array_equal(got[0][0], x[[4, 1]])
-  np.testing.assert_array_equal(got[1][0], np.stack([x[2], 0 * x[0]]))
-  np.testing.assert_array_equal(got[0][1], [4, 1])
-  np.testing.assert_array_equal(got[1][2], [1.0, 0.0])
-  flipped = list(tff_data.client_batches(mx, my, matrix, 1,
-                                         tf.constant(True), 10))
-  np.testing.assert_array_equal(flipped[0][1], [9 - 4, 9 - 1])
+  batches = IndexedBatches(mx, my, matrix, tf.constant(2))
+  images, labels, mask = batches.get(0)
+  np.testing.assert_array_equal(images, x[[4, 1]])
+  np.testing.assert_array_equal(labels, [4, 1])
+  images, labels, mask = batches.get(1)
+  np.testing.assert_array_equal(images, np.stack([x[2], 0 * x[0]]))
+  np.testing.assert_array_equal(mask, [1.0, 0.0])
+  flipped = IndexedBatches(mx, flip_labels(my, True, 10), matrix, 1)
+  np.testing.assert_array_equal(flipped.get(0)[1], [9 - 4, 9 - 1])
   # The driver's fingerprint of its arrays is the mapped files' one.
   np.testing.assert_array_equal(
       tff_data.fingerprint(mx, my),
