@@ -168,7 +168,9 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
 
   Worker CPU per client: the one-worker point with the most clients (CPU
   time, which other jobs on the machine do not inflate). Driver seconds per
-  client: the most driver CPU per client of any point. Serial seconds per
+  client: the driver's CPU per client at the point with several workers
+  and the most clients (a round's fixed driver work weighs least there; the
+  one-worker point where there is none). Serial seconds per
   client and latency: a line, against the clients, through what the
   overlapping terms leave unexplained of the median round times of the
   points with several workers (the path past one machine); with fewer than
@@ -177,12 +179,12 @@ def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,
   base = max((p for p in points if p["workers"] == 1),
              key=lambda p: p["clients"])
   per_client, per_worker, how = _bytes_terms(points, base)
+  several = [p for p in points if p["workers"] > 1] or [base]
+  largest = max(several, key=lambda p: p["clients"])
   overlapping = scaling_model.ScalingModel(
-      driver_s_per_client=max(p["driver_cpu"] / p["clients"]
-                              for p in points),
+      driver_s_per_client=largest["driver_cpu"] / largest["clients"],
       worker_s_per_client=base["worker_cpu"] / base["clients"],
       bytes_per_client=per_client, bytes_per_worker=per_worker)
-  several = [p for p in points if p["workers"] > 1] or [base]
   left = [p["median_s"] - scaling_model.round_seconds(
       overlapping, p["workers"], p["clients"], float("inf"))
           for p in several]

@@ -72,12 +72,12 @@ def test_fitted_model_without_byte_counts():
       point(1, 20, driver_cpu=1.0), point(1, 100, upload_bytes=5e8,
                                           download_bytes=3e8),
       point(2, 100)])
-  # The most driver CPU per client of any point: 1 s / 20.
-  assert model.driver_s_per_client == pytest.approx(0.05)
+  # The two-worker point's driver CPU per client: 2 s / 100.
+  assert model.driver_s_per_client == pytest.approx(0.02)
   assert model.worker_s_per_client == pytest.approx(0.08)
   # One client count with two workers (100): 11 s measured, max(100 x
-  # 0.05 s of driver, 50 x 0.08 s of compute) explained; no serial term.
-  assert model.latency_s == pytest.approx(6.0)
+  # 0.02 s of driver, 50 x 0.08 s of compute) explained; no serial term.
+  assert model.latency_s == pytest.approx(7.0)
   assert model.serial_s_per_client == 0
   alone, _ = scaling.fitted_model([point(1, 100)])
   assert alone.latency_s == pytest.approx(3.0)  # 11 s - max(2 s, 8 s)
@@ -91,11 +91,12 @@ def test_fitted_model_fits_a_line_through_the_points_with_two_workers():
   model, _ = scaling.fitted_model([
       point(1, 100), point(2, 20, median_s=25.0),
       point(2, 100, median_s=105.0)])
-  # Driver 2 s / 20 clients; left unexplained: 25 - max(2, 10 x 0.08) =
-  # 23 s at 20 clients, 105 - max(10, 50 x 0.08) = 95 s at 100: a line of
-  # (95 - 23) / 80 = 0.9 s per client through 23 - 20 x 0.9 = 5 s.
-  assert model.driver_s_per_client == pytest.approx(0.1)
-  assert model.serial_s_per_client == pytest.approx(0.9)
+  # Driver 2 s / 100 clients (the two-worker point with the most); left
+  # unexplained: 25 - max(0.4, 10 x 0.08) = 24.2 s at 20 clients, 105 -
+  # max(2, 50 x 0.08) = 101 s at 100: a line of 76.8 / 80 = 0.96 s per
+  # client through 24.2 - 20 x 0.96 = 5 s.
+  assert model.driver_s_per_client == pytest.approx(0.02)
+  assert model.serial_s_per_client == pytest.approx(0.96)
   assert model.latency_s == pytest.approx(5.0)
   assert model.worker_s_per_client == pytest.approx(0.08)
   assert scaling_model.round_seconds(model, 2, 100, float("inf")) == (
