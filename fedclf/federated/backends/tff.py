@@ -200,11 +200,11 @@ class TffBackend:
     per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
     workers = self.runtime.num_workers
     slices = subrounds(spec.clients_per_round, per_call, workers)
-    self.clients_per_call = -(-spec.clients_per_round // slices)
+    # Unsplit, a worker trains its whole share of the round in one call.
+    self.clients_per_call = -(-spec.clients_per_round // workers)
     if slices == workers or self._driver is not None:
       # Several workers already split by worker; the driver-aggregated
       # round returns each client's output, nothing to merge.
-      self.clients_per_call = -(-spec.clients_per_round // workers)
       return None
     if self._has_state:
       # Their per-client state comes back per client, which the split form
@@ -213,9 +213,9 @@ class TffBackend:
           "tff backend: %s keeps state on the clients, so its rounds are not "
           "split into calls of %d clients (all %d of a worker's clients "
           "train in one call)", self.algorithm.name, per_call,
-          -(-spec.clients_per_round // workers))
-      self.clients_per_call = -(-spec.clients_per_round // workers)
+          self.clients_per_call)
       return None
+    self.clients_per_call = -(-spec.clients_per_round // slices)
     return self.runtime.split_context(slices)
 
   # -- building the computations --------------------------------------
@@ -424,7 +424,7 @@ class TffBackend:
       reports = tff.federated_sum(tff.federated_map(
           report_row, tff.federated_zip((outs, slots))))
       # Per-client state (SCAFFOLD's control variates, ...) can only come
-      # back CLIENTS-placed; such rounds run unsplit (TffRuntime.split).
+      # back CLIENTS-placed; such rounds run unsplit (_split_context).
       states = (tff.federated_map(client_state_of, outs) if self._has_state
                 else ())
       return (new_w, new_nt, new_ex, new_opt, agg.state, reports, states)

@@ -344,7 +344,6 @@ class TffRuntime:
     self._context = None
     self._split_contexts = {}
     self._worker_loop_contexts = []
-    self._compile_counted = None
     self._previous_context = None
     self._active = False
     self.traffic = WireTraffic()
@@ -415,24 +414,24 @@ class TffRuntime:
     self._previous_context = stack._stack[0]  # pylint: disable=protected-access
     stack.set_default_context(self._context)
 
-  def _make_context(self):
+  def _compile_counted(self, comp):
+    """TFF's native compiler, counting its calls: TFF's CompilerPipeline
+    caches by computation, so a count that grows per round means a
+    computation is rebuilt per round."""
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.backends.native import compiler
+    # pylint: enable=g-import-not-at-top
+    self.traffic.compilations += 1
+    return compiler.desugar_and_transform_to_native(comp)
+
+  def _make_context(self):
+    # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     # pylint: enable=g-import-not-at-top
-    traffic = self.traffic
-
-    def compile_counted(comp):
-      # TFF's CompilerPipeline caches by computation: a count that grows
-      # per round means a computation is rebuilt per round.
-      traffic.compilations += 1
-      return compiler.desugar_and_transform_to_native(comp)
-
-    self._compile_counted = compile_counted
     if len(self._connections) == 1:
       return sync_execution_context.SyncExecutionContext(
           executor_fn=self._connections[0].executor_factory(),
-          **_context_kwargs(compile_counted))
+          **_context_kwargs(self._compile_counted))
     return self.split_context(len(self._connections))
 
   def split_context(self, num_subrounds: int):
@@ -441,9 +440,9 @@ class TffRuntime:
     slices per worker one after another) up to the computation's
     aggregation, merges the partial aggregates and runs the rest once: TFF's
     mergeable comp form. A worker then holds one slice's clients at a time,
-    not its whole share of the round. Install it around a call with
-    `tff.framework.get_context_stack().install(...)`-style
-    `context_stack.install`; cached per `num_subrounds`.
+    not its whole share of the round. Install it around a call with TFF's
+    `context_stack_impl.context_stack.install`; cached per
+    `num_subrounds`.
 
     A computation whose result is CLIENTS-placed (not all-equal) has its
     pre-aggregation part rerun for that result after the merge, once per
