@@ -366,6 +366,24 @@ def item_peers(report: Report, quick: bool, repeats: int) -> None:
   report.load_note(before, measure.load_average())
 
 
+def wire_cells(measurement: Dict) -> str:
+  """Item 9's byte columns for one setting: wire, expected, verdict and
+  the clients' own accounting."""
+  from benchmarks import scaling  # pylint: disable=g-import-not-at-top
+  points = [p for p in scaling.measured_points([measurement])]
+  wire = [scaling.round_bytes(p) for p in points]
+  if None in wire:
+    return "not reported by this build | - | - | -"
+  expected = [scaling.expected_round_bytes(p) for p in points]
+  ok = all(abs(w - e) <= scaling.BYTES_TOLERANCE * e
+           for w, e in zip(wire, expected))
+  clients = points[0]["upload_bytes"] + points[0]["download_bytes"]
+  return (" / ".join(f"{w / 2**20:.1f} MiB" for w in wire) + " | " +
+          " / ".join(f"{e / 2**20:.1f} MiB" for e in expected) +
+          f" | within {scaling.BYTES_TOLERANCE:.0%} {verdict(ok)} | "
+          f"{clients / 2**20:.0f} MiB")
+
+
 def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
   # pylint: disable=g-import-not-at-top
   from benchmarks import measure
@@ -383,11 +401,19 @@ def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
              f"{runs} simulation(s) per configuration in ABBA order, each a "
              f"warm-up round and {repeats} timed ones; ratio = round "
              "throughput of two workers over one (fastest rounds; medians in "
-             "brackets). Bytes: the rounds' `bytes/...` gRPC counts where "
-             "the backend reports them. Projection: results/scaling.md.", "",
+             "brackets). Wire: the rounds' gRPC bytes both ways "
+             "(`bytes/sent_to_workers` + `bytes/received_from_workers`) "
+             "against what FedAvg must send when no examples cross it: per "
+             "worker the weights down and one sum of its clients' updates "
+             "up, plus the computation and the clients' index matrices "
+             f"(target: within {scaling.BYTES_TOLERANCE:.0%}). fedclf's "
+             "per-client accounting (`download_bytes` + `upload_bytes`, "
+             "what the clients would send were each on its own machine) is "
+             "2 x model x clients. Projection: results/scaling.md.", "",
              "| clients x examples | 1 worker s/round | 2 workers s/round | "
-             "ratio | target | bytes per round (1 / 2 workers) |",
-             "|---|---|---|---|---|---|")
+             "ratio | target | wire per round (1 / 2 workers) | expected "
+             "(1 / 2 workers) | wire target | clients' accounting |",
+             "|---|---|---|---|---|---|---|---|---|")
   before = measure.load_average()
   measurements = []
   for clients, per_client in settings:
@@ -396,15 +422,13 @@ def item_pinned_scaling(report: Report, quick: bool, repeats: int) -> None:
     measurements.append(m)
     one, two = (scaling.summarize(m["rounds"][k]) for k in scaling.CONFIGS)
     ratio = one["best_s"] / two["best_s"]
-    wire = [scaling.round_bytes(x) for x in (one, two)]
     report.add(
         f"| {clients} x {per_client} | {one['best_s']:.2f} "
         f"({one['median_s']:.2f}) | {two['best_s']:.2f} "
         f"({two['median_s']:.2f}) | {ratio:.2f}x "
         f"({one['median_s'] / two['median_s']:.2f}x) | >= "
         f"{scaling.RATIO_TARGET}x {verdict(ratio >= scaling.RATIO_TARGET)} | "
-        + (" / ".join(f"{b / 2**20:.1f} MiB" for b in wire)
-           if None not in wire else "not reported by this build") + " |")
+        + wire_cells(m) + " |")
   report.add("")
   report.load_note(before, measure.load_average())
   atomic_write_text(FLAGS.scaling_out, scaling.scaling_markdown(

@@ -152,13 +152,29 @@ PROJECTED_CLIENTS = (100, 1000)
 MNIST_EXAMPLE_BYTES = 28 * 28 * 4 + 8  # float32 image, int64 label
 
 
+WIRE_KEYS = ("bytes/sent_to_workers", "bytes/received_from_workers")
+BYTES_TOLERANCE = 0.10
+
+
 def round_bytes(summary: Dict[str, float]) -> Optional[float]:
-  """Wire bytes of a round from its `bytes/...` counts (their total if
-  one is named so), or None where the backend reports none."""
-  counts = {k: v for k, v in summary.items() if k.startswith("bytes/")}
-  if not counts:
+  """Wire bytes of a round, both ways (`bytes/computations_to_workers` is
+  a part of the sent bytes), or None where the backend reports none."""
+  if not all(key in summary for key in WIRE_KEYS):
     return None
-  return counts.get("bytes/total", sum(counts.values()))
+  return sum(summary[key] for key in WIRE_KEYS)
+
+
+def expected_round_bytes(point: Dict) -> float:
+  """A FedAvg round's wire bytes when no examples cross it: per worker the
+  weights down once and one sum of its clients' weighted updates up (the
+  broadcast and the sum run on the worker), plus the round's computation
+  and each client's index matrix (int32, its examples rounded up to whole
+  batches). The model's bytes are fedclf's own per-client download count."""
+  model = point["download_bytes"] / point["clients"]
+  batch = measure.LOCAL_BATCH_SIZE
+  matrix = -(-point["examples_per_client"] // batch) * batch * 4
+  return (2 * model * point["workers"] +
+          point["bytes/computations_to_workers"] + matrix * point["clients"])
 
 
 def fitted_model(points: Sequence[Dict]) -> Tuple[scaling_model.ScalingModel,

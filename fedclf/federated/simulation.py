@@ -339,6 +339,7 @@ class Simulation:
       summary["tff_worker_pids"] = list(runtime.owned_pids)
       summary["tff_workers"] = runtime.num_workers
       summary["tff_clients_per_call"] = self.backend.clients_per_call
+      summary["tff_clients_as"] = self.backend.clients_as
     if self.algorithm.aggregator.differentially_private:
       summary["dp"] = dp_epsilon(self.algorithm.aggregator.noise_multiplier,
                                  sim.clients_per_round / sim.num_clients,

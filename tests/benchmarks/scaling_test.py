@@ -104,14 +104,27 @@ def test_fitted_model_fits_a_line_through_the_points_with_two_workers():
 
 
 def test_fitted_model_from_byte_counts():
-  points = [point(w, c, **{"bytes/sent": c * 1e6, "bytes/received": w * 2e6})
+  points = [point(w, c, **{"bytes/sent_to_workers": c * 1e6,
+                           "bytes/received_from_workers": w * 2e6,
+                           "bytes/computations_to_workers": 5e5})
             for w in (1, 2) for c in (20, 100)]
   model, how = scaling.fitted_model(points)
   assert model.bytes_per_client == pytest.approx(1e6)
   assert model.bytes_per_worker == pytest.approx(2e6)
   assert "fitted" in how
-  assert scaling.round_bytes({"bytes/total": 5.0, "bytes/sent": 3.0}) == 5.0
+  # The computation's bytes are part of the sent ones, not added again.
+  assert scaling.round_bytes(points[0]) == pytest.approx(2e7 + 2e6)
   assert scaling.round_bytes({"median_s": 1.0}) is None
+
+
+def test_expected_round_bytes_is_the_weights_per_worker():
+  # 6 MB model, 100 clients of 60 examples (6 batches of 10 indices) over
+  # 2 workers: weights down and one sum up per worker, the computation,
+  # and 100 index matrices of 240 bytes.
+  p = point(2, 100, download_bytes=6e8, upload_bytes=6e8,
+            **{"bytes/computations_to_workers": 1e6})
+  assert scaling.expected_round_bytes(p) == pytest.approx(
+      2 * 6e6 * 2 + 1e6 + 100 * 240)
 
 
 def test_scaling_markdown_states_model_points_and_projection():

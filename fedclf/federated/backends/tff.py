@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 from typing import List, Tuple
 
 from absl import logging
@@ -53,7 +54,9 @@ from fedclf.federated.attacks import flip_labels
 from fedclf.federated.backends.local import LocalBackend
 from fedclf.federated.backends.protocol import BackendSpec
 from fedclf.federated.backends.protocol import ClientTask
+from fedclf.federated.aggregators import Aggregator
 from fedclf.federated.backends import tff_data
+from fedclf.federated.backends import tff_slices
 from fedclf.federated.backends.tff_context import TffRuntime
 from fedclf.federated.client_work import ClientOutput
 from fedclf.federated.client_work import error_summary
@@ -65,10 +68,14 @@ from fedclf.federated.rounds import ServerState
 
 
 # The most clients a worker trains in one call unless BackendSpec says
-# otherwise. TFF's C++ worker holds every client of a call at once (its
-# broadcast copy of the weights, its update, its weighted update: ~30 MB
-# each for the McMahan CNN), so a 100-client call took 3 GiB.
-DEFAULT_CLIENTS_PER_CALL = 20
+# otherwise. With one TFF client per client, TFF's C++ worker holds every
+# client of a call at once (its broadcast copy of the weights, its update,
+# its weighted update: ~25 MB each for the McMahan CNN; a 100-client call
+# took 3 GiB). A slice round (tff_slices.py) holds one replica per call
+# whatever its size; there 10 gives 100 clients as 10 calls, which 2 cores
+# (or 2 workers) share evenly, where 20 would leave one core idle for the
+# fifth call.
+DEFAULT_CLIENTS_PER_CALL = 10
 
 
 def subrounds(clients_per_round: int, clients_per_call: int,
@@ -137,6 +144,15 @@ class _ValueTypes:
   seed: tff.TensorType
 
 
+@dataclasses.dataclass(frozen=True)
+class _ServerComputations:
+  """The server side of a round, shared by its two forms."""
+  opt_t: object
+  apply_optimizer: object
+  update_extra: object
+  server_delta: object  # None without extra deltas
+
+
 class DriverAggregation:
   """The `local` backend's server side (initial state, aggregation and
   server update) for rounds whose clients ran on TFF: the same methods,
@@ -181,7 +197,7 @@ class TffBackend:
       self.data = tff_data.write_worker_data(
           spec.tff_data_dir or tff_data.default_data_dir(), spec.x_train,
           spec.y_train)
-      self._build(spec.clients_per_round)
+      self._build(spec)
       self._check_worker_data(spec.x_train, spec.y_train)
       self._split = self._split_context(spec)
     except BaseException:
@@ -197,6 +213,12 @@ class TffBackend:
     """The context the round computation runs in when its clients are
     split into more slices than there are workers (None: the runtime's
     default context)."""
+    self.clients_as = ("slices" if self._slices is not None else
+                       "one_per_client")
+    if self._slices is not None:
+      # Each TFF client is one call's slice of clients.
+      self.clients_per_call = self._slices.slice_size
+      return None
     per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
     workers = self.runtime.num_workers
     slices = subrounds(spec.clients_per_round, per_call, workers)
@@ -219,15 +241,33 @@ class TffBackend:
     return self.runtime.split_context(slices)
 
   # -- building the computations --------------------------------------
-  def _build(self, expected_clients: int) -> None:
+  def _build(self, spec: BackendSpec) -> None:
     types = self._value_types()
+    # Also what `_failing_clients` runs to find a client that raises.
     self._client_update = self._client_update_computation(types)
+    self._slices = None
     if self._driver is not None:
       self._run_clients = self._clients_computation(types,
                                                     self._client_update)
       return
-    self._run_round = self._round_computation(types, self._client_update,
-                                              expected_clients)
+    server = self._server_computations(types, spec.clients_per_round)
+    if self._sums_suffice():
+      per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
+      self._slices = tff_slices.slice_shape(
+          spec.clients_per_round,
+          subrounds(spec.clients_per_round, per_call,
+                    self.runtime.num_workers))
+      self._run_round = self._slice_round_computation(types, server)
+    else:
+      self._run_round = self._round_computation(types, server)
+
+  def _sums_suffice(self) -> bool:
+    """Whether the round needs only the clients' weighted sums: the
+    aggregator is the base example-weighted mean (its TFF form is
+    `MeanFactory`) and no state stays on the clients (tff_slices.py)."""
+    aggregator = self.algorithm.aggregator
+    return (type(aggregator).tff_factory is Aggregator.tff_factory
+            and aggregator.weighted and not self._has_state)
 
   def _value_types(self) -> _ValueTypes:
     """The TFF types of the model's weights, the algorithm's state and a
@@ -335,24 +375,23 @@ class TffBackend:
 
     return run_clients
 
-  def _round_computation(self, types: _ValueTypes, client_update,
-                         expected_clients: int):
-    """One round (broadcast, client updates, aggregation, server update) as
-    a TFF federated computation; sets the aggregator and optimizer."""
+  def _server_computations(self, types: _ValueTypes,
+                           expected_clients: int) -> _ServerComputations:
+    """The server side's TFF computations, shared by both round forms;
+    sets the aggregator and optimizer."""
     work, t_spec = self.work, types.trainable_spec
-    t_type, nt_type = types.trainable, types.non_trainable
-    extra_type, state_type = types.extra, types.client_state
-    result_t = client_update.type_signature.result
+    t_type = types.trainable
+    extra_type = types.extra
+    result_t = self._client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
     self._report_dtypes = {key: np.dtype(getattr(result_t, key).dtype)
                            for key in REPORTED_NUMBERS}
+    self._report_rows = expected_clients
     factory = self.algorithm.aggregator.tff_factory(expected_clients)
-    weighted = self.algorithm.aggregator.weighted
-    self._aggregator = (factory.create(delta_t, weight_t) if weighted else
+    self._aggregator = (factory.create(delta_t, weight_t)
+                        if self.algorithm.aggregator.weighted else
                         factory.create(delta_t))
-    aggregator = self._aggregator
     optimizer = tff_server_optimizer(self.algorithm.server)
-    self._optimizer = optimizer
     num_clients = float(self.num_clients)
 
     @tff.tensorflow.computation
@@ -372,15 +411,29 @@ class TffBackend:
       return work.update_server_extra(list(ex), list(mean_extra_delta),
                                       count / num_clients)
 
-    server_delta = self._server_delta_computation(types, result_t)
+    return _ServerComputations(
+        opt_t=opt_t, apply_optimizer=apply_optimizer,
+        update_extra=update_extra,
+        server_delta=self._server_delta_computation(types, result_t))
+
+  def _round_computation(self, types: _ValueTypes,
+                         server: _ServerComputations):
+    """One round (broadcast, client updates, aggregation, server update) as
+    a TFF federated computation, one TFF client per client."""
+    client_update = self._client_update
+    t_type, nt_type = types.trainable, types.non_trainable
+    extra_type, state_type = types.extra, types.client_state
+    result_t = client_update.type_signature.result
+    aggregator, weighted = self._aggregator, self.algorithm.aggregator.weighted
+    opt_t, apply_optimizer = server.opt_t, server.apply_optimizer
+    update_extra, server_delta = server.update_extra, server.server_delta
 
     @tff.tensorflow.computation(np.float32)
     def kept(dropped):
       return 1.0 - dropped
 
-    self._report_rows = expected_clients
     report_row, client_state_of = self._report_computations(
-        result_t, expected_clients)
+        result_t, self._report_rows)
 
     agg_state_t = aggregator.initialize.type_signature.result
 
@@ -430,6 +483,74 @@ class TffBackend:
       return (new_w, new_nt, new_ex, new_opt, agg.state, reports, states)
 
     return run_round
+
+  def _slice_round_computation(self, types: _ValueTypes,
+                               server: _ServerComputations):
+    """One round as a TFF federated computation whose TFF clients are
+    slices of clients, each returning its clients' weighted sums
+    (tff_slices.py); the server divides their federated sum."""
+    result_t = self._client_update.type_signature.result
+    training = tff_slices.SliceTraining(
+        work=self.work, model_fn=self.model_fn, attack=self.attack,
+        num_classes=self.num_classes,
+        arrays=functools.partial(tff_data.mapped_arrays, self.data),
+        reported=REPORTED_NUMBERS, has_nt=self._has_nt,
+        extra_delta_specs=tuple((tuple(t.shape), tf.as_dtype(t.dtype))
+                                for t in result_t.extra_delta))
+    train_slice = tff_slices.slice_training_computation(
+        training, types, self._slices, self._count_trace)
+    sums_t = train_slice.type_signature.result
+    has_nt, has_extra = self._has_nt, self._has_extra
+    opt_t, apply_optimizer = server.opt_t, server.apply_optimizer
+    update_extra, server_delta = server.update_extra, server.server_delta
+    slice_args = train_slice.type_signature.parameter
+
+    @tff.tensorflow.computation(sums_t)
+    def means(sums):
+      # MeanFactory's arithmetic: sum of w_i * x_i over sum of w_i.
+      out = collections.OrderedDict(
+          delta=[d / sums["weight"] for d in sums["delta"]])
+      if has_nt:
+        out["non_trainable"] = [v / sums["weight"]
+                                for v in sums["non_trainable"]]
+      if training.extra_delta_specs:
+        out["extra_delta"] = [d / sums["kept"] for d in sums["extra_delta"]]
+        out["count"] = sums["kept"]
+      return out
+
+    @tff.federated_computation(
+        _at_server(types.trainable), _at_server(types.non_trainable),
+        _at_server(types.extra), _at_server(opt_t),
+        self._aggregator.initialize.type_signature.result,
+        *[_at_clients(slice_args[i]) for i in range(3, len(slice_args))])
+    def run_round(w, nt, ex, opt_state, agg_state, matrices, steps,
+                  num_examples, seeds, malicious, slots):
+      self.traces += 1
+      sums = tff.federated_sum(tff.federated_map(train_slice,
+          tff.federated_zip((
+              tff.federated_broadcast(w), tff.federated_broadcast(nt),
+              tff.federated_broadcast(ex), matrices, steps, num_examples,
+              seeds, malicious, slots))))
+      mean = tff.federated_map(means, sums)
+      delta = mean.delta
+      if server_delta is not None:
+        parts = ((delta, mean.extra_delta, ex, mean.count) if has_extra else
+                 (delta, mean.extra_delta, mean.count))
+        delta = tff.federated_map(server_delta, tff.federated_zip(parts))
+      new_opt, new_w = tff.federated_map(
+          apply_optimizer, tff.federated_zip((opt_state, w, delta)))
+      new_nt = mean.non_trainable if has_nt else nt
+      new_ex = (tff.federated_map(update_extra, tff.federated_zip((
+          ex, mean.extra_delta, mean.count))) if has_extra else ex)
+      reports = tff.federated_zip(collections.OrderedDict(
+          numbers=sums.numbers, upload_bytes=sums.upload_bytes))
+      # The aggregator (MeanFactory) has no state to advance.
+      return (new_w, new_nt, new_ex, new_opt, agg_state, reports, ())
+
+    return run_round
+
+  def _count_trace(self) -> None:
+    self.traces += 1
 
   @staticmethod
   def _report_computations(result_t, rows: int):
@@ -576,13 +697,18 @@ class TffBackend:
     if len(examples) > self._report_rows:
       raise ValueError(f"{len(examples)} clients in a round built for at "
                        f"most {self._report_rows}")
-    slots = list(np.arange(len(examples), dtype=np.int32))
+    if self._slices is not None:
+      # Without client state (a slice round's clients keep none).
+      per_client = tff_slices.pack_slices(clients[:3] + clients[4:],
+                                          self._slices, self.batch_shape)
+    else:
+      per_client = clients + [list(np.arange(len(examples), dtype=np.int32))]
     with (contextlib.nullcontext() if self._split is None else
           context_stack_impl.context_stack.install(self._split)):
       w, nt, ex, opt, agg, reports, states = self._run_round(
           state.trainable, state.non_trainable, state.extra,
           state.optimizer["optimizer"], state.optimizer["aggregator"],
-          *clients, slots)
+          *per_client)
     numbers = np.asarray(reports["numbers"])
     upload = np.asarray(reports["upload_bytes"])
     dtypes = self._report_dtypes

@@ -54,6 +54,7 @@ module stays cheap.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Sequence
@@ -243,6 +244,23 @@ def _own_loop_context(context):
   return OwnLoopContext()
 
 
+def _cancel_then_stop(loop) -> None:
+  """Cancels the loop's pending tasks, then stops it once they have ended.
+
+  A call in flight when its worker went away (SIGTERM stops the workers
+  first) is left retrying by TFF's `retrying` decorator forever; stopping
+  the loop under it leaves a pending task, which asyncio reports with its
+  traceback when the task is garbage collected at exit."""
+  pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+  if not pending:
+    loop.stop()
+    return
+  for task in pending:
+    task.cancel()
+  asyncio.gather(*pending, return_exceptions=True).add_done_callback(
+      lambda _: loop.stop())
+
+
 def _stop_event_loop(context) -> None:
   """Ends the event-loop thread of TFF's sync or mergeable `context` now.
 
@@ -258,7 +276,7 @@ def _stop_event_loop(context) -> None:
   loop, thread = runner._event_loop, runner._thread
   # pylint: enable=protected-access
   if thread.is_alive():
-    loop.call_soon_threadsafe(loop.stop)
+    loop.call_soon_threadsafe(_cancel_then_stop, loop)
     thread.join(timeout=10)
   # The runner's own finalizer would stop it again, on a loop that may be
   # closed by then (a RuntimeError printed at exit).

@@ -330,3 +330,27 @@ def test_split_context_runs_slices_on_every_worker_and_stops_its_threads():
   finally:
     for w in workers:
       w.stop()
+
+
+def test_stopping_a_context_cancels_the_calls_it_left_retrying():
+  # A call in flight when its worker went away (SIGTERM stops the workers
+  # first) retries forever in TFF's `retrying` decorator; stopping the loop
+  # under it left a pending task that asyncio printed with its traceback
+  # at exit.
+  import asyncio  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.common_libs import async_utils  # pylint: disable=g-import-not-at-top
+
+  class Context:
+    _async_runner = async_utils.AsyncThreadRunner()
+
+  async def retrying_forever():
+    while True:
+      await asyncio.sleep(0.01)
+
+  loop = Context._async_runner._event_loop  # pylint: disable=protected-access
+  call = asyncio.run_coroutine_threadsafe(retrying_forever(), loop)
+  time.sleep(0.1)
+  tff_context._stop_event_loop(Context())  # pylint: disable=protected-access
+  assert call.cancelled()
+  assert not asyncio.all_tasks(loop)
+  assert not loop.is_running()

@@ -140,12 +140,55 @@ def test_round_split_into_calls_matches_the_local_backend(tmp_path):
       np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
 
 
+def test_round_in_padded_slices_matches_the_local_backend(tmp_path):
+  # 3 clients in slices of 2: two TFF clients, the second with one real
+  # client and one padding place, which must add nothing.
+  sliced, summary = final_weights(
+      config("fedavg", "tff", clients_per_call=2), tmp_path / "sliced")
+  assert summary["tff_clients_as"] == "slices"
+  assert summary["tff_clients_per_call"] == 2
+  local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
+  for a, b in zip(local.trainable, sliced.trainable):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for got, want in zip(_metric_rows(tmp_path / "sliced"),
+                       _metric_rows(tmp_path / "local")):
+    for key in ("examples", "clients_reported", "train_loss",
+                "upload_bytes"):
+      np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
+
+
+def test_pack_slices_spreads_clients_and_pads():
+  from fedclf.federated.backends import tff_slices  # pylint: disable=g-import-not-at-top
+  shape = tff_slices.slice_shape(5, 2)
+  assert (shape.slice_size, shape.num_slices) == (3, 2)
+  matrices = [np.full((2, 4), i, np.int32) for i in range(5)]
+  clients = [matrices, [np.int32(2)] * 5,
+             [np.float32(10 + i) for i in range(5)],
+             [np.array([i, 0], np.int64) for i in range(5)],
+             [np.float32(0)] * 5]
+  m, steps, examples, seeds, malicious, slots = tff_slices.pack_slices(
+      clients, shape, (2, 4))
+  assert [list(s) for s in slots] == [[0, 2, 4], [1, 3, -1]]
+  assert m[1].shape == (3, 2, 4) and (m[1][2] == -1).all()
+  assert list(examples[0]) == [10, 12, 14] and list(steps[1]) == [2, 2, 0]
+  assert seeds[1].shape == (3, 2) and examples[1][2] == 0
+  with pytest.raises(ValueError):
+    tff_slices.pack_slices([c + c for c in clients], shape, (2, 4))
+
+
+def test_per_client_aggregators_keep_one_tff_client_per_client(tmp_path):
+  _, summary = final_weights(config("dp_fedavg", "tff", rounds=1),
+                             tmp_path)
+  assert summary["tff_clients_as"] == "one_per_client"
+
+
 def test_clients_with_state_train_their_round_in_one_call(tmp_path):
   # Per-client state comes back per client, which a split round would get
   # by training every slice twice: SCAFFOLD's rounds are not split.
   _, summary = final_weights(config("scaffold", "tff", rounds=1,
                                     clients_per_call=1), tmp_path)
   assert summary["tff_clients_per_call"] == 3
+  assert summary["tff_clients_as"] == "one_per_client"
 
 
 def test_binary_with_tff_backend_leaves_no_worker(tmp_path):
