@@ -4,7 +4,11 @@ The algorithm's client work is the same `ClientWork.train` the `local`
 backend runs, wrapped in a `tff.tensorflow.computation`; broadcast, aggregation
 (`tff.aggregators.MeanFactory`, or `DifferentiallyPrivateFactory` for
 DP-FedAvg) and the server optimizer (`tff.learning.optimizers`) are TFF's
-own. The computation runs on workers owned by `TffRuntime` (one local
+own. A round that needs only the clients' example-weighted mean (the
+default aggregator, no state on the clients) runs its TFF clients as slices
+of clients (tff_slices.py): each worker returns one sum of its clients'
+weighted updates, and the driver adds them and applies the same optimizer
+(`_server_step`). The computation runs on workers owned by `TffRuntime` (one local
 worker, or remote ones given as host:port; see tff_context.py and
 tff_workers.py), so the C++ worker process is stopped on every exit path.
 
@@ -257,7 +261,7 @@ class TffBackend:
           spec.clients_per_round,
           subrounds(spec.clients_per_round, per_call,
                     self.runtime.num_workers))
-      self._run_round = self._slice_round_computation(types, server)
+      self._run_round = self._slice_sums_computation(types)
     else:
       self._run_round = self._round_computation(types, server)
 
@@ -392,6 +396,7 @@ class TffBackend:
                         if self.algorithm.aggregator.weighted else
                         factory.create(delta_t))
     optimizer = tff_server_optimizer(self.algorithm.server)
+    self._optimizer = optimizer
     num_clients = float(self.num_clients)
 
     @tff.tensorflow.computation
@@ -484,11 +489,12 @@ class TffBackend:
 
     return run_round
 
-  def _slice_round_computation(self, types: _ValueTypes,
-                               server: _ServerComputations):
-    """One round as a TFF federated computation whose TFF clients are
-    slices of clients, each returning its clients' weighted sums
-    (tff_slices.py); the server divides their federated sum."""
+  def _slice_sums_computation(self, types: _ValueTypes):
+    """The clients' part of a slice round as a TFF federated computation:
+    broadcast, each slice's clients trained in one call (tff_slices.py),
+    the federated sum of their weighted sums. Each worker runs it on its
+    share of the slices; the driver adds the workers' sums and applies the
+    server step (`_server_step`)."""
     result_t = self._client_update.type_signature.result
     training = tff_slices.SliceTraining(
         work=self.work, model_fn=self.model_fn, attack=self.attack,
@@ -499,55 +505,50 @@ class TffBackend:
                                 for t in result_t.extra_delta))
     train_slice = tff_slices.slice_training_computation(
         training, types, self._slices, self._count_trace)
-    sums_t = train_slice.type_signature.result
-    has_nt, has_extra = self._has_nt, self._has_extra
-    opt_t, apply_optimizer = server.opt_t, server.apply_optimizer
-    update_extra, server_delta = server.update_extra, server.server_delta
     slice_args = train_slice.type_signature.parameter
-
-    @tff.tensorflow.computation(sums_t)
-    def means(sums):
-      # MeanFactory's arithmetic: sum of w_i * x_i over sum of w_i.
-      out = collections.OrderedDict(
-          delta=[d / sums["weight"] for d in sums["delta"]])
-      if has_nt:
-        out["non_trainable"] = [v / sums["weight"]
-                                for v in sums["non_trainable"]]
-      if training.extra_delta_specs:
-        out["extra_delta"] = [d / sums["kept"] for d in sums["extra_delta"]]
-        out["count"] = sums["kept"]
-      return out
 
     @tff.federated_computation(
         _at_server(types.trainable), _at_server(types.non_trainable),
-        _at_server(types.extra), _at_server(opt_t),
-        self._aggregator.initialize.type_signature.result,
+        _at_server(types.extra),
         *[_at_clients(slice_args[i]) for i in range(3, len(slice_args))])
-    def run_round(w, nt, ex, opt_state, agg_state, matrices, steps,
-                  num_examples, seeds, malicious, slots):
+    def train_slices(w, nt, ex, matrices, steps, num_examples, seeds,
+                     malicious, slots):
       self.traces += 1
-      sums = tff.federated_sum(tff.federated_map(train_slice,
+      return tff.federated_sum(tff.federated_map(train_slice,
           tff.federated_zip((
               tff.federated_broadcast(w), tff.federated_broadcast(nt),
               tff.federated_broadcast(ex), matrices, steps, num_examples,
               seeds, malicious, slots))))
-      mean = tff.federated_map(means, sums)
-      delta = mean.delta
-      if server_delta is not None:
-        parts = ((delta, mean.extra_delta, ex, mean.count) if has_extra else
-                 (delta, mean.extra_delta, mean.count))
-        delta = tff.federated_map(server_delta, tff.federated_zip(parts))
-      new_opt, new_w = tff.federated_map(
-          apply_optimizer, tff.federated_zip((opt_state, w, delta)))
-      new_nt = mean.non_trainable if has_nt else nt
-      new_ex = (tff.federated_map(update_extra, tff.federated_zip((
-          ex, mean.extra_delta, mean.count))) if has_extra else ex)
-      reports = tff.federated_zip(collections.OrderedDict(
-          numbers=sums.numbers, upload_bytes=sums.upload_bytes))
-      # The aggregator (MeanFactory) has no state to advance.
-      return (new_w, new_nt, new_ex, new_opt, agg_state, reports, ())
 
-    return run_round
+    return train_slices
+
+  def _server_step(self, state: ServerState, sums) -> ServerState:
+    """The server's part of a slice round, on the driver (the server):
+    MeanFactory's arithmetic (sum of w_i * x_i over sum of w_i), the
+    algorithm's server delta and extra state, and the same tff.learning
+    optimizer the one-client-per-client round applies inside TFF."""
+    work, count_share = self.work, None
+    weight = tf.constant(sums["weight"], tf.float32)
+    delta = [tf.constant(d) / weight for d in sums["delta"]]
+    non_trainable = ([tf.constant(v) / weight for v in sums["non_trainable"]]
+                     if self._has_nt else state.non_trainable)
+    extra = [tf.constant(e) for e in state.extra]
+    if "extra_delta" in sums:
+      kept = tf.constant(sums["kept"], tf.float32)
+      mean_extra = [tf.constant(d) / kept for d in sums["extra_delta"]]
+      count_share = kept / float(self.num_clients)
+      delta = work.server_delta(delta, mean_extra, extra, count_share)
+    opt_state, trainable = self._optimizer.next(
+        state.optimizer["optimizer"],
+        [tf.constant(w) for w in state.trainable], delta)
+    if self._has_extra:
+      extra = work.update_server_extra(extra, mean_extra, count_share)
+    return dataclasses.replace(
+        state, trainable=[np.asarray(w) for w in trainable],
+        non_trainable=[np.asarray(v) for v in non_trainable],
+        optimizer={"optimizer": _to_numpy(opt_state),
+                   "aggregator": state.optimizer["aggregator"]},
+        extra=[np.asarray(e) for e in extra])
 
   def _count_trace(self) -> None:
     self.traces += 1
@@ -698,26 +699,25 @@ class TffBackend:
       raise ValueError(f"{len(examples)} clients in a round built for at "
                        f"most {self._report_rows}")
     if self._slices is not None:
-      # Without client state (a slice round's clients keep none).
-      per_client = tff_slices.pack_slices(clients[:3] + clients[4:],
-                                          self._slices, self.batch_shape)
+      new_state, reports, states = self._slice_round(state, clients)
     else:
-      per_client = clients + [list(np.arange(len(examples), dtype=np.int32))]
-    with (contextlib.nullcontext() if self._split is None else
-          context_stack_impl.context_stack.install(self._split)):
-      w, nt, ex, opt, agg, reports, states = self._run_round(
-          state.trainable, state.non_trainable, state.extra,
-          state.optimizer["optimizer"], state.optimizer["aggregator"],
-          *per_client)
+      slots = list(np.arange(len(examples), dtype=np.int32))
+      with (contextlib.nullcontext() if self._split is None else
+            context_stack_impl.context_stack.install(self._split)):
+        w, nt, ex, opt, agg, reports, states = self._run_round(
+            state.trainable, state.non_trainable, state.extra,
+            state.optimizer["optimizer"], state.optimizer["aggregator"],
+            *clients, slots)
+      new_state = ServerState(
+          trainable=[np.asarray(a) for a in w],
+          non_trainable=[np.asarray(a) for a in nt],
+          optimizer={"optimizer": _to_numpy(opt),
+                     "aggregator": _to_numpy(agg)},
+          extra=[np.asarray(a) for a in ex])
+    new_state = dataclasses.replace(new_state, round_num=round_num)
     numbers = np.asarray(reports["numbers"])
     upload = np.asarray(reports["upload_bytes"])
     dtypes = self._report_dtypes
-    new_state = ServerState(
-        trainable=[np.asarray(a) for a in w],
-        non_trainable=[np.asarray(a) for a in nt],
-        optimizer={"optimizer": _to_numpy(opt), "aggregator": _to_numpy(agg)},
-        extra=[np.asarray(a) for a in ex],
-        round_num=round_num)
     outputs = [
         ClientOutput(delta=[], non_trainable=[], weight=np.float32(n),
                      extra_delta=[],
@@ -729,6 +729,25 @@ class TffBackend:
         for i, n in enumerate(examples)
     ]
     return new_state, outputs
+
+  def _slice_round(self, state: ServerState, clients):
+    """(new state, report sums, no client states) of a slice round: each
+    worker trains its share of the slices at once, the driver adds their
+    sums and applies the server step."""
+    # Without the clients' states (a slice round's clients keep none).
+    slices = tff_slices.pack_slices(clients[:3] + clients[4:], self._slices,
+                                    self.batch_shape)
+    workers = self.runtime.num_workers
+    share = self._slices.num_slices // workers
+    per_worker = [
+        (state.trainable, state.non_trainable, state.extra,
+         *[column[i * share:(i + 1) * share] for column in slices])
+        for i in range(workers)]
+    sums = [_to_numpy(s) for s in
+            self.runtime.run_on_each_worker(self._run_round, per_worker)]
+    total = tf.nest.map_structure(lambda first, *rest: sum(rest, first),
+                                  *sums)
+    return self._server_step(state, total), total, ()
 
   def _driver_round(self, state: ServerState, clients, round_num: int
                     ) -> Tuple[ServerState, List[ClientOutput]]:

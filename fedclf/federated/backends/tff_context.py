@@ -55,6 +55,7 @@ module stays cheap.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import time
 from typing import Sequence
@@ -362,6 +363,8 @@ class TffRuntime:
     self._context = None
     self._split_contexts = {}
     self._worker_loop_contexts = []
+    self._worker_contexts = []
+    self._threads = None
     self._previous_context = None
     self._active = False
     self.traffic = WireTraffic()
@@ -443,13 +446,8 @@ class TffRuntime:
     return compiler.desugar_and_transform_to_native(comp)
 
   def _make_context(self):
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
-    # pylint: enable=g-import-not-at-top
     if len(self._connections) == 1:
-      return sync_execution_context.SyncExecutionContext(
-          executor_fn=self._connections[0].executor_factory(),
-          **_context_kwargs(self._compile_counted))
+      return self._sync_context(self._connections[0])
     return self.split_context(len(self._connections))
 
   def split_context(self, num_subrounds: int):
@@ -486,6 +484,41 @@ class TffRuntime:
     self._split_contexts[num_subrounds] = context
     return context
 
+  def run_on_each_worker(self, comp, per_worker_args: Sequence[tuple]):
+    """`comp(*per_worker_args[i])` on worker i, all workers at once (one
+    thread each, every worker on its own context and event loop); the
+    results in worker order. The first error raised is re-raised."""
+    if len(per_worker_args) != len(self._connections):
+      raise ValueError(f"{len(per_worker_args)} argument lists for "
+                       f"{len(self._connections)} workers")
+    if not self._worker_contexts:
+      self._worker_contexts = ([self._context] if len(self._connections) == 1
+                               else [self._sync_context(c) for c in
+                                     self._connections])
+      self._threads = concurrent.futures.ThreadPoolExecutor(
+          max_workers=len(self._connections),
+          thread_name_prefix="tff_worker_call")
+
+    def call(context, args):
+      # pylint: disable=g-import-not-at-top
+      from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+      # pylint: enable=g-import-not-at-top
+      # TFF's context stack is thread-local.
+      with context_stack_impl.context_stack.install(context):
+        return comp(*args)
+
+    calls = [self._threads.submit(call, context, args) for context, args in
+             zip(self._worker_contexts, per_worker_args)]
+    return [c.result() for c in calls]
+
+  def _sync_context(self, connection: _WorkerConnection):
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    # pylint: enable=g-import-not-at-top
+    return sync_execution_context.SyncExecutionContext(
+        executor_fn=connection.executor_factory(),
+        **_context_kwargs(self._compile_counted))
+
   def run_on_worker(self, index: int, comp, *args):
     """`comp(*args)` on worker `index` alone (e.g. a check of what that
     worker holds)."""
@@ -513,8 +546,11 @@ class TffRuntime:
       # inside the block on purpose.
       if stack._stack[0] is self._context:  # pylint: disable=protected-access
         stack.set_default_context(self._previous_context)
-    for context in [self._context, *self._split_contexts.values(),
-                    *self._worker_loop_contexts]:
+    if self._threads is not None:
+      self._threads.shutdown(wait=True)
+    for context in {id(c): c for c in [
+        self._context, *self._split_contexts.values(),
+        *self._worker_loop_contexts, *self._worker_contexts]}.values():
       _stop_event_loop(context)
     for connection in self._connections:
       connection.close()
@@ -527,4 +563,6 @@ class TffRuntime:
     self._context = None
     self._split_contexts = {}
     self._worker_loop_contexts = []
+    self._worker_contexts = []
+    self._threads = None
     self._previous_context = None

@@ -100,7 +100,7 @@ def test_two_workers_on_localhost(tmp_path):
   workers = [tff_workers.start_local_worker() for _ in range(2)]
   try:
     local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
-    remote, _ = final_weights(
+    remote, summary = final_weights(
         config("fedavg", "tff", workers=[w.address for w in workers]),
         tmp_path / "remote")
   finally:
@@ -108,6 +108,13 @@ def test_two_workers_on_localhost(tmp_path):
       w.stop()
   for a, b in zip(local.trainable, remote.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  # Each worker sends back one sum of its clients' updates per round (the
+  # driver merges them and steps the server): 2 workers x 3 rounds.
+  from fedclf.federated.communication import broadcast_bytes  # pylint: disable=g-import-not-at-top
+  model = broadcast_bytes(remote)
+  assert summary["tff_clients_as"] == "slices"
+  assert abs(summary["total_bytes_received_from_workers"] -
+             2 * 3 * model) <= 0.1 * 2 * 3 * model
 
 
 def test_subrounds_cover_the_round_evenly_over_the_workers():
