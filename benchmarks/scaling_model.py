@@ -6,11 +6,12 @@ Round time = latency + serial + max(driver, compute, network), where
   compute = worker CPU seconds per client x ceil(clients / W) (clients are
             split evenly; a worker is one core, and the slowest share sets
             the pace);
-  network = (bytes per client x clients + bytes per worker x W) x 8 /
-            bandwidth (every byte passes the driver's one link);
-  serial  = seconds per client that nothing overlaps: a round split into
-            slices of clients merges each slice's partial aggregate in
-            turn and sends the server state again per slice;
+  network = (bytes per client x clients + bytes per worker x
+            min(W, clients)) x 8 / bandwidth (every byte passes the
+            driver's one link; a worker without clients is sent nothing);
+  serial  = seconds per client that nothing overlaps (fitted to what the
+            other terms leave unexplained; on the one-TFF-client-per-client
+            path, the merges of a round split into slices);
   latency = per-round waiting not explained by CPU (round trips, gRPC).
 The driver, compute and network terms overlap (the driver streams clients
 to workers while others train), so the largest one sets the round's pace;
@@ -39,7 +40,8 @@ class ScalingModel:
 def round_terms(model: ScalingModel, workers: int, clients: int,
                 gbit_per_s: float) -> dict:
   """The driver, compute and network seconds of one round."""
-  wire = model.bytes_per_client * clients + model.bytes_per_worker * workers
+  wire = (model.bytes_per_client * clients +
+          model.bytes_per_worker * min(workers, clients))
   return {"driver": model.driver_s_per_client * clients,
           "compute": model.worker_s_per_client * math.ceil(clients / workers),
           "network": wire * 8 / (gbit_per_s * 1e9)}

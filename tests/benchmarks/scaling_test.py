@@ -36,9 +36,13 @@ def test_round_terms_and_seconds():
 
 
 def test_bottleneck_clients():
-  # 64 workers at 1 Gbit/s: sending the model to each worker (1.024 s)
-  # already outlasts one client's training (0.5 s).
-  assert scaling_model.bottleneck_clients(MODEL, 64, 1) == (1, "network")
+  # 64 workers at 1 Gbit/s: up to 64 clients each busy worker costs 3 MB
+  # (its client's 1 MB and its own 2 MB), 0.024 s at 1 Gbit/s; 21 of them
+  # (0.504 s) outlast one client's training (0.5 s). Idle workers are sent
+  # nothing.
+  assert scaling_model.bottleneck_clients(MODEL, 64, 1) == (21, "network")
+  terms = scaling_model.round_terms(MODEL, 64, 1, 1)
+  assert terms["network"] == pytest.approx(3e6 * 8 / 1e9)
   # 4 workers at 10 Gbit/s: 0.01 c and 0.0008 c + 0.0064 never pass
   # 0.5 ceil(c / 4).
   assert scaling_model.bottleneck_clients(MODEL, 4, 10, 1000) is None

@@ -739,12 +739,16 @@ class TffBackend:
                                     self.batch_shape)
     workers = self.runtime.num_workers
     share = self._slices.num_slices // workers
-    per_worker = [
-        (state.trainable, state.non_trainable, state.extra,
-         *[column[i * share:(i + 1) * share] for column in slices])
-        for i in range(workers)]
+    args_by_worker = {}
+    for i in range(workers):
+      columns = [column[i * share:(i + 1) * share] for column in slices]
+      # A worker whose share is only padding (fewer clients than workers)
+      # is not sent the weights.
+      if any((slots >= 0).any() for slots in columns[-1]):
+        args_by_worker[i] = (state.trainable, state.non_trainable,
+                             state.extra, *columns)
     sums = [_to_numpy(s) for s in
-            self.runtime.run_on_each_worker(self._run_round, per_worker)]
+            self.runtime.run_on_workers(self._run_round, args_by_worker)]
     total = tf.nest.map_structure(lambda first, *rest: sum(rest, first),
                                   *sums)
     return self._server_step(state, total), total, ()

@@ -484,13 +484,14 @@ class TffRuntime:
     self._split_contexts[num_subrounds] = context
     return context
 
-  def run_on_each_worker(self, comp, per_worker_args: Sequence[tuple]):
-    """`comp(*per_worker_args[i])` on worker i, all workers at once (one
-    thread each, every worker on its own context and event loop); the
-    results in worker order. The first error raised is re-raised."""
-    if len(per_worker_args) != len(self._connections):
-      raise ValueError(f"{len(per_worker_args)} argument lists for "
-                       f"{len(self._connections)} workers")
+  def run_on_workers(self, comp, args_by_worker: dict[int, tuple]) -> list:
+    """`comp(*args_by_worker[i])` on worker i, for every worker named, all
+    at once (one thread each, every worker on its own context and event
+    loop); the results in the order of `args_by_worker`. The first error
+    raised is re-raised."""
+    if not set(args_by_worker) <= set(range(len(self._connections))):
+      raise ValueError(f"workers {sorted(args_by_worker)} named, "
+                       f"{len(self._connections)} connected")
     if not self._worker_contexts:
       self._worker_contexts = ([self._context] if len(self._connections) == 1
                                else [self._sync_context(c) for c in
@@ -507,8 +508,8 @@ class TffRuntime:
       with context_stack_impl.context_stack.install(context):
         return comp(*args)
 
-    calls = [self._threads.submit(call, context, args) for context, args in
-             zip(self._worker_contexts, per_worker_args)]
+    calls = [self._threads.submit(call, self._worker_contexts[i], args)
+             for i, args in args_by_worker.items()]
     return [c.result() for c in calls]
 
   def _sync_context(self, connection: _WorkerConnection):

@@ -103,6 +103,12 @@ def test_two_workers_on_localhost(tmp_path):
     remote, summary = final_weights(
         config("fedavg", "tff", workers=[w.address for w in workers]),
         tmp_path / "remote")
+    # One client per round: the worker left with padding only is not
+    # called (one sum back per round, not two).
+    one = config("fedavg", "tff", workers=[w.address for w in workers])
+    one = dataclasses.replace(one, simulation=dataclasses.replace(
+        one.simulation, clients_per_round=1))
+    _, one_summary = final_weights(one, tmp_path / "one_client")
   finally:
     for w in workers:
       w.stop()
@@ -115,6 +121,8 @@ def test_two_workers_on_localhost(tmp_path):
   assert summary["tff_clients_as"] == "slices"
   assert abs(summary["total_bytes_received_from_workers"] -
              2 * 3 * model) <= 0.1 * 2 * 3 * model
+  assert abs(one_summary["total_bytes_received_from_workers"] -
+             3 * model) <= 0.1 * 3 * model
 
 
 def test_subrounds_cover_the_round_evenly_over_the_workers():
