@@ -146,9 +146,10 @@ flags.DEFINE_string("tff_data_dir", "",
                     "folder in this machine's temp dir.")
 flags.DEFINE_integer("tff_clients_per_call", 0,
                      "tff backend: the most clients a worker trains in one "
-                     "call; a larger round is split into slices whose "
-                     "aggregates are merged, which bounds the worker's "
-                     "memory. 0 = the default (20).")
+                     "call (a slice of the round; weighted-mean rounds "
+                     "train a slice's clients one after another and sum "
+                     "their updates, others hold every client of a call "
+                     "at once). 0 = the default (10).")
 flags.DEFINE_enum("compression", "none", ["none", "topk", "quantize"],
                   "Upload codec of the clients' model delta, with any "
                   "algorithm: topk (largest entries per tensor, error "

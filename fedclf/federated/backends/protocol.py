@@ -71,9 +71,9 @@ class BackendSpec:
   # arrays' files (tff_data.py); the driver writes them there; "" = a folder
   # in this machine's temp dir (workers on this machine).
   tff_data_dir: str = ""
-  # `tff`: the most clients one worker call trains (the round is split into
-  # slices merged after aggregation, TffRuntime.split_context), which bounds
-  # a worker's memory; 0 = tff.DEFAULT_CLIENTS_PER_CALL.
+  # `tff`: the most clients one worker call trains (a slice of the round:
+  # tff_slices.py, or TffRuntime.split_context for rounds with one TFF
+  # client per client); 0 = tff.DEFAULT_CLIENTS_PER_CALL.
   tff_clients_per_call: int = 0
   # What malicious clients (ClientTask.malicious) do to their update or
   # labels; label flipping needs the number of classes.
