@@ -139,33 +139,24 @@ def _metric_rows(out_dir):
           (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_round_split_into_calls_matches_the_local_backend(tmp_path):
-  # 3 clients per round, 1 per call: three slices on one worker, merged
-  # after their aggregation, and each client's numbers come back as
-  # before.
+@pytest.mark.parametrize("algorithm,per_call,form", [
+    # One TFF client per client (DP's aggregator needs each update): 3
+    # clients, 1 per call, three slices on one worker merged after their
+    # aggregation by TFF's mergeable form.
+    ("dp_fedavg", 1, "one_per_client"),
+    # Slice round: 3 clients in slices of 2, the second with one real
+    # client and one padding place, which must add nothing.
+    ("fedavg", 2, "slices")])
+def test_round_split_into_calls_matches_the_local_backend(
+    tmp_path, algorithm, per_call, form):
   split, summary = final_weights(
-      config("fedavg", "tff", clients_per_call=1), tmp_path / "split")
-  assert summary["tff_clients_per_call"] == 1
-  local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
+      config(algorithm, "tff", clients_per_call=per_call), tmp_path / "split")
+  assert summary["tff_clients_as"] == form
+  assert summary["tff_clients_per_call"] == per_call
+  local, _ = final_weights(config(algorithm, "local"), tmp_path / "local")
   for a, b in zip(local.trainable, split.trainable):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
   for got, want in zip(_metric_rows(tmp_path / "split"),
-                       _metric_rows(tmp_path / "local")):
-    for key in ("examples", "clients_reported", "train_loss"):
-      np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
-
-
-def test_round_in_padded_slices_matches_the_local_backend(tmp_path):
-  # 3 clients in slices of 2: two TFF clients, the second with one real
-  # client and one padding place, which must add nothing.
-  sliced, summary = final_weights(
-      config("fedavg", "tff", clients_per_call=2), tmp_path / "sliced")
-  assert summary["tff_clients_as"] == "slices"
-  assert summary["tff_clients_per_call"] == 2
-  local, _ = final_weights(config("fedavg", "local"), tmp_path / "local")
-  for a, b in zip(local.trainable, sliced.trainable):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  for got, want in zip(_metric_rows(tmp_path / "sliced"),
                        _metric_rows(tmp_path / "local")):
     for key in ("examples", "clients_reported", "train_loss",
                 "upload_bytes"):
@@ -189,12 +180,6 @@ def test_pack_slices_spreads_clients_and_pads():
   assert seeds[1].shape == (3, 2) and examples[1][2] == 0
   with pytest.raises(ValueError):
     tff_slices.pack_slices([c + c for c in clients], shape, (2, 4))
-
-
-def test_per_client_aggregators_keep_one_tff_client_per_client(tmp_path):
-  _, summary = final_weights(config("dp_fedavg", "tff", rounds=1),
-                             tmp_path)
-  assert summary["tff_clients_as"] == "one_per_client"
 
 
 def test_clients_with_state_train_their_round_in_one_call(tmp_path):
