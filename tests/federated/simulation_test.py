@@ -35,7 +35,7 @@ TINY_PARAMS = {
 
 # Algorithms that need another model than the tiny runs' MLP (FedBN: one
 # with BatchNorm layers).
-TINY_MODELS = {"fedbn": "resnet20"}
+TINY_MODELS = {"fedbn": "cnn_gap"}
 
 
 def tiny_config(algorithm="fedavg", rounds=2, **sim_overrides):

@@ -41,8 +41,9 @@ def config(algorithm, backend, rounds=3, workers=(),
       partitioner="dirichlet",
       partition=PartitionConfig(num_clients=6, seed=1,
                                 params=DirichletParams(dirichlet_alpha=0.5)),
-      # FedBN needs BatchNorm layers.
-      model_name="resnet20" if algorithm == "fedbn" else "mlp",
+      # FedBN needs BatchNorm layers (cnn_gap: 4 conv-BN blocks, ~2x faster
+      # here than resnet20).
+      model_name="cnn_gap" if algorithm == "fedbn" else "mlp",
       simulation=SimulationConfig(
           algorithm=algorithm,
           algorithm_config=AlgorithmConfig(client_lr=0.05, local_epochs=1,
