@@ -35,6 +35,14 @@ a CLIENTS cardinality that cannot be inferred from the arguments
 (`default_num_clients`) is split across the workers so the total number of
 clients stays the same as with one worker.
 
+`run_on_workers` is the other way to use several workers: one
+computation called on each worker at once with that worker's own
+arguments (a thread and a sync context per worker), its results returned
+to the caller, which combines them itself. The tff backend's slice rounds
+(tff_slices.py) use it, so the only bytes on the wire are each worker's
+inputs and its one result; the mergeable form also ships the partial
+aggregates to a worker for the merge and the state for `after_merge`.
+
 Caveats: TFF's context stack is thread-local, so the context is the default
 only in the thread that entered the `TffRuntime`; after the block TFF's own
 (leaky) default context is back in effect. Remote workers are not owned: the
