@@ -73,6 +73,8 @@ RESULTS: Tuple[Tuple[str, str, str], ...] = (
     ("ssl", "ssl/cifar10/README.md", "experiments/ssl_cifar10.yaml"),
     ("adaptation", "domain_adaptation/README.md",
      "experiments/domain_adaptation.yaml"),
+    ("adaptation", "domain_adaptation/full/README.md",
+     "experiments/domain_adaptation_full.yaml"),
     ("adaptation", "domain_adaptation/federated/README.md",
      "experiments/domain_adaptation_federated.yaml"),
 )
