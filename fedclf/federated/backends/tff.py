@@ -254,7 +254,7 @@ class TffBackend:
       self._run_clients = self._clients_computation(types,
                                                     self._client_update)
       return
-    server = self._server_computations(types, spec.clients_per_round)
+    self._server_state(types, spec.clients_per_round)
     if self._sums_suffice():
       per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
       self._slices = tff_slices.slice_shape(
@@ -263,7 +263,8 @@ class TffBackend:
                     self.runtime.num_workers))
       self._run_round = self._slice_sums_computation(types)
     else:
-      self._run_round = self._round_computation(types, server)
+      self._run_round = self._round_computation(
+          types, self._server_computations(types))
 
   def _sums_suffice(self) -> bool:
     """Whether the round needs only the clients' weighted sums: the
@@ -379,13 +380,10 @@ class TffBackend:
 
     return run_clients
 
-  def _server_computations(self, types: _ValueTypes,
-                           expected_clients: int) -> _ServerComputations:
-    """The server side's TFF computations, shared by both round forms;
-    sets the aggregator and optimizer."""
-    work, t_spec = self.work, types.trainable_spec
-    t_type = types.trainable
-    extra_type = types.extra
+  def _server_state(self, types: _ValueTypes, expected_clients: int) -> None:
+    """What both round forms keep of the server: the aggregator, the
+    optimizer and its initial state, the report's rows and dtypes."""
+    t_spec = types.trainable_spec
     result_t = self._client_update.type_signature.result
     delta_t, weight_t = result_t.delta, result_t.weight
     self._report_dtypes = {key: np.dtype(getattr(result_t, key).dtype)
@@ -397,14 +395,23 @@ class TffBackend:
                         factory.create(delta_t))
     optimizer = tff_server_optimizer(self.algorithm.server)
     self._optimizer = optimizer
-    num_clients = float(self.num_clients)
 
     @tff.tensorflow.computation
     def initial_opt_state():
       return optimizer.initialize(t_spec)
 
     self._initial_opt_state = initial_opt_state
-    opt_t = initial_opt_state.type_signature.result
+
+  def _server_computations(self, types: _ValueTypes) -> _ServerComputations:
+    """The server update as TFF computations, for rounds with one TFF client
+    per client (a slice round steps the server on the driver instead:
+    `_server_step`)."""
+    work, optimizer = self.work, self._optimizer
+    t_type, extra_type = types.trainable, types.extra
+    result_t = self._client_update.type_signature.result
+    delta_t = result_t.delta
+    num_clients = float(self.num_clients)
+    opt_t = self._initial_opt_state.type_signature.result
 
     @tff.tensorflow.computation(opt_t, t_type, delta_t)
     def apply_optimizer(opt_state, w, mean_delta):
