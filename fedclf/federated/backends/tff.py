@@ -225,7 +225,7 @@ class TffBackend:
       return None
     per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
     workers = self.runtime.num_workers
-    slices = subrounds(spec.clients_per_round, per_call, workers)
+    slices = self._subrounds(spec)
     # Unsplit, a worker trains its whole share of the round in one call.
     self.clients_per_call = -(-spec.clients_per_round // workers)
     if slices == workers or self._driver is not None:
@@ -256,15 +256,18 @@ class TffBackend:
       return
     self._server_state(types, spec.clients_per_round)
     if self._sums_suffice():
-      per_call = spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL
-      self._slices = tff_slices.slice_shape(
-          spec.clients_per_round,
-          subrounds(spec.clients_per_round, per_call,
-                    self.runtime.num_workers))
+      self._slices = tff_slices.slice_shape(spec.clients_per_round,
+                                            self._subrounds(spec))
       self._run_round = self._slice_sums_computation(types)
     else:
       self._run_round = self._round_computation(
           types, self._server_computations(types))
+
+  def _subrounds(self, spec: BackendSpec) -> int:
+    """How many calls a round's clients are split into (`subrounds`)."""
+    return subrounds(spec.clients_per_round,
+                     spec.tff_clients_per_call or DEFAULT_CLIENTS_PER_CALL,
+                     self.runtime.num_workers)
 
   def _sums_suffice(self) -> bool:
     """Whether the round needs only the clients' weighted sums: the

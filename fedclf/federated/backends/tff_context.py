@@ -455,7 +455,7 @@ class TffRuntime:
 
   def _make_context(self):
     if len(self._connections) == 1:
-      return self._sync_context(self._connections[0])
+      return self._sync_context(self._connections[0], self._compile_counted)
     return self.split_context(len(self._connections))
 
   def split_context(self, num_subrounds: int):
@@ -501,9 +501,10 @@ class TffRuntime:
       raise ValueError(f"workers {sorted(args_by_worker)} named, "
                        f"{len(self._connections)} connected")
     if not self._worker_contexts:
-      self._worker_contexts = ([self._context] if len(self._connections) == 1
-                               else [self._sync_context(c) for c in
-                                     self._connections])
+      self._worker_contexts = (
+          [self._context] if len(self._connections) == 1
+          else [self._sync_context(c, self._compile_counted)
+                for c in self._connections])
       self._threads = concurrent.futures.ThreadPoolExecutor(
           max_workers=len(self._connections),
           thread_name_prefix="tff_worker_call")
@@ -520,13 +521,13 @@ class TffRuntime:
              for i, args in args_by_worker.items()]
     return [c.result() for c in calls]
 
-  def _sync_context(self, connection: _WorkerConnection):
+  def _sync_context(self, connection: _WorkerConnection, compiler_fn):
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     # pylint: enable=g-import-not-at-top
     return sync_execution_context.SyncExecutionContext(
         executor_fn=connection.executor_factory(),
-        **_context_kwargs(self._compile_counted))
+        **_context_kwargs(compiler_fn))
 
   def run_on_worker(self, index: int, comp, *args):
     """`comp(*args)` on worker `index` alone (e.g. a check of what that
@@ -534,11 +535,10 @@ class TffRuntime:
     # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.backends.native import compiler
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     # pylint: enable=g-import-not-at-top
-    context = sync_execution_context.SyncExecutionContext(
-        executor_fn=self._connections[index].executor_factory(),
-        **_context_kwargs(compiler.desugar_and_transform_to_native))
+    # Not counted among the round's compilations: a check, not the round.
+    context = self._sync_context(self._connections[index],
+                                 compiler.desugar_and_transform_to_native)
     try:
       with context_stack_impl.context_stack.install(context):
         return comp(*args)
