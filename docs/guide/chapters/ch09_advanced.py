@@ -75,6 +75,10 @@ RESULTS: Tuple[Tuple[str, str, str], ...] = (
      "experiments/domain_adaptation.yaml"),
     ("adaptation", "domain_adaptation/full/README.md",
      "experiments/domain_adaptation_full.yaml"),
+    ("adaptation", "domain_adaptation/ssl_union/README.md",
+     "experiments/domain_adaptation_ssl_union.yaml"),
+    ("adaptation", "domain_adaptation/selftraining/README.md",
+     "experiments/domain_adaptation_selftraining.yaml"),
     ("adaptation", "domain_adaptation/federated/README.md",
      "experiments/domain_adaptation_federated.yaml"),
 )
