@@ -163,7 +163,6 @@ class _WorkerConnection:
     self._stub = _CountingStub(
         remote_executor_grpc_stub.RemoteExecutorGrpcStub(self.channel),
         traffic)
-    self._last_connect_request = float("-inf")
     # Weak: TFF's executor cache drops executors it evicts; we only need to
     # close the ones still alive at the end.
     self._executors = weakref.WeakSet()
@@ -180,7 +179,6 @@ class _WorkerConnection:
       raise WorkerError(f"TFF worker died: {self.worker.describe_exit()}")
     if self._stub.is_ready:
       return
-    self._last_connect_request = time.monotonic()
     try:
       wait_for_channel(self.channel, self.address, self.ready_timeout_s,
                         self.worker)
@@ -218,13 +216,37 @@ class _WorkerConnection:
         executor.close()
       except Exception as e:  # pylint: disable=broad-except
         logging.debug("closing executor on %s: %s", self.address, e)
-    # After a readiness wait, grpc's connectivity-polling thread makes one
-    # more call into the channel within its 0.2 s poll period; closing before
-    # that makes the thread die with "Cannot invoke RPC: Channel closed!".
-    wait = 0.3 - (time.monotonic() - self._last_connect_request)
-    if wait > 0:
-      time.sleep(wait)
+    _stop_connectivity_polling(self.channel)
     self.channel.close()
+
+
+def _stop_connectivity_polling(channel: grpc.Channel,
+                               timeout_s: float = 1.0) -> None:
+  """Unsubscribes every connectivity callback of `channel` and waits for
+  grpc's polling thread to end.
+
+  TFF's stub subscribes one callback for the channel's life (and a readiness
+  wait another). grpc's own `close()` unsubscribes them too but closes at
+  once, so a poll the thread begins after that dies with "Cannot monitor
+  channel state: Channel closed!" and prints a traceback (seen when a run
+  is stopped while TFF retries a worker). The thread notices within its
+  0.2 s poll period. Uses grpc's `_connectivity_state` (grpcio is pinned);
+  without it, only a fixed wait."""
+  state = getattr(channel, "_connectivity_state", None)
+  if state is None:
+    time.sleep(0.3)
+    return
+  with state.lock:
+    callbacks = [callback for callback, _ in
+                 state.callbacks_and_connectivities]
+  for callback in callbacks:
+    channel.unsubscribe(callback)
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    with state.lock:
+      if not state.polling:
+        return
+    time.sleep(0.02)
 
 
 def _own_loop_context(context):

@@ -354,3 +354,23 @@ def test_stopping_a_context_cancels_the_calls_it_left_retrying():
   assert call.cancelled()
   assert not asyncio.all_tasks(loop)
   assert not loop.is_running()
+
+
+def test_closing_a_channel_first_stops_its_connectivity_polling():
+  # TFF's stub keeps a connectivity callback subscribed for the channel's
+  # life; closing the channel while grpc's thread still polls it printed a
+  # "Channel closed!" traceback from that thread.
+  import grpc  # pylint: disable=g-import-not-at-top
+  port = portpicker.pick_unused_port()
+  channel = grpc.insecure_channel(f"localhost:{port}")
+  seen = []
+  channel.subscribe(seen.append, try_to_connect=True)
+  deadline = time.monotonic() + 5
+  while not seen and time.monotonic() < deadline:
+    time.sleep(0.01)
+  state = channel._connectivity_state  # pylint: disable=protected-access
+  assert state.polling
+  tff_context._stop_connectivity_polling(channel)  # pylint: disable=protected-access
+  assert not state.polling
+  assert not state.callbacks_and_connectivities
+  channel.close()
