@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import time
 from typing import Sequence
 import weakref
 
@@ -73,6 +72,7 @@ from absl import logging
 import grpc
 
 from fedclf.errors import UserError
+from fedclf.federated.backends.tff_workers import close_channel
 from fedclf.federated.backends.tff_workers import DEFAULT_READY_TIMEOUT_S
 from fedclf.federated.backends.tff_workers import GRPC_CHANNEL_OPTIONS
 from fedclf.federated.backends.tff_workers import start_local_worker
@@ -216,37 +216,7 @@ class _WorkerConnection:
         executor.close()
       except Exception as e:  # pylint: disable=broad-except
         logging.debug("closing executor on %s: %s", self.address, e)
-    _stop_connectivity_polling(self.channel)
-    self.channel.close()
-
-
-def _stop_connectivity_polling(channel: grpc.Channel,
-                               timeout_s: float = 1.0) -> None:
-  """Unsubscribes every connectivity callback of `channel` and waits for
-  grpc's polling thread to end.
-
-  TFF's stub subscribes one callback for the channel's life (and a readiness
-  wait another). grpc's own `close()` unsubscribes them too but closes at
-  once, so a poll the thread begins after that dies with "Cannot monitor
-  channel state: Channel closed!" and prints a traceback (seen when a run
-  is stopped while TFF retries a worker). The thread notices within its
-  0.2 s poll period. Uses grpc's `_connectivity_state` (grpcio is pinned);
-  without it, only a fixed wait."""
-  state = getattr(channel, "_connectivity_state", None)
-  if state is None:
-    time.sleep(0.3)
-    return
-  with state.lock:
-    callbacks = [callback for callback, _ in
-                 state.callbacks_and_connectivities]
-  for callback in callbacks:
-    channel.unsubscribe(callback)
-  deadline = time.monotonic() + timeout_s
-  while time.monotonic() < deadline:
-    with state.lock:
-      if not state.polling:
-        return
-    time.sleep(0.02)
+    close_channel(self.channel)
 
 
 def _own_loop_context(context):

@@ -363,6 +363,36 @@ def wait_for_channel(channel: grpc.Channel, address: str, timeout_s: float,
     ready.cancel()
 
 
+def close_channel(channel: grpc.Channel, timeout_s: float = 1.0) -> None:
+  """Closes `channel` once its connectivity callbacks are unsubscribed and
+  grpc's polling thread has ended.
+
+  TFF's stub subscribes one callback for the channel's life (and a readiness
+  wait another). grpc's own `close()` unsubscribes them too but closes at
+  once, so a poll the thread begins after that dies with "Cannot monitor
+  channel state: Channel closed!" and prints a traceback (seen when a run
+  is stopped while TFF retries a worker). The thread notices within its
+  0.2 s poll period. Uses grpc's `_connectivity_state` (grpcio is pinned);
+  without it, only a fixed wait."""
+  state = getattr(channel, "_connectivity_state", None)
+  if state is None:
+    time.sleep(0.3)
+    channel.close()
+    return
+  with state.lock:
+    callbacks = [callback for callback, _ in
+                 state.callbacks_and_connectivities]
+  for callback in callbacks:
+    channel.unsubscribe(callback)
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    with state.lock:
+      if not state.polling:
+        break
+    time.sleep(0.02)
+  channel.close()
+
+
 def wait_until_ready(address: str, timeout_s: float,
                      worker: WorkerProcess | None = None) -> None:
   """Blocks until a TFF worker accepts gRPC connections at `address`.
@@ -381,7 +411,7 @@ def wait_until_ready(address: str, timeout_s: float,
   try:
     wait_for_channel(channel, address, timeout_s, worker)
   finally:
-    channel.close()
+    close_channel(channel)
 
 
 def _localhost_only_environment() -> dict:

@@ -356,7 +356,7 @@ def test_stopping_a_context_cancels_the_calls_it_left_retrying():
   assert not loop.is_running()
 
 
-def test_closing_a_channel_first_stops_its_connectivity_polling():
+def test_close_channel_first_stops_its_connectivity_polling():
   # TFF's stub keeps a connectivity callback subscribed for the channel's
   # life; closing the channel while grpc's thread still polls it printed a
   # "Channel closed!" traceback from that thread.
@@ -370,7 +370,6 @@ def test_closing_a_channel_first_stops_its_connectivity_polling():
     time.sleep(0.01)
   state = channel._connectivity_state  # pylint: disable=protected-access
   assert state.polling
-  tff_context._stop_connectivity_polling(channel)  # pylint: disable=protected-access
+  tff_workers.close_channel(channel)
   assert not state.polling
   assert not state.callbacks_and_connectivities
-  channel.close()
