@@ -163,12 +163,16 @@ def define_model_flags(default_norm: str, norm_help: str) -> None:
   flags.DEFINE_enum("norm", default_norm, ["batch", "group", "none"],
                     norm_help)
   flags.DEFINE_float("dropout", 0.0, "Dropout before the classifier head.")
+  flags.DEFINE_float("width_multiplier", 1.0,
+                     "Scales every hidden width of the model (a narrow "
+                     "encoder, e.g. 0.5, to match a pretrained one).")
 
 
 def model_config_from_flags():
   from fedclf.models import ModelConfig  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  return ModelConfig(norm=f.norm, dropout=f.dropout, seed=f.seed)
+  return ModelConfig(norm=f.norm, dropout=f.dropout, seed=f.seed,
+                     width_multiplier=f.width_multiplier)
 
 
 def define_run_flags(default_out_dir: str, checkpoint_unit: str,

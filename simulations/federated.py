@@ -112,9 +112,17 @@ flags.DEFINE_integer("finetune_steps", 0,
                      "Local fine-tuning SGD steps before a client's personal "
                      "model is scored (0 = the algorithm's own).")
 flags.DEFINE_float("finetune_lr", 0.0, "Fine-tuning lr (0 = client_lr).")
+flags.DEFINE_float("label_fraction", 1.0,
+                   "Share of each client's training examples that carry "
+                   "labels (seeded per client, at least one each): "
+                   "supervised training reads only those (the "
+                   "semi-supervised setting of federated SSL; "
+                   "--init_encoder starts it from a pretrained encoder).")
 flags.DEFINE_integer("centralized_epochs", 0,
                      "Also train the same model centrally for this many "
-                     "epochs (into out_dir/centralized) and compare.")
+                     "epochs (into out_dir/centralized), on the clients' "
+                     "training examples (their labelled share with "
+                     "--label_fraction), and compare.")
 flags.DEFINE_float("val_fraction", 0.0,
                    "Hold out this share of the training set (stratified) "
                    "before partitioning and report val_accuracy at each "
@@ -243,6 +251,7 @@ def main(argv):
           finetune_lr=FLAGS.finetune_lr),
       centralized_epochs=FLAGS.centralized_epochs,
       val_fraction=FLAGS.val_fraction,
+      label_fraction=FLAGS.label_fraction,
       input_scaling=FLAGS.input_scaling,
       encoder_init=EncoderInit(FLAGS.init_encoder, FLAGS.freeze_encoder),
       objective=FLAGS.objective,

@@ -16,7 +16,10 @@ clients (--per_client_eval), <out_dir>/client_accuracy.png; with
 table.upload_curves, <out_dir>/accuracy_vs_upload.png (test accuracy against
 the cumulative uploaded megabytes); with table.published, a table of the
 settings against published values and the difference in points
-(fedclf/results/published.py). See fedclf/results/grid.py for the spec
+(fedclf/results/published.py); with table.accuracy_at_rounds and
+table.reference, accuracy at those rounds and the rounds each setting needs
+to reach the reference setting's final accuracy
+(fedclf/results/round_table.py). See fedclf/results/grid.py for the spec
 format.
 """
 
@@ -53,6 +56,7 @@ def main(argv):
   from fedclf.results import grid
   from fedclf.results import provenance
   from fedclf.results import published as published_lib
+  from fedclf.results import round_table
   from fedclf.results import search
   from fedclf.results import tables
   from fedclf.results.record import atomic_write_text
@@ -60,6 +64,7 @@ def main(argv):
   spec = grid.load_spec(FLAGS.spec)
   target, references = grid.table_lines(spec.table, FLAGS.spec)
   published = published_lib.parse(spec.table, FLAGS.spec)
+  by_round = round_table.parse(spec.table, FLAGS.spec)
   outcomes = {}
   if not FLAGS.tables_only:
     if not FLAGS.dry_run:
@@ -90,12 +95,21 @@ def main(argv):
     text += "\n" + published_lib.markdown(
         tables.group_by_setting(runs, setting_of), published)
   federated = [r for r in runs if "rounds_run" in r["summary"]]
+  if by_round is not None:
+    # Its table and plot compare supervised runs; a pretraining run of the
+    # same grid (objective simclr, kNN accuracy per round) stays in the
+    # seed table only.
+    federated = [r for r in federated if tables.run_flags(r).get(
+        "objective", "supervised") == "supervised"]
   if federated:
     groups = {label: [m["dir"] for m in members] for label, members in
               tables.group_by_setting(federated, setting_of).items()}
     curves.plot_seed_bands(groups, os.path.join(spec.out_dir,
                                                 "accuracy.png"), title,
                            target=target, references=references)
+    if by_round is not None:
+      text += "\n" + round_table.markdown(
+          tables.group_by_setting(federated, setting_of), by_round, FLAGS.spec)
     text += "\n![test accuracy per round](accuracy.png)\n"
     if spec.table.get("upload_curves"):
       curves.plot_seed_bands(

@@ -24,8 +24,6 @@ from fedclf.errors import UserError
 cli.define_common_flags()
 cli.define_data_flags("mnist")
 cli.define_model_flags("batch", "Normalization layers (ResNets).")
-flags.DEFINE_float("width_multiplier", 1.0,
-                   "Scales every hidden width of the model.")
 cli.define_optimizer_flags("", "adam", 1e-3)
 # Cosine decay is the usual SSL schedule (SimCLR, SimSiam, Barlow Twins).
 flags.FLAGS.set_default("lr_schedule", "cosine")
@@ -132,8 +130,7 @@ def main(argv):
   config = SslRunConfig(
       data=cli.data_config_from_flags(FLAGS.seed),
       model_name=FLAGS.model,
-      model=dataclasses.replace(cli.model_config_from_flags(),
-                                width_multiplier=FLAGS.width_multiplier),
+      model=cli.model_config_from_flags(),
       ssl=SslConfig(
           method=FLAGS.method, projection_dim=FLAGS.projection_dim,
           hidden_dim=FLAGS.hidden_dim, projector_norm=FLAGS.projector_norm,

@@ -18,6 +18,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from fedclf.data import DataConfig
@@ -34,6 +35,8 @@ from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.byol_target import with_target_network
+from fedclf.federated.client_labels import check_label_fraction
+from fedclf.federated.client_labels import labelled_clients
 from fedclf.federated.compression import with_compression
 from fedclf.federated.config import SimulationConfig
 from fedclf.federated.backends import Backend
@@ -92,6 +95,10 @@ class FederatedRunConfig:
   # partitioning; the global model is scored on it at every evaluation so
   # hyper-parameters can be chosen without looking at the test set.
   val_fraction: float = 0.0
+  # Share of each client's training examples that carry labels (seeded per
+  # client); supervised clients train on those only, and the centralized
+  # comparison on the same examples. SSL objectives read no labels.
+  label_fraction: float = 1.0
   input_scaling: str = "standardize"  # or "unit": pixels in [0, 1]
   # Supervised: the global model's encoder starts from a finished run's;
   # frozen, it is neither trained nor aggregated (not a trainable variable).
@@ -112,7 +119,11 @@ class FederatedRunConfig:
     if not 0.0 <= self.val_fraction < 1.0:
       raise UserError(f"val_fraction must be in [0, 1), got "
                       f"{self.val_fraction}")
+    check_label_fraction(self.label_fraction)
     if self.objective != "supervised":
+      if self.label_fraction < 1.0:
+        raise UserError(f"--label_fraction limits supervised training; "
+                        f"--objective={self.objective} reads no labels")
       SSL_METHODS.get(self.objective)  # unknown: the error lists the names
       if self.ssl.method != self.objective:
         raise UserError("ssl.method must equal the objective")
@@ -122,18 +133,20 @@ class FederatedRunConfig:
 
 
 def _hold_out_validation(ds: ImageDataset, fraction: float, seed: int
-                         ) -> Tuple[ImageDataset, Optional[Tuple]]:
+                         ) -> Tuple[ImageDataset, Optional[Tuple],
+                                    np.ndarray]:
   """Splits a stratified validation set off the training images; the
-  clients are then partitioned from the rest only."""
+  clients are then partitioned from the rest only. Also returns where the
+  kept images stand in the full training set."""
   if fraction <= 0:
-    return ds, None
+    return ds, None, np.arange(len(ds.y_train))
   train_idx, val_idx = holdout_split(len(ds.y_train), fraction, seed,
                                      ds.y_train)
   ids = ds.train_client_ids
   kept = dataclasses.replace(
       ds, x_train=ds.x_train[train_idx], y_train=ds.y_train[train_idx],
       train_client_ids=None if ids is None else ids[train_idx])
-  return kept, (ds.x_train[val_idx], ds.y_train[val_idx])
+  return kept, (ds.x_train[val_idx], ds.y_train[val_idx]), train_idx
 
 
 def _personalization(sim: SimulationConfig,
@@ -194,7 +207,7 @@ class Simulation:
         build_algorithm(self.sim.algorithm, self.sim.algorithm_config,
                         self.sim.algorithm_params),
         self.sim.aggregator, self.sim.aggregator_params)
-    self.ds, validation = _hold_out_validation(
+    self.ds, validation, self.train_positions = _hold_out_validation(
         load_dataset(config.data), config.val_fraction, self.sim.seed)
     logging.info("dataset %s", self.ds.describe())
     check_source_fits(self.source, config.model_name, config.model,
@@ -207,6 +220,11 @@ class Simulation:
       # Clients train on their training parts only, from here on.
       self.clients, client_test = split_clients(self.clients, test_fraction,
                                                 self.sim.seed)
+    if config.label_fraction < 1.0:
+      # From here on the clients are their labelled examples (the
+      # partition report included); the rest of their images go unused.
+      self.clients = labelled_clients(self.clients, config.label_fraction,
+                                      self.sim.seed)
     self.data = FederatedData(
         self.ds, validation, self.clients,
         Normalization.for_scaling(config.input_scaling, self.ds.x_train),
@@ -259,6 +277,13 @@ class Simulation:
     return ({} if self.source is None else
             {"init_encoder": self.source.record()})
 
+  def train_examples(self) -> np.ndarray:
+    """The clients' training examples as indices into the full training
+    set (before the validation hold-out), sorted: what the centralized
+    comparison trains on."""
+    used = np.concatenate([np.asarray(c, np.int64) for c in self.clients])
+    return np.sort(self.train_positions[used])
+
   def _make_backend(self) -> Backend:
     sim = self.sim
     parallel = sim.parallel_clients or max(2, os.cpu_count() or 1)
@@ -281,8 +306,11 @@ class Simulation:
     atomic_write_json(os.path.join(self.out_dir, "partition.json"),
                       {"summary": partition_summary(hist),
                        "client_sizes": [len(c) for c in self.clients]})
+    labelled = ("" if self.config.label_fraction >= 1.0 else
+                f", labelled {self.config.label_fraction:g}")
     plot_histogram(hist, os.path.join(self.out_dir, "partition.png"),
-                   f"{self.config.partitioner}: {len(self.clients)} clients")
+                   f"{self.config.partitioner}: {len(self.clients)} "
+                   f"clients{labelled}")
     logging.info("partition %s", partition_summary(hist))
 
   def _summary(self) -> Dict:
@@ -301,6 +329,8 @@ class Simulation:
             "normalization": dataclasses.asdict(self.data.normalization),
             "num_clients": sim.num_clients,
             "clients_per_round": sim.clients_per_round,
+            "label_fraction": self.config.label_fraction,
+            "train_examples": int(self.train_examples().size),
             # The registered name chosen, else the algorithm's own rule.
             "aggregator": sim.aggregator or self.algorithm.aggregator.name,
             **self._source_record()}
@@ -390,6 +420,7 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
     summary = simulation.run()
   finally:
     simulation.close()
+  train_examples = simulation.train_examples()
   if config.centralized_epochs:
     from fedclf.train.centralized import CentralizedConfig, run_centralized  # pylint: disable=g-import-not-at-top
     from fedclf.train.loop import TrainConfig  # pylint: disable=g-import-not-at-top
@@ -409,10 +440,11 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
             seed=config.simulation.seed),
         val_fraction=0.0, input_scaling=config.input_scaling,
         encoder_init=config.encoder_init)
-    central_summary = run_centralized(central,
-                                      os.path.join(out_dir, "centralized"),
-                                      {"from": "federated comparison"},
-                                      resume=resume)
+    central_summary = run_centralized(
+        central, os.path.join(out_dir, "centralized"),
+        {"from": "federated comparison",
+         "train_examples": "the federated clients' training examples"},
+        resume=resume, train_indices=train_examples)
     summary["centralized_test_accuracy"] = central_summary["test_accuracy"]
     summary["centralized_epochs"] = config.centralized_epochs
     simulation.recorder.write_summary(summary)

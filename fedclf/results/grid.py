@@ -18,7 +18,9 @@ flags and a grid; every combination becomes one run folder under the spec's
             target_accuracy: 0.99,                   # optional plot lines;
             references: {"paper, FedAvg": 0.992},    # else runs' target
             upload_curves: true,  # optional: accuracy_vs_upload.png too
-            published: [...]}     # optional: see fedclf/results/published.py
+            published: [...],     # optional: see fedclf/results/published.py
+            accuracy_at_rounds: [10, 50],  # optional, with reference: see
+            reference: fedavg}             # fedclf/results/round_table.py
 
 Runs execute as subprocesses (a failing run does not stop the grid), are
 skipped when finished (summary.json) and resumed when checkpoints exist, so

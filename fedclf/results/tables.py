@@ -243,18 +243,24 @@ def group_by_setting(runs: List[Dict],
   return labelled
 
 
-def _mean_std(values, counts: bool = False) -> str:
-  """Mean ± sample std; `counts` (rounds) print whole for one seed."""
+def mean_std(values, counts: bool = False,
+             digits: Optional[int] = None) -> str:
+  """Mean ± sample std (None values left out); `counts` (rounds) print
+  whole for one seed; `digits` fixes the decimals (else 4 below 10, 1
+  above)."""
   values = [v for v in values if v is not None]
   if not values:
     return ""
   mean = sum(values) / len(values)
+  std = (0.0 if len(values) == 1 else
+         (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5)
+  if digits is None:
+    if len(values) == 1 and (counts or mean >= 10):
+      return f"{mean:.0f}"
+    digits = 4 if mean < 10 and not counts else 1
   if len(values) == 1:
-    return f"{mean:.4f}" if mean < 10 and not counts else f"{mean:.0f}"
-  std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-  if mean < 10 and not counts:
-    return f"{mean:.4f} ± {std:.4f}"
-  return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.{digits}f}"
+  return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 # Column title (with its unit) and the summary keys it reads, first found.
@@ -319,7 +325,7 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
   for label, members in groups.items():
     row = [label, str(len(members))]
     for _, keys in columns:
-      row.append(_mean_std([_value(m["summary"], keys) for m in members],
+      row.append(mean_std([_value(m["summary"], keys) for m in members],
                            counts=keys[0] in COUNT_KEYS))
     if fedsgd:
       base = fedsgd.get(_data_split(members[0]))
@@ -353,7 +359,7 @@ def _add_upload_columns(header: List[str], rows: List[List[str]],
   header += ["uploaded MB (10^6 bytes)", "MB ratio to uncompressed"]
   for row, members in zip(rows, groups.values()):
     values = [_value(m["summary"], key) for m in members]
-    row.append(_mean_std(values))
+    row.append(mean_std(values))
     values = [v for v in values if v is not None]
     base = dense.get(_data_split(members[0]))
     row.append(f"{(sum(values) / len(values)) / (sum(base) / len(base)):.3f}"

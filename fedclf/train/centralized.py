@@ -75,8 +75,8 @@ def labelled_subset(labels: np.ndarray, fraction: float,
   return np.sort(keep)
 
 
-def _split_train_val(ds: ImageDataset, config: CentralizedConfig):
-  idx = labelled_subset(ds.y_train, config.label_fraction, config.data.seed)
+def _split_train_val(ds: ImageDataset, config: CentralizedConfig,
+                     idx: np.ndarray):
   x, y = ds.x_train[idx], ds.y_train[idx]
   if config.val_fraction <= 0:
     return (x, y), None
@@ -102,10 +102,14 @@ def _build(config: CentralizedConfig, ds: ImageDataset,
 def cross_validate(config: CentralizedConfig, ds: ImageDataset,
                    normalization: Normalization,
                    recorder: Optional[RunRecorder],
-                   source: Optional[SourceEncoder] = None) -> Dict:
-  """k-fold CV on the training set: a fresh model per fold, scored on its
-  held-out fold. The test set is never touched here."""
-  idx = labelled_subset(ds.y_train, config.label_fraction, config.data.seed)
+                   source: Optional[SourceEncoder] = None,
+                   idx: Optional[np.ndarray] = None) -> Dict:
+  """k-fold CV on the training set (its examples `idx`, default the
+  labelled share): a fresh model per fold, scored on its held-out fold. The
+  test set is never touched here."""
+  if idx is None:
+    idx = labelled_subset(ds.y_train, config.label_fraction,
+                          config.data.seed)
   x, y = ds.x_train[idx], ds.y_train[idx]
   folds = metrics_lib.kfold_indices(len(y), config.cv_folds, config.train.seed,
                                     y)
@@ -137,11 +141,14 @@ def _source_record(source: Optional[SourceEncoder]) -> Dict:
 
 
 def run_centralized(config: CentralizedConfig, out_dir: str,
-                    run_config: Dict, resume: bool = False) -> Dict:
+                    run_config: Dict, resume: bool = False,
+                    train_indices: Optional[np.ndarray] = None) -> Dict:
   """Trains, evaluates on the test set and writes the run's results files.
 
   `run_config` is what the user asked for (flags), recorded in config.json
-  beside the resolved library config.
+  beside the resolved library config. `train_indices` (into the training
+  set) replaces config.label_fraction's stratified share: a federated run's
+  comparison trains on exactly its clients' examples.
   """
   config.validate()
   # Read (and refused) before anything is written to out_dir.
@@ -155,7 +162,14 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
                                    "dataset": ds.describe(),
                                    **_source_record(source)}, resume=resume)
   start_run_log(recorder, run_config)
-  train, val = _split_train_val(ds, config)
+  if train_indices is None:
+    train_indices = labelled_subset(ds.y_train, config.label_fraction,
+                                    config.data.seed)
+  elif (train_indices.size == 0 or train_indices.min() < 0 or
+        train_indices.max() >= len(ds.y_train)):
+    raise ValueError(f"train_indices must index the {len(ds.y_train)} "
+                     "training examples")
+  train, val = _split_train_val(ds, config, train_indices)
   normalization = Normalization.for_scaling(config.input_scaling, train[0])
   summary: Dict = {"dataset": ds.describe(), "model": config.model_name,
                    "train_examples": int(len(train[1])),
@@ -163,7 +177,8 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
                    **_source_record(source)}
   if config.cv_folds:
     summary["cross_validation"] = cross_validate(config, ds, normalization,
-                                                 recorder, source)
+                                                 recorder, source,
+                                                 train_indices)
   model = _build(config, ds, source)
   summary["parameters"] = count_params(model)
   result = train_classifier(model, train, val, normalization, ds.num_classes,

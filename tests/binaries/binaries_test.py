@@ -126,6 +126,7 @@ FEDERATED_BAD_FLAGS = [
     ("--partition=zipf", "unknown partitioner 'zipf'"),
     ("--client_dropout=1.5", "client_dropout must be in [0, 1)"),
     ("--backend=spark", "unknown backend 'spark'; choose one of: local, tff"),
+    ("--label_fraction=0", "label_fraction must be in (0, 1], got 0.0"),
 ]
 
 
