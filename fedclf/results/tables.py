@@ -269,6 +269,11 @@ SEED_COLUMNS = (
     (f"linear probe {FRACTION}", ("linear_probe_accuracy",)),
     (f"random-init probe {FRACTION}", ("random_init_linear_probe_accuracy",)),
     (f"kNN {FRACTION}", ("knn_accuracy",)),
+    # tensorflow-similarity's retrieval of same-class training embeddings.
+    (f"retrieval recall@1 {FRACTION}", ("retrieval_recall_at_1",)),
+    (f"random-init recall@1 {FRACTION}",
+     ("random_init_retrieval_recall_at_1",)),
+    (f"retrieval mAP@R {FRACTION}", ("retrieval_map_at_r",)),
     (f"1% labels: fine-tune {FRACTION}", ("finetune_accuracy_1",)),
     (f"1% labels: supervised {FRACTION}", ("supervised_accuracy_1",)),
     (f"10% labels: fine-tune {FRACTION}", ("finetune_accuracy_10",)),
