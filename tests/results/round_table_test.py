@@ -1,6 +1,9 @@
 """The accuracy-by-round table against a reference setting."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -76,3 +79,41 @@ def test_an_unknown_reference_names_the_settings(tmp_path):
   with pytest.raises(UserError, match="'b' is not a finished setting; "
                      "have: a"):
     round_table.markdown(groups, spec, "spec.yaml")
+
+
+def test_reproduce_adds_the_table_for_supervised_runs_only(tmp_path):
+  out = tmp_path / "out"
+  spec = tmp_path / "spec.yaml"
+  spec.write_text(
+      "binary: simulations.federated\n"
+      f"out_dir: {out}\n"
+      "common: {rounds: 20}\n"
+      "runs:\n"
+      "  - {name: pretrain, objective: simclr, seed: 0}\n"
+      "  - {name: random, seed: 0}\n"
+      "  - {name: random_seed1, seed: 1}\n"
+      "  - {name: pretrained, init_encoder: x, seed: 0}\n"
+      "table: {title: t, accuracy_at_rounds: [10], reference: random}\n")
+  out.mkdir()
+  for name, flags, curve in [
+      ("pretrain", {"objective": "simclr", "seed": 0}, [0.3, 0.4]),
+      ("random", {"seed": 0}, [0.5, 0.7]),
+      ("random_seed1", {"seed": 1}, [0.6, 0.7]),
+      ("pretrained", {"init_encoder": "x", "seed": 0}, [0.72, 0.8])]:
+    run = fake_run(out, name, curve)
+    with open(os.path.join(run["dir"], "config.json"), "w") as f:
+      json.dump({"config": {"flags": {"rounds": 20, **flags}}}, f)
+    with open(os.path.join(run["dir"], "summary.json"), "w") as f:
+      json.dump({"rounds_run": 20, "final_test_accuracy": curve[-1]}, f)
+  proc = subprocess.run(
+      [sys.executable, "-m", "simulations.reproduce", f"--spec={spec}",
+       "--tables_only"], capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  readme = (out / "README.md").read_text()
+  table = readme.split("## Accuracy by round, against random")[1]
+  assert ("| random | 2 | 0.5500 ± 0.0707 | 0.7000 ± 0.0000 | 0.00 ± 0.00 | "
+          "20.0 ± 0.0 |") in table
+  assert "| pretrained | 1 | 0.7200 | 0.8000 | 10.00 | 10 |" in table
+  # The pretraining run is in the seed table, not in the round table.
+  assert "| pretrain |" not in table
+  assert "| pretrain | 1 |" in readme.split("## Accuracy by round")[0]
