@@ -420,7 +420,6 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
     summary = simulation.run()
   finally:
     simulation.close()
-  train_examples = simulation.train_examples()
   if config.centralized_epochs:
     from fedclf.train.centralized import CentralizedConfig, run_centralized  # pylint: disable=g-import-not-at-top
     from fedclf.train.loop import TrainConfig  # pylint: disable=g-import-not-at-top
@@ -444,7 +443,7 @@ def run_federated(config: FederatedRunConfig, out_dir: str, run_config: Dict,
         central, os.path.join(out_dir, "centralized"),
         {"from": "federated comparison",
          "train_examples": "the federated clients' training examples"},
-        resume=resume, train_indices=train_examples)
+        resume=resume, train_indices=simulation.train_examples())
     summary["centralized_test_accuracy"] = central_summary["test_accuracy"]
     summary["centralized_epochs"] = config.centralized_epochs
     simulation.recorder.write_summary(summary)
