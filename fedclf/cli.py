@@ -156,6 +156,14 @@ def define_init_encoder_flags() -> None:
   flags.DEFINE_bool("freeze_encoder", False,
                     "With --init_encoder: keep the loaded encoder fixed and "
                     "train (federated: train and aggregate) the head only.")
+  flags.DEFINE_bool("standardize_encoder_features", False,
+                    "With --init_encoder: the head starts with a fixed "
+                    "per-feature standardization, mean and std of the "
+                    "loaded encoder's features over this run's training "
+                    "images (federated: summed from each client's), as "
+                    "the SSL linear probe does. SSL encoders' features "
+                    "can have a large offset and a small spread that a "
+                    "fresh head trained by SGD learns from slowly.")
 
 
 def define_model_flags(default_norm: str, norm_help: str) -> None:
@@ -171,8 +179,12 @@ def define_model_flags(default_norm: str, norm_help: str) -> None:
 def model_config_from_flags():
   from fedclf.models import ModelConfig  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  # Only the binaries with define_init_encoder_flags have the flag.
+  standardize = ("standardize_encoder_features" in f and
+                 f.standardize_encoder_features)
   return ModelConfig(norm=f.norm, dropout=f.dropout, seed=f.seed,
-                     width_multiplier=f.width_multiplier)
+                     width_multiplier=f.width_multiplier,
+                     standardize_features=standardize)
 
 
 def define_run_flags(default_out_dir: str, checkpoint_unit: str,

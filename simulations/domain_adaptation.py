@@ -292,8 +292,10 @@ def _mode() -> str:
 def main(argv):
   del argv
   mode = _mode()
-  if mode != "centralized" and (FLAGS.init_encoder or FLAGS.freeze_encoder):
-    raise UserError("--init_encoder and --freeze_encoder apply to "
+  if mode != "centralized" and (FLAGS.init_encoder or FLAGS.freeze_encoder or
+                                FLAGS.standardize_encoder_features):
+    raise UserError("--init_encoder, --freeze_encoder and "
+                    "--standardize_encoder_features apply to "
                     "--mode=centralized only")
   if mode == "federated":
     _run_federated_uda()

@@ -28,9 +28,12 @@ from fedclf.adapt.domains import parse_domain
 from fedclf.errors import UserError
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_encoder_init
 from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import source_feature_statistics
+from fedclf.models.pretrained import source_record
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.registry import MODELS
@@ -83,7 +86,7 @@ class AdaptRunConfig:
   encoder_init: EncoderInit = EncoderInit()
 
   def validate(self) -> None:
-    self.encoder_init.validate()
+    check_encoder_init(self.encoder_init, self.model)
     parse_domain(self.source)  # unknown: the error lists the domains
     parse_domain(self.target)
     ADAPTATION_METHODS.get(self.method)
@@ -156,19 +159,23 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
   config = config.with_resolved_params()
   # Read (and refused) before anything is written to out_dir.
   source = read_source_encoder(config.encoder_init)
-  source_record = {} if source is None else {"init_encoder": source.record()}
   pair = config.load_pair()
   logging.info("domains %s", pair.describe())
   check_source_fits(source, config.model_name, config.model,
                     pair.input_shape, pair.num_classes)
   recorder = RunRecorder(out_dir, {"flags": run_config, "resolved": config,
                                    "domains": pair.describe(),
-                                   **source_record}, resume=resume)
+                                   **source_record(source)}, resume=resume)
   # The seed this run trains with: one of --seeds in a seed_<s> run.
   start_run_log(recorder, {**run_config, "seed": config.seed})
   task = AdaptationTask(pair, config.model_name, config.model, config.adapt,
                         recorder, os.path.join(out_dir, "checkpoints"),
                         resume, run_setting(run_config), source)
+  # Over the source domain's training images, which the head trains on.
+  task.feature_stats = source_feature_statistics(
+      source, config.model_name, config.model, pair.input_shape,
+      pair.num_classes, [pair.source.x_train], task.normalizations().source)
+  encoder_start = source_record(source, task.feature_stats)
   result = ADAPTATION_METHODS.get(config.method)(task)
   reports = evaluate_pair(result, pair, config.adapt.train.eval_batch_size)
   target, source = reports["target"], reports["source"]
@@ -207,7 +214,7 @@ def run_adaptation(config: AdaptRunConfig, out_dir: str, run_config: Dict,
       "target_normalization": dataclasses.asdict(
           result.normalizations.target),
       **result.details,
-      **source_record,
+      **encoder_start,
   }
   write_final_model(recorder, result.model, "domain_adaptation", summary,
                     result.normalizations.target)

@@ -41,8 +41,10 @@ from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import FeatureStatistics
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import SourceEncoder
+from fedclf.models.pretrained import standardize_head_features
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder
@@ -146,6 +148,8 @@ class AdaptationTask:
       checkpoints (see `fedclf.train.epoch_driver.EpochDriverConfig`).
     source: the finished run's encoder every classifier starts from (None:
       random initialisation); see `fedclf.models.pretrained`.
+    feature_stats: that encoder's feature statistics for the head's
+      standardization (`ModelConfig.standardize_features`), or None.
   """
   pair: DomainPair
   model_name: str
@@ -156,6 +160,7 @@ class AdaptationTask:
   resume: bool = False
   setting: Optional[Mapping[str, Any]] = None
   source: Optional[SourceEncoder] = None
+  feature_stats: Optional[FeatureStatistics] = None
 
   def build_classifier(self) -> tf.keras.Model:
     """A fresh zoo classifier (image -> logits; nested layers "encoder" and
@@ -165,6 +170,8 @@ class AdaptationTask:
                              self.pair.num_classes, self.model_config)
     load_source_encoder(self.source, model.get_layer("encoder"),
                         self.model_name, self.model_config)
+    if self.feature_stats is not None:
+      standardize_head_features(model, self.feature_stats)
     return model
 
   def method_params(self, method: str) -> Any:

@@ -56,10 +56,15 @@ from fedclf.federated.round_loop import RoundLoopConfig
 from fedclf.metrics.splits import holdout_split
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_encoder_init
 from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import encoder_feature_statistics
+from fedclf.models.pretrained import FeatureStatistics
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import source_record
+from fedclf.models.pretrained import standardize_head_features
 from fedclf.partition import label_histogram
 from fedclf.partition import partition
 from fedclf.partition import partition_summary
@@ -106,7 +111,7 @@ class FederatedRunConfig:
 
   def validate(self) -> None:
     MODELS.get(self.model_name)
-    self.encoder_init.validate()
+    check_encoder_init(self.encoder_init, self.model)
     if self.encoder_init.run_dir and self.objective != "supervised":
       raise UserError("--init_encoder starts a supervised model; it does not "
                       f"apply to --objective={self.objective}")
@@ -239,9 +244,10 @@ class Simulation:
     algorithm = bind_to_model(algorithm, self.objective.build_model)
     algorithm = with_compression(algorithm, self.sim.compression)
     self.algorithm = algorithm
+    self.feature_stats: Optional[FeatureStatistics] = None
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,
-        "dataset": self.ds.describe(), **self._source_record()},
+        "dataset": self.ds.describe(), **source_record(self.source, self.feature_stats)},
         resume=resume)
     start_run_log(self.recorder, run_config)
     self.checkpointer = rounds_lib.Checkpointer(
@@ -258,8 +264,15 @@ class Simulation:
     # Only here, eagerly: the initial global model is this model's weights
     # (the tff backend builds its replicas in graphs, where they need none).
     if self.source is not None:
-      load_source_encoder(self.source, self.eval_model.get_layer("encoder"),
-                          config.model_name, config.model)
+      encoder = self.eval_model.get_layer("encoder")
+      load_source_encoder(self.source, encoder, config.model_name,
+                          config.model)
+      if config.model.standardize_features:
+        # Each client's sums, added (one round of federated analytics).
+        self.feature_stats = encoder_feature_statistics(
+            encoder, [self.ds.x_train[c] for c in self.clients],
+            self.data.normalization)
+        standardize_head_features(self.eval_model, self.feature_stats)
     self.rounds = BackendRounds(self.sim, algorithm, self.backend,
                                 self.clients, self.eval_model,
                                 self.checkpointer)
@@ -272,10 +285,6 @@ class Simulation:
     if self.source is not None and self.source.freeze:
       model.get_layer("encoder").trainable = False
     return model
-
-  def _source_record(self) -> Dict:
-    return ({} if self.source is None else
-            {"init_encoder": self.source.record()})
 
   def train_examples(self) -> np.ndarray:
     """The clients' training examples as indices into the full training
@@ -333,7 +342,7 @@ class Simulation:
             "train_examples": int(self.train_examples().size),
             # The registered name chosen, else the algorithm's own rule.
             "aggregator": sim.aggregator or self.algorithm.aggregator.name,
-            **self._source_record()}
+            **source_record(self.source, self.feature_stats)}
 
   def run(self) -> Dict:
     sim = self.sim

@@ -49,4 +49,5 @@ def build_alexnet(input_shape: tuple[int, int, int], num_classes: int,
     x = tf.keras.layers.Dense(
         building_blocks.scaled(units, config), activation="relu",
         kernel_initializer=seeds.glorot_uniform(), name=f"fc{i}")(x)
-  return building_blocks.make_parts(inputs, x, num_classes, seeds, head_dropout=0.0)
+  return building_blocks.make_parts(inputs, x, num_classes, seeds,
+                                    head_dropout=0.0, config=config)

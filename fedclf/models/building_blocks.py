@@ -45,11 +45,16 @@ class ModelConfig:
       feature extractor of efficientnet_b0, which only supports 1.0).
     seed: seeds the weight initialisers, so the same config builds the same
       initial weights. It does not seed dropout masks.
+    standardize_features: the head starts with a fixed per-feature
+      standardization (`FeatureStandardization`), identity until its
+      statistics are set: a pretrained encoder's statistics
+      (`fedclf.models.pretrained`).
   """
   norm: str = "batch"
   dropout: float = 0.0
   width_multiplier: float = 1.0
   seed: int = 0
+  standardize_features: bool = False
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -69,6 +74,9 @@ class ModelConfig:
         not isinstance(self.seed, numbers.Integral) or self.seed < 0):
       raise UserError(
           f"seed must be a non-negative integer, got {self.seed!r}")
+    if not isinstance(self.standardize_features, bool):
+      raise UserError("standardize_features must be a bool, got "
+                      f"{self.standardize_features!r}")
 
 
 @dataclasses.dataclass
@@ -153,12 +161,59 @@ def image_input(input_shape: tuple[int, int, int]) -> tf.keras.layers.Layer:
   return tf.keras.Input(shape=input_shape, dtype=tf.float32, name="image")
 
 
+@tf.keras.saving.register_keras_serializable(package="fedclf")
+class FeatureStandardization(tf.keras.layers.Layer):
+  """(features - mean) / std per feature, with fixed (non-trainable) mean
+  and std: identity until `set_statistics`.
+
+  Why a head needs it: a self-supervised encoder's pooled features can sit
+  far from zero with a small spread (SimCLR on Fashion-MNIST: mean |0.33|,
+  std 0.07 per feature), so a fresh linear head trained by SGD on them
+  learns slowly (an ill-conditioned problem); the linear probe standardizes
+  them the same way (`fedclf.ssl.evaluate.feature_normalization`). Being
+  weights, the statistics travel with the model: saved in model.keras,
+  broadcast to federated clients, never changed by training. Loading a
+  model.keras that has one needs this module imported (`import
+  fedclf.models`), as any custom Keras layer does.
+  """
+
+  def build(self, input_shape):
+    dim = int(input_shape[-1])
+    self.mean = self.add_weight(name="mean", shape=(dim,),
+                                initializer="zeros", trainable=False)
+    self.std = self.add_weight(name="std", shape=(dim,), initializer="ones",
+                               trainable=False)
+    super().build(input_shape)
+
+  def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+    dim = int(self.mean.shape[0])
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    if mean.shape != (dim,) or std.shape != (dim,) or not np.all(std > 0):
+      raise ValueError(f"feature statistics must be {dim} means and {dim} "
+                       f"positive stds, got shapes {mean.shape}, {std.shape}")
+    self.mean.assign(mean)
+    self.std.assign(std)
+
+  def call(self, inputs):
+    return (inputs - self.mean) / self.std
+
+  def get_config(self):
+    # Name, dtype and trainable only: the statistics are weights.
+    return super().get_config()
+
+
 def build_head(feature_dim: int, num_classes: int, seeds: SeedStream,
-               dropout: float = 0.0) -> tf.keras.Model:
-  """Optional dropout, then a linear layer to `num_classes` logits."""
+               dropout: float = 0.0,
+               standardize: bool = False) -> tf.keras.Model:
+  """Optional feature standardization (`FeatureStandardization`, fixed)
+  and dropout, then a linear layer to `num_classes` logits."""
   features = tf.keras.Input(shape=(feature_dim,), dtype=tf.float32,
                             name="features")
   x = features
+  if standardize:
+    x = FeatureStandardization(name="feature_standardization",
+                               dtype=tf.float32)(x)
   if dropout > 0:
     x = tf.keras.layers.Dropout(dropout, name="dropout")(x)
   # float32 logits even under a mixed-precision policy: a float16 softmax /
@@ -181,7 +236,8 @@ def make_parts(inputs: tf.Tensor, features: tf.Tensor, num_classes: int,
     num_classes: number of logits.
     seeds: the seed stream the encoder was built from (the head continues it).
     head_dropout: dropout before the head; defaults to `config.dropout`.
-    config: the model config (needed when `head_dropout` is None).
+    config: the model config (needed when `head_dropout` is None; its
+      `standardize_features` adds the head's standardization).
 
   Returns:
     The `ModelParts`.
@@ -192,5 +248,7 @@ def make_parts(inputs: tf.Tensor, features: tf.Tensor, num_classes: int,
     head_dropout = config.dropout if config is not None else 0.0
   encoder = tf.keras.Model(inputs, features, name="encoder")
   feature_dim = int(features.shape[-1])
-  head = build_head(feature_dim, num_classes, seeds, dropout=head_dropout)
+  standardize = config is not None and config.standardize_features
+  head = build_head(feature_dim, num_classes, seeds, dropout=head_dropout,
+                    standardize=standardize)
   return ModelParts(encoder=encoder, head=head, feature_dim=feature_dim)

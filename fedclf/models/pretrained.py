@@ -16,6 +16,16 @@ model file), a diverged run and a run whose model has no encoder;
 name, width multiplier, normalization layers, weight shapes) or input
 shape, naming what differs.
 
+Feature standardization (`--standardize_encoder_features`,
+`ModelConfig.standardize_features`): the head starts with a fixed
+per-feature standardization whose statistics are the loaded encoder's
+features over the new run's training images (`encoder_feature_statistics`,
+`standardize_head_features`), as the SSL linear probe standardizes them:
+
+    stats = encoder_feature_statistics(model.get_layer("encoder"),
+                                       [x_train], normalization)
+    standardize_head_features(model, stats)
+
 Input normalization: the new run normalizes its inputs as it always does
 (statistics of its own training images); the source's statistics are
 recorded beside them (`SourceEncoder.record`), so a transfer across
@@ -39,7 +49,9 @@ import tensorflow as tf
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models.building_blocks import ModelConfig
+from fedclf.data.preprocess import Normalization
 from fedclf.results.trained_run import KINDS
+from fedclf.train.loop import predict_logits
 
 # The ModelConfig field that changes every encoder's weight shapes. `norm`
 # is compared through the normalization layers the encoders actually have
@@ -99,6 +111,97 @@ class SourceEncoder:
             "input_shape": list(self.input_shape),
             "input_normalization": self.normalization,
             "frozen": self.freeze}
+
+
+def check_encoder_init(init: EncoderInit, model: ModelConfig) -> None:
+  """`init.validate()`, and the model's feature standardization needs an
+  encoder to take its statistics from."""
+  init.validate()
+  if model.standardize_features and not init.run_dir:
+    raise UserError("--standardize_encoder_features needs "
+                    "--init_encoder=RUN_DIR (it standardizes a loaded "
+                    "encoder's features)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStatistics:
+  """Per-feature mean and std of an encoder's features over image sets.
+
+  Attributes:
+    mean, std: float32 [feature_dim] (std floored at `FEATURE_STD_FLOOR`).
+    examples: images summed over; image_sets: how many sets (clients).
+  """
+  mean: np.ndarray
+  std: np.ndarray
+  examples: int
+  image_sets: int
+
+  def record(self) -> Dict[str, Any]:
+    """What config.json and summary.json keep (not the vectors: they are
+    weights of the saved model)."""
+    return {"examples": self.examples, "image_sets": self.image_sets,
+            "mean_abs_mean": round(float(np.abs(self.mean).mean()), 6),
+            "mean_std": round(float(self.std.mean()), 6)}
+
+
+# A feature that never varies over the images (a dead unit) is divided by
+# this rather than by ~0.
+FEATURE_STD_FLOOR = 1e-3
+
+
+def encoder_feature_statistics(encoder: tf.keras.Model,
+                               image_sets: Sequence[np.ndarray],
+                               normalization: Normalization,
+                               batch_size: int = 512) -> FeatureStatistics:
+  """Mean and std of `encoder`'s features over the union of `image_sets`.
+
+  Computed from per-set sums (count, feature sum, sum of squares, float64):
+  in a federated run each set is one client's training images, so this is
+  one round of federated analytics in which a client sends 2 x feature_dim
+  + 1 numbers and the server adds them; no image or feature vector leaves
+  a client.
+  """
+  count, total, squares = 0, 0.0, 0.0
+  for images in image_sets:
+    if len(images) == 0:
+      continue
+    features = predict_logits(encoder, images, normalization,
+                              batch_size).astype(np.float64)
+    count += len(features)
+    total = total + features.sum(axis=0)
+    squares = squares + (features ** 2).sum(axis=0)
+  if count == 0:
+    raise ValueError("feature statistics need at least one image")
+  mean = total / count
+  variance = np.maximum(squares / count - mean ** 2, 0.0)
+  std = np.maximum(np.sqrt(variance), FEATURE_STD_FLOOR)
+  return FeatureStatistics(mean.astype(np.float32), std.astype(np.float32),
+                           int(count), len(image_sets))
+
+
+def source_record(source: Optional[SourceEncoder],
+                  stats: Optional[FeatureStatistics] = None) -> Dict[str, Any]:
+  """What a trainer's config.json and summary.json keep of where its
+  encoder started: {} for a random initialisation."""
+  if source is None:
+    return {}
+  record: Dict[str, Any] = {"init_encoder": source.record()}
+  if stats is not None:
+    record["feature_standardization"] = stats.record()
+  return record
+
+
+def standardize_head_features(model: tf.keras.Model,
+                              stats: FeatureStatistics) -> None:
+  """Sets the statistics of `model`'s head standardization (a classifier
+  built with `ModelConfig.standardize_features`)."""
+  try:
+    layer = model.get_layer("head").get_layer("feature_standardization")
+  except ValueError:
+    raise ValueError(f"model {model.name} has no head feature "
+                     "standardization (ModelConfig.standardize_features)"
+                     ) from None
+  layer.set_statistics(stats.mean, stats.std)
 
 
 def norm_layers(encoder: tf.keras.Model) -> Tuple[str, ...]:
@@ -244,3 +347,20 @@ def load_source_encoder(source: Optional[SourceEncoder],
   encoder.set_weights(source.weights)
   if source.freeze:
     encoder.trainable = False
+
+
+def source_feature_statistics(source: Optional[SourceEncoder],
+                              model_name: str, model_config: ModelConfig,
+                              input_shape: Sequence[int], num_classes: int,
+                              image_sets: Sequence[np.ndarray],
+                              normalization: Normalization
+                              ) -> Optional[FeatureStatistics]:
+  """The source encoder's feature statistics over `image_sets` (see
+  `encoder_feature_statistics`) when `model_config` standardizes features,
+  else None. Computed on a throwaway model, before training starts."""
+  if source is None or not model_config.standardize_features:
+    return None
+  model = build_classifier(model_name, input_shape, num_classes, model_config)
+  encoder = model.get_layer("encoder")
+  load_source_encoder(source, encoder, model_name, model_config)
+  return encoder_feature_statistics(encoder, image_sets, normalization)

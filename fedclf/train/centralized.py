@@ -21,10 +21,15 @@ from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_encoder_init
 from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import FeatureStatistics
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import source_feature_statistics
+from fedclf.models.pretrained import source_record
+from fedclf.models.pretrained import standardize_head_features
 from fedclf.models.pretrained import SourceEncoder
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
@@ -52,7 +57,7 @@ class CentralizedConfig:
 
   def validate(self) -> None:
     MODELS.get(self.model_name)  # unknown model: error lists the names
-    self.encoder_init.validate()
+    check_encoder_init(self.encoder_init, self.model)
     if not 0.0 <= self.val_fraction < 1.0:
       raise UserError(f"val_fraction must be in [0, 1), got "
                       f"{self.val_fraction}")
@@ -86,7 +91,8 @@ def _split_train_val(ds: ImageDataset, config: CentralizedConfig,
 
 
 def _build(config: CentralizedConfig, ds: ImageDataset,
-           source: Optional[SourceEncoder], seed_offset: int = 0
+           source: Optional[SourceEncoder],
+           stats: Optional[FeatureStatistics], seed_offset: int = 0
            ) -> tf.keras.Model:
   """The classifier, its encoder loaded from `source` when there is one
   (every cross-validation fold too: they score the same setup)."""
@@ -96,6 +102,8 @@ def _build(config: CentralizedConfig, ds: ImageDataset,
                            model_config)
   load_source_encoder(source, model.get_layer("encoder"), config.model_name,
                       model_config)
+  if stats is not None:
+    standardize_head_features(model, stats)
   return model
 
 
@@ -103,6 +111,7 @@ def cross_validate(config: CentralizedConfig, ds: ImageDataset,
                    normalization: Normalization,
                    recorder: Optional[RunRecorder],
                    source: Optional[SourceEncoder] = None,
+                   stats: Optional[FeatureStatistics] = None,
                    idx: Optional[np.ndarray] = None) -> Dict:
   """k-fold CV on the training set (its examples `idx`, default the
   labelled share): a fresh model per fold, scored on its held-out fold. The
@@ -116,7 +125,7 @@ def cross_validate(config: CentralizedConfig, ds: ImageDataset,
   fold_accuracy: List[float] = []
   fold_f1: List[float] = []
   for k, (train_idx, val_idx) in enumerate(folds):
-    model = _build(config, ds, source, seed_offset=k + 1)
+    model = _build(config, ds, source, stats, seed_offset=k + 1)
     train_classifier(model, (x[train_idx], y[train_idx]), None, normalization,
                      ds.num_classes, config.train, recorder,
                      log_prefix=f"fold{k}_")
@@ -134,10 +143,6 @@ def cross_validate(config: CentralizedConfig, ds: ImageDataset,
       "std_accuracy": float(np.std(fold_accuracy)),
       "mean_macro_f1": float(np.mean(fold_f1)),
   }
-
-
-def _source_record(source: Optional[SourceEncoder]) -> Dict:
-  return {} if source is None else {"init_encoder": source.record()}
 
 
 def run_centralized(config: CentralizedConfig, out_dir: str,
@@ -160,7 +165,7 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
   recorder = RunRecorder(out_dir, {"flags": run_config,
                                    "resolved": config,
                                    "dataset": ds.describe(),
-                                   **_source_record(source)}, resume=resume)
+                                   **source_record(source)}, resume=resume)
   start_run_log(recorder, run_config)
   if train_indices is None:
     train_indices = labelled_subset(ds.y_train, config.label_fraction,
@@ -171,15 +176,19 @@ def run_centralized(config: CentralizedConfig, out_dir: str,
                      "training examples")
   train, val = _split_train_val(ds, config, train_indices)
   normalization = Normalization.for_scaling(config.input_scaling, train[0])
+  # Over the training split's images (no labels read).
+  stats = source_feature_statistics(source, config.model_name, config.model,
+                                    ds.input_shape, ds.num_classes,
+                                    [train[0]], normalization)
   summary: Dict = {"dataset": ds.describe(), "model": config.model_name,
                    "train_examples": int(len(train[1])),
                    "val_examples": 0 if val is None else int(len(val[1])),
-                   **_source_record(source)}
+                   **source_record(source, stats)}
   if config.cv_folds:
     summary["cross_validation"] = cross_validate(config, ds, normalization,
-                                                 recorder, source,
+                                                 recorder, source, stats,
                                                  train_indices)
-  model = _build(config, ds, source)
+  model = _build(config, ds, source, stats)
   summary["parameters"] = count_params(model)
   result = train_classifier(model, train, val, normalization, ds.num_classes,
                             config.train, recorder,

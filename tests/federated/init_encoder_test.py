@@ -79,3 +79,32 @@ def test_init_encoder_is_for_the_supervised_objective(tmp_path, source_run):
       encoder_init=EncoderInit(source_run[0]))
   with pytest.raises(UserError, match="does not apply to --objective=simclr"):
     Simulation(config, str(tmp_path), {"test": True})
+
+
+def test_standardized_head_starts_from_the_clients_feature_statistics(
+    tmp_path, source_run):
+  source, _ = source_run
+  base = tiny_config(rounds=2)
+  config = dataclasses.replace(
+      base, encoder_init=EncoderInit(source, freeze=True),
+      model=dataclasses.replace(base.model, standardize_features=True))
+  sim = Simulation(config, str(tmp_path), {"test": True})
+  encoder = sim.eval_model.get_layer("encoder")
+  images = np.concatenate([sim.ds.x_train[c] for c in sim.clients])
+  features = encoder(sim.data.normalization.apply(images)).numpy()
+  layer = sim.eval_model.get_layer("head").get_layer(
+      "feature_standardization")
+  initial_mean = layer.mean.numpy().copy()
+  np.testing.assert_allclose(initial_mean, features.mean(axis=0), atol=1e-4)
+  # The statistics are in the initial global model's non-trainable state,
+  # so every client's replica standardizes with them.
+  initial = sim.rounds.initial_state()
+  assert any(np.allclose(w, initial_mean) for w in initial.non_trainable)
+  summary = sim.run()
+  sim.close()
+  assert summary["feature_standardization"]["examples"] == len(images)
+  assert summary["feature_standardization"]["image_sets"] == len(sim.clients)
+  # Never trained: the final global model's statistics are the initial
+  # ones (the clients' weighted mean of identical values).
+  assert any(np.allclose(w, initial_mean, rtol=1e-6, atol=1e-6)
+             for w in sim.final_state.non_trainable)

@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
 from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import check_encoder_init
 from fedclf.models.pretrained import check_source_fits
+from fedclf.models.pretrained import encoder_feature_statistics
 from fedclf.models.pretrained import EncoderInit
+from fedclf.models.pretrained import FEATURE_STD_FLOOR
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import source_feature_statistics
+from fedclf.models.pretrained import standardize_head_features
 
 SHAPE = (8, 8, 1)
 SMALL = ModelConfig(width_multiplier=0.125, seed=1)
@@ -141,3 +147,55 @@ def test_refuses_another_architecture_naming_the_difference(tmp_path):
                      "BatchNormalization x5 != GroupNormalization x5"):
     load_source_encoder(read_source_encoder(EncoderInit(run)), encoder,
                         "alexnet", grouped)
+
+
+def test_feature_statistics_from_per_set_sums_equal_the_pooled_ones():
+  _, encoder = new_encoder()
+  rng = np.random.default_rng(0)
+  sets = [rng.random((n, *SHAPE)).astype(np.float32) for n in (3, 7, 0, 5)]
+  normalization = Normalization((0.5,), (0.25,))
+  stats = encoder_feature_statistics(encoder, sets, normalization)
+  pooled = encoder(normalization.apply(np.concatenate(sets))).numpy()
+  np.testing.assert_allclose(stats.mean, pooled.mean(axis=0), atol=1e-5)
+  np.testing.assert_allclose(
+      stats.std, np.maximum(pooled.std(axis=0), FEATURE_STD_FLOOR),
+      atol=1e-5)
+  assert stats.examples == 15 and stats.image_sets == 4
+  assert stats.record()["examples"] == 15
+
+
+def test_standardized_head_sees_zero_mean_unit_std_features(tmp_path):
+  config = dataclasses.replace(SMALL, standardize_features=True)
+  run = write_run(tmp_path / "run", build_classifier("mlp", SHAPE, 10, SMALL),
+                  "centralized", "model.keras")
+  source = read_source_encoder(EncoderInit(run))
+  model = build_classifier("mlp", SHAPE, 10, config)
+  load_source_encoder(source, model.get_layer("encoder"), "mlp", config)
+  x = np.random.default_rng(1).random((64, *SHAPE)).astype(np.float32)
+  identity = Normalization((0.0,), (1.0,))
+  stats = source_feature_statistics(source, "mlp", config, SHAPE, 10, [x],
+                                    identity)
+  standardize_head_features(model, stats)
+  head = model.get_layer("head")
+  standardized = head.get_layer("feature_standardization")(
+      model.get_layer("encoder")(x)).numpy()
+  live = stats.std > FEATURE_STD_FLOOR  # dead ReLU units stay at zero
+  np.testing.assert_allclose(standardized.mean(axis=0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(standardized.std(axis=0)[live], 1.0, atol=1e-3)
+  # Fixed: not a trainable variable (never trained nor averaged as one).
+  assert len(head.trainable_variables) == 2
+  # The statistics travel with the saved model.
+  model.save(str(tmp_path / "m.keras"))
+  loaded = tf.keras.models.load_model(str(tmp_path / "m.keras"),
+                                      compile=False)
+  np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-5)
+  # Without the option there is nothing to set, and no source to take the
+  # statistics from is refused.
+  assert source_feature_statistics(source, "mlp", SMALL, SHAPE, 10, [x],
+                                   identity) is None
+  with pytest.raises(ValueError, match="no head feature standardization"):
+    standardize_head_features(build_classifier("mlp", SHAPE, 10, SMALL),
+                              stats)
+  with pytest.raises(UserError, match="needs --init_encoder"):
+    check_encoder_init(EncoderInit(), config)
+  check_encoder_init(EncoderInit(run), config)
