@@ -9,17 +9,12 @@ from typing import List, Sequence
 
 import numpy as np
 
-from fedclf.errors import UserError
+from fedclf.train.centralized import check_label_fraction
 
 # The labelled choice's random stream: a four-number seed, which no
 # three-number stream of rounds_lib.round_rng (rounds, held-out splits)
 # can equal.
 _LABEL_STREAM = 9000
-
-
-def check_label_fraction(fraction: float) -> None:
-  if not 0.0 < fraction <= 1.0:
-    raise UserError(f"label_fraction must be in (0, 1], got {fraction}")
 
 
 def labelled_clients(clients: Sequence[np.ndarray], fraction: float,

@@ -63,11 +63,15 @@ class CentralizedConfig:
                       f"{self.val_fraction}")
     if self.cv_folds == 1 or self.cv_folds < 0:
       raise UserError(f"cv_folds must be 0 (off) or >= 2, got {self.cv_folds}")
-    if not 0.0 < self.label_fraction <= 1.0:
-      raise UserError(f"label_fraction must be in (0, 1], got "
-                      f"{self.label_fraction}")
+    check_label_fraction(self.label_fraction)
     check_input_scaling(self.input_scaling)
     self.train.validate()
+
+
+def check_label_fraction(fraction: float) -> None:
+  """The share of labelled examples, centralized or each client's."""
+  if not 0.0 < fraction <= 1.0:
+    raise UserError(f"label_fraction must be in (0, 1], got {fraction}")
 
 
 def labelled_subset(labels: np.ndarray, fraction: float,
