@@ -20,6 +20,7 @@ from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import FEATURE_STD_FLOOR
 from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
+from fedclf.models.pretrained import RELATIVE_STD_FLOOR
 from fedclf.models.pretrained import source_feature_statistics
 from fedclf.models.pretrained import standardize_head_features
 
@@ -157,11 +158,29 @@ def test_feature_statistics_from_per_set_sums_equal_the_pooled_ones():
   stats = encoder_feature_statistics(encoder, sets, normalization)
   pooled = encoder(normalization.apply(np.concatenate(sets))).numpy()
   np.testing.assert_allclose(stats.mean, pooled.mean(axis=0), atol=1e-5)
-  np.testing.assert_allclose(
-      stats.std, np.maximum(pooled.std(axis=0), FEATURE_STD_FLOOR),
-      atol=1e-5)
+  std = pooled.std(axis=0)
+  floor = max(RELATIVE_STD_FLOOR * np.median(std), FEATURE_STD_FLOOR)
+  np.testing.assert_allclose(stats.std, np.maximum(std, floor), atol=1e-5)
   assert stats.examples == 15 and stats.image_sets == 4
   assert stats.record()["examples"] == 15
+
+
+def features_std(model, x):
+  return model.get_layer("encoder")(x).numpy().std(axis=0)
+
+
+def test_a_nearly_dead_feature_is_not_amplified_past_the_floor():
+  inputs = tf.keras.Input((2,))
+  encoder = tf.keras.Model(inputs, inputs)  # the "features" are the inputs
+  x = np.stack([np.linspace(-1.0, 1.0, 101),
+                1e-4 * np.linspace(-1.0, 1.0, 101)], axis=1)
+  stats = encoder_feature_statistics(encoder, [x.astype(np.float32)],
+                                     Normalization((0.0,), (1.0,)))
+  spread = x[:, 0].std()
+  # Median of the two stds ~ spread / 2: the floor is a quarter of it.
+  np.testing.assert_allclose(stats.std, [spread, RELATIVE_STD_FLOOR *
+                                         (spread + 1e-4 * spread) / 2],
+                             rtol=1e-4)
 
 
 def test_standardized_head_sees_zero_mean_unit_std_features(tmp_path):
@@ -179,7 +198,8 @@ def test_standardized_head_sees_zero_mean_unit_std_features(tmp_path):
   head = model.get_layer("head")
   standardized = head.get_layer("feature_standardization")(
       model.get_layer("encoder")(x)).numpy()
-  live = stats.std > FEATURE_STD_FLOOR  # dead ReLU units stay at zero
+  # Dead ReLU units stay at zero; nearly dead ones, floored, below 1.
+  live = features_std(model, x) >= stats.std - 1e-6
   np.testing.assert_allclose(standardized.mean(axis=0), 0.0, atol=1e-4)
   np.testing.assert_allclose(standardized.std(axis=0)[live], 1.0, atol=1e-3)
   # Fixed: not a trainable variable (never trained nor averaged as one).
