@@ -247,7 +247,7 @@ class Simulation:
     self.feature_stats: Optional[FeatureStatistics] = None
     self.recorder = RunRecorder(out_dir, {
         "flags": run_config, "resolved": config,
-        "dataset": self.ds.describe(), **source_record(self.source, self.feature_stats)},
+        "dataset": self.ds.describe(), **source_record(self.source)},
         resume=resume)
     start_run_log(self.recorder, run_config)
     self.checkpointer = rounds_lib.Checkpointer(
