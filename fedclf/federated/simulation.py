@@ -35,7 +35,6 @@ from fedclf.federated.aggregation import with_aggregator
 from fedclf.federated.backend_rounds import batch_shape
 from fedclf.federated.backend_rounds import BackendRounds
 from fedclf.federated.byol_target import with_target_network
-from fedclf.federated.client_labels import check_label_fraction
 from fedclf.federated.client_labels import labelled_clients
 from fedclf.federated.compression import with_compression
 from fedclf.federated.config import SimulationConfig
@@ -78,6 +77,7 @@ from fedclf.results.record import atomic_write_json
 from fedclf.results.tensorboard_log import start_run_log
 from fedclf.results.trained_run import write_final_model
 from fedclf.ssl.method import SslConfig
+from fedclf.train.centralized import check_label_fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +270,7 @@ class Simulation:
       if config.model.standardize_features:
         # Each client's sums, added (one round of federated analytics).
         self.feature_stats = encoder_feature_statistics(
-            encoder, [self.ds.x_train[c] for c in self.clients],
+            encoder, (self.ds.x_train[c] for c in self.clients),
             self.data.normalization)
         standardize_head_features(self.eval_model, self.feature_stats)
     self.rounds = BackendRounds(self.sim, algorithm, self.backend,

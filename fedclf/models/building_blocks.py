@@ -199,7 +199,8 @@ class FeatureStandardization(tf.keras.layers.Layer):
     return (inputs - self.mean) / self.std
 
   def get_config(self):
-    # Name, dtype and trainable only: the statistics are weights.
+    # Overridden because Keras' automatic config refuses this layer; name,
+    # dtype and trainable are all it has (the statistics are weights).
     return super().get_config()
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -156,7 +156,7 @@ FEATURE_STD_FLOOR = 1e-6
 
 
 def encoder_feature_statistics(encoder: tf.keras.Model,
-                               image_sets: Sequence[np.ndarray],
+                               image_sets: Iterable[np.ndarray],
                                normalization: Normalization,
                                batch_size: int = 512) -> FeatureStatistics:
   """Mean and std of `encoder`'s features over the union of `image_sets`.
@@ -165,10 +165,12 @@ def encoder_feature_statistics(encoder: tf.keras.Model,
   in a federated run each set is one client's training images, so this is
   one round of federated analytics in which a client sends 2 x feature_dim
   + 1 numbers and the server adds them; no image or feature vector leaves
-  a client.
+  a client. The sets are read one at a time (a generator of the clients'
+  images never holds them all at once).
   """
-  count, total, squares = 0, 0.0, 0.0
+  count, total, squares, sets = 0, 0.0, 0.0, 0
   for images in image_sets:
+    sets += 1
     if len(images) == 0:
       continue
     features = predict_logits(encoder, images, normalization,
@@ -184,7 +186,7 @@ def encoder_feature_statistics(encoder: tf.keras.Model,
   std = np.maximum(std, max(RELATIVE_STD_FLOOR * float(np.median(std)),
                             FEATURE_STD_FLOOR))
   return FeatureStatistics(mean.astype(np.float32), std.astype(np.float32),
-                           int(count), len(image_sets))
+                           int(count), sets)
 
 
 def source_record(source: Optional[SourceEncoder],
