@@ -39,12 +39,10 @@ import tensorflow as tf
 from fedclf.adapt.domains import DomainPair
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
-from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import build_source_classifier
 from fedclf.models.pretrained import FeatureStatistics
-from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import SourceEncoder
-from fedclf.models.pretrained import standardize_head_features
 from fedclf.plugin_config import resolve_params
 from fedclf.registry import ADAPTATION_METHODS
 from fedclf.results import RunRecorder
@@ -166,13 +164,9 @@ class AdaptationTask:
     """A fresh zoo classifier (image -> logits; nested layers "encoder" and
     "head"), with the same initial weights on every call (the encoder's
     from `source` when there is one)."""
-    model = build_classifier(self.model_name, self.pair.input_shape,
-                             self.pair.num_classes, self.model_config)
-    load_source_encoder(self.source, model.get_layer("encoder"),
-                        self.model_name, self.model_config)
-    if self.feature_stats is not None:
-      standardize_head_features(model, self.feature_stats)
-    return model
+    return build_source_classifier(self.model_name, self.pair.input_shape,
+                                   self.pair.num_classes, self.model_config,
+                                   self.source, self.feature_stats)
 
   def method_params(self, method: str) -> Any:
     """`config.params` as the adaptation method `method` declares them:

@@ -5,9 +5,12 @@ the encoder another run left behind, of any kind that has one (an SSL
 pretraining, a centralized or federated classifier, ...):
 
     source = read_source_encoder(EncoderInit(run_dir="runs/ssl/x"))
-    model = build_classifier(name, input_shape, num_classes, model_config)
-    load_source_encoder(source, model.get_layer("encoder"), name,
-                        model_config)
+    model = build_source_classifier(name, input_shape, num_classes,
+                                    model_config, source)
+
+(`build_source_classifier` is `build_classifier` then `load_source_encoder`
+on its "encoder", then `standardize_head_features` when given statistics;
+the federated simulation calls the parts on the models it already holds.)
 
 `read_source_encoder` refuses, with a one-line UserError, a missing folder,
 an unfinished run (no summary.json recording its kind and model file, or no
@@ -24,7 +27,8 @@ features over the new run's training images (`encoder_feature_statistics`,
 
     stats = encoder_feature_statistics(model.get_layer("encoder"),
                                        [x_train], normalization)
-    standardize_head_features(model, stats)
+    standardize_head_features(model, stats)  # or build_source_classifier(
+                                             #   ..., source, stats)
 
 Input normalization: the new run normalizes its inputs as it always does
 (statistics of its own training images); the source's statistics are
@@ -329,14 +333,25 @@ def check_source_fits(source: Optional[SourceEncoder], model_name: str,
                       num_classes: int) -> None:
   """`load_source_encoder`'s refusals, on a throwaway model: for trainers
   to call before they write anything to their run folder."""
-  if source is None:
-    return
+  if source is not None:
+    build_source_classifier(model_name, input_shape, num_classes,
+                            model_config, source)
+
+
+def build_source_classifier(model_name: str, input_shape: Sequence[int],
+                            num_classes: int, model_config: ModelConfig,
+                            source: Optional[SourceEncoder],
+                            stats: Optional[FeatureStatistics] = None
+                            ) -> tf.keras.Model:
+  """A zoo classifier whose encoder starts from `source` (when there is
+  one) and whose head standardizes its features by `stats` (when given):
+  the one way every trainer builds a model from a pretrained encoder."""
   model = build_classifier(model_name, input_shape, num_classes, model_config)
-  difference = _difference(source, model.get_layer("encoder"), model_name,
-                           model_config)
-  if difference is not None:
-    raise UserError(f"--init_encoder: {source.run_dir} has another encoder "
-                    f"({difference})")
+  load_source_encoder(source, model.get_layer("encoder"), model_name,
+                      model_config)
+  if stats is not None:
+    standardize_head_features(model, stats)
+  return model
 
 
 def load_source_encoder(source: Optional[SourceEncoder],
@@ -370,7 +385,7 @@ def source_feature_statistics(source: Optional[SourceEncoder],
   else None. Computed on a throwaway model, before training starts."""
   if source is None or not model_config.standardize_features:
     return None
-  model = build_classifier(model_name, input_shape, num_classes, model_config)
-  encoder = model.get_layer("encoder")
-  load_source_encoder(source, encoder, model_name, model_config)
-  return encoder_feature_statistics(encoder, image_sets, normalization)
+  model = build_source_classifier(model_name, input_shape, num_classes,
+                                  model_config, source)
+  return encoder_feature_statistics(model.get_layer("encoder"), image_sets,
+                                    normalization)

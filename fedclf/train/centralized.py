@@ -18,18 +18,16 @@ from fedclf.data import load_dataset
 from fedclf.data.preprocess import check_input_scaling
 from fedclf.data.preprocess import Normalization
 from fedclf.errors import UserError
-from fedclf.models import build_classifier
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
+from fedclf.models.pretrained import build_source_classifier
 from fedclf.models.pretrained import check_encoder_init
 from fedclf.models.pretrained import check_source_fits
 from fedclf.models.pretrained import EncoderInit
 from fedclf.models.pretrained import FeatureStatistics
-from fedclf.models.pretrained import load_source_encoder
 from fedclf.models.pretrained import read_source_encoder
 from fedclf.models.pretrained import source_feature_statistics
 from fedclf.models.pretrained import source_record
-from fedclf.models.pretrained import standardize_head_features
 from fedclf.models.pretrained import SourceEncoder
 from fedclf.registry import MODELS
 from fedclf.results import RunRecorder
@@ -102,13 +100,8 @@ def _build(config: CentralizedConfig, ds: ImageDataset,
   (every cross-validation fold too: they score the same setup)."""
   model_config = dataclasses.replace(config.model,
                                      seed=config.model.seed + seed_offset)
-  model = build_classifier(config.model_name, ds.input_shape, ds.num_classes,
-                           model_config)
-  load_source_encoder(source, model.get_layer("encoder"), config.model_name,
-                      model_config)
-  if stats is not None:
-    standardize_head_features(model, stats)
-  return model
+  return build_source_classifier(config.model_name, ds.input_shape,
+                                 ds.num_classes, model_config, source, stats)
 
 
 def cross_validate(config: CentralizedConfig, ds: ImageDataset,
