@@ -24,6 +24,11 @@ each field into a flag of the same name (`--prox_mu`; see
 in one file. Library callers build the dataclass directly, or from a
 mapping with `build_params`, which type-checks and validates.
 
+An SSL method's params may also define `federated_refusal(self) ->
+Optional[str]`: a one-line reason why that setting cannot pretrain
+federated (BYOL's cosine momentum schedule needs the training's total
+steps), or None; `simulations.federated` refuses with it before starting.
+
 Two plugins may declare the same field name (they then share one flag)
 only when its type, choices and default agree; otherwise `flag_specs`
 fails naming both.

@@ -69,6 +69,7 @@ from fedclf.partition import partition
 from fedclf.partition import partition_summary
 from fedclf.partition import PartitionConfig
 from fedclf.partition import plot_histogram
+from fedclf.plugin_config import resolve_params
 from fedclf.registry import MODELS
 from fedclf.registry import SSL_METHODS
 from fedclf.results import RunRecorder
@@ -132,6 +133,10 @@ class FederatedRunConfig:
       SSL_METHODS.get(self.objective)  # unknown: the error lists the names
       if self.ssl.method != self.objective:
         raise UserError("ssl.method must equal the objective")
+      params = resolve_params(SSL_METHODS, self.objective, self.ssl.params)
+      refusal = getattr(params, "federated_refusal", None)
+      if refusal is not None and refusal() is not None:
+        raise UserError(refusal())
       if self.centralized_epochs:
         raise UserError("--centralized_epochs compares supervised training; "
                         "run simulations.ssl_pretrain for centralized SSL")

@@ -16,7 +16,8 @@ loop (`fedclf.ssl.pretrain`) and a federated client update:
                              normalization)
       grads = tape.gradient(loss, variables)
       optimizer.apply_gradients(zip(grads, variables))
-      method.after_step(encoder)     # BYOL's target EMA; a no-op otherwise
+      progress = optimizer.iterations / total_steps   # 0 to 1
+      method.after_step(encoder, progress)  # BYOL's target EMA, else no-op
       return loss
 
 Methods register a factory `(config: SslConfig, feature_dim: int) ->
@@ -119,12 +120,16 @@ class SslMethod(tf.Module):
     """
     raise NotImplementedError
 
-  def after_step(self, encoder: tf.keras.Model) -> None:
+  def after_step(self, encoder: tf.keras.Model,
+                 progress: Optional[tf.Tensor] = None) -> None:
     """Runs after each optimizer step (BYOL: target EMA). No-op by default.
 
-    Only variable assignments: callable inside or outside a tf.function.
+    `progress`: the fraction of the training's steps done (0 to 1), for
+    methods whose update follows a schedule; None where the trainer has no
+    known total (a federated client). Only variable assignments: callable
+    inside or outside a tf.function.
     """
-    del encoder
+    del encoder, progress
 
 
 def build_method(config: SslConfig, feature_dim: int) -> SslMethod:

@@ -149,6 +149,7 @@ def pretrain_encoder(encoder: tf.keras.Model,
   if normalization is None:
     normalization = Normalization.from_images(x)
   optimizer = build_optimizer(config.optimizer, steps_per_epoch, config.epochs)
+  total_steps = float(steps_per_epoch * config.epochs)
   method.build(encoder)
   variables = encoder.trainable_variables + method.heads.trainable_variables
   driver = EpochDriver(
@@ -169,7 +170,10 @@ def pretrain_encoder(encoder: tf.keras.Model,
                            normalization, training=True)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
-    method.after_step(encoder)
+    # The optimizer's step count is checkpointed, so a resumed run's
+    # schedules (BYOL's target momentum) continue where they stopped.
+    method.after_step(encoder, tf.cast(optimizer.iterations, tf.float32) /
+                      total_steps)
     return loss
 
   def run_epoch(epoch: int, epoch_seed: int) -> Dict[str, float]:

@@ -195,3 +195,14 @@ def test_byol_refused_with_a_work_of_its_own_loop():
   objective = ssl_objective(default_for("digits", 1), None, "byol")
   with pytest.raises(UserError, match="byol cannot be federated"):
     with_target_network(algorithm, objective)
+
+
+def test_byol_cosine_momentum_is_refused_federated():
+  # Its ramp needs the training's total steps, which a client never knows.
+  cosine = dataclasses.replace(
+      _byol_config(),
+      ssl=SslConfig(method="byol", params=ByolParams(
+          byol_momentum_schedule="cosine")))
+  with pytest.raises(UserError, match="centralized pretraining"):
+    cosine.validate()
+  _byol_config().validate()  # the constant momentum is accepted

@@ -10,6 +10,7 @@ import tensorflow as tf
 from fedclf.data import DataConfig
 from fedclf.data import load_dataset
 from fedclf.errors import DivergenceError
+from fedclf.errors import UserError
 from fedclf.models import build_model_parts
 from fedclf.models import ModelConfig
 from fedclf.registry import DuplicateNameError
@@ -24,6 +25,7 @@ from fedclf.ssl import ByolParams
 from fedclf.ssl import SimSiamParams
 from fedclf.ssl import SslConfig
 from fedclf.ssl.method import SslMethod
+from fedclf.ssl.methods.byol import target_momentum
 from fedclf.train import OptimizerConfig
 
 METHODS = ("barlow_twins", "byol", "simclr", "simsiam", "vicreg")
@@ -87,6 +89,38 @@ def test_step_in_one_tf_function_trains_encoder_and_heads(name):
                            method.target_encoder.get_weights()[0])
 
 
+def test_byol_target_momentum_schedules_hand_computed():
+  constant = [float(target_momentum(0.99, "constant", p))
+              for p in (0.0, 0.5, 1.0)]
+  np.testing.assert_allclose(constant, [0.99, 0.99, 0.99], rtol=1e-6)
+  # 1 - 0.01 (cos(pi p) + 1) / 2 at p = 0, 1/2, 1 (clipped beyond).
+  cosine = [float(target_momentum(0.99, "cosine", p))
+            for p in (0.0, 0.5, 1.0, 1.5)]
+  np.testing.assert_allclose(cosine, [0.99, 0.995, 1.0, 1.0], rtol=1e-6)
+  with pytest.raises(UserError, match="byol_momentum_schedule"):
+    ByolParams(byol_momentum_schedule="linear").validate()
+
+
+def test_byol_cosine_schedule_moves_the_target_by_progress():
+  encoder = small_encoder("mlp")
+  method = build_method(SslConfig(
+      method="byol", projection_dim=16, hidden_dim=32,
+      params=ByolParams(predictor_hidden_dim=8, byol_momentum=0.5,
+                        byol_momentum_schedule="cosine")), 25)
+  method.build(encoder)
+  online = encoder.weights[0]
+  target = method.target_encoder.weights[0]
+  target.assign(tf.zeros_like(target))
+  online.assign(tf.ones_like(online))
+  # progress 1/2: m = 1 - 0.5 * (0 + 1) / 2 = 0.75, so t = 0.25 * 1.
+  method.after_step(encoder, tf.constant(0.5))
+  np.testing.assert_allclose(target.numpy(), 0.25, rtol=1e-6)
+  method.after_step(encoder, tf.constant(1.0))  # m = 1: frozen target
+  np.testing.assert_allclose(target.numpy(), 0.25, rtol=1e-6)
+  with pytest.raises(ValueError, match="needs progress"):
+    method.after_step(encoder)
+
+
 @pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_loss_depends_on_seed_alone(name):
   encoder = small_encoder("mlp")
@@ -132,22 +166,31 @@ def test_resume_of_a_finished_run_restores_and_trains_nothing(digits,
     np.testing.assert_array_equal(a, b)
 
 
-def test_resume_mid_run_matches(digits, tmp_path):
+BYOL_COSINE = SslConfig(method="byol", projection_dim=16, hidden_dim=32,
+                        params=ByolParams(predictor_hidden_dim=8,
+                                          byol_momentum_schedule="cosine"))
+
+
+# BYOL with the cosine momentum: its target and the schedule's position
+# (the optimizer's step count) resume too.
+@pytest.mark.parametrize("ssl_config", [small_config("simclr"), BYOL_COSINE],
+                         ids=["simclr", "byol_cosine"])
+def test_resume_mid_run_matches(digits, tmp_path, ssl_config):
   ckpt = str(tmp_path / "ckpt")
   encoder = small_encoder("mlp")
-  method = build_method(small_config("simclr"), 25)
+  method = build_method(ssl_config, 25)
   full = pretrain_encoder(encoder, method, digits.x_train, config(2))
 
   # An interrupted run: one epoch of a 2-epoch schedule, checkpointed.
   part = small_encoder("mlp")
-  part_method = build_method(small_config("simclr"), 25)
+  part_method = build_method(ssl_config, 25)
   interrupted = dataclasses.replace(config(2), checkpoint_every=1)
   fail_after_one = _StopAfter(1)
   with pytest.raises(_Stop):
     pretrain_encoder(part, part_method, digits.x_train, interrupted,
                      recorder=fail_after_one, checkpoint_dir=ckpt)
   resumed = small_encoder("mlp")
-  resumed_method = build_method(small_config("simclr"), 25)
+  resumed_method = build_method(ssl_config, 25)
   rest = pretrain_encoder(resumed, resumed_method, digits.x_train,
                           interrupted, checkpoint_dir=ckpt, resume=True)
   assert [r["epoch"] for r in rest.history] == [2]

@@ -4,6 +4,7 @@ projection of the other view."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 import tensorflow as tf
@@ -32,7 +33,14 @@ class ByolParams:
   predictor_hidden_dim: int = dataclasses.field(
       default=128, metadata={"help": "predictor bottleneck width."})
   byol_momentum: float = dataclasses.field(
-      default=0.99, metadata={"help": "target EMA decay per step."})
+      default=0.99, metadata={"help": "target EMA decay per step (with "
+                              "--byol_momentum_schedule=cosine: the first "
+                              "step's)."})
+  byol_momentum_schedule: str = dataclasses.field(
+      default="constant", metadata={
+          "help": "constant, or cosine: the decay rises from "
+                  "byol_momentum to 1 over the pretraining's steps (Grill "
+                  "et al. 2020); centralized pretraining only."})
 
   def validate(self) -> None:
     if self.predictor_hidden_dim < 1:
@@ -41,14 +49,43 @@ class ByolParams:
     if not 0.0 <= self.byol_momentum < 1.0:
       raise UserError(f"byol_momentum must be in [0, 1), got "
                       f"{self.byol_momentum}")
+    if self.byol_momentum_schedule not in MOMENTUM_SCHEDULES:
+      raise UserError(f"byol_momentum_schedule must be one of "
+                      f"{', '.join(MOMENTUM_SCHEDULES)}, got "
+                      f"{self.byol_momentum_schedule!r}")
+
+  def federated_refusal(self) -> Optional[str]:
+    """Why these parameters cannot pretrain federated, or None (see
+    fedclf.plugin_config)."""
+    if self.byol_momentum_schedule != "constant":
+      # A client's local steps are not a fraction of a known total.
+      return ("--byol_momentum_schedule=cosine is for centralized "
+              "pretraining; federated BYOL keeps a constant --byol_momentum")
+    return None
+
+
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+def target_momentum(base: float, schedule: str, progress: Optional[tf.Tensor]
+                    ) -> tf.Tensor:
+  """The target EMA decay at `progress` (the fraction of the pretraining's
+  steps done, 0 to 1): `base` throughout for "constant"; for "cosine"
+  1 - (1 - base) (cos(pi progress) + 1) / 2, from `base` to 1 (the BYOL
+  paper's schedule: the target slows as the online network settles)."""
+  if schedule == "constant" or progress is None:
+    return tf.constant(base, tf.float32)
+  progress = tf.clip_by_value(tf.cast(progress, tf.float32), 0.0, 1.0)
+  return 1.0 - (1.0 - base) * (tf.cos(math.pi * progress) + 1.0) / 2.0
 
 
 class Byol(SslMethod):
   """Online encoder -> projector -> predictor; target encoder -> projector.
 
   The target network is an exponential moving average of the online one
-  (`byol_momentum` per step, constant rather than the paper's cosine
-  ramp to 1). It is state of the method, not of `heads`: a federated
+  (`byol_momentum` per step, or the paper's cosine ramp from it to 1 with
+  `byol_momentum_schedule="cosine"`, which needs the trainer to pass
+  `progress`). It is state of the method, not of `heads`: a federated
   trainer that wants BYOL must keep (or average) `target_encoder` and
   `target_projector` itself (fedclf.federated.byol_target keeps them per
   client).
@@ -81,10 +118,15 @@ class Byol(SslMethod):
     t1, t2 = split_views(target)
     return losses.byol_loss(p1, p2, t1, t2)
 
-  def after_step(self, encoder: tf.keras.Model) -> None:
+  def after_step(self, encoder: tf.keras.Model,
+                 progress: Optional[tf.Tensor] = None) -> None:
     if self.target_encoder is None:
       raise ValueError("byol: call method.build(encoder) before after_step()")
-    m = self.config.params.byol_momentum
+    params = self.config.params
+    if params.byol_momentum_schedule != "constant" and progress is None:
+      raise ValueError("byol: a cosine momentum schedule needs progress")
+    m = target_momentum(params.byol_momentum, params.byol_momentum_schedule,
+                        progress)
     # `weights` (not trainable_weights) so BatchNorm statistics follow too;
     # clones list their weights in the same order as the original.
     pairs = (list(zip(self.target_encoder.weights, encoder.weights)) +
