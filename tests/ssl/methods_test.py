@@ -101,6 +101,18 @@ def test_byol_target_momentum_schedules_hand_computed():
     ByolParams(byol_momentum_schedule="linear").validate()
 
 
+def test_byol_target_normalizes_by_the_batch_like_the_online_network():
+  # Same weights at build: in training mode (BatchNorm on the batch's
+  # statistics) the target's features equal the online encoder's.
+  encoder = small_encoder("cnn_gap", (16, 16, 1))  # BatchNorm in each block
+  method = build_method(small_config("byol"), encoder.output_shape[-1])
+  method.build(encoder)
+  images = np.random.default_rng(0).random((6, 16, 16, 1)).astype(np.float32)
+  np.testing.assert_allclose(
+      method.target_encoder(images, training=True).numpy(),
+      encoder(images, training=True).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_byol_cosine_schedule_moves_the_target_by_progress():
   encoder = small_encoder("mlp")
   method = build_method(SslConfig(

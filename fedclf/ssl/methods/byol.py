@@ -20,10 +20,18 @@ from fedclf.ssl.method import SslMethod
 
 
 def _copy_of(model: tf.keras.Model) -> tf.keras.Model:
-  """A non-trainable copy of `model` with the same weights."""
+  """A copy of `model` with the same weights, for the target network.
+
+  Left `trainable` although nothing trains it (no optimizer is given its
+  variables, and its outputs pass through stop_gradient): Keras runs the
+  BatchNormalization layers of a non-trainable model in inference mode
+  even when called with training=True, and BYOL's target normalizes by
+  the batch's statistics like the online network. Frozen, it normalized
+  by moving averages that lag the online network (on the CIFAR-10 subset
+  its probe then fell below the random-init encoder's).
+  """
   copy = tf.keras.models.clone_model(model)
   copy.set_weights(model.get_weights())
-  copy.trainable = False
   return copy
 
 
