@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -98,6 +98,20 @@ def representation_std(encoder: tf.keras.Model, images: np.ndarray,
   return float(features.std(axis=0).mean() * math.sqrt(features.shape[1]))
 
 
+def _images_and_batch_size(x_unlabelled: np.ndarray, batch_size: int,
+                           log_prefix: str) -> Tuple[np.ndarray, int]:
+  """The images as float32 [N, H, W, C] and the batch size, at most N."""
+  x = np.asarray(x_unlabelled, np.float32)
+  if x.ndim != 4:
+    raise UserError(f"expected images [N, H, W, C], got shape {x.shape}")
+  if len(x) < 2:
+    raise UserError(f"SSL pretraining needs at least 2 images, got {len(x)}")
+  if batch_size > len(x):
+    logging.warning("%sbatch size %d > %d images; using %d", log_prefix,
+                    batch_size, len(x), len(x))
+  return x, min(batch_size, len(x))
+
+
 def pretrain_encoder(encoder: tf.keras.Model,
                      method: SslMethod,
                      x_unlabelled: np.ndarray,
@@ -135,15 +149,8 @@ def pretrain_encoder(encoder: tf.keras.Model,
     UserError: bad config or too few images.
   """
   config.validate()
-  x = np.asarray(x_unlabelled, np.float32)
-  if x.ndim != 4:
-    raise UserError(f"expected images [N, H, W, C], got shape {x.shape}")
-  if len(x) < 2:
-    raise UserError(f"SSL pretraining needs at least 2 images, got {len(x)}")
-  batch_size = min(config.batch_size, len(x))
-  if batch_size < config.batch_size:
-    logging.warning("%sbatch size %d > %d images; using %d", log_prefix,
-                    config.batch_size, len(x), batch_size)
+  x, batch_size = _images_and_batch_size(x_unlabelled, config.batch_size,
+                                         log_prefix)
   steps_per_epoch = len(x) // batch_size
   augment = config.augment or default_for(int(x.shape[-1]))
   if normalization is None:
