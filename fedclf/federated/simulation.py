@@ -134,9 +134,9 @@ class FederatedRunConfig:
       if self.ssl.method != self.objective:
         raise UserError("ssl.method must equal the objective")
       params = resolve_params(SSL_METHODS, self.objective, self.ssl.params)
-      refusal = getattr(params, "federated_refusal", None)
-      if refusal is not None and refusal() is not None:
-        raise UserError(refusal())
+      refusal = getattr(params, "federated_refusal", lambda: None)()
+      if refusal is not None:
+        raise UserError(refusal)
       if self.centralized_epochs:
         raise UserError("--centralized_epochs compares supervised training; "
                         "run simulations.ssl_pretrain for centralized SSL")

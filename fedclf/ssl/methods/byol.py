@@ -75,13 +75,14 @@ class ByolParams:
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
-def target_momentum(base: float, schedule: str, progress: Optional[tf.Tensor]
-                    ) -> tf.Tensor:
+def target_momentum(base: float, schedule: str,
+                    progress: Optional[tf.Tensor]) -> tf.Tensor:
   """The target EMA decay at `progress` (the fraction of the pretraining's
   steps done, 0 to 1): `base` throughout for "constant"; for "cosine"
   1 - (1 - base) (cos(pi progress) + 1) / 2, from `base` to 1 (the BYOL
-  paper's schedule: the target slows as the online network settles)."""
-  if schedule == "constant" or progress is None:
+  paper's schedule: the target slows as the online network settles).
+  `progress` may be None for "constant" only."""
+  if schedule == "constant":
     return tf.constant(base, tf.float32)
   progress = tf.clip_by_value(tf.cast(progress, tf.float32), 0.0, 1.0)
   return 1.0 - (1.0 - base) * (tf.cos(math.pi * progress) + 1.0) / 2.0
