@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
+BYTECODE := $(VENV)/.bytecode
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
 export FEDCLF_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)/.cache/fedclf)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -11,7 +12,7 @@ TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench bench-peers bench-scaling faults guide notebooks clean-venv
 
-install: $(STAMP)
+install: $(STAMP) $(BYTECODE)
 
 $(STAMP): requirements.lock overrides.txt setup.cfg
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,10 +21,23 @@ $(STAMP): requirements.lock overrides.txt setup.cfg
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# Bytecode for every installed module, compiled once. uv installs without
+# it, and where PYTHONDONTWRITEBYTECODE is set (as on this project's
+# machines) Python never caches it either: every process then recompiles
+# TensorFlow's ~3,500 modules, 6-20 s of CPU before it does anything, which
+# the test suite's binary subprocesses and the notebooks' kernels pay
+# hundreds of times. The repository's own modules are compiled by `test`.
+$(BYTECODE): $(STAMP)
+	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") > /dev/null || true
+	@touch $(BYTECODE)
+
+SOURCES := fedclf simulations baselines benchmarks docs tests
+
+demo: $(STAMP) $(BYTECODE)
 	$(PY) -m simulations.demo --out_dir=demo_out --overwrite
 
-test: $(STAMP)
+test: $(STAMP) $(BYTECODE)
+	$(PY) -m compileall -q -j 0 $(SOURCES) > /dev/null
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 bench: $(STAMP)
@@ -67,7 +81,7 @@ guide: $(STAMP)
 # docs/guide/ nor runs/guide/ changes); prints each chapter's wall time.
 # The kernel is the venv's own Python (ipykernel, installed by `install`).
 # NOTEBOOK_FLAGS=--nosmall runs the chapters' own settings.
-notebooks: $(STAMP)
+notebooks: $(STAMP) $(BYTECODE)
 	$(PY) -m docs.guide.run_notebooks $(NOTEBOOK_FLAGS)
 
 clean-venv:
