@@ -29,12 +29,15 @@ class FedNovaSGD(LocalSGD):
   client reports zeros and weight 0, so it is in neither sum).
   """
 
-  def train(self, model, velocity, global_trainable, global_non_trainable,
-            batches, num_examples, client_state, server_extra,
-            seed) -> ClientOutput:
-    out = super().train(model, velocity, global_trainable,
-                        global_non_trainable, batches, num_examples,
-                        client_state, server_extra, seed)
+  # The normalization is in `output`, not `train`, so that the local step
+  # stays LocalSGD's and the batched backend (backends/batched.py), which
+  # calls `output` per client, trains FedNova's clients as one computation.
+  def output(self, global_trainable, global_non_trainable, local,
+             non_trainable, totals, num_examples, client_state,
+             server_extra) -> ClientOutput:
+    out = super().output(global_trainable, global_non_trainable, local,
+                         non_trainable, totals, num_examples, client_state,
+                         server_extra)
     a = effective_steps(out.steps, self.momentum)
     return dataclasses.replace(
         out, delta=[d / a for d in out.delta],

@@ -12,12 +12,12 @@ stragglers) are masked: from their last step on, their weights and
 momentum buffers are carried unchanged (`tf.where`, so not even a NaN of
 theirs leaks), which is what the replica mode's shorter loop does. The
 clients' outputs come from the work's own `LocalSGD.output`, so SCAFFOLD's
-control variates, FedNova-like `finish` rules and the NaN/Inf drop are the
+control variates, FedNova's normalization and the NaN/Inf drop are the
 same code in both modes.
 
 Supported: client works whose local step is `LocalSGD`'s (FedAvg, FedSGD,
-FedAvgM/FedAdam/FedYogi, FedProx, SCAFFOLD, DP-FedAvg: its clipping is
-the aggregator's) with the supervised objective, on models that
+FedAvgM/FedAdam/FedYogi, FedProx, SCAFFOLD, FedNova, DP-FedAvg: its
+clipping is the aggregator's) with the supervised objective, on models that
 `stacked.plan_for` plans. Anything else trains in replicas;
 `unsupported_reason` says why.
 """
@@ -53,7 +53,7 @@ def unsupported_reason(spec: BackendSpec,
       getattr(type(work), m) is not getattr(LocalSGD, m)
       for m in _STEP_METHODS):
     return (f"client work {type(work).__name__} has its own local step "
-            "(only LocalSGD's and SCAFFOLD's are batched)")
+            "(only LocalSGD's step is batched)")
   if work.objective is not masked_loss_and_correct:
     return "the client objective is not the supervised cross-entropy"
   try:

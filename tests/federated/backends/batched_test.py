@@ -100,6 +100,8 @@ CASES = [
     ("cnn", "fedprox", FedProxParams(prox_mu=0.5), 0.9, 0.0),
     ("mlp", "scaffold", None, 0.9, 0.0),
     ("cnn", "scaffold", None, 0.0, 1e-3),
+    # Clients of 2, 5 and 0 steps: FedNova's normalization differs per client.
+    ("cnn", "fednova", None, 0.9, 0.0),
 ]
 
 
