@@ -293,8 +293,13 @@ SEED_COLUMNS = (
     ("diverged at round", ("diverged_at_round",)),
     # Fairness across clients (--per_client_eval; q-FedAvg's measures).
     (f"client accuracy p10 {FRACTION}", ("final_client_accuracy_p10",)),
-    ("client accuracy variance", ("final_client_accuracy_var",)),
+    # In points squared (percent accuracy), as q-FedAvg's paper reports it:
+    # as a fraction an IID run's 5e-6 would print as 0.0000.
+    ("client accuracy variance (points²)", ("final_client_accuracy_var",)),
 )
+
+# Summary values a column shows multiplied (fractions squared -> points²).
+COLUMN_SCALES = {"final_client_accuracy_var": 1e4}
 
 
 COUNT_KEYS = ("rounds_to_target", "diverged_at_round")
@@ -330,8 +335,10 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
   for label, members in groups.items():
     row = [label, str(len(members))]
     for _, keys in columns:
-      row.append(mean_std([_value(m["summary"], keys) for m in members],
-                           counts=keys[0] in COUNT_KEYS))
+      scale = COLUMN_SCALES.get(keys[0], 1.0)
+      values = [_value(m["summary"], keys) for m in members]
+      row.append(mean_std([None if v is None else v * scale for v in values],
+                          counts=keys[0] in COUNT_KEYS))
     if fedsgd:
       base = fedsgd.get(_data_split(members[0]))
       reached = [_value(m["summary"], ("rounds_to_target",))

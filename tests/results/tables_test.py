@@ -200,7 +200,8 @@ def test_client_accuracy_spread_has_columns_when_runs_measured_it():
   header, rows = tables.seed_rows(runs, {"q_s0": "q", "q_s1": "q"})
   assert rows[0][header.index("client accuracy p10 (0–1)")] == (
       "0.7000 ± 0.1414")
-  assert rows[0][header.index("client accuracy variance")] == (
-      "0.0030 ± 0.0014")
+  # Variance in points² (percent accuracy): 0.002 -> 20, 0.004 -> 40.
+  assert rows[0][header.index("client accuracy variance (points²)")] == (
+      "30.0 ± 14.1")
   header, _ = tables.seed_rows([fake_run("a", "fedavg", "iid", 20)])
-  assert "client accuracy variance" not in header
+  assert "client accuracy variance (points²)" not in header
