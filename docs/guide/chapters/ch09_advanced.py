@@ -58,7 +58,8 @@ ADAPTATION = ("--source=mnist", "--target=usps", "--model=lenet5",
 LINKED_ELSEWHERE = ("interpret/README.md", "export/README.md")
 RESULTS: Tuple[Tuple[str, str, str], ...] = (
     ("federated", "mcmahan/README.md", "experiments/mcmahan.yaml"),
-    ("federated", "niid_bench/README.md", "experiments/niid_bench.yaml"),
+    ("federated", "niid_bench/README.md",
+     "experiments/niid_bench_extended.yaml"),
     ("federated", "adaptive/README.md", "experiments/adaptive.yaml"),
     ("federated", "personalization/README.md",
      "experiments/personalization.yaml"),
@@ -72,6 +73,7 @@ RESULTS: Tuple[Tuple[str, str, str], ...] = (
     ("ssl", "ssl/comparison.md", "experiments/ssl_comparison.yaml"),
     ("ssl", "ssl/cifar10/README.md", "experiments/ssl_cifar10.yaml"),
     ("ssl", "ssl/methods/README.md", "experiments/ssl_methods.yaml"),
+    ("ssl", "ssl/init_encoder/README.md", "experiments/ssl_init_encoder.yaml"),
     ("ssl", "ssl/pretraining_for_fl/README.md",
      "experiments/ssl_pretraining_for_fl.yaml"),
     ("adaptation", "domain_adaptation/README.md",
