@@ -62,6 +62,7 @@ def _startup_interrupt_hook(previous):
 # At import: the binaries import this module first.
 if not getattr(sys.excepthook, "fedclf_hook", False):
   sys.excepthook = _startup_interrupt_hook(sys.excepthook)
+process_exit.guard_startup_interrupts()
 
 # TensorFlow's C++ log threshold (0 all, 1 no INFO, 2 no WARNING either, 3
 # no ERROR either), read by TensorFlow once, at its first line. Set here,

@@ -198,6 +198,23 @@ def _unraisable_hook(previous):
 _installed = False
 
 
+def guard_startup_interrupts() -> None:
+  """From a binary's first import (fedclf.cli), before it imports
+  TensorFlow: a Ctrl-C that lands in a gc callback while TensorFlow, TFF
+  and jax import (jax's `_xla_gc_callback`) is raised again in the main
+  thread, as `install` has it for the rest of the run, instead of being
+  printed and lost (the binary then trained on as if never interrupted;
+  seen with a Ctrl-C 9-10 s after start under load). Only SIGINT's
+  handler and the unraisable hook: SIGTERM and SIGPIPE keep their default,
+  ending the process outright, until `install`, as nothing is written yet.
+  """
+  if not getattr(sys.unraisablehook, "fedclf_hook", False):
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+  if (threading.current_thread() is threading.main_thread() and
+      signal.getsignal(signal.SIGINT) == signal.default_int_handler):
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
 def install() -> None:
   """Installs the handlers; only from the main thread (elsewhere Python
   refuses), and never over a signal the user asked to ignore (`nohup`,
