@@ -263,12 +263,18 @@ def mean_std(values, counts: bool = False,
   return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+# A federated SSL run's "test accuracy" is its encoder's kNN accuracy (its
+# summary also has it as final_knn_accuracy, which no classifier's has):
+# the kNN column shows it, and "final accuracy" leaves it out.
+FINAL_ACCURACY_KEYS = ("final_test_accuracy", "test_accuracy")
+
+
 # Column title (with its unit) and the summary keys it reads, first found.
 SEED_COLUMNS = (
-    (f"final accuracy {FRACTION}", ("final_test_accuracy", "test_accuracy")),
+    (f"final accuracy {FRACTION}", FINAL_ACCURACY_KEYS),
     (f"linear probe {FRACTION}", ("linear_probe_accuracy",)),
     (f"random-init probe {FRACTION}", ("random_init_linear_probe_accuracy",)),
-    (f"kNN {FRACTION}", ("knn_accuracy",)),
+    (f"kNN {FRACTION}", ("knn_accuracy", "final_knn_accuracy")),
     # tensorflow-similarity's retrieval of same-class training embeddings.
     (f"retrieval recall@1 {FRACTION}", ("retrieval_recall_at_1",)),
     (f"random-init recall@1 {FRACTION}",
@@ -302,6 +308,7 @@ SEED_COLUMNS = (
 COLUMN_SCALES = {"final_client_accuracy_var": 1e4}
 
 
+
 COUNT_KEYS = ("rounds_to_target", "diverged_at_round")
 
 
@@ -312,13 +319,22 @@ def _value(summary: Dict, keys) -> Optional[float]:
   return None
 
 
+def _column_value(summary: Dict, keys) -> Optional[float]:
+  """A seed column's value of one run (None: none to show)."""
+  if (keys == FINAL_ACCURACY_KEYS and
+      summary.get("final_knn_accuracy") is not None):
+    return None
+  return _value(summary, keys)
+
+
 def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
   """(header, rows) of mean ± std per setting (see `group_by_setting`);
   columns without any value are left out, and a FedSGD row (if any reached
   the target) gives the McMahan-style speed-up in rounds."""
   groups = group_by_setting(runs, setting_of)
   columns = [(title, keys) for title, keys in SEED_COLUMNS
-             if any(_value(r["summary"], keys) is not None for r in runs)]
+             if any(_column_value(r["summary"], keys) is not None
+                    for r in runs)]
   # As in McMahan et al.'s Table 2, each run is compared with the best
   # FedSGD run on the same data split (IID with IID, non-IID with non-IID).
   fedsgd: Dict[tuple, float] = {}
@@ -336,7 +352,7 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
     row = [label, str(len(members))]
     for _, keys in columns:
       scale = COLUMN_SCALES.get(keys[0], 1.0)
-      values = [_value(m["summary"], keys) for m in members]
+      values = [_column_value(m["summary"], keys) for m in members]
       row.append(mean_std([None if v is None else v * scale for v in values],
                           counts=keys[0] in COUNT_KEYS))
     if fedsgd:

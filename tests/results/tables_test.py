@@ -205,3 +205,19 @@ def test_client_accuracy_spread_has_columns_when_runs_measured_it():
       "30.0 ± 14.1")
   header, _ = tables.seed_rows([fake_run("a", "fedavg", "iid", 20)])
   assert "client accuracy variance (points²)" not in header
+
+
+def test_a_federated_ssl_runs_knn_accuracy_is_in_the_knn_column_only():
+  # Its summary's final_test_accuracy is the encoder's kNN accuracy.
+  ssl = fake_run("ssl", "fedavg", "iid", None,
+                 final_test_accuracy=0.82, final_knn_accuracy=0.82,
+                 linear_probe_accuracy=0.87)
+  header, rows = tables.seed_rows([ssl])
+  assert "final accuracy (0–1)" not in header
+  assert rows[0][header.index("kNN (0–1)")] == "0.8200"
+  header, rows = tables.seed_rows(
+      [ssl, fake_run("sup", "fedavg", "iid", None)],
+      {"ssl": "ssl", "sup": "sup"})
+  by_name = {row[0]: row for row in rows}
+  column = header.index("final accuracy (0–1)")
+  assert by_name["ssl"][column] == "" and by_name["sup"][column] == "0.9900"
