@@ -70,6 +70,8 @@ RESULTS: Tuple[Tuple[str, str, str], ...] = (
      "experiments/communication.yaml"),
     ("ssl", "ssl/centralized/README.md", "experiments/ssl_centralized.yaml"),
     ("ssl", "ssl/federated/README.md", "experiments/ssl_federated.yaml"),
+    ("ssl", "ssl/federated_methods/README.md",
+     "experiments/ssl_federated_methods.yaml"),
     ("ssl", "ssl/comparison.md", "experiments/ssl_comparison.yaml"),
     ("ssl", "ssl/cifar10/README.md", "experiments/ssl_cifar10.yaml"),
     ("ssl", "ssl/methods/README.md", "experiments/ssl_methods.yaml"),
