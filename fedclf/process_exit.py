@@ -223,15 +223,12 @@ def install() -> None:
   if not _installed:
     atexit.register(_release_tff_default_context)
     _installed = True
-  if not getattr(sys.unraisablehook, "fedclf_hook", False):
-    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+  guard_startup_interrupts()  # the unraisable hook and SIGINT's handler
   if threading.current_thread() is not threading.main_thread():
     return
   _stopping = False
   if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
     signal.signal(signal.SIGTERM, _on_sigterm)
-  if signal.getsignal(signal.SIGINT) == signal.default_int_handler:
-    signal.signal(signal.SIGINT, _on_sigint)
   # Python itself ignores SIGPIPE (so a parent's choice cannot be told);
   # children get the default back (subprocess's restore_signals).
   signal.signal(signal.SIGPIPE, _on_sigpipe)

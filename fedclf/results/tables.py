@@ -307,8 +307,6 @@ SEED_COLUMNS = (
 # Summary values a column shows multiplied (fractions squared -> points²).
 COLUMN_SCALES = {"final_client_accuracy_var": 1e4}
 
-
-
 COUNT_KEYS = ("rounds_to_target", "diverged_at_round")
 
 
@@ -320,11 +318,12 @@ def _value(summary: Dict, keys) -> Optional[float]:
 
 
 def _column_value(summary: Dict, keys) -> Optional[float]:
-  """A seed column's value of one run (None: none to show)."""
+  """What a seed column shows of one run, scaled (None: none to show)."""
   if (keys == FINAL_ACCURACY_KEYS and
       summary.get("final_knn_accuracy") is not None):
     return None
-  return _value(summary, keys)
+  value = _value(summary, keys)
+  return None if value is None else value * COLUMN_SCALES.get(keys[0], 1.0)
 
 
 def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
@@ -351,9 +350,8 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
   for label, members in groups.items():
     row = [label, str(len(members))]
     for _, keys in columns:
-      scale = COLUMN_SCALES.get(keys[0], 1.0)
-      values = [_column_value(m["summary"], keys) for m in members]
-      row.append(mean_std([None if v is None else v * scale for v in values],
+      row.append(mean_std([_column_value(m["summary"], keys)
+                           for m in members],
                           counts=keys[0] in COUNT_KEYS))
     if fedsgd:
       base = fedsgd.get(_data_split(members[0]))
