@@ -18,6 +18,7 @@ from fedclf.partition.split import partition
 from fedclf.partition.split import validate_config
 # Imported for its registration side effects.
 from fedclf.partition import partitioners  # noqa: F401
+from fedclf.partition.partitioners import MIN_DIRICHLET_ALPHA
 from fedclf.partition.partitioners import DirichletParams
 from fedclf.partition.partitioners import LabelsPerClientParams
 from fedclf.partition.partitioners import QuantitySkewParams

@@ -15,7 +15,7 @@ comes from the `rng` argument so that a split is a pure function of
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import numpy as np
 
@@ -28,6 +28,17 @@ from fedclf.registry import PARTITIONERS
 # Bounded so that an infeasible-by-chance Dirichlet setting (tiny alpha, many
 # clients) cannot loop forever; the deterministic fix-up covers the rest.
 MAX_DIRICHLET_RETRIES = 100
+# numpy's Dirichlet sampler slows by ~10x per decade of alpha below 1e-6
+# (5 s for 50 draws at 1e-8) and does not return at 1e-9; at 1e-6 a draw is
+# already one-hot to float precision, so smaller alphas add nothing.
+MIN_DIRICHLET_ALPHA = 1e-6
+
+
+def _check_concentration(name: str, value: float) -> None:
+  if not is_positive_finite(value) or value < MIN_DIRICHLET_ALPHA:
+    raise UserError(f"{name} must be >= {MIN_DIRICHLET_ALPHA:g} (smaller "
+                    f"values draw the same one-hot proportions), got "
+                    f"{value!r}")
 
 
 def _group(assignment: np.ndarray, num_clients: int) -> List[np.ndarray]:
@@ -110,9 +121,7 @@ class DirichletParams:
       default=0.5, metadata={"help": "concentration."})
 
   def validate(self) -> None:
-    if not is_positive_finite(self.dirichlet_alpha):
-      raise UserError(
-          f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha!r}")
+    _check_concentration("dirichlet_alpha", self.dirichlet_alpha)
 
 
 @PARTITIONERS.register("dirichlet", params=DirichletParams)
@@ -244,35 +253,68 @@ def labels_per_client(labels: np.ndarray, config: PartitionConfig,
 @dataclasses.dataclass(frozen=True)
 class QuantitySkewParams:
   power_law_exponent: float = dataclasses.field(
-      default=1.5, metadata={"help": "Pareto shape."})
+      default=1.5, metadata={"help": "Pareto shape (--client_sizes="
+                                     "power_law)."})
+  client_sizes: Literal["power_law", "dirichlet"] = dataclasses.field(
+      default="power_law",
+      metadata={"help": "how client sizes are drawn: power_law (Pareto "
+                        "weights) or dirichlet (NIID-Bench's quantity "
+                        "skew, proportions ~ Dir(size_dirichlet_alpha))."})
+  size_dirichlet_alpha: float = dataclasses.field(
+      default=0.5, metadata={"help": "concentration of the client-size "
+                                     "proportions (--client_sizes="
+                                     "dirichlet)."})
 
   def validate(self) -> None:
     if not is_positive_finite(self.power_law_exponent):
       raise UserError(f"power_law_exponent must be > 0, got "
                       f"{self.power_law_exponent!r}")
+    if self.client_sizes not in ("power_law", "dirichlet"):
+      raise UserError(f"client_sizes must be power_law or dirichlet, got "
+                      f"{self.client_sizes!r}")
+    _check_concentration("size_dirichlet_alpha", self.size_dirichlet_alpha)
+
+
+def _size_weights(params: QuantitySkewParams, num_clients: int,
+                  rng: np.random.Generator) -> np.ndarray:
+  """Positive, finite client-size weights (any scale)."""
+  if params.client_sizes == "dirichlet":
+    weights = rng.dirichlet(np.full(num_clients, params.size_dirichlet_alpha))
+    # Tiny alphas can underflow every proportion to 0 (or NaN): then one
+    # client takes everything beyond the minimum, the limit of the draw.
+    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+      weights = np.zeros(num_clients)
+      weights[rng.integers(num_clients)] = 1.0
+    return weights
+  weights = 1.0 + rng.pareto(params.power_law_exponent, size=num_clients)
+  # Overflow to inf is possible for tiny exponents; keep the ordering sane.
+  return np.nan_to_num(weights,
+                       posinf=np.finfo(np.float64).max / (num_clients + 1))
 
 
 @PARTITIONERS.register("quantity_skew", params=QuantitySkewParams)
 def quantity_skew(labels: np.ndarray, config: PartitionConfig,
                   rng: np.random.Generator,
                   client_ids: Optional[np.ndarray]) -> List[np.ndarray]:
-  """IID labels, power-law client sizes.
+  """IID labels, skewed client sizes (power-law or Dirichlet).
 
-  Each client i draws a weight w_i ~ Pareto(a, scale 1), i.e.
-  P(w_i > w) = w**-a for w >= 1 with a = power_law_exponent (numpy's
-  `1 + rng.pareto(a)`). Every client first gets min_examples_per_client
+  Each client i draws a weight w_i. With client_sizes=power_law (the
+  default), w_i ~ Pareto(a, scale 1), i.e. P(w_i > w) = w**-a for w >= 1
+  with a = power_law_exponent (numpy's `1 + rng.pareto(a)`); smaller `a`
+  means heavier tails and more skew, and for a <= 1 the weights have
+  infinite mean. With client_sizes=dirichlet, (w_1..w_m) ~
+  Dir(size_dirichlet_alpha), NIID-Bench's quantity skew (Li et al. 2022,
+  which resamples until every client has 10 examples; here the minimum is
+  given first instead). Every client first gets min_examples_per_client
   examples, and the remaining N - num_clients * min_examples_per_client are
   shared in proportion to the weights (largest-remainder rounding, so sizes
   sum exactly to N). Examples are then dealt out from one random
-  permutation, so each client's labels are an IID sample. Smaller `a` means
-  heavier tails and more skew; for a <= 1 the weights have infinite mean.
+  permutation, so each client's labels are an IID sample.
   """
   del client_ids  # Unused.
   n = labels.shape[0]
   m = config.num_clients
-  weights = 1.0 + rng.pareto(config.params.power_law_exponent, size=m)
-  # Overflow to inf is possible for tiny exponents; keep the ordering sane.
-  weights = np.nan_to_num(weights, posinf=np.finfo(np.float64).max / (m + 1))
+  weights = _size_weights(config.params, m, rng)
   base = config.min_examples_per_client
   sizes = base + _largest_remainder(weights, n - m * base)
   return _split_by_sizes(rng.permutation(n), sizes)

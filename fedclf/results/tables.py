@@ -404,19 +404,21 @@ def _column_title(title: str, keys, runs: List[Dict]) -> str:
   return title
 
 
-# The flag that shapes each partition; the others do not matter to it (and
-# runs recorded before a partitioner existed lack its flag).
-_PARTITION_PARAMETER = {"dirichlet": "dirichlet_alpha",
-                        "shards": "shards_per_client",
-                        "labels_per_client": "labels_per_client",
-                        "quantity_skew": "power_law_exponent"}
+# The flags that shape each partition; the others do not matter to it (and
+# runs recorded before a partitioner existed lack its flags).
+_PARTITION_PARAMETERS = {"dirichlet": ("dirichlet_alpha",),
+                         "shards": ("shards_per_client",),
+                         "labels_per_client": ("labels_per_client",),
+                         "quantity_skew": ("client_sizes",
+                                           "power_law_exponent",
+                                           "size_dirichlet_alpha")}
 
 
 def _data_split(run: Dict) -> tuple:
   flags = run_flags(run)
   partition = flags.get("partition")
   keys = ["dataset", "train_limit", "num_clients", "partition",
-          _PARTITION_PARAMETER.get(partition, "partition")]
+          *_PARTITION_PARAMETERS.get(partition, ())]
   return tuple(json.dumps(flags.get(k), sort_keys=True) for k in keys)
 
 

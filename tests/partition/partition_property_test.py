@@ -44,7 +44,10 @@ PARAMS = {
                            dirichlet_alpha=st.floats(1e-3, 1e3)),
     "shards": st.builds(fp.ShardsParams, shards_per_client=st.integers(1, 4)),
     "quantity_skew": st.builds(fp.QuantitySkewParams,
-                               power_law_exponent=st.floats(0.2, 5.0)),
+                               power_law_exponent=st.floats(0.2, 5.0),
+                               client_sizes=st.sampled_from(
+                                   ["power_law", "dirichlet"]),
+                               size_dirichlet_alpha=st.floats(1e-3, 1e3)),
     "labels_per_client": st.builds(fp.LabelsPerClientParams,
                                    labels_per_client=st.integers(1, 4)),
 }

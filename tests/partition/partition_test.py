@@ -167,6 +167,61 @@ def test_quantity_skew_exponent_controls_skew():
   assert cv(1.0) > cv(10.0)
 
 
+def test_quantity_skew_dirichlet_sizes():
+  """--client_sizes=dirichlet: NIID-Bench's quantity skew. Sizes follow
+  Dir(alpha) proportions on top of the minimum; smaller alpha, more skew."""
+  labels, _ = _data(n=20000)
+
+  def sizes(alpha, seed=0):
+    config = fp.PartitionConfig(
+        num_clients=10, min_examples_per_client=10, seed=seed,
+        params=fp.QuantitySkewParams(client_sizes="dirichlet",
+                                     size_dirichlet_alpha=alpha))
+    parts = fp.partition("quantity_skew", labels, config)
+    _assert_valid(parts, labels.size, 10)
+    return np.array([p.size for p in parts])
+
+  s = sizes(0.5)
+  assert s.min() >= 10 and s.sum() == labels.size
+  cv = lambda alpha: np.mean([np.std(sizes(alpha, k)) / np.mean(
+      sizes(alpha, k)) for k in range(5)])
+  assert cv(0.1) > cv(0.5) > cv(100.0)
+  assert cv(100.0) < 0.15
+  # Labels stay IID within a client.
+  config = fp.PartitionConfig(
+      num_clients=10, seed=0,
+      params=fp.QuantitySkewParams(client_sizes="dirichlet"))
+  parts = fp.partition("quantity_skew", labels, config)
+  hist = fp.label_histogram(labels, [p for p in parts if p.size >= 1000],
+                            NUM_CLASSES)
+  assert fp.partition_summary(hist)["label_skew"] < 0.1
+
+
+def test_quantity_skew_dirichlet_smallest_alpha_gives_one_big_client():
+  labels, _ = _data(n=2000)
+  config = fp.PartitionConfig(
+      num_clients=8, min_examples_per_client=5, seed=3,
+      params=fp.QuantitySkewParams(
+          client_sizes="dirichlet",
+          size_dirichlet_alpha=fp.MIN_DIRICHLET_ALPHA))
+  parts = fp.partition("quantity_skew", labels, config)
+  _assert_valid(parts, labels.size, 8)
+  sizes = sorted(p.size for p in parts)
+  assert sizes[:7] == [5] * 7 and sizes[7] == 2000 - 35
+
+
+@pytest.mark.parametrize("params,field", [
+    (fp.DirichletParams(dirichlet_alpha=1e-9), "dirichlet_alpha"),
+    (fp.QuantitySkewParams(client_sizes="dirichlet",
+                           size_dirichlet_alpha=1e-300),
+     "size_dirichlet_alpha")])
+def test_concentration_below_floor_is_refused_not_hung(params, field):
+  """numpy's Dirichlet draw never returns at alpha 1e-9; the floor turns
+  that hang into a one-line error."""
+  with pytest.raises(UserError, match=f"{field} must be >= 1e-06"):
+    params.validate()
+
+
 def test_natural_one_writer_per_client():
   labels, writers = _data()
   parts = fp.partition("natural", labels,
@@ -222,6 +277,11 @@ def test_natural_errors():
      "shards_per_client"),
     ("quantity_skew", dict(num_clients=2, params=fp.QuantitySkewParams(-1.0)),
      "power_law_exponent"),
+    ("quantity_skew", dict(num_clients=2, params=fp.QuantitySkewParams(
+        client_sizes="dirichlet", size_dirichlet_alpha=0.0)),
+     "size_dirichlet_alpha"),
+    ("quantity_skew", dict(num_clients=2, params=fp.QuantitySkewParams(
+        client_sizes="zipf")), "client_sizes"),
     ("iid", dict(num_clients=2, params=fp.ShardsParams()), "takes NoParams"),
     ("iid", dict(num_clients=2, min_examples_per_client=0), "min_examples"),
     ("iid", dict(num_clients=3, min_examples_per_client=4), "at least 4"),
