@@ -2,6 +2,7 @@
 the binary's own flags, every Python block's imports resolve, and the
 committed chapters are what their templates render to."""
 
+import glob
 import json
 import os
 import subprocess
@@ -68,15 +69,43 @@ def test_unknown_programs_targets_and_snippets_fail_without_python():
   assert "unknown program 'rm'" in errors[0]
 
 
-def test_every_quoted_command_parses():
+def _committed_grid_specs():
+  """Every experiment grid under experiments/ (comparison specs, which name
+  no binary, excepted): a paper table's grid runs for hours, so a misspelt
+  flag must fail here, not when the grid reaches that run."""
+  for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.yaml"))):
+    with open(path) as f:
+      if any(line.startswith("binary:") for line in f):
+        yield os.path.relpath(path, ROOT)
+
+
+def _reproduce(spec_path: str, source: str):
+  return commands.extract(
+      f"`python -m simulations.reproduce --spec={spec_path}`", source)[0][0]
+
+
+def test_every_quoted_command_and_committed_spec_parses(tmp_path):
   quoted, blocks = _guide_quotes()
   modules = {q.module for q in quoted if q.module}
   # The guide quotes all of these; finding fewer means extraction broke.
   assert {"baselines.centralized", "simulations.federated",
           "simulations.reproduce", "simulations.ssl_pretrain",
           "simulations.domain_adaptation"} <= modules
+  specs = list(_committed_grid_specs())
+  assert "experiments/niid_bench_extended.yaml" in specs and len(specs) >= 20
+  in_guide = {w for q in quoted for w in q.words if w.startswith("--spec=")}
+  quoted += [_reproduce(path, path) for path in specs
+             if f"--spec={path}" not in in_guide]
   left, errors = commands.check_without_python(quoted, ROOT)
   bad = [commands.extract(f"`{text}`", "BAD")[0][0] for text in BAD]
+  # A spec with a misspelt flag and one with a choice the flag lacks.
+  bad_specs = {"client_size: dirichlet": "client_size",
+               "client_sizes: zipf": "zipf"}
+  for i, line in enumerate(bad_specs):
+    (tmp_path / f"bad{i}.yaml").write_text(
+        "binary: simulations.federated\nout_dir: x\nruns:\n"
+        f"  - {{name: a, partition: quantity_skew, {line}}}\n")
+    bad.append(_reproduce(str(tmp_path / f"bad{i}.yaml"), "BAD"))
   request = {"commands": commands.flagcheck_jobs(left + bad),
              "python_blocks": blocks}
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -89,6 +118,9 @@ def test_every_quoted_command_parses():
   for text, message in BAD.items():
     reported = [f for f in expected if f["text"] == text]
     assert reported and message in reported[0]["error"], (text, reported)
+  for i, message in enumerate(bad_specs.values()):
+    reported = [f for f in expected if f"bad{i}.yaml" in f["text"]]
+    assert reported and message in reported[0]["error"], (i, reported)
   errors += [f"{f['source']}: {f['text']}: {f['error']}" for f in failures
              if f["source"] != "BAD:1"]
   assert not errors, "\n".join(errors)
