@@ -75,17 +75,26 @@ def iid(labels: np.ndarray, config: PartitionConfig, rng: np.random.Generator,
   return np.array_split(rng.permutation(labels.shape[0]), config.num_clients)
 
 
+def _dirichlet_proportions(num_clients: int, alpha: float,
+                           rng: np.random.Generator) -> np.ndarray:
+  """One draw of Dir(alpha, ..., alpha) over the clients.
+
+  Very small alphas can underflow every component to 0 (or NaN on some
+  numpy versions); then one random client takes all, the draw's limit.
+  """
+  p = rng.dirichlet(np.full(num_clients, alpha))
+  if not np.all(np.isfinite(p)) or p.sum() <= 0:
+    p = np.zeros(num_clients)
+    p[rng.integers(num_clients)] = 1.0
+  return p
+
+
 def _dirichlet_counts(class_sizes: np.ndarray, num_clients: int, alpha: float,
                       rng: np.random.Generator) -> np.ndarray:
   """One draw of the [num_classes, num_clients] example-count matrix."""
   counts = np.zeros((class_sizes.shape[0], num_clients), dtype=np.int64)
   for c, n_c in enumerate(class_sizes):
-    p = rng.dirichlet(np.full(num_clients, alpha))
-    # Very small alphas can underflow every component to 0 (or NaN on some
-    # numpy versions); then the class effectively goes to a single client.
-    if not np.all(np.isfinite(p)) or p.sum() <= 0:
-      p = np.zeros(num_clients)
-      p[rng.integers(num_clients)] = 1.0
+    p = _dirichlet_proportions(num_clients, alpha, rng)
     # Cut points of the cumulative proportions, as in Hsu et al. (2019).
     cuts = np.clip((np.cumsum(p)[:-1] * n_c).astype(np.int64), 0, n_c)
     counts[c] = np.diff(np.concatenate([[0], cuts, [n_c]]))
@@ -269,9 +278,6 @@ class QuantitySkewParams:
     if not is_positive_finite(self.power_law_exponent):
       raise UserError(f"power_law_exponent must be > 0, got "
                       f"{self.power_law_exponent!r}")
-    if self.client_sizes not in ("power_law", "dirichlet"):
-      raise UserError(f"client_sizes must be power_law or dirichlet, got "
-                      f"{self.client_sizes!r}")
     _check_concentration("size_dirichlet_alpha", self.size_dirichlet_alpha)
 
 
@@ -279,13 +285,8 @@ def _size_weights(params: QuantitySkewParams, num_clients: int,
                   rng: np.random.Generator) -> np.ndarray:
   """Positive, finite client-size weights (any scale)."""
   if params.client_sizes == "dirichlet":
-    weights = rng.dirichlet(np.full(num_clients, params.size_dirichlet_alpha))
-    # Tiny alphas can underflow every proportion to 0 (or NaN): then one
-    # client takes everything beyond the minimum, the limit of the draw.
-    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
-      weights = np.zeros(num_clients)
-      weights[rng.integers(num_clients)] = 1.0
-    return weights
+    return _dirichlet_proportions(num_clients, params.size_dirichlet_alpha,
+                                  rng)
   weights = 1.0 + rng.pareto(params.power_law_exponent, size=num_clients)
   # Overflow to inf is possible for tiny exponents; keep the ordering sane.
   return np.nan_to_num(weights,
