@@ -175,13 +175,17 @@ def parse_int_tuple(name: str, texts: Iterable[str]) -> Tuple[int, ...]:
 
 
 def validate_params(params: Any, owner: str) -> None:
-  """Refuses NaN/infinite floats (they slip through every range check),
-  then runs the class's own `validate()` if it has one."""
-  for field in dataclasses.fields(params):
+  """Refuses NaN/infinite floats (they slip through every range check) and
+  a choice field (`Literal[...]`) holding a value outside its choices (a
+  params object built in code skips `build_params`' type check), then runs
+  the class's own `validate()` if it has one."""
+  for field in param_fields(type(params)):
     value = getattr(params, field.name)
     if isinstance(value, float) and not math.isfinite(value):
       raise UserError(f"{owner}: {field.name} must be a finite number, got "
                       f"{value}")
+    if field.kind == ENUM:
+      _check_value(field, value, owner)
   validate = getattr(params, "validate", None)
   if validate is not None:
     validate()

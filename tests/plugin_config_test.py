@@ -116,6 +116,10 @@ def test_resolve_params_fills_defaults_and_refuses_another_class():
     plugin_config.resolve_params(reg, "plain", WidgetParams())
   with pytest.raises(UserError, match="size must be >= 1"):
     plugin_config.resolve_params(reg, "fancy", WidgetParams(size=0))
+  # A choice built in code (no build_params) is still checked.
+  with pytest.raises(UserError, match="widget fancy: shape must be one of "
+                     "round/square, got 'oval'"):
+    plugin_config.resolve_params(reg, "fancy", WidgetParams(shape="oval"))
 
 
 def test_same_field_shares_a_flag_only_when_it_agrees():
