@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+# Imported for its registration of the built-in partitioners.
+from fedclf import partition as _partition  # noqa: F401  pylint: disable=unused-import
 from fedclf.errors import UserError
+from fedclf.plugin_config import param_fields
+from fedclf.registry import PARTITIONERS
 from fedclf.results import provenance
 from fedclf.results.run_folder import is_moved_aside
 
@@ -404,21 +408,22 @@ def _column_title(title: str, keys, runs: List[Dict]) -> str:
   return title
 
 
-# The flags that shape each partition; the others do not matter to it (and
-# runs recorded before a partitioner existed lack its flags).
-_PARTITION_PARAMETERS = {"dirichlet": ("dirichlet_alpha",),
-                         "shards": ("shards_per_client",),
-                         "labels_per_client": ("labels_per_client",),
-                         "quantity_skew": ("client_sizes",
-                                           "power_law_exponent",
-                                           "size_dirichlet_alpha")}
+def _partition_parameters(partition) -> Tuple[str, ...]:
+  """The flags that shape `partition`'s split: its partitioner's params
+  fields (none for one not registered in this process, e.g. a plugin's).
+  Runs recorded before a field existed lack its flag and read as None."""
+  if not isinstance(partition, str) or partition not in PARTITIONERS:
+    return ()
+  params_class = PARTITIONERS.params_class(partition)
+  return tuple(f.name for f in param_fields(params_class)) if (
+      params_class) else ()
 
 
 def _data_split(run: Dict) -> tuple:
   flags = run_flags(run)
   partition = flags.get("partition")
   keys = ["dataset", "train_limit", "num_clients", "partition",
-          *_PARTITION_PARAMETERS.get(partition, ())]
+          *_partition_parameters(partition)]
   return tuple(json.dumps(flags.get(k), sort_keys=True) for k in keys)
 
 
