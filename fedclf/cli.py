@@ -175,6 +175,12 @@ def define_model_flags(default_norm: str, norm_help: str) -> None:
   flags.DEFINE_float("width_multiplier", 1.0,
                      "Scales every hidden width of the model (a narrow "
                      "encoder, e.g. 0.5, to match a pretrained one).")
+  flags.DEFINE_enum("weight_init", "keras", ["keras", "pytorch"],
+                    "Initial weights: keras (each model's Keras "
+                    "initialisers: Glorot or He kernels, zero biases) or "
+                    "pytorch (PyTorch's nn.Linear / nn.Conv2d defaults: "
+                    "kernel and bias uniform in +-1/sqrt(fan_in)), to "
+                    "compare with results published from PyTorch code.")
 
 
 def model_config_from_flags():
@@ -185,7 +191,8 @@ def model_config_from_flags():
                  f.standardize_encoder_features)
   return ModelConfig(norm=f.norm, dropout=f.dropout, seed=f.seed,
                      width_multiplier=f.width_multiplier,
-                     standardize_features=standardize)
+                     standardize_features=standardize,
+                     weight_init=f.weight_init)
 
 
 def define_run_flags(default_out_dir: str, checkpoint_unit: str,

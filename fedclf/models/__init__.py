@@ -7,7 +7,8 @@ encoder (image -> flat features) and a head (features -> logits):
                               ModelConfig(norm="group"))
     model = build_classifier("cnn", (28, 28, 1), 10)
 
-Registered: mlp, cnn, cnn_gap, lenet5, alexnet, resnet18, resnet20, efficientnet_b0.
+Registered: mlp, cnn, cnn_gap, lenet5, niid_bench_cnn, dann_cnn, alexnet,
+resnet18, resnet20, efficientnet_b0.
 All take float32 images [batch, H, W, C] of any size from 8x8 up, and build
 deterministically from `ModelConfig.seed` (initialisers are seeded per
 layer; the caller's global random state is never touched).
@@ -24,6 +25,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from fedclf.errors import UserError
+from fedclf.models import building_blocks
 # The family modules are imported for their @MODELS.register side effects.
 from fedclf.models import alexnet  # noqa: F401
 from fedclf.models import cnn  # noqa: F401
@@ -69,6 +71,8 @@ def build_model_parts(name: str,
     raise TypeError(f"config must be a ModelConfig, got {type(config)}")
   parts = builder(shape, int(num_classes), config)
   _check_parts(name, parts, shape, int(num_classes))
+  if config.weight_init == "pytorch":
+    building_blocks.pytorch_default_init(parts, config.seed)
   return parts
 
 

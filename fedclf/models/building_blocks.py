@@ -19,6 +19,11 @@ import tensorflow as tf
 from fedclf.errors import UserError
 
 NORMS = ("batch", "group", "none")
+# "keras": each builder's own initialisers (Glorot uniform or He normal
+# kernels, zero biases). "pytorch": PyTorch's defaults for nn.Conv2d and
+# nn.Linear, kernel and bias uniform in +-1/sqrt(fan_in), for comparing with
+# results published from PyTorch code (NIID-Bench and Flower's baselines).
+WEIGHT_INITS = ("keras", "pytorch")
 
 # PyTorch's BatchNorm defaults (momentum 0.1 there == 0.9 here, eps 1e-5):
 # the CIFAR reference ResNets were trained with them, and with the few local
@@ -49,12 +54,17 @@ class ModelConfig:
       standardization (`FeatureStandardization`), identity until its
       statistics are set: a pretrained encoder's statistics
       (`fedclf.models.pretrained`).
+    weight_init: "keras" or "pytorch" (`WEIGHT_INITS`): the initial
+      distribution of every kernel and bias of the encoder and head
+      (`pytorch_default_init`); normalization layers start at scale 1 and
+      offset 0 under both.
   """
   norm: str = "batch"
   dropout: float = 0.0
   width_multiplier: float = 1.0
   seed: int = 0
   standardize_features: bool = False
+  weight_init: str = "keras"
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -77,6 +87,9 @@ class ModelConfig:
     if not isinstance(self.standardize_features, bool):
       raise UserError("standardize_features must be a bool, got "
                       f"{self.standardize_features!r}")
+    if self.weight_init not in WEIGHT_INITS:
+      raise UserError(f"unknown weight_init {self.weight_init!r}; choose one "
+                      f"of: {', '.join(WEIGHT_INITS)}")
 
 
 @dataclasses.dataclass
@@ -119,6 +132,51 @@ class SeedStream:
   def he_normal(self) -> tf.keras.initializers.Initializer:
     """He et al. (2015) initialiser for ReLU conv nets, seeded."""
     return tf.keras.initializers.HeNormal(seed=self.next_seed())
+
+
+def pytorch_default_init(parts: ModelParts, seed: int) -> None:
+  """Redraws every kernel and bias of `parts` as PyTorch initializes
+  nn.Linear and nn.Conv*d: uniform in +-1/sqrt(fan_in), fan_in being the
+  inputs that feed one output unit (in_features; in_channels / groups times
+  the kernel's area). (PyTorch draws the kernel by kaiming_uniform_ with
+  a=sqrt(5), whose bound gain * sqrt(3 / fan_in) is exactly that.)
+
+  Under Keras' Glorot uniform a Dense(256 -> 120) kernel is bounded by
+  0.126 and the bias is 0; under PyTorch by 0.0625 and the bias is drawn
+  too. Such differences change how a model trains under extreme label skew
+  (results/niid_bench), so comparing with PyTorch-published numbers needs
+  the option. Layers are visited in the models' layer order and each
+  weight draws from one generator seeded by `seed`: the same seed gives
+  the same weights. Normalization layers keep scale 1 and offset 0, which
+  are PyTorch's defaults too.
+  """
+  # A stream of its own, apart from SeedStream's initialiser seeds.
+  rng = np.random.default_rng([int(seed), 0x7057])
+  for model in (parts.encoder, parts.head):
+    for layer, kernel, fan_in in _kernels(model):
+      bound = 1.0 / math.sqrt(max(fan_in, 1))
+      kernel.assign(rng.uniform(-bound, bound,
+                                tuple(kernel.shape)).astype(np.float32))
+      bias = getattr(layer, "bias", None)
+      if bias is not None:
+        bias.assign(rng.uniform(-bound, bound,
+                                tuple(bias.shape)).astype(np.float32))
+
+
+def _kernels(model: tf.keras.Model):
+  """(layer, kernel variable, fan_in) for every layer of `model` that has a
+  kernel, descending into nested models, in layer order."""
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.Model):
+      yield from _kernels(layer)
+    elif isinstance(layer, tf.keras.layers.DepthwiseConv2D):
+      # (kh, kw, channels, multiplier): one input channel per group.
+      kernel = layer.depthwise_kernel
+      yield layer, kernel, int(np.prod(kernel.shape[:-2]))
+    elif getattr(layer, "kernel", None) is not None:
+      # Dense (inputs, units); convolutions (..., in_channels, filters).
+      kernel = layer.kernel
+      yield layer, kernel, int(np.prod(kernel.shape[:-1]))
 
 
 def scaled(width: int, config: ModelConfig) -> int:

@@ -1,5 +1,6 @@
-"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, and Ganin et al.'s
-DANN network of the same shape for MNIST and MNIST-M."""
+"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, NIID-Bench's
+unpadded variant of it, and Ganin et al.'s DANN network of the same shape
+for MNIST and MNIST-M."""
 
 from __future__ import annotations
 
@@ -37,6 +38,26 @@ def build_lenet5(input_shape: tuple[int, int, int], num_classes: int,
   seeds = building_blocks.SeedStream(config.seed)
   inputs = building_blocks.image_input(input_shape)
   x = _conv_pool_dense(inputs, seeds, config, (6, 16), valid, (120, 84))
+  return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
+
+
+@MODELS.register("niid_bench_cnn")
+def build_niid_bench_cnn(input_shape: tuple[int, int, int], num_classes: int,
+                         config: building_blocks.ModelConfig
+                         ) -> building_blocks.ModelParts:
+  """lenet5's layers with unpadded convolutions: NIID-Bench's MNIST CNN.
+
+  The CNN of NIID-Bench's code (Li et al. 2022; also Flower's niid_bench
+  baseline) for MNIST-sized images. Its convolutions are unpadded wherever
+  the input allows (28x28: 28 -> 24 -> 12 -> 8 -> 4, so 4x4x16 = 256
+  features feed Dense(120), where lenet5 pads to LeNet's 32x32 geometry
+  and has 400). A convolution whose input is under 10x10 gets 'same'
+  padding, so the model still builds on 8x8 digits.
+  """
+  seeds = building_blocks.SeedStream(config.seed)
+  inputs = building_blocks.image_input(input_shape)
+  x = _conv_pool_dense(inputs, seeds, config, (6, 16),
+                       lambda i, side: side >= 2 * KERNEL, (120, 84))
   return building_blocks.make_parts(inputs, x, num_classes, seeds, config=config)
 
 

@@ -31,6 +31,7 @@ CENTRALIZED_BAD_FLAGS = [
     ("--optimizer=lbfgs", "value should be one of"),
     ("--no_such_flag", "Unknown command line flag"),
     ("--cv_folds=1", "cv_folds"),
+    ("--weight_init=xavier", "value should be one of"),
 ]
 
 
@@ -38,7 +39,8 @@ def test_centralized_runs_and_answers_bad_input(tmp_path):
   # One process answers every command line (tests/binary_batch.py).
   out = tmp_path / "runs" / "a"
   args = ["--dataset=digits", "--model=mlp", "--epochs=2", "--batch_size=32",
-          "--lr=0.05", "--cv_folds=2", f"--out_dir={out}"]
+          "--lr=0.05", "--cv_folds=2", "--weight_init=pytorch",
+          f"--out_dir={out}"]
   bad = [["--dataset=digits", flag, f"--out_dir={tmp_path / 'bad'}"]
          for flag, _ in CENTRALIZED_BAD_FLAGS]
   first, listing, plugin, offline, *refused = run_commands(
@@ -56,6 +58,7 @@ def test_centralized_runs_and_answers_bad_input(tmp_path):
   assert summary["examples_per_second"] > 0
   config = json.loads((out / "config.json").read_text())
   assert config["config"]["flags"]["model"] == "mlp"
+  assert config["config"]["resolved"]["model"]["weight_init"] == "pytorch"
   assert config["versions"]["tensorflow"]
   rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().split(
       "\n") if l]

@@ -15,15 +15,17 @@ from fedclf.models import build_model_parts
 from fedclf.models import count_params
 from fedclf.models import ModelConfig
 from fedclf.models import ModelParts
+from fedclf.models import building_blocks
 from fedclf.models.building_blocks import group_count
 from fedclf.registry import MODELS
 from fedclf.registry import UnknownNameError
 
-ALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "alexnet", "resnet18",
-              "resnet20", "efficientnet_b0")
+ALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "niid_bench_cnn", "alexnet",
+              "resnet18", "resnet20", "efficientnet_b0")
 # Cheap enough to build at every shape; resnet18 and efficientnet_b0 (several
 # seconds per build on 2 cores) are built at fewer.
-SMALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "alexnet", "resnet20")
+SMALL_MODELS = ("mlp", "cnn", "cnn_gap", "lenet5", "niid_bench_cnn", "alexnet",
+                "resnet20")
 # sklearn digits, USPS, MNIST, CIFAR, a larger image, and an odd corner case.
 SHAPES = ((8, 8, 1), (16, 16, 1), (28, 28, 1), (32, 32, 3), (64, 64, 3),
           (5, 7, 2))
@@ -181,6 +183,10 @@ def test_count_params_matches_papers():
   assert count_params(_classifier("cnn", (28, 28, 1), 10)) == 1_663_370
   # The classic LeNet-5 count on (padded) MNIST.
   assert count_params(_classifier("lenet5", (28, 28, 1), 10)) == 61_706
+  # NIID-Bench's unpadded variant: 4x4x16 = 256 features into Dense(120).
+  assert count_params(_classifier("niid_bench_cnn", (28, 28, 1), 10)) == (
+      6 * 25 + 6 + 16 * 6 * 25 + 16 + 256 * 120 + 120 + 120 * 84 + 84 +
+      84 * 10 + 10) == 44_426
 
 
 def test_cnn_gap_reads_pooled_channels():
@@ -253,7 +259,63 @@ def test_shape_given_as_list_is_accepted():
   assert parts.encoder.input_shape == (None, 8, 8, 1)
 
 
+# lenet5's fan-ins on 28x28x1 inputs, by layer, counted by hand.
+LENET5_FAN_INS = {"conv1": 5 * 5 * 1, "conv2": 5 * 5 * 6, "fc1": 5 * 5 * 16,
+                  "fc2": 120, "logits": 84}
+
+
+def test_pytorch_weight_init_draws_uniform_within_one_over_sqrt_fan_in():
+  model = build_classifier("lenet5", (28, 28, 1), 10,
+                           ModelConfig(weight_init="pytorch"))
+  fan_ins = LENET5_FAN_INS
+  seen = set()
+  for weight in model.weights:
+    layer, kind = weight.name.split("/")[0], weight.name.split("/")[1]
+    bound = 1.0 / np.sqrt(fan_ins[layer])
+    values = weight.numpy()
+    assert np.abs(values).max() <= bound, weight.name
+    if values.size >= 1000:
+      # Uniform(-b, b): standard deviation b / sqrt(3), mean 0.
+      assert np.std(values) == pytest.approx(bound / np.sqrt(3), rel=0.05)
+      assert abs(np.mean(values)) < 0.05 * bound
+    # Biases are drawn too (Keras starts them at 0).
+    assert np.std(values) > 0, weight.name
+    seen.add((layer, kind.split(":")[0]))
+  assert seen == {(layer, kind) for layer in fan_ins
+                  for kind in ("kernel", "bias")}
+
+
+def test_pytorch_weight_init_is_seeded():
+  def weights(seed):
+    config = ModelConfig(weight_init="pytorch", seed=seed)
+    return build_classifier("niid_bench_cnn", (28, 28, 1), 10,
+                            config).get_weights()
+  for a, b, c in zip(weights(0), weights(0), weights(1)):
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_pytorch_weight_init_depthwise_fan_in_is_one_channel():
+  # PyTorch's depthwise convolution (groups = channels) sees one input
+  # channel per output: fan_in is the kernel area, not area x channels.
+  inputs = tf.keras.Input((6, 6, 4))
+  x = tf.keras.layers.DepthwiseConv2D(3, name="depthwise")(inputs)
+  x = tf.keras.layers.Conv2D(8, 1, name="pointwise")(x)
+  x = tf.keras.layers.GlobalAveragePooling2D()(x)
+  encoder = tf.keras.Model(inputs, x)
+  features = tf.keras.Input((8,))
+  head = tf.keras.Model(features, tf.keras.layers.Dense(3)(features))
+  parts = ModelParts(encoder=encoder, head=head, feature_dim=8)
+  building_blocks.pytorch_default_init(parts, seed=0)
+  depthwise = encoder.get_layer("depthwise")
+  assert np.abs(depthwise.depthwise_kernel.numpy()).max() <= 1 / 3
+  assert np.abs(depthwise.depthwise_kernel.numpy()).max() > 1 / np.sqrt(36)
+  pointwise = encoder.get_layer("pointwise").kernel.numpy()
+  assert np.abs(pointwise).max() <= 1 / 2  # fan_in 1 x 1 x 4
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    ({"weight_init": "xavier"}, "weight_init"),
     ({"norm": "layer"}, "norm"),
     ({"dropout": 1.0}, "dropout"),
     ({"dropout": -0.1}, "dropout"),

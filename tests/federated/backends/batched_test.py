@@ -81,14 +81,18 @@ def two_rounds(work, name, malicious=()):
   return state, outputs
 
 
-def test_stacked_forward_matches_keras_per_client():
-  models = [model_fn("lenet5")() for _ in range(3)]
+# niid_bench_cnn at 28x28: its convolutions unpadded ('valid').
+@pytest.mark.parametrize("name,side", [("lenet5", 8), ("niid_bench_cnn", 28)])
+def test_stacked_forward_matches_keras_per_client(name, side):
+  models = [build_classifier(name, (side, side, 1), 10,
+                             ModelConfig(width_multiplier=0.25))
+            for _ in range(3)]
   for i, m in enumerate(models):
     m.set_weights([w + 0.01 * i for w in m.get_weights()])
   plan = stacked.plan_for(models[0])
   weights = [tf.stack(ws) for ws in
              zip(*[m.trainable_variables for m in models])]
-  x = tf.random.stateless_normal([3, 4, 8, 8, 1], [0, 1])
+  x = tf.random.stateless_normal([3, 4, side, side, 1], [0, 1])
   got = stacked.forward(plan, weights, x)
   for k, m in enumerate(models):
     np.testing.assert_allclose(got[k], m(x[k]), rtol=1e-5, atol=1e-5)
