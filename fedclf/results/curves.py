@@ -136,11 +136,12 @@ def draw_round_curves(ax, groups: Dict[str, List[Curve]],
       text += f" ({notes[label]})"
     else:
       means.append(mean)
-    ax.plot(rounds, mean, label=text, color=f"C{i % 10}")
+    style = figure_style.series_style(i)
+    ax.plot(rounds, mean, label=text, **style)
     ends.append(rounds[-1])
     if len(curves) > 1:
       seeded = True
-      ax.fill_between(rounds, low, high, color=f"C{i % 10}", alpha=0.25,
+      ax.fill_between(rounds, low, high, color=style["color"], alpha=0.25,
                       linewidth=0)
   for j, (label, value) in enumerate(lines.items()):
     ax.axhline(value, linestyle=REFERENCE_DASHES[j % len(REFERENCE_DASHES)],

@@ -33,6 +33,21 @@ RESULTS_STYLE = {
     "image.cmap": "Blues",
 }
 
+# The colour cycle's length (matplotlib's default "tab10"). A figure with
+# more series than that (a grid's table: 40 settings) repeats the colours
+# with the next line style, so no two series look alike.
+COLORS = 10
+SERIES_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series_style(index: int) -> dict:
+  """Colour and line style of the `index`-th series of a figure: the 10
+  colours solid, then dashed, dotted and dash-dotted (40 distinct)."""
+  return {"color": f"C{index % COLORS}",
+          "linestyle": SERIES_LINESTYLES[
+              (index // COLORS) % len(SERIES_LINESTYLES)]}
+
+
 # More curves than this and the legend leaves the axes (to their right):
 # inside, it would hide the curves' ends, where the results are.
 MAX_LEGEND_ENTRIES_INSIDE = 3

@@ -92,6 +92,19 @@ def test_many_curves_put_the_legend_outside_the_axes(tmp_path):
           ax.get_window_extent(renderer).x1)
 
 
+def test_more_series_than_colours_differ_by_line_style(tmp_path):
+  # A grid's table plots dozens of settings; tab10 alone would repeat.
+  count = figure_style.COLORS + 5
+  groups = {f"s{i}": [_run(tmp_path, f"s{i}", [0.5, 0.6 + 0.01 * i])]
+            for i in range(count)}
+  fig = curves.plot_seed_bands(groups, str(tmp_path / "many.png"), "t")
+  looks = [(line.get_color(), line.get_linestyle())
+           for line in fig.axes[0].lines if line.get_label() in groups]
+  assert len(looks) == count == len(set(looks))
+  assert looks[0][1] == "-" and looks[figure_style.COLORS][1] == "--"
+  assert looks[0][0] == looks[figure_style.COLORS][0]
+
+
 def test_curves_of_very_different_lengths_get_a_log_round_axis(tmp_path):
   groups = {"short": [_run(tmp_path, "s", [0.5, 0.9])],
             "long": [_run(tmp_path, "l", [0.5] * 40 + [0.9])]}
