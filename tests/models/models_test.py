@@ -267,11 +267,10 @@ LENET5_FAN_INS = {"conv1": 5 * 5 * 1, "conv2": 5 * 5 * 6, "fc1": 5 * 5 * 16,
 def test_pytorch_weight_init_draws_uniform_within_one_over_sqrt_fan_in():
   model = build_classifier("lenet5", (28, 28, 1), 10,
                            ModelConfig(weight_init="pytorch"))
-  fan_ins = LENET5_FAN_INS
   seen = set()
   for weight in model.weights:
     layer, kind = weight.name.split("/")[0], weight.name.split("/")[1]
-    bound = 1.0 / np.sqrt(fan_ins[layer])
+    bound = 1.0 / np.sqrt(LENET5_FAN_INS[layer])
     values = weight.numpy()
     assert np.abs(values).max() <= bound, weight.name
     if values.size >= 1000:
@@ -281,7 +280,7 @@ def test_pytorch_weight_init_draws_uniform_within_one_over_sqrt_fan_in():
     # Biases are drawn too (Keras starts them at 0).
     assert np.std(values) > 0, weight.name
     seen.add((layer, kind.split(":")[0]))
-  assert seen == {(layer, kind) for layer in fan_ins
+  assert seen == {(layer, kind) for layer in LENET5_FAN_INS
                   for kind in ("kernel", "bias")}
 
 
