@@ -149,34 +149,80 @@ def pytorch_default_init(parts: ModelParts, seed: int) -> None:
   weight draws from one generator seeded by `seed`: the same seed gives
   the same weights. Normalization layers keep scale 1 and offset 0, which
   are PyTorch's defaults too.
+
+  Raises:
+    UserError: a layer has trainable weights that are neither a
+      normalization layer's nor a dense or convolution kernel and bias.
   """
   # A stream of its own, apart from SeedStream's initialiser seeds.
   rng = np.random.default_rng([int(seed), 0x7057])
+
+  def draw(variable: tf.Variable, fan_in: int) -> None:
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    variable.assign(rng.uniform(-bound, bound,
+                                tuple(variable.shape)).astype(np.float32))
+
   for model in (parts.encoder, parts.head):
-    for layer, kernel, fan_in in _kernels(model):
-      bound = 1.0 / math.sqrt(max(fan_in, 1))
-      kernel.assign(rng.uniform(-bound, bound,
-                                tuple(kernel.shape)).astype(np.float32))
-      bias = getattr(layer, "bias", None)
-      if bias is not None:
-        bias.assign(rng.uniform(-bound, bound,
-                                tuple(bias.shape)).astype(np.float32))
+    for layer in _weighted_layers(model):
+      for variable, fan_in in _pytorch_fan_ins(layer):
+        draw(variable, fan_in)
 
 
-def _kernels(model: tf.keras.Model):
-  """(layer, kernel variable, fan_in) for every layer of `model` that has a
-  kernel, descending into nested models, in layer order."""
+# Layers whose trainable weights PyTorch also starts at scale 1, offset 0.
+_NORMALIZATION_LAYERS = (tf.keras.layers.BatchNormalization,
+                         tf.keras.layers.LayerNormalization,
+                         tf.keras.layers.GroupNormalization)
+
+
+def _weighted_layers(model: tf.keras.Model):
+  """Every layer of `model` with trainable weights, descending into nested
+  models, in layer order."""
   for layer in model.layers:
     if isinstance(layer, tf.keras.Model):
-      yield from _kernels(layer)
-    elif isinstance(layer, tf.keras.layers.DepthwiseConv2D):
-      # (kh, kw, channels, multiplier): one input channel per group.
-      kernel = layer.depthwise_kernel
-      yield layer, kernel, int(np.prod(kernel.shape[:-2]))
-    elif getattr(layer, "kernel", None) is not None:
-      # Dense (inputs, units); convolutions (..., in_channels, filters).
-      kernel = layer.kernel
-      yield layer, kernel, int(np.prod(kernel.shape[:-1]))
+      yield from _weighted_layers(layer)
+    elif layer.trainable_weights:
+      yield layer
+
+
+def _pytorch_fan_ins(layer: tf.keras.layers.Layer):
+  """(variable, fan_in) pairs to redraw for `layer`, the bias with its
+  layer's fan-in as PyTorch does.
+
+  Raises:
+    UserError: `layer` has trainable weights of a kind PyTorch's rule is not
+      written for here (e.g. attention or recurrent kernels): keeping Keras'
+      values for them silently would mix the two initializations.
+  """
+  bias = getattr(layer, "bias", None)
+  if isinstance(layer, _NORMALIZATION_LAYERS):
+    return []
+  if isinstance(layer, tf.keras.layers.SeparableConv2D):
+    # PyTorch writes it as two convolutions: depthwise (groups = channels,
+    # fan_in the kernel area, no bias) then 1x1 pointwise (fan_in = the
+    # depthwise outputs), which carries the bias.
+    depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
+    pairs = [(depthwise, int(np.prod(depthwise.shape[:-2]))),
+             (pointwise, int(np.prod(pointwise.shape[:-1])))]
+    fan_in = pairs[1][1]
+  elif isinstance(layer, tf.keras.layers.DepthwiseConv2D):
+    # (kh, kw, channels, multiplier): one input channel per group.
+    kernel = layer.depthwise_kernel
+    fan_in = int(np.prod(kernel.shape[:-2]))
+    pairs = [(kernel, fan_in)]
+  elif isinstance(layer, (tf.keras.layers.Dense, tf.keras.layers.Conv1D,
+                          tf.keras.layers.Conv2D, tf.keras.layers.Conv3D)):
+    # Dense (inputs, units); convolutions (..., in_channels / groups,
+    # filters); a transposed convolution's (..., filters, in_channels)
+    # gives filters x area, PyTorch's fan-in for ConvTranspose too.
+    fan_in = int(np.prod(layer.kernel.shape[:-1]))
+    pairs = [(layer.kernel, fan_in)]
+  else:
+    raise UserError(f"--weight_init=pytorch: layer {layer.name!r} "
+                    f"({type(layer).__name__}) has trainable weights with no "
+                    "PyTorch rule here; use --weight_init=keras")
+  if bias is not None:
+    pairs.append((bias, fan_in))
+  return pairs
 
 
 def scaled(width: int, config: ModelConfig) -> int:

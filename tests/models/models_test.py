@@ -313,6 +313,48 @@ def test_pytorch_weight_init_depthwise_fan_in_is_one_channel():
   assert np.abs(pointwise).max() <= 1 / 2  # fan_in 1 x 1 x 4
 
 
+def _parts_with(layer: tf.keras.layers.Layer, input_shape) -> ModelParts:
+  inputs = tf.keras.Input(input_shape)
+  x = tf.keras.layers.Flatten()(layer(inputs))
+  encoder = tf.keras.Model(inputs, x)
+  dim = int(x.shape[-1])
+  features = tf.keras.Input((dim,))
+  head = tf.keras.Model(features, tf.keras.layers.Dense(2)(features))
+  return ModelParts(encoder=encoder, head=head, feature_dim=dim)
+
+
+def test_pytorch_weight_init_separable_conv_is_depthwise_then_pointwise():
+  # PyTorch writes a separable convolution as a depthwise 3x3 (fan_in 9)
+  # and a pointwise 1x1 over 4 x 2 depthwise outputs (fan_in 8) that
+  # carries the bias.
+  layer = tf.keras.layers.SeparableConv2D(16, 3, depth_multiplier=2,
+                                          name="separable")
+  building_blocks.pytorch_default_init(_parts_with(layer, (8, 8, 4)), seed=0)
+  for weight, bound in ((layer.depthwise_kernel, 1 / 3),
+                        (layer.pointwise_kernel, 1 / np.sqrt(8)),
+                        (layer.bias, 1 / np.sqrt(8))):
+    values = np.abs(weight.numpy())
+    assert values.max() <= bound, weight.name
+    # Near the bound: drawn with this fan-in, not a smaller one.
+    assert values.max() > 0.8 * bound, weight.name
+
+
+def test_pytorch_weight_init_refuses_layers_it_has_no_rule_for():
+  # Leaving an attention layer at Keras' values would mix two schemes.
+  class Attend(tf.keras.layers.Layer):
+
+    def __init__(self):
+      super().__init__(name="attend")
+      self.attention = tf.keras.layers.MultiHeadAttention(1, 4)
+
+    def call(self, x):
+      return self.attention(x, x)
+
+  with pytest.raises(UserError, match="attend.*no PyTorch rule"):
+    building_blocks.pytorch_default_init(_parts_with(Attend(), (3, 4)),
+                                         seed=0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"weight_init": "xavier"}, "weight_init"),
     ({"norm": "layer"}, "norm"),
