@@ -191,3 +191,20 @@ def test_failed_import_shows_its_output_and_traceback(fake_tensorflow):
   assert "a real error" in proc.stderr
   assert "ImportError: libcudart.so" in proc.stderr
   assert "Unable to register" not in proc.stderr
+
+
+def test_model_flag_choices_match_the_library():
+  # The flags list their choices literally so --help needs no TensorFlow;
+  # the library's tuples are the truth they must follow. (A subprocess:
+  # absl defines flags on the process-wide FLAGS.)
+  proc = _python(
+      "import json\nfrom absl import flags\nfrom fedclf import cli\n"
+      "from fedclf.models import building_blocks as b\n"
+      "cli.define_model_flags('group', 'norm')\n"
+      "f = flags.FLAGS\n"
+      "print(json.dumps([f['norm'].parser.enum_values, list(b.NORMS), "
+      "f['weight_init'].parser.enum_values, list(b.WEIGHT_INITS)]))")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  flag_norms, norms, flag_inits, inits = json.loads(proc.stdout)
+  assert flag_norms == norms
+  assert flag_inits == inits
