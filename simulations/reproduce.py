@@ -65,6 +65,7 @@ def main(argv):
   target, references = grid.table_lines(spec.table, FLAGS.spec)
   published = published_lib.parse(spec.table, FLAGS.spec)
   by_round = round_table.parse(spec.table, FLAGS.spec)
+  tables.check_table_owner(spec.out_dir, FLAGS.spec)
   outcomes = {}
   if not FLAGS.tables_only:
     if not FLAGS.dry_run:
@@ -123,9 +124,8 @@ def main(argv):
       text += ("\n![per-client accuracy of the final model]"
                "(client_accuracy.png)\n")
   readme = os.path.join(spec.out_dir, "README.md")
-  atomic_write_text(readme, text + f"\nRegenerate: `python -m "
-                    f"simulations.reproduce --spec={FLAGS.spec}`\n" +
-                    tables.hand_written_part(readme))
+  atomic_write_text(readme, text + "\n" + tables.regenerate_line(FLAGS.spec)
+                    + tables.hand_written_part(readme))
   atomic_write_text(os.path.join(spec.out_dir, "table.tex"),
                     tables.latex_table(runs, title, setting_of))
   print(f"wrote {spec.out_dir}/README.md, table.tex"

@@ -155,6 +155,51 @@ def hand_written_part(readme_path: str) -> str:
   return ""
 
 
+# The generated part of a results README ends with this line and the spec's
+# path: it names the spec whose runs the tables show.
+REGENERATE_PREFIX = "Regenerate: `python -m simulations.reproduce --spec="
+
+
+def regenerate_line(spec_path: str) -> str:
+  return f"{REGENERATE_PREFIX}{spec_path}`\n"
+
+
+def table_owner(readme_path: str) -> Optional[str]:
+  """The spec named by the generated part of an existing results README
+  (its `regenerate_line`), or None: no README, or none written by
+  simulations.reproduce."""
+  if not os.path.exists(readme_path):
+    return None
+  with open(readme_path) as f:
+    for line in f:
+      if line.strip() == HAND_WRITTEN_RULE:
+        return None
+      if line.startswith(REGENERATE_PREFIX):
+        return line[len(REGENERATE_PREFIX):].strip().rstrip("`")
+  return None
+
+
+def check_table_owner(out_dir: str, spec_path: str) -> None:
+  """Refuses a spec whose out_dir holds another spec's tables.
+
+  Two specs may share an out_dir (and so their finished runs), but the
+  README, table.tex and plots show one spec's runs: rendering the second
+  would silently replace the first's rows with its own.
+
+  Raises:
+    UserError: out_dir's README names another spec that still exists.
+  """
+  owner = table_owner(os.path.join(out_dir, "README.md"))
+  if (owner is None or not os.path.exists(owner) or
+      not os.path.exists(spec_path) or os.path.samefile(owner, spec_path)):
+    return
+  raise UserError(
+      f"{out_dir} holds the tables of {owner} (its README's Regenerate "
+      f"line); rendering {spec_path}'s there would replace them: run "
+      f"--spec={owner} (with --only= for some of its runs), or give "
+      f"{spec_path} its own out_dir")
+
+
 # -- tables over seeds ------------------------------------------------------
 
 # Flags that do not make a different setting: seeds of one setting differ

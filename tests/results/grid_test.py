@@ -135,6 +135,19 @@ table: {{title: tiny grid, published: [{{source: a paper, measure: best,
                                        "fedsgd_seed0", "fedsgd_seed1"}
   summary = json.loads((out / "fedavg_seed0" / "summary.json").read_text())
   assert summary["rounds_run"] == 2
+  # A second spec on the same out_dir (a subset of the runs) would render
+  # its rows over these: refused before it runs or writes anything.
+  subset = write(tmp_path, (tmp_path / "spec.yaml").read_text().replace(
+      "algorithm: [fedavg, fedsgd]", "algorithm: [fedavg]"), "subset.yaml")
+  before = (out / "README.md").read_text()
+  refused = subprocess.run([sys.executable, "-m", "simulations.reproduce",
+                            f"--spec={subset}", "--tables_only"], cwd=ROOT,
+                           env=env, capture_output=True, text=True,
+                           timeout=900)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert f"holds the tables of {path}" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  assert (out / "README.md").read_text() == before
 
 
 def test_hand_written_part(tmp_path):
@@ -144,6 +157,33 @@ def test_hand_written_part(tmp_path):
   assert tables.hand_written_part(str(readme)) == ""
   readme.write_text("# t\n\n|---|\n\n---\n\nnotes\n---\nmore\n")
   assert tables.hand_written_part(str(readme)) == "\n---\n\nnotes\n---\nmore\n"
+
+
+def test_table_owner_is_the_spec_named_above_the_hand_written_part(
+    tmp_path):
+  readme = tmp_path / "README.md"
+  assert tables.table_owner(str(readme)) is None
+  readme.write_text("# t\n\n" + tables.regenerate_line("specs/a.yaml") +
+                    "\n---\n\n" + tables.regenerate_line("specs/b.yaml"))
+  assert tables.table_owner(str(readme)) == "specs/a.yaml"
+  readme.write_text("# t\n\n---\n\n" + tables.regenerate_line("specs/b.yaml"))
+  assert tables.table_owner(str(readme)) is None
+
+
+def test_check_table_owner(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  a, b = write(tmp_path, "a", "a.yaml"), write(tmp_path, "b", "b.yaml")
+  tables.check_table_owner(str(out), b)  # no README yet
+  (out / "README.md").write_text("# t\n" + tables.regenerate_line(a))
+  tables.check_table_owner(str(out), a)
+  # The same file by another path is the same owner.
+  tables.check_table_owner(str(out), os.path.join(str(tmp_path), ".", "a.yaml"))
+  with pytest.raises(UserError, match=f"holds the tables of {a}.*--spec={a}"):
+    tables.check_table_owner(str(out), b)
+  # An owner that no longer exists (renamed, deleted) claims nothing.
+  os.remove(a)
+  tables.check_table_owner(str(out), b)
 
 
 def test_unwritable_out_dir_is_refused_and_failed_runs_fail_the_grid(
