@@ -1,12 +1,15 @@
 r"""Renders a Markdown table from finished runs.
 
   python -m simulations.tables --runs=results/baselines \
-      --out=results/baselines/README.md --title="Centralized baselines"
+      --out=/tmp/baselines.md --title="Centralized baselines"
   python -m simulations.tables --compare=experiments/ssl_comparison.yaml \
       --out=results/ssl/comparison.md
 
 --compare takes a YAML file of rows {label, run, metric} and puts results of
-different binaries (centralized, federated, SSL) side by side.
+different binaries (centralized, federated, SSL) side by side. An --out
+that simulations.reproduce rendered (its Regenerate line names a spec) is
+refused: that spec owns it. Rewriting any other --out keeps what is below
+its hand-written `---` line.
 """
 
 import os
@@ -41,6 +44,11 @@ def main(argv):
   from fedclf.results import tables
   from fedclf.results.record import atomic_write_text
   # pylint: enable=g-import-not-at-top
+  owner = FLAGS.out and tables.table_owner(FLAGS.out)
+  if owner:
+    raise UserError(f"{FLAGS.out} is rendered from {owner}: re-render it "
+                    f"with python -m simulations.reproduce --spec={owner} "
+                    "--tables_only, or give --out another file")
   if FLAGS.compare:
     text = tables.comparison_table(_read_yaml(FLAGS.compare), FLAGS.compare)
   else:
@@ -57,7 +65,7 @@ def main(argv):
           os.path.abspath(FLAGS.out)))
       text += f"\n![test accuracy per round]({rel})\n"
   if FLAGS.out:
-    atomic_write_text(FLAGS.out, text)
+    atomic_write_text(FLAGS.out, text + tables.hand_written_part(FLAGS.out))
     print(f"wrote {FLAGS.out}")
   else:
     print(text)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from fedclf.results import tables
 from tests.binary_batch import assert_one_error_line
 from tests.binary_batch import run_commands
 from tests.binary_batch import start_binary
@@ -75,14 +76,23 @@ def test_centralized_runs_and_answers_bad_input(tmp_path):
   for proc, (_, message) in zip(refused, CENTRALIZED_BAD_FLAGS):
     assert_one_error_line(proc, message)
 
-  # The run in a table; and without its inputs the tables binary answers
-  # with one line, not absl's usage dump.
-  table, no_input = run_commands("simulations.tables", [
-      [f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 't.md'}"], []])
+  # The run in a table, over an older one whose hand-written notes stay;
+  # a README that simulations.reproduce renders is its spec's, refused.
+  # Without its inputs the tables binary answers with one line, not absl's
+  # usage dump.
+  (tmp_path / "t.md").write_text("old table\n\n---\n\nnotes\n")
+  owned = tmp_path / "owned.md"
+  owned.write_text("table\n" + tables.regenerate_line("experiments/x.yaml"))
+  table, refused_owned, no_input = run_commands("simulations.tables", [
+      [f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 't.md'}"],
+      [f"--runs={tmp_path / 'runs'}", f"--out={owned}"], []])
   assert table.returncode == 0, table.stderr[-1000:]
   text = (tmp_path / "t.md").read_text()
   assert "| a | digits | mlp |" in text
   assert "python -m baselines.centralized --dataset=digits" in text
+  assert "old table" not in text and text.endswith("\n---\n\nnotes\n")
+  assert_one_error_line(refused_owned, "rendered from experiments/x.yaml")
+  assert owned.read_text().startswith("table\n")
   assert_one_error_line(no_input, "give exactly one of --runs=DIR")
 
 
