@@ -193,36 +193,43 @@ def _pytorch_fan_ins(layer: tf.keras.layers.Layer):
       written for here (e.g. attention or recurrent kernels): keeping Keras'
       values for them silently would mix the two initializations.
   """
-  bias = getattr(layer, "bias", None)
   if isinstance(layer, _NORMALIZATION_LAYERS):
     return []
   if isinstance(layer, tf.keras.layers.SeparableConv2D):
     # PyTorch writes it as two convolutions: depthwise (groups = channels,
-    # fan_in the kernel area, no bias) then 1x1 pointwise (fan_in = the
-    # depthwise outputs), which carries the bias.
-    depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
-    pairs = [(depthwise, int(np.prod(depthwise.shape[:-2]))),
-             (pointwise, int(np.prod(pointwise.shape[:-1])))]
-    fan_in = pairs[1][1]
+    # no bias) then 1x1 pointwise, which carries the bias.
+    fan_in = _kernel_fan_in(layer.pointwise_kernel)
+    pairs = [(layer.depthwise_kernel,
+              _depthwise_fan_in(layer.depthwise_kernel)),
+             (layer.pointwise_kernel, fan_in)]
   elif isinstance(layer, tf.keras.layers.DepthwiseConv2D):
-    # (kh, kw, channels, multiplier): one input channel per group.
-    kernel = layer.depthwise_kernel
-    fan_in = int(np.prod(kernel.shape[:-2]))
-    pairs = [(kernel, fan_in)]
+    fan_in = _depthwise_fan_in(layer.depthwise_kernel)
+    pairs = [(layer.depthwise_kernel, fan_in)]
   elif isinstance(layer, (tf.keras.layers.Dense, tf.keras.layers.Conv1D,
                           tf.keras.layers.Conv2D, tf.keras.layers.Conv3D)):
-    # Dense (inputs, units); convolutions (..., in_channels / groups,
-    # filters); a transposed convolution's (..., filters, in_channels)
-    # gives filters x area, PyTorch's fan-in for ConvTranspose too.
-    fan_in = int(np.prod(layer.kernel.shape[:-1]))
+    fan_in = _kernel_fan_in(layer.kernel)
     pairs = [(layer.kernel, fan_in)]
   else:
     raise UserError(f"--weight_init=pytorch: layer {layer.name!r} "
                     f"({type(layer).__name__}) has trainable weights with no "
                     "PyTorch rule here; use --weight_init=keras")
-  if bias is not None:
-    pairs.append((bias, fan_in))
+  if getattr(layer, "bias", None) is not None:
+    pairs.append((layer.bias, fan_in))
   return pairs
+
+
+def _kernel_fan_in(kernel: tf.Variable) -> int:
+  """Inputs per output unit of a dense (inputs, units) or convolution
+  (..., in_channels / groups, filters) kernel. A transposed convolution's
+  (..., filters, in_channels) gives filters x area, PyTorch's fan-in for
+  ConvTranspose too."""
+  return int(np.prod(kernel.shape[:-1]))
+
+
+def _depthwise_fan_in(kernel: tf.Variable) -> int:
+  """A depthwise kernel (kh, kw, channels, multiplier) sees one input
+  channel per output: its area."""
+  return int(np.prod(kernel.shape[:-2]))
 
 
 def scaled(width: int, config: ModelConfig) -> int:

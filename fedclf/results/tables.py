@@ -142,17 +142,25 @@ def _commands(runs: List[Dict]) -> str:
 HAND_WRITTEN_RULE = "---"
 
 
-def hand_written_part(readme_path: str) -> str:
-  """The hand-written tail of an existing results README (from its first
-  line that is only `---`), prefixed with a blank line; "" if none."""
+def _readme_parts(readme_path: str) -> Tuple[List[str], List[str]]:
+  """An existing results README's lines split at its first line that is
+  only `HAND_WRITTEN_RULE`: (generated part, hand-written part from that
+  line on); both empty when there is no README."""
   if not os.path.exists(readme_path):
-    return ""
+    return [], []
   with open(readme_path) as f:
     lines = f.read().splitlines(keepends=True)
   for i, line in enumerate(lines):
     if line.strip() == HAND_WRITTEN_RULE:
-      return "\n" + "".join(lines[i:])
-  return ""
+      return lines[:i], lines[i:]
+  return lines, []
+
+
+def hand_written_part(readme_path: str) -> str:
+  """The hand-written tail of an existing results README (from its first
+  line that is only `---`), prefixed with a blank line; "" if none."""
+  _, hand_written = _readme_parts(readme_path)
+  return "\n" + "".join(hand_written) if hand_written else ""
 
 
 # The generated part of a results README ends with this line and the spec's
@@ -168,14 +176,10 @@ def table_owner(readme_path: str) -> Optional[str]:
   """The spec named by the generated part of an existing results README
   (its `regenerate_line`), or None: no README, or none written by
   simulations.reproduce."""
-  if not os.path.exists(readme_path):
-    return None
-  with open(readme_path) as f:
-    for line in f:
-      if line.strip() == HAND_WRITTEN_RULE:
-        return None
-      if line.startswith(REGENERATE_PREFIX):
-        return line[len(REGENERATE_PREFIX):].strip().rstrip("`")
+  generated, _ = _readme_parts(readme_path)
+  for line in generated:
+    if line.startswith(REGENERATE_PREFIX):
+      return line[len(REGENERATE_PREFIX):].strip().rstrip("`")
   return None
 
 
@@ -190,8 +194,9 @@ def check_table_owner(out_dir: str, spec_path: str) -> None:
     UserError: out_dir's README names another spec that still exists.
   """
   owner = table_owner(os.path.join(out_dir, "README.md"))
+  # spec_path was just loaded, so it exists.
   if (owner is None or not os.path.exists(owner) or
-      not os.path.exists(spec_path) or os.path.samefile(owner, spec_path)):
+      os.path.samefile(owner, spec_path)):
     return
   raise UserError(
       f"{out_dir} holds the tables of {owner} (its README's Regenerate "
