@@ -190,8 +190,9 @@ def _pytorch_fan_ins(layer: tf.keras.layers.Layer):
 
   Raises:
     UserError: `layer` has trainable weights of a kind PyTorch's rule is not
-      written for here (e.g. attention or recurrent kernels): keeping Keras'
-      values for them silently would mix the two initializations.
+      written for here (e.g. attention or recurrent kernels, or a weight a
+      Dense or Conv subclass adds): keeping Keras' values for them silently
+      would mix the two initializations.
   """
   if isinstance(layer, _NORMALIZATION_LAYERS):
     return []
@@ -215,6 +216,17 @@ def _pytorch_fan_ins(layer: tf.keras.layers.Layer):
                     "PyTorch rule here; use --weight_init=keras")
   if getattr(layer, "bias", None) is not None:
     pairs.append((layer.bias, fan_in))
+  # A subclass of a known layer may add trainable weights of its own (a
+  # learned scale, a gate): the rule above would leave them at Keras'
+  # values, the same silent mix as a layer with no rule at all.
+  redrawn = {variable.ref() for variable, _ in pairs}
+  extra = [weight.name for weight in layer.trainable_weights
+           if weight.ref() not in redrawn]
+  if extra:
+    raise UserError(f"--weight_init=pytorch: layer {layer.name!r} "
+                    f"({type(layer).__name__}) has trainable weights with no "
+                    f"PyTorch rule here ({', '.join(extra)}); use "
+                    "--weight_init=keras")
   return pairs
 
 

@@ -355,6 +355,24 @@ def test_pytorch_weight_init_refuses_layers_it_has_no_rule_for():
                                          seed=0)
 
 
+def test_pytorch_weight_init_refuses_extra_weights_of_a_known_layer():
+  # A Dense subclass with a learned gain: redrawing kernel and bias only
+  # would leave the gain at its Keras value.
+  class GainDense(tf.keras.layers.Dense):
+
+    def build(self, input_shape):
+      super().build(input_shape)
+      self.gain = self.add_weight(name="gain", shape=(self.units,),
+                                  initializer="ones")
+
+    def call(self, x):
+      return super().call(x) * self.gain
+
+  with pytest.raises(UserError, match="gained.*no PyTorch rule.*gain"):
+    building_blocks.pytorch_default_init(
+        _parts_with(GainDense(3, name="gained"), (4,)), seed=0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"weight_init": "xavier"}, "weight_init"),
     ({"norm": "layer"}, "norm"),
