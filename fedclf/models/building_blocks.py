@@ -211,13 +211,12 @@ def _pytorch_fan_ins(layer: tf.keras.layers.Layer):
     fan_in = _kernel_fan_in(layer.kernel)
     pairs = [(layer.kernel, fan_in)]
   else:
-    raise UserError(f"--weight_init=pytorch: layer {layer.name!r} "
-                    f"({type(layer).__name__}) has trainable weights with no "
-                    "PyTorch rule here; use --weight_init=keras")
-  if getattr(layer, "bias", None) is not None:
+    # No rule: all of its trainable weights are refused below.
+    pairs = []
+  if pairs and getattr(layer, "bias", None) is not None:
     pairs.append((layer.bias, fan_in))
-  # A subclass of a known layer may add trainable weights of its own (a
-  # learned scale, a gate): the rule above would leave them at Keras'
+  # Also a subclass of a known layer may add trainable weights of its own
+  # (a learned scale, a gate): the rule above would leave them at Keras'
   # values, the same silent mix as a layer with no rule at all.
   redrawn = {variable.ref() for variable, _ in pairs}
   extra = [weight.name for weight in layer.trainable_weights
