@@ -24,9 +24,10 @@ import dataclasses
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from fedclf.errors import UserError
+from fedclf.results.tables import seeds_covered
 
 MEASURES = ("best", "final")
 
@@ -92,10 +93,13 @@ def best_round(run_dir: str) -> Optional[Tuple[float, int]]:
   return best
 
 
-def _ours(members: Sequence[Dict]) -> Dict[str, Optional[float]]:
+def _ours(members: Sequence[Dict]) -> Dict[str, Union[float, str, None]]:
   finals = [m["summary"].get("final_test_accuracy") for m in members]
   bests = [best_round(m["dir"]) for m in members]
+  # A diverged seed has no final accuracy but does have a best round (its
+  # best before it diverged), as a collapsed run of the references does.
   return {"final": _mean([f for f in finals if f is not None]),
+          "final_seeds": seeds_covered(finals),
           "best": _mean([b[0] for b in bests if b is not None]),
           "best_round": _mean([b[1] for b in bests if b is not None])}
 
@@ -139,7 +143,9 @@ def _row(label: str, members: Sequence[Dict],
   best = _points(ours["best"])
   if best and ours["best_round"] is not None:
     best += f" ({ours['best_round']:.0f})"
-  row = [label, str(len(members)), _points(ours["final"]), best]
+  final = _points(ours["final"])
+  row = [label, str(len(members)), final and final + ours["final_seeds"],
+         best]
   for source in sources:
     published = source.values.get(label)
     if published is None:

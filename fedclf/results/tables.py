@@ -317,6 +317,14 @@ def mean_std(values, counts: bool = False,
   return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def seeds_covered(values) -> str:
+  """' (k of n seeds)' when only k of a setting's n seeds have a value (a
+  diverged seed has no final accuracy, only a divergence round), so that
+  a mean over fewer seeds than the row's count says so; '' otherwise."""
+  count = sum(v is not None for v in values)
+  return f" ({count} of {len(values)} seeds)" if 0 < count < len(values) else ""
+
+
 # A federated SSL run's "test accuracy" is its encoder's kNN accuracy (its
 # summary also has it as final_knn_accuracy, which no classifier's has):
 # the kNN column shows it, and "final accuracy" leaves it out.
@@ -404,9 +412,9 @@ def seed_rows(runs: List[Dict], setting_of: Optional[Dict[str, str]] = None):
   for label, members in groups.items():
     row = [label, str(len(members))]
     for _, keys in columns:
-      row.append(mean_std([_column_value(m["summary"], keys)
-                           for m in members],
-                          counts=keys[0] in COUNT_KEYS))
+      values = [_column_value(m["summary"], keys) for m in members]
+      row.append(mean_std(values, counts=keys[0] in COUNT_KEYS)
+                 + seeds_covered(values))
     if fedsgd:
       base = fedsgd.get(_data_split(members[0]))
       reached = [_value(m["summary"], ("rounds_to_target",))
@@ -439,7 +447,7 @@ def _add_upload_columns(header: List[str], rows: List[List[str]],
   header += ["uploaded MB (10^6 bytes)", "MB ratio to uncompressed"]
   for row, members in zip(rows, groups.values()):
     values = [_value(m["summary"], key) for m in members]
-    row.append(mean_std(values))
+    row.append(mean_std(values) + seeds_covered(values))
     values = [v for v in values if v is not None]
     base = dense.get(_data_split(members[0]))
     row.append(f"{(sum(values) / len(values)) / (sum(base) / len(base)):.3f}"

@@ -50,6 +50,22 @@ def test_table_compares_each_source_on_its_measure(tmp_path):
   assert published.markdown(groups, []) == ""
 
 
+def test_a_diverged_seeds_best_counts_but_its_final_is_left_out(tmp_path):
+  diverged = run(tmp_path, "d0", [0.3, 0.6, 0.1])
+  diverged["summary"]["final_test_accuracy"] = None
+  groups = {"scaffold_c2": [diverged, run(tmp_path, "d1", [0.5, 0.8, 0.7])]}
+  sources = published.parse({"published": [
+      {"source": "reproduction", "measure": "best",
+       "values": {"scaffold_c2": 0.5}}]}, "spec.yaml")
+  row = next(line.split(" | ") for line in
+             published.markdown(groups, sources).splitlines()
+             if line.startswith("| scaffold_c2"))
+  # Final: seed 1's alone, and it says so; best: mean(0.6, 0.8) at mean
+  # round 2, as the references count their collapsed runs' best too.
+  assert row[1:4] == ["2", "70.00 (1 of 2 seeds)", "70.00 (2)"]
+  assert row[4:6] == ["50.00", "+20.00 |"]
+
+
 @pytest.mark.parametrize("table,message", [
     ({"published": {"source": "x"}}, "must be a list"),
     ({"published": [{"values": {"a": 0.5}}]}, "needs a `source`"),

@@ -221,3 +221,20 @@ def test_a_federated_ssl_runs_knn_accuracy_is_in_the_knn_column_only():
   by_name = {row[0]: row for row in rows}
   column = header.index("final accuracy (0–1)")
   assert by_name["ssl"][column] == "" and by_name["sup"][column] == "0.9900"
+
+
+def test_a_mean_over_fewer_seeds_than_the_row_has_says_how_many():
+  # Seed 0 diverged (no final accuracy, a divergence round); seed 1 ended.
+  runs = [fake_run("scaffold_s0", "scaffold", "labels_per_client", None,
+                   seed=0, final_test_accuracy=None, diverged_at_round=13),
+          fake_run("scaffold_s1", "scaffold", "labels_per_client", None,
+                   seed=1, final_test_accuracy=0.8193)]
+  header, (row,) = tables.seed_rows(runs)
+  final = next(i for i, h in enumerate(header)
+               if h.startswith("final accuracy"))
+  assert row[1] == "2"
+  assert row[final] == "0.8193 (1 of 2 seeds)"
+  assert row[header.index("diverged at round")] == "13 (1 of 2 seeds)"
+  # All seeds or none: no note.
+  assert tables.seeds_covered([0.5, 0.6]) == ""
+  assert tables.seeds_covered([None, None]) == ""
