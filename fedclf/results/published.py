@@ -143,9 +143,8 @@ def _row(label: str, members: Sequence[Dict],
   best = _points(ours["best"])
   if best and ours["best_round"] is not None:
     best += f" ({ours['best_round']:.0f})"
-  final = _points(ours["final"])
-  row = [label, str(len(members)), final and final + ours["final_seeds"],
-         best]
+  row = [label, str(len(members)),
+         _points(ours["final"]) + ours["final_seeds"], best]
   for source in sources:
     published = source.values.get(label)
     if published is None:
