@@ -9,6 +9,11 @@ _DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "shared", "data")
 if "FEDCLF_DATA_DIR" not in os.environ and os.path.isdir(_DEFAULT_DATA):
   os.environ["FEDCLF_DATA_DIR"] = os.path.abspath(_DEFAULT_DATA)
 
+# fedclf's process-wide defaults (oneDNN on, gRPC fork handlers off:
+# fedclf/__init__.py) must be set before the first test module imports
+# TensorFlow, which reads them once, when it loads.
+import fedclf  # noqa: E402,F401  pylint: disable=unused-import,g-bad-import-order
+
 # Several tests press Ctrl-C on a child process. A suite started in the
 # background (`nohup`, `&` in a script) inherits SIGINT as ignored, and
 # every child would inherit that too and never see the signal; a handler

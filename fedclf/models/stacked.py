@@ -20,6 +20,7 @@ and the backend trains that model client by client instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -160,6 +161,27 @@ def im2col_conv(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int],
   y = tf.matmul(tf.reshape(patches, [k, -1, kh * kw * cin]),
                 tf.reshape(kernel, [-1, kh * kw * cin, cout]))
   return tf.reshape(y, [k, b, h, w, cout])
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_conv_gradient_error() -> Optional[str]:
+  """Why this TensorFlow cannot differentiate `grouped_conv` on its default
+  device (None: it can). TensorFlow's own CPU kernels have no grouped
+  backward pass (Conv2DBackpropInput raises); oneDNN's and cuDNN's have
+  one, so it depends on the build, the device and TF_ENABLE_ONEDNN_OPTS,
+  which only a try tells."""
+  x = tf.ones([2, 1, 3, 3, 2])
+  kernel = tf.ones([2, 1, 1, 2, 2])
+  try:
+    with tf.GradientTape() as tape:
+      tape.watch([x, kernel])
+      y = tf.reduce_sum(grouped_conv(x, kernel, (1, 1), "SAME"))
+    tape.gradient(y, [x, kernel])
+  except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+    return ("this TensorFlow has no gradient for grouped convolutions on "
+            "this device (on CPU it needs oneDNN: TF_ENABLE_ONEDNN_OPTS=1 "
+            "before TensorFlow loads)")
+  return None
 
 
 def fold(x: tf.Tensor) -> tf.Tensor:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -130,6 +130,19 @@ def git_commit() -> Dict[str, Any]:
     return {"commit": None, "dirty": None}
 
 
+def onednn_enabled() -> Optional[bool]:
+  """Whether TensorFlow runs its CPU ops with oneDNN's kernels (None: not
+  known). It changes the floating-point order of a run's sums (same seed,
+  last digits differ) and which paths the local backend can batch
+  (fedclf/__init__.py)."""
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
+
+
 def environment_info() -> Dict[str, Any]:
   versions = {"python": platform.python_version(), "fedclf": fedclf.__version__}
   for name in _VERSIONED_PACKAGES:
@@ -142,6 +155,7 @@ def environment_info() -> Dict[str, Any]:
       "git": git_commit(),
       "platform": platform.platform(),
       "cpu_count": os.cpu_count(),
+      "onednn": onednn_enabled(),
       # Portable: a reader's checkout is elsewhere (see provenance.py).
       "command": provenance.portable_command(sys.argv),
       "cwd": provenance.portable_path(os.getcwd()),

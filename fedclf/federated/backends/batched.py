@@ -57,9 +57,13 @@ def unsupported_reason(spec: BackendSpec,
   if work.objective is not masked_loss_and_correct:
     return "the client objective is not the supervised cross-entropy"
   try:
-    stacked.plan_for(model)
+    plan = stacked.plan_for(model)
   except stacked.Unbatchable as e:
     return f"model {model.name}: {e}"
+  if any(op.kind == "conv" for op in plan):
+    missing = stacked.grouped_conv_gradient_error()
+    if missing is not None:
+      return f"model {model.name} has convolutions and {missing}"
   return None
 
 

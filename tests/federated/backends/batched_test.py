@@ -1,9 +1,14 @@
 """The local backend's batched clients (backends/batched.py): the stacked
 model equals the Keras one, two rounds of 3 clients with different step
 counts end at the replica mode's weights, and what cannot be batched falls
-back (auto) or is refused (on)."""
+back (auto) or is refused (on), convolutions included where TensorFlow
+cannot differentiate a grouped convolution (oneDNN off on CPU)."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +28,8 @@ from fedclf.models import build_classifier
 from fedclf.models import ModelConfig
 from fedclf.models import stacked
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 BATCH = 8
 STEPS = {0: 2, 1: 5, 2: 0}  # a straggler cut to zero steps too
 
@@ -171,3 +178,53 @@ def test_auto_batches_small_models_and_leaves_big_ones_in_replicas():
                                                 10)) is None
   backend = LocalBackend(spec("off", "mlp"))
   assert backend.execution == "replicas, 2 clients in parallel"
+
+
+def test_grouped_conv_gradient_probe_tells_what_a_gradient_does():
+  # The probe's answer is what a real grouped convolution's gradient does
+  # here: oneDNN (fedclf turns it on before TensorFlow loads) and cuDNN
+  # have the kernel, TensorFlow's own CPU kernels do not.
+  x = tf.random.stateless_normal([3, 2, 6, 6, 4], [0, 2])
+  kernel = tf.Variable(tf.random.stateless_normal([3, 3, 3, 4, 5], [0, 3]))
+  try:
+    with tf.GradientTape() as tape:
+      y = tf.reduce_sum(stacked.grouped_conv(x, kernel, (1, 1), "SAME"))
+    tape.gradient(y, kernel)
+    works = True
+  except tf.errors.InvalidArgumentError:
+    works = False
+  assert (stacked.grouped_conv_gradient_error() is None) == works
+  if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1":
+    assert works
+
+
+def test_no_grouped_conv_gradient_falls_back_on_auto_and_is_refused_on(
+    monkeypatch, caplog):
+  monkeypatch.setattr(stacked, "grouped_conv_gradient_error",
+                      lambda: "no grouped gradient here")
+  with caplog.at_level("INFO"):
+    backend = LocalBackend(spec("auto", "lenet5"))
+  assert backend.batched is None and backend.replicas
+  assert "has convolutions and no grouped gradient here" in caplog.text
+  with pytest.raises(UserError, match="client_batching=on: model .* has "
+                     "convolutions and no grouped gradient here"):
+    LocalBackend(spec("on", "lenet5"))
+  # Models without convolutions batch as before.
+  assert LocalBackend(spec("auto", "mlp")).batched is not None
+
+
+def test_onednn_off_trains_lenet5_in_replicas_end_to_end(tmp_path):
+  # What an AVX2-only CPU does with oneDNN off (TensorFlow's default there):
+  # the LeNet-5 run trains in replicas instead of raising in every client,
+  # and the run records oneDNN's state.
+  env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
+  out = tmp_path / "run"
+  subprocess.run(
+      [sys.executable, "-m", "simulations.federated", "--dataset=digits",
+       "--model=lenet5", "--num_clients=4", "--clients_per_round=2",
+       "--rounds=1", "--local_epochs=1", "--per_client_eval=0",
+       f"--out_dir={out}"], env=env, check=True, capture_output=True,
+      cwd=ROOT)
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["client_execution"].startswith("replicas")
+  assert json.loads((out / "config.json").read_text())["onednn"] is False
