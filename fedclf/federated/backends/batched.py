@@ -8,9 +8,12 @@ step is one forward and backward pass of all K clients' batches through
 `fedclf.models.stacked` (batched matmuls, grouped convolutions).
 
 Clients with fewer local steps than the group's longest (quantity skew,
-stragglers) are masked: from their last step on, their weights and
-momentum buffers are carried unchanged (`tf.where`, so not even a NaN of
-theirs leaks), which is what the replica mode's shorter loop does. The
+stragglers) stop at their last step, as in the replica mode's shorter
+loop: the local backend groups clients in descending order of steps, so a
+step's active clients are the first n and only their rows are computed
+and updated (a round costs its clients' steps, not K times the longest's);
+a group in any other order computes every client and masks the finished
+ones (`tf.where`, so not even a NaN of theirs leaks). The
 clients' outputs come from the work's own `LocalSGD.output`, so SCAFFOLD's
 control variates, FedNova's normalization and the NaN/Inf drop are the
 same code in both modes.
@@ -97,6 +100,13 @@ def group_size(spec: BackendSpec, model: tf.keras.Model) -> int:
   return max(1, min(spec.clients_per_round, MAX_STACKED_FLOATS // params))
 
 
+def _rows(t, n) -> tf.Tensor:
+  """The first `n` rows of `t` (a tensor or variable), its other dims
+  static."""
+  rows = tf.slice(t, [0] * len(t.shape), [n] + [-1] * (len(t.shape) - 1))
+  return tf.ensure_shape(rows, [None, *t.shape[1:]])
+
+
 def _client_axis(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
   """[K] `mask` reshaped to broadcast over `like` [K, ...]."""
   return tf.reshape(mask, [-1] + [1] * (len(like.shape) - 1))
@@ -178,6 +188,17 @@ class BatchedClients:
         v.assign(g)
       w.assign(kept(w - lr * g, w))
 
+  def _prefix_update(self, grads, n):
+    """v = m * v + g; w -= lr * v for the first `n` clients (`grads` holds
+    only theirs), in place on those rows; the others keep theirs."""
+    lr, momentum = self.work.lr, self.work.momentum
+    for i, (w, g) in enumerate(zip(self.weights, grads)):
+      if momentum:
+        v = self.velocity[i]
+        g = momentum * _rows(v, n) + g
+        v[:n].assign(g)
+      w[:n].assign(_rows(w, n) - lr * g)
+
   def _fused_update(self, grads):
     """The same rule for every client, as TensorFlow's fused in-place
     kernels: one pass over each stacked weight (and momentum buffer)
@@ -194,20 +215,58 @@ class BatchedClients:
         tf.raw_ops.ResourceApplyGradientDescent(var=w.handle, alpha=rate,
                                                 delta=g)
 
-  def _step(self, i, totals, global_trainable, corrections, batch_args):
-    """Local step `i` of every client whose `steps` exceed it."""
-    matrices, steps, malicious = batch_args
-    images, labels, mask = self._batch(matrices, i, malicious)
+  def _gradients(self, weights, global_trainable, corrections, images,
+                 labels, mask):
+    """The clients' gradients under `weights` (with `corrections`), and
+    their mean losses, correct counts and example counts."""
     with tf.GradientTape() as tape:
-      tape.watch(self.weights)
+      tape.watch(weights)
       objective, loss, hits, count = self._loss(
-          self.weights, global_trainable, images, labels, mask)
-    grads = self.work.decayed(tape.gradient(objective, self.weights),
-                              self.weights)
+          weights, global_trainable, images, labels, mask)
+    grads = self.work.decayed(tape.gradient(objective, weights), weights)
     if corrections:
       grads = [g + c for g, c in zip(grads, corrections)]
-    active = i < steps
+    return grads, (loss, hits, count)
+
+  def _every_client_step(self, i, active, global_trainable, corrections,
+                         matrices, malicious):
+    """Step `i` computed for all K clients, the inactive ones masked."""
+    images, labels, mask = self._batch(matrices, i, malicious)
+    grads, stats = self._gradients(self.weights, global_trainable,
+                                   corrections, images, labels, mask)
     self._update(grads, active)
+    return stats
+
+  def _first_clients_step(self, i, n, global_trainable, corrections,
+                          matrices, malicious):
+    """Step `i` computed for the first `n` clients only (the active ones,
+    the clients being in descending order of steps); the [K] statistics
+    are zero past them."""
+    images, labels, mask = self._batch(_rows(matrices, n), i,
+                                       _rows(malicious, n))
+    grads, stats = self._gradients(
+        [_rows(w, n) for w in self.weights], global_trainable,
+        [_rows(c, n) for c in corrections], images, labels, mask)
+    self._prefix_update(grads, n)
+    return [tf.pad(t, [[0, self.group - n]]) for t in stats]
+
+  def _step(self, i, totals, global_trainable, corrections, batch_args):
+    """Local step `i` of every client whose `steps` exceed it. With the
+    clients in descending order of steps (as the local backend groups
+    them) those are the first n, and once n < K only they are computed:
+    a group of unequal clients (quantity skew: 10 to 1,930 steps in one
+    round) then costs its clients' steps, not K times its longest's. The
+    two cases are separate branches (a shared graph let Grappler's
+    constant folding unify n with K and fold the wrong shape)."""
+    matrices, steps, malicious, descending = batch_args
+    active = i < steps
+    n = tf.reduce_sum(tf.cast(active, tf.int32))
+    if descending and n < self.group:
+      loss, hits, count = self._first_clients_step(
+          i, n, global_trainable, corrections, matrices, malicious)
+    else:
+      loss, hits, count = self._every_client_step(
+          i, active, global_trainable, corrections, matrices, malicious)
     on = tf.cast(active, tf.float32)
     loss_sum, correct, examples = totals
     return (loss_sum + tf.where(active, loss * count, 0.0),
@@ -227,9 +286,11 @@ class BatchedClients:
     corrections = [tf.stack(c) for c in zip(*per_client)]
     zeros = tf.zeros([k])
     totals = (zeros, zeros, zeros)
+    # Steps in descending order: each step's active clients are a prefix.
+    descending = tf.reduce_all(steps[:-1] >= steps[1:])
     for i in tf.range(tf.reduce_max(steps)):
       totals = self._step(i, totals, trainable, corrections,
-                          (matrices, steps, malicious))
+                          (matrices, steps, malicious, descending))
     return self._outputs(totals, trainable, non_trainable, extra, steps,
                          examples, client_states, seeds, malicious)
 

@@ -220,7 +220,8 @@ class LocalBackend:
   def _training_order(self, tasks: Sequence[ClientTask]) -> List[int]:
     """The order in which tasks are grouped: batched, the most local steps
     first, so that a group's clients run about as many steps as its longest
-    (the others are masked, not skipped); in replicas, as given."""
+    and each step's active clients are the group's first ones (only they
+    are computed); in replicas, as given."""
     if self.batched is None:
       return list(range(len(tasks)))
     return sorted(range(len(tasks)), key=lambda i: -int(tasks[i][2]))

@@ -228,3 +228,26 @@ def test_onednn_off_trains_lenet5_in_replicas_end_to_end(tmp_path):
   summary = json.loads((out / "summary.json").read_text())
   assert summary["client_execution"].startswith("replicas")
   assert json.loads((out / "config.json").read_text())["onednn"] is False
+
+
+def test_unsorted_group_masks_every_client_as_the_sorted_one_skips():
+  # The local backend orders a group by descending steps, so a step
+  # computes only its active clients (a prefix); in any other order every
+  # client is computed and the finished ones masked. Same outputs.
+  work = LocalBackend(spec("on", "cnn", momentum=0.9))
+  state = work.initial_state(model_fn("cnn")())
+  inputs = tuple([tf.constant(w) for w in part] for part in
+                 (state.trainable, state.non_trainable, state.extra))
+  blank = work.initial_client_state(state)
+  group = tasks(1)  # steps 2, 5, 0: not descending
+  outputs = {}
+  for name, order in (("given", [0, 1, 2]), ("descending", [1, 0, 2])):
+    got = work._train_tasks(inputs, [group[i] for i in order], {}, blank,
+                            None)
+    outputs[name] = {group[i].client_id: o for i, o in zip(order, got)}
+  for cid in STEPS:
+    a, b = outputs["given"][cid], outputs["descending"][cid]
+    assert int(a.steps) == int(b.steps) == STEPS[cid]
+    for x, y in zip(a.delta, b.delta):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.loss_sum, b.loss_sum, rtol=1e-5)
